@@ -1,0 +1,338 @@
+"""Wires the stages together: capture+preprocess -> infer -> classify -> publish, with health
+and the watchdog beside them.  One stop event ends every thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psutil
+
+from edged import __version__
+from edged.capture import FrameSource, open_source
+from edged.classify import Classification
+from edged.config import Config, read_secret
+from edged.health import Notifier, Stats, cpu_temp_c, throttled
+from edged.infer import Engine, open_engine
+from edged.preprocess.image import ImageError
+from edged.publish import MqttPublisher, Publisher
+
+log = logging.getLogger(__name__)
+
+EVENT_SCHEMA = "edged.event/1"
+HEALTH_SCHEMA = "edged.health/1"
+_END = object()
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_payload(
+    *,
+    device: str,
+    seq: int,
+    frame: int,
+    source: str,
+    result: Classification,
+    model: str,
+    backend: str,
+    inference_ms: float,
+) -> dict[str, Any]:
+    top = result.top1
+    return {
+        "schema": EVENT_SCHEMA,
+        "device": device,
+        "seq": seq,
+        "ts": utc_now(),
+        "frame": frame,
+        "source": source,
+        "label": top.label if top else None,
+        "label_id": top.id if top else None,
+        "score": round(top.score, 5) if top else None,
+        "top_k": [c.as_dict() for c in result.top_k],
+        "ambiguous": result.ambiguous,
+        "model": model,
+        "backend": backend,
+        "inference_ms": round(inference_ms, 3),
+    }
+
+
+@dataclass
+class _Work:
+    number: int
+    source: str
+    tensor: npt.NDArray[np.generic]
+
+
+class PublishPolicy:
+    """every_frame, on_change (top-1 label changed) or interval, with a minimum score."""
+
+    def __init__(self, policy: str, interval_s: float, min_score: float) -> None:
+        self.policy = policy
+        self.interval_s = interval_s
+        self.min_score = min_score
+        self._last_label: str | None = None
+        self._last_at = float("-inf")
+
+    def should_publish(self, result: Classification, now: float) -> bool:
+        top = result.top1
+        if top is None or top.score < self.min_score:
+            return False
+        if self.policy == "on_change" and top.label == self._last_label:
+            return False
+        if self.policy == "interval" and now - self._last_at < self.interval_s:
+            return False
+        self._last_label = top.label
+        self._last_at = now
+        return True
+
+
+class Daemon:
+    """The edged daemon.  ``run()`` blocks until the stop event is set, the source ends or
+    ``max_frames`` frames have been classified; it returns the exit code."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        max_frames: int | None = None,
+        stop: threading.Event | None = None,
+        notifier: Notifier | None = None,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.max_frames = max_frames
+        self.stop = stop or threading.Event()
+        self.notifier = notifier or Notifier()
+        self.stats = Stats()
+        self.exit_code = 0
+        self.engine: Engine | None = None
+        self.source: FrameSource | None = None
+        self._publisher = publisher
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+        self._seq = 0
+
+    # -- setup ---------------------------------------------------------------------------
+    def _open(self) -> tuple[Engine, FrameSource, Publisher]:
+        engine = open_engine(self.cfg.model, self.cfg.classify)
+        try:
+            spec = engine.backend.input_spec
+            source = open_source(self.cfg.capture, (spec.width, spec.height))
+        except BaseException:
+            engine.close()
+            raise
+        publisher = self._publisher
+        if publisher is None:
+            password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
+            publisher = MqttPublisher(self.cfg.mqtt, self.cfg.device.id, password)
+        return engine, source, publisher
+
+    def run(self) -> int:
+        engine, source, publisher = self._open()
+        self.engine, self.source, self._publisher = engine, source, publisher
+        log.info(
+            "edged %s: device %s, model %s (sha256 %s…), backend %s, source %s",
+            __version__, self.cfg.device.id, engine.model.name, engine.model.sha256[:12],
+            engine.backend.name, source.describe(),
+        )
+        if engine.fallback_reason:
+            log.warning("inference falls back to %s: %s", engine.backend.name,
+                        engine.fallback_reason)
+        work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
+        results: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        publisher.start()
+        threads = [
+            threading.Thread(target=self._guard, args=(self._capture, source, engine, work),
+                             name="edged-capture", daemon=True),
+            threading.Thread(target=self._guard, args=(self._infer, engine, work, results),
+                             name="edged-infer", daemon=True),
+            threading.Thread(target=self._guard, args=(self._publish, publisher, results),
+                             name="edged-publish", daemon=True),
+            threading.Thread(target=self._guard, args=(self._health, publisher),
+                             name="edged-health", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while not self.stop.wait(0.5):
+                pass
+        finally:
+            self.stop.set()
+            self.notifier.stopping()
+            for t in threads:
+                t.join(timeout=3.0)
+            source.close()
+            self._publish_health(publisher)
+            publisher.stop(timeout=5.0)
+            engine.close()
+            log.info(
+                "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
+                self.stats.frames_processed, self.stats.frames_dropped, source.skipped,
+                self.stats.events_published,
+            )
+        return self.exit_code
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s failed; stopping", threading.current_thread().name)
+            self.exit_code = 1
+            self.stop.set()
+
+    # -- stages --------------------------------------------------------------------------
+    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Any]) -> None:
+        for frame in source.frames(self.stop):
+            self.stats.frames_captured += 1
+            try:
+                tensor = engine.preprocess(frame.image)
+            except ImageError as exc:
+                source.skipped += 1
+                log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
+                continue
+            item = _Work(frame.number, frame.source, tensor)
+            if source.live:
+                while True:  # the newest frame wins; a stale one is dropped and counted
+                    try:
+                        work.put_nowait(item)
+                        break
+                    except queue.Full:
+                        try:
+                            work.get_nowait()
+                            self.stats.frames_dropped += 1
+                        except queue.Empty:
+                            pass
+            elif not self._put(work, item):
+                return
+        self._put(work, _END)
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _infer(self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]) -> None:
+        while not self.stop.is_set():
+            try:
+                item = work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _END:
+                self._put(results, _END)
+                return
+            try:
+                result, ms = engine.infer(item.tensor)
+            except (RuntimeError, ValueError) as exc:
+                self.stats.frames_lost += 1
+                log.error("inference failed on frame %d: %s", item.number, exc)
+                continue
+            self.stats.record_inference(ms)
+            self._put(results, (item.number, item.source, result, ms))
+            if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
+                self._put(results, _END)
+                return
+
+    def _publish(self, publisher: Publisher, results: queue.Queue[Any]) -> None:
+        cfg = self.cfg
+        engine = self.engine
+        assert engine is not None
+        policy = PublishPolicy(cfg.publish.policy, cfg.publish.interval_s, cfg.publish.min_score)
+        while not self.stop.is_set():
+            try:
+                item = results.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _END:
+                log.info("frame source finished" if self.max_frames is None
+                         else "frame limit reached")
+                self.stop.set()
+                return
+            number, source, result, ms = item
+            if not self.notifier.ready_sent:
+                self.notifier.ready(self._status_line())
+            if not policy.should_publish(result, time.monotonic()):
+                continue
+            self._seq += 1
+            payload = event_payload(
+                device=cfg.device.id, seq=self._seq, frame=number, source=source,
+                result=result, model=engine.model.name, backend=engine.backend.name,
+                inference_ms=ms,
+            )
+            publisher.publish("events", json.dumps(payload, separators=(",", ":")).encode(),
+                              qos=cfg.mqtt.qos)
+            self.stats.events_published += 1
+
+    def _status_line(self) -> str:
+        engine = self.engine
+        name = engine.model.name if engine else "?"
+        backend = engine.backend.name if engine else "?"
+        return f"backend={backend} model={name} fps={self.stats.fps():.1f}"
+
+    def _health(self, publisher: Publisher) -> None:
+        interval = self.cfg.health.interval_s
+        wd = self.notifier.watchdog_s
+        tick = min(interval, wd / 2) if wd else interval
+        next_health = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if wd and self.stats.idle_for() < self.cfg.health.stall_s:
+                self.notifier.watchdog()
+            if now >= next_health:
+                self._publish_health(publisher)
+                self.notifier.status(self._status_line())
+                next_health = now + interval
+            if self.stop.wait(min(tick, max(0.05, next_health - time.monotonic()))):
+                return
+
+    def health_payload(self, publisher: Publisher) -> dict[str, Any]:
+        engine = self.engine
+        try:
+            cpu = round(self._process.cpu_percent(None), 1)
+            rss = round(self._process.memory_info().rss / 2**20, 1)
+        except psutil.Error:
+            cpu, rss = None, None
+        return {
+            "schema": HEALTH_SCHEMA,
+            "device": self.cfg.device.id,
+            "version": __version__,
+            "ts": utc_now(),
+            "uptime_s": round(self.stats.uptime_s(), 1),
+            "backend": engine.backend.name if engine else None,
+            "model": engine.model.name if engine else None,
+            "model_sha256": engine.model.sha256 if engine else None,
+            "fallback_reason": engine.fallback_reason if engine else None,
+            "fps": round(self.stats.fps(), 2),
+            "inference_ms": self.stats.latency_ms(),
+            "frames_captured": self.stats.frames_captured,
+            "frames_processed": self.stats.frames_processed,
+            "frames_dropped": self.stats.frames_dropped,
+            "frames_lost": self.stats.frames_lost,
+            "frames_skipped": self.source.skipped if self.source else 0,
+            "events_published": self.stats.events_published,
+            "mqtt_reconnects": publisher.reconnects,
+            "mqtt_dropped": publisher.dropped,
+            "cpu_percent": cpu,
+            "rss_mb": rss,
+            "cpu_temp_c": cpu_temp_c(),
+            "throttled": throttled(),
+            "pid": os.getpid(),
+        }
+
+    def _publish_health(self, publisher: Publisher) -> None:
+        payload = json.dumps(self.health_payload(publisher), separators=(",", ":"))
+        publisher.publish("health", payload.encode(), qos=1, retain=True)

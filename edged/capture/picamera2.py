@@ -1,0 +1,97 @@
+"""The Raspberry Pi camera through picamera2 (libcamera).
+
+The ISP scales frames to (about) the model's input size, so the CPU never resizes full
+frames.  picamera2 comes from Pi OS (``apt install python3-picamera2``); it is imported
+when this source is opened, never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from edged.capture.base import Frame, FrameSource, register
+from edged.config import Picamera2CaptureConfig
+
+log = logging.getLogger(__name__)
+
+# libcamera names formats by their 32-bit word order: "BGR888" is R, G, B in memory, which is
+# the RGB array edged wants.
+RGB_FORMAT = "BGR888"
+
+
+class CameraError(RuntimeError):
+    pass
+
+
+@register
+class Picamera2Source(FrameSource):
+    type_key = "picamera2"
+    live = True
+
+    def __init__(self, cfg: Picamera2CaptureConfig, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.width or input_size[0]
+        height = cfg.height or input_size[1]
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise CameraError(
+                "capture.type 'picamera2' needs picamera2 (on Raspberry Pi OS: "
+                "apt install python3-picamera2, and a venv with --system-site-packages)"
+            ) from exc
+        try:
+            self._cam: Any = Picamera2(cfg.camera_num)
+        except (IndexError, RuntimeError) as exc:
+            raise CameraError(f"camera {cfg.camera_num} cannot be opened: {exc}") from exc
+        small = {"size": (width, height), "format": RGB_FORMAT}
+        controls = {"FrameRate": cfg.fps}
+        if cfg.stream == "lores":
+            config = self._cam.create_video_configuration(
+                main={"size": (cfg.main_width, cfg.main_height), "format": RGB_FORMAT},
+                lores=small,
+                controls=controls,
+                buffer_count=4,
+            )
+        else:
+            config = self._cam.create_video_configuration(
+                main=small, controls=controls, buffer_count=4
+            )
+        self._cam.align_configuration(config)
+        self._cam.configure(config)
+        size = config[cfg.stream]["size"]
+        log.info("camera %d: %s stream %sx%s %s at %g fps", cfg.camera_num, cfg.stream,
+                 size[0], size[1], RGB_FORMAT, cfg.fps)
+        self._started = False
+
+    def describe(self) -> str:
+        return f"picamera2 (camera {self.cfg.camera_num}, {self.cfg.stream} stream)"
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        self._cam.start()
+        self._started = True
+        number = 0
+        while not stop.is_set():
+            array = self._cam.capture_array(self.cfg.stream)
+            if array is None:
+                self.skipped += 1
+                continue
+            image = np.ascontiguousarray(array[:, :, :3], dtype=np.uint8)
+            number += 1
+            yield Frame(number, image, f"camera{self.cfg.camera_num}", time.time())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        try:
+            if self._started:
+                self._cam.stop()
+        finally:
+            self._cam.close()

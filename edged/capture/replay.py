@@ -1,0 +1,111 @@
+"""Replay image files, directories of images and video files, optionally looped and paced."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from edged.capture.base import Frame, FrameSource, register
+from edged.config import ReplayCaptureConfig
+from edged.preprocess.image import ImageError, load_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".h264", ".mjpeg", ".m4v", ".ts"}
+
+
+def bundled_samples() -> Path:
+    return Path(str(resources.files("edged") / "samples"))
+
+
+def expand(paths: list[str], recursive: bool = False) -> list[Path]:
+    """Files to replay, in order: files as given, directory contents sorted by name."""
+    out: list[Path] = []
+    for raw in paths or [str(bundled_samples())]:
+        p = Path(raw)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            out.extend(
+                sorted(f for f in p.glob(pattern) if not f.is_dir() and not f.name.startswith("."))
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def _video_frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
+    try:
+        import av
+    except ImportError as exc:
+        raise ImageError(f"{path}: video needs PyAV (pip install 'edged[video]')") from exc
+    try:
+        with av.open(str(path)) as container:
+            for vf in container.decode(video=0):
+                yield vf.to_ndarray(format="rgb24")
+    except av.FFmpegError as exc:
+        raise ImageError(f"cannot decode video {str(path)!r}: {exc}") from exc
+
+
+@register
+class ReplaySource(FrameSource):
+    type_key = "replay"
+
+    def __init__(self, cfg: ReplayCaptureConfig, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.live = cfg.fps > 0
+        for p in cfg.paths:
+            if not Path(p).exists():
+                raise FileNotFoundError(f"capture.paths: {p!r} does not exist")
+        if not expand(cfg.paths, cfg.recursive):
+            raise FileNotFoundError(f"capture.paths {cfg.paths!r} hold no files")
+
+    def describe(self) -> str:
+        pace = f"{self.cfg.fps:g} fps" if self.cfg.fps else "unpaced"
+        return f"replay ({pace}{', looped' if self.cfg.loop else ''})"
+
+    def _decode(self, path: Path) -> Iterator[npt.NDArray[np.uint8]]:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _video_frames(path)
+        else:
+            yield load_image(path)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        number = 0
+        period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
+        next_due = time.monotonic()
+        while not stop.is_set():
+            files = expand(self.cfg.paths, self.cfg.recursive)
+            produced = False
+            for path in files:
+                if stop.is_set():
+                    return
+                try:
+                    for image in self._decode(path):
+                        if period:
+                            delay = next_due - time.monotonic()
+                            if delay > 0 and stop.wait(delay):
+                                return
+                            next_due = max(next_due + period, time.monotonic() - period)
+                        number += 1
+                        produced = True
+                        yield Frame(number, image, path.name, time.time())
+                        if stop.is_set():
+                            return
+                except (ImageError, OSError) as exc:
+                    self.skipped += 1
+                    log.warning("skipping %s: %s", path, exc)
+            if not self.cfg.loop:
+                return
+            if not produced:
+                log.error("no readable frames in %s; retrying in 5 s", self.cfg.paths)
+                if stop.wait(5.0):
+                    return

@@ -1,0 +1,126 @@
+"""Scores to classes.  Pure functions and small immutable types; no device access."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edged.config import ClassifyConfig
+
+BACKGROUND = "background"
+
+
+@dataclass(frozen=True)
+class Class:
+    id: int
+    label: str
+    score: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"label": self.label, "label_id": self.id, "score": round(self.score, 5)}
+
+
+@dataclass(frozen=True)
+class Classification:
+    top_k: tuple[Class, ...]
+    ambiguous: bool
+
+    @property
+    def top1(self) -> Class | None:
+        return self.top_k[0] if self.top_k else None
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Class names by output index.  ``background`` is the index of a background class
+    (index 0 of the 1001-class ImageNet models), which is never reported."""
+
+    names: tuple[str, ...]
+    background: int | None = None
+    source: str = "indices"
+
+    @classmethod
+    def build(
+        cls, names: Sequence[str] | None, classes: int, source: str, model: str
+    ) -> Labels:
+        if not names:
+            return cls(tuple(str(i) for i in range(classes)), None, "indices")
+        names = list(names)
+        if len(names) == classes - 1 and names[0].lower() != BACKGROUND:
+            # A 1000-line ImageNet file for a 1001-output model: the first output is background.
+            names.insert(0, BACKGROUND)
+        if len(names) != classes:
+            raise ValueError(
+                f"{source} has {len(names)} labels but {model} outputs {classes} classes"
+            )
+        background = 0 if names[0].strip().lower() == BACKGROUND else None
+        return cls(tuple(names), background, source)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def dequantize(raw: npt.NDArray[np.generic], scale: float, zero_point: int) -> npt.NDArray[np.float32]:
+    if np.issubdtype(raw.dtype, np.integer):
+        if scale <= 0:
+            scale, zero_point = (1 / 256, 0) if raw.dtype == np.uint8 else (1 / 256, -128)
+        return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+    return raw.astype(np.float32, copy=False)
+
+
+def _as_probabilities(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Logits become probabilities (softmax); probabilities pass unchanged."""
+    total = float(scores.sum())
+    if scores.min() >= -1e-3 and total <= 1.05:
+        return scores
+    e = np.exp(scores - scores.max())
+    return (e / e.sum()).astype(np.float32)
+
+
+class Classifier:
+    """Turns an output vector into a :class:`Classification` under a :class:`ClassifyConfig`."""
+
+    def __init__(self, labels: Labels, cfg: ClassifyConfig) -> None:
+        self.labels = labels
+        self.cfg = cfg
+        excluded = np.zeros(len(labels), dtype=bool)
+        if labels.background is not None:
+            excluded[labels.background] = True
+        lowered = [n.lower() for n in labels.names]
+        if cfg.allow:
+            allowed = {a.lower() for a in cfg.allow}
+            excluded |= np.array([not _matches(n, allowed) for n in lowered])
+        if cfg.deny:
+            denied = {d.lower() for d in cfg.deny}
+            excluded |= np.array([_matches(n, denied) for n in lowered])
+        self._excluded = excluded if excluded.any() else None
+
+    def __call__(
+        self, raw: npt.NDArray[np.generic], scale: float = 0.0, zero_point: int = 0
+    ) -> Classification:
+        scores = _as_probabilities(dequantize(raw, scale, zero_point))
+        if self._excluded is not None:
+            scores = np.where(self._excluded, np.float32(-1.0), scores)
+        k = min(max(self.cfg.top_k, 2), scores.size)
+        idx = np.argpartition(scores, -k)[-k:]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        candidates = [(int(i), float(scores[i])) for i in idx if scores[i] >= 0.0]
+        first = candidates[0][1] if candidates else 0.0
+        second = candidates[1][1] if len(candidates) > 1 else 0.0
+        ambiguous = (
+            first < self.cfg.ambiguity_threshold or first - second < self.cfg.ambiguity_margin
+        )
+        top = tuple(
+            Class(i, self.labels.names[i], s)
+            for i, s in candidates[: self.cfg.top_k]
+            if s >= self.cfg.min_score
+        )
+        return Classification(top, ambiguous)
+
+
+def _matches(name: str, wanted: set[str]) -> bool:
+    """A label matches by its full text or any of its comma-separated names."""
+    return name in wanted or any(part.strip() in wanted for part in name.split(","))

@@ -1,0 +1,319 @@
+"""The one typed configuration of edged: a TOML file, overridable by environment variables.
+
+Every key has a description; unknown keys are errors (``extra="forbid"``).  Errors are
+collected all at once and reported with their key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/edged/config.toml")
+ENV_PREFIX = "EDGED_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _hostname() -> str:
+    return socket.gethostname().split(".")[0] or "edged"
+
+
+class DeviceConfig(_Section):
+    id: Annotated[
+        str,
+        Field(
+            default_factory=_hostname,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            description="Device id used in MQTT topics (default: the host name).",
+        ),
+    ]
+
+
+class ReplayCaptureConfig(_Section):
+    type: Literal["replay"] = "replay"
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Image files, directories of images or video files; empty = bundled samples.",
+    )
+    loop: bool = Field(False, description="Start again from the first file after the last.")
+    fps: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Pace frames like a live camera; 0 = as fast as the pipeline takes them.",
+    )
+    recursive: bool = Field(False, description="Descend into sub-directories.")
+
+
+class Picamera2CaptureConfig(_Section):
+    type: Literal["picamera2"]
+    camera_num: int = Field(0, ge=0, description="Index of the camera (Picamera2(camera_num)).")
+    width: int = Field(0, ge=0, le=4096, description="Frame width; 0 = the model's input width.")
+    height: int = Field(0, ge=0, le=4096, description="Frame height; 0 = the model's input height.")
+    main_width: int = Field(1280, ge=64, le=4608, description="Size of the camera's main stream.")
+    main_height: int = Field(720, ge=64, le=3496, description="Height of the main stream.")
+    fps: float = Field(15.0, gt=0.0, le=120.0, description="Camera frame rate.")
+    stream: Literal["main", "lores"] = Field(
+        "main",
+        description="'main': a small RGB main stream scaled by the ISP (any Pi); 'lores': an "
+        "RGB lores stream beside a full-size main stream (Pi 5 only).",
+    )
+
+
+def _capture_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "replay"))
+    return str(getattr(value, "type", "replay"))
+
+
+CaptureConfig = Annotated[
+    Annotated[ReplayCaptureConfig, Tag("replay")] | Annotated[Picamera2CaptureConfig, Tag("picamera2")],
+    Discriminator(
+        _capture_type,
+        custom_error_type="invalid_capture_type",
+        custom_error_message="invalid capture type; valid types: 'replay', 'picamera2'",
+    ),
+]
+
+
+class ModelConfig(_Section):
+    path: str = Field("", description="TFLite model; empty = the bundled default model.")
+    labels: str = Field("", description="Labels file; empty = labels embedded in the model.")
+    sha256: str = Field(
+        "",
+        pattern=r"^([0-9a-fA-F]{64})?$",
+        description="When set, refuse a model file whose sha256 differs.",
+    )
+    backend: Literal["auto", "cpu", "edgetpu"] = Field(
+        "auto", description="Where inference runs: Edge TPU when present ('auto'), or forced."
+    )
+    cpu_path: str = Field(
+        "", description="CPU twin of an Edge TPU model; empty = same name without _edgetpu."
+    )
+    edgetpu_device: str = Field(
+        "", pattern=r"^(|usb|pci|usb:\d+|pci:\d+)$", description="'', usb, usb:N, pci or pci:N."
+    )
+    edgetpu_library: str = Field("libedgetpu.so.1", description="Edge TPU delegate library.")
+    num_threads: int = Field(2, ge=1, le=64, description="CPU threads for inference.")
+    mean: float | None = Field(None, description="Input normalization mean (float models).")
+    std: float | None = Field(None, gt=0.0, description="Input normalization std.")
+    crop: Literal["center", "none"] = Field(
+        "center", description="'center' crops the central square before resizing; 'none' squashes."
+    )
+    crop_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of the shorter side kept by the center crop."
+    )
+    resample: Literal["bilinear", "nearest", "bicubic", "area"] = Field(
+        "bilinear", description="Resize filter."
+    )
+
+
+class ClassifyConfig(_Section):
+    top_k: int = Field(5, ge=1, le=100, description="Classes reported per frame.")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop classes below this score.")
+    ambiguity_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Top-1 below this score is ambiguous."
+    )
+    ambiguity_margin: float = Field(
+        0.1, ge=0.0, le=1.0, description="Top-1 minus top-2 below this is ambiguous."
+    )
+    allow: list[str] = Field(default_factory=list, description="Only these labels (empty = all).")
+    deny: list[str] = Field(default_factory=list, description="Never these labels.")
+
+
+class MqttConfig(_Section):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker: mqtt://host[:port] or mqtts://host[:port] (TLS).",
+    )
+    client_id: str = Field("", description="Client id; empty = edged-<device id>.")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version.")
+    username: str = Field("", description="User name, if the broker requires one.")
+    password_file: str = Field(
+        "",
+        description="File holding the password; empty = $CREDENTIALS_DIRECTORY/mqtt_password.",
+    )
+    ca_file: str = Field("", description="CA bundle for mqtts:// (empty = system CAs).")
+    cert_file: str = Field("", description="Client certificate (mutual TLS).")
+    key_file: str = Field("", description="Client key (mutual TLS).")
+    keepalive: int = Field(30, ge=5, le=3600, description="Keepalive in seconds.")
+    topic_prefix: str = Field(
+        "edged", pattern=r"^[^#+]+$", description="Topics are {topic_prefix}/{device}/..."
+    )
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of events.")
+    reconnect_min_s: float = Field(1.0, gt=0.0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
+    max_queued: int = Field(
+        10000, ge=10, description="Events kept in memory while the broker is away."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        if parts.username or parts.password:
+            raise ValueError("credentials do not belong in the URL: use username/password_file")
+        _ = parts.port  # raises on a bad port
+        return v
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> MqttConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class PublishConfig(_Section):
+    policy: Literal["every_frame", "on_change", "interval"] = Field(
+        "every_frame",
+        description="every_frame, on_change (top-1 label changed) or interval (one per N s).",
+    )
+    interval_s: float = Field(10.0, gt=0.0, description="For policy 'interval'.")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="No event below this top-1 score.")
+
+
+class HealthConfig(_Section):
+    interval_s: float = Field(30.0, ge=0.5, le=3600.0, description="Health message period.")
+    stall_s: float = Field(
+        10.0, gt=0.0, description="No frame for this long = stalled (watchdog pings stop)."
+    )
+
+
+class PipelineConfig(_Section):
+    queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages.")
+
+
+class Config(_Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)  # type: ignore[arg-type]
+    capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)  # type: ignore[arg-type]
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
+    publish: PublishConfig = Field(default_factory=PublishConfig)  # type: ignore[arg-type]
+    health: HealthConfig = Field(default_factory=HealthConfig)  # type: ignore[arg-type]
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each as (key path, message, bad value)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str, Any]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
+        for loc, msg, value in self.problems:
+            shown = "" if value is _MISSING else f" (got {value!r})"
+            lines.append(f"  {loc}: {msg}{shown}")
+        return "\n".join(lines)
+
+
+_MISSING = object()
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Environment values are TOML literals when they parse as one, else plain strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``EDGED_<SECTION>__<KEY>=value`` variables onto the file's data."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not section or not key:
+            continue
+        target = out.setdefault(section, {})
+        if isinstance(target, dict):
+            target[key] = _parse_env_value(raw)
+    return out
+
+
+def _locate(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("replay", "picamera2")]
+    return ".".join(parts) or "(root)"
+
+
+def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
+    problems: list[tuple[str, str, Any]] = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error":
+            msg = f"invalid value; {msg.lower()}"
+        value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
+        if isinstance(value, dict):
+            value = _MISSING
+        problems.append((_locate(err["loc"]), msg, value))
+    return ConfigError(source, problems)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _from_validation_error(source, exc) from None
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the TOML file (a missing default file is an empty config) and the environment."""
+    environ = os.environ if environ is None else environ
+    explicit = path is not None
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    data: dict[str, Any] = {}
+    if cfg_path.exists() or explicit:
+        try:
+            with cfg_path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(str(cfg_path), [("(file)", "no such file", _MISSING)]) from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(cfg_path), [("(file)", str(exc), _MISSING)]) from None
+    return parse_config(apply_env(data, environ), str(cfg_path))
+
+
+def read_secret(path: str, credential: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A secret from ``path`` or ``$CREDENTIALS_DIRECTORY/credential``; None when neither."""
+    environ = os.environ if environ is None else environ
+    candidates = [Path(path)] if path else []
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if not path and cred_dir:
+        candidates.append(Path(cred_dir) / credential)
+    for candidate in candidates:
+        try:
+            return candidate.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            if path:
+                raise
+    return None

@@ -1,0 +1,56 @@
+"""Counters and latency windows of one daemon run.  Each counter has one writer thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+
+class Stats:
+    def __init__(self, window: int = 256) -> None:
+        self.started = time.monotonic()
+        self.frames_captured = 0
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        self.frames_lost = 0  # in flight when an inference failed
+        self.events_published = 0
+        self.last_frame_at: float | None = None  # monotonic time of the last processed frame
+        self._latency: deque[float] = deque(maxlen=window)
+        self._done: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def record_inference(self, ms: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._latency.append(ms)
+            self._done.append(now)
+        self.frames_processed += 1
+        self.last_frame_at = now
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def fps(self, horizon_s: float = 10.0) -> float:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._done if now - t <= horizon_s]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], 1e-6)
+        return len(recent) / span if now - recent[-1] < horizon_s else 0.0
+
+    def latency_ms(self) -> dict[str, float | None]:
+        with self._lock:
+            values = np.fromiter(self._latency, dtype=np.float64)
+        if values.size == 0:
+            return {"p50": None, "p95": None}
+        p50, p95 = np.percentile(values, [50, 95])
+        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+
+    def idle_for(self) -> float:
+        """Seconds since the last processed frame (since start when none yet)."""
+        ref = self.last_frame_at if self.last_frame_at is not None else self.started
+        return time.monotonic() - ref

@@ -1,0 +1,60 @@
+"""Readings of the machine: CPU temperature and the Raspberry Pi's throttling state."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+THERMAL = Path("/sys/class/thermal")
+# The Pi firmware exposes get_throttled here on Raspberry Pi OS kernels (hex bit field).
+THROTTLED_PATHS = (
+    Path("/sys/devices/platform/soc/soc:firmware/get_throttled"),
+    Path("/sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/get_throttled"),
+)
+
+
+def cpu_temp_c(thermal: Path = THERMAL) -> float | None:
+    """The CPU thermal zone in degrees C (first zone of type cpu/soc/x86_pkg, else zone 0)."""
+    try:
+        zones = sorted(thermal.glob("thermal_zone*"))
+    except OSError:
+        return None
+    best: Path | None = None
+    for zone in zones:
+        try:
+            kind = (zone / "type").read_text().strip().lower()
+        except OSError:
+            continue
+        if any(k in kind for k in ("cpu", "soc", "x86_pkg", "bcm2835")):
+            best = zone
+            break
+        if best is None:
+            best = zone
+    if best is None:
+        return None
+    try:
+        return round(int((best / "temp").read_text().strip()) / 1000.0, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def throttled(paths: tuple[Path, ...] = THROTTLED_PATHS) -> dict[str, object] | None:
+    """The Pi's throttling bits (under-voltage, frequency capped, throttled, soft temp limit),
+    now and since boot; None where the machine has no such state."""
+    for path in paths:
+        try:
+            raw = int(path.read_text().strip(), 16)
+        except (OSError, ValueError):
+            continue
+        return {
+            "raw": hex(raw),
+            "under_voltage": bool(raw & 0x1),
+            "freq_capped": bool(raw & 0x2),
+            "throttled": bool(raw & 0x4),
+            "soft_temp_limit": bool(raw & 0x8),
+            "under_voltage_occurred": bool(raw & 0x10000),
+            "throttling_occurred": bool(raw & 0x40000),
+        }
+    return None

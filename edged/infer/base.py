@@ -1,0 +1,161 @@
+"""The inference backend interface, its registry, and the TFLite interpreter they share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from edged.config import ModelConfig
+from edged.infer.model import ModelError, ModelFile
+from edged.infer.runtime import get_runtime
+from edged.preprocess import InputSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    classes: int
+    dtype: np.dtype[np.generic]
+    scale: float
+    zero_point: int
+
+
+class InferenceBackend(ABC):
+    """One model loaded on one device.  ``invoke`` takes a preprocessed 1xHxWxC tensor and
+    returns the raw output vector (a copy)."""
+
+    type_key: ClassVar[str]
+    available: ClassVar[bool] = True
+
+    input_spec: InputSpec
+    output_spec: OutputSpec
+    model: ModelFile
+
+    @property
+    def name(self) -> str:
+        return self.type_key
+
+    @abstractmethod
+    def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the device; idempotent."""
+
+    def __enter__(self) -> InferenceBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+B = TypeVar("B", bound=type[InferenceBackend])
+BACKENDS: dict[str, type[InferenceBackend]] = {}
+
+
+def register(cls: B) -> B:
+    BACKENDS[cls.type_key] = cls
+    return cls
+
+
+def _quant(details: dict[str, Any]) -> tuple[float, int]:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
+class TFLiteBackend(InferenceBackend):
+    """A backend built on a TFLite interpreter, with optional delegates."""
+
+    def __init__(
+        self,
+        model: ModelFile,
+        cfg: ModelConfig,
+        delegates: list[Any] | None = None,
+    ) -> None:
+        self.model = model
+        runtime = get_runtime()
+        self.runtime = runtime.name
+        t0 = time.perf_counter()
+        try:
+            self._interp = runtime.Interpreter(
+                model_path=str(model.path),
+                num_threads=cfg.num_threads,
+                experimental_delegates=delegates or None,
+            )
+        except ValueError as exc:
+            raise ModelError(f"cannot load model {str(model.path)!r}: {exc}") from exc
+        try:
+            self._interp.allocate_tensors()
+        except RuntimeError as exc:
+            if model.is_edgetpu and not delegates:
+                raise ModelError(
+                    f"{model.name} is compiled for the Edge TPU (custom op edgetpu-custom-op) "
+                    "and cannot run on the CPU; give its CPU twin (model.cpu_path)"
+                ) from exc
+            raise ModelError(f"cannot prepare model {model.name}: {exc}") from exc
+        self.load_ms = (time.perf_counter() - t0) * 1000.0
+        self.input_spec, self.output_spec = self._check_io(cfg)
+        self._in_index = self._interp.get_input_details()[0]["index"]
+        self._out_index = self._interp.get_output_details()[0]["index"]
+        self._closed = False
+
+    def _check_io(self, cfg: ModelConfig) -> tuple[InputSpec, OutputSpec]:
+        ins = self._interp.get_input_details()
+        outs = self._interp.get_output_details()
+        name = self.model.name
+        if len(ins) != 1:
+            raise ModelError(f"{name} has {len(ins)} inputs; an image classifier has one")
+        shape = [int(d) for d in ins[0]["shape"]]
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ModelError(
+                f"{name}: input shape {shape}, expected [1, height, width, 3] (NHWC RGB)"
+            )
+        in_dtype = np.dtype(ins[0]["dtype"])
+        if in_dtype not in (np.uint8, np.int8, np.float32):
+            raise ModelError(f"{name}: input type {in_dtype}, expected uint8, int8 or float32")
+        if len(outs) != 1:
+            raise ModelError(
+                f"{name} has {len(outs)} outputs ({', '.join(o['name'] for o in outs)}); "
+                "edged needs an image classifier with one output of shape [1, classes] "
+                "(is this a detection model?)"
+            )
+        oshape = [int(d) for d in outs[0]["shape"]]
+        classes = oshape[-1] if oshape else 0
+        if classes < 2 or int(np.prod(oshape)) != classes:
+            raise ModelError(
+                f"{name}: output shape {oshape} is not a class vector [1, classes]"
+            )
+        out_dtype = np.dtype(outs[0]["dtype"])
+        if out_dtype not in (np.uint8, np.int8, np.float32, np.float16):
+            raise ModelError(f"{name}: output type {out_dtype} is not a score vector")
+        scale, zp = _quant(ins[0])
+        mean, std = cfg.mean, cfg.std
+        if (mean is None or std is None) and self.model.normalization is not None:
+            mean, std = self.model.normalization
+        spec = InputSpec(
+            height=shape[1], width=shape[2], dtype=in_dtype, scale=scale, zero_point=zp,
+            mean=mean, std=std,
+        )
+        oscale, ozp = _quant(outs[0])
+        return spec, OutputSpec(classes, out_dtype, oscale, ozp)
+
+    def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        self._interp.set_tensor(self._in_index, tensor)
+        self._interp.invoke()
+        out: npt.NDArray[np.generic] = self._interp.get_tensor(self._out_index)
+        return out.reshape(-1)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            del self._interp
+
+
+BackendFactory = Callable[[ModelFile, ModelConfig], InferenceBackend]

@@ -1,0 +1,131 @@
+"""Image preprocessing shared by the daemon, ``edged classify`` and ``edged eval``.
+
+Pure functions over numpy arrays and Pillow images: nothing here touches a device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+CropMode = Literal["center", "none"]
+
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+}
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read or decoded."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model's input tensor wants.
+
+    ``scale``/``zero_point`` are the tensor's own quantization parameters (0/0 for float).
+    ``mean``/``std`` describe the normalization the model was trained with:
+    ``x = (pixel - mean) / std``.  When they are ``None`` on a quantized input, pixels are
+    fed unchanged (uint8) or shifted by 128 (int8), which is what quantized image
+    classifiers conventionally expect.
+    """
+
+    height: int
+    width: int
+    dtype: np.dtype[np.generic]
+    scale: float = 0.0
+    zero_point: int = 0
+    mean: float | None = None
+    std: float | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return np.issubdtype(self.dtype, np.integer)
+
+
+def load_image(path: str | Path) -> npt.NDArray[np.uint8]:
+    """Decode an image file to an HxWx3 uint8 RGB array, or raise :class:`ImageError`."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot decode image {str(path)!r}: {exc}") from exc
+
+
+def crop_box(width: int, height: int, fraction: float) -> tuple[int, int, int, int]:
+    """Box (left, top, right, bottom) of the centered square covering ``fraction`` of the
+    shorter side."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"crop fraction {fraction} is outside (0, 1]")
+    side = max(1, round(min(width, height) * fraction))
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def _quantize_params(spec: InputSpec) -> tuple[float, float] | None:
+    """(multiplier, offset) so that ``tensor = pixel * multiplier + offset``; None = raw."""
+    if spec.quantized:
+        if spec.mean is None or spec.std is None:
+            return None
+        if spec.scale <= 0:
+            raise ValueError("quantized input without a scale")
+        mult = 1.0 / (spec.std * spec.scale)
+        offset = spec.zero_point - spec.mean * mult
+        if spec.dtype == np.uint8 and max(abs(offset), abs(255 * (mult - 1) + offset)) <= 1.0:
+            return None  # within one step of the identity: feed the pixels unchanged
+        return mult, offset
+    mean = 127.5 if spec.mean is None else spec.mean
+    std = 127.5 if spec.std is None else spec.std
+    return 1.0 / std, -mean / std
+
+
+def to_model_input(
+    frame: npt.NDArray[np.uint8],
+    spec: InputSpec,
+    crop: CropMode = "center",
+    crop_fraction: float = 1.0,
+    resample: str = "bilinear",
+) -> npt.NDArray[np.generic]:
+    """Crop, resize and convert an HxWx3 uint8 RGB frame to a 1xHxWx3 model input."""
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
+        raise ImageError(f"expected an HxWx3 uint8 RGB frame, got shape={frame.shape} "
+                         f"dtype={frame.dtype}")
+    if frame.shape[2] == 4:
+        frame = frame[:, :, :3]
+    h, w = frame.shape[:2]
+    target = (spec.width, spec.height)
+    if (w, h) != target or crop == "center" and crop_fraction < 1.0:
+        im = Image.fromarray(frame)
+        box = crop_box(w, h, crop_fraction) if crop == "center" else (0, 0, w, h)
+        if (box[2] - box[0], box[3] - box[1]) == target:
+            im = im.crop(box)
+        else:
+            im = im.resize(target, RESAMPLE[resample], box=box)
+        pixels = np.asarray(im)
+    else:
+        pixels = frame
+    params = _quantize_params(spec)
+    if params is None:
+        if spec.dtype == np.uint8:
+            out = pixels
+        else:  # int8 without normalization: shift into the signed range
+            out = (pixels.astype(np.int16) - 128).astype(np.int8)
+    else:
+        mult, offset = params
+        x = pixels.astype(np.float32) * np.float32(mult) + np.float32(offset)
+        if spec.quantized:
+            info = np.iinfo(spec.dtype)
+            out = np.clip(np.rint(x), info.min, info.max).astype(spec.dtype)
+        else:
+            out = x.astype(spec.dtype)
+    return out[np.newaxis, ...]

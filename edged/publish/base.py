@@ -1,0 +1,26 @@
+"""The small interface the pipeline publishes through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class Publisher(ABC):
+    """Topics are relative to the device (``events``, ``health``, ``status``)."""
+
+    published = 0  # messages the broker acknowledged (QoS 0: handed to the socket)
+    dropped = 0  # messages that could not be queued or were still unsent at stop
+    reconnects = 0
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
+
+    @abstractmethod
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool: ...

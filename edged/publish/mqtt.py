@@ -1,0 +1,209 @@
+"""MQTT through paho-mqtt 2.x: retained online/offline status with a last will, QoS-tracked
+delivery, reconnects with backoff, and callbacks that never lose an exception."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edged.config import MqttConfig
+from edged.publish.base import Publisher
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+class MqttConfigError(ValueError):
+    pass
+
+
+def _guarded(fn: F) -> F:
+    """Log and count any exception raised in a paho callback (they run in paho's thread)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: MqttPublisher, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(self, *args, **kwargs)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("error in MQTT callback %s", fn.__name__)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class MqttPublisher(Publisher):
+    def __init__(
+        self, cfg: MqttConfig, device_id: str, password: str | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.base = f"{cfg.topic_prefix.rstrip('/')}/{device_id}"
+        url = urlsplit(cfg.url)
+        self.host = url.hostname or "localhost"
+        self.tls = url.scheme == "mqtts"
+        self.port = url.port or (8883 if self.tls else 1883)
+        self.callback_errors = 0
+        self.published = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self._connects = 0
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: set[int] = set()
+        self._early_acks: set[int] = set()
+        self._last_refusal: str | None = None
+        protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"edged-{device_id}",
+            protocol=protocol,
+            clean_session=None if protocol == mqtt.MQTTv5 else True,
+        )
+        self.client.enable_logger(logging.getLogger("edged.publish.paho"))
+        self.client.max_queued_messages_set(cfg.max_queued)
+        self.client.reconnect_delay_set(
+            min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
+        )
+        self.client.will_set(self.topic("status"), OFFLINE, qos=1, retain=True)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, password)
+        elif password:
+            raise MqttConfigError("an MQTT password is set but mqtt.username is empty")
+        if self.tls:
+            try:
+                self.client.tls_set(
+                    ca_certs=cfg.ca_file or None,
+                    certfile=cfg.cert_file or None,
+                    keyfile=cfg.key_file or None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise MqttConfigError(f"mqtt TLS files: {exc}") from exc
+        elif cfg.ca_file or cfg.cert_file:
+            raise MqttConfigError(f"mqtt.ca_file/cert_file need an mqtts:// url, not {cfg.url!r}")
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
+
+    def topic(self, suffix: str) -> str:
+        return f"{self.base}/{suffix}"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        log.info("MQTT: connecting to %s:%d%s as %s", self.host, self.port,
+                 " (TLS)" if self.tls else "", self.client._client_id.decode())
+        self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    @_guarded
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            text = str(reason)
+            if text != self._last_refusal:
+                log.error(
+                    "MQTT broker %s:%d refused the connection: %s%s; retrying with backoff",
+                    self.host, self.port, text,
+                    " (check mqtt.username and the password)" if "auth" in text.lower()
+                    or "password" in text.lower() else "",
+                )
+            self._last_refusal = text
+            return
+        self._last_refusal = None
+        self._connects += 1
+        if self._connects > 1:
+            self.reconnects += 1
+        self._connected.set()
+        log.info("MQTT: connected to %s:%d", self.host, self.port)
+        self.publish("status", ONLINE, qos=1, retain=True)
+
+    @_guarded
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._last_refusal != "unreachable":
+            log.warning("MQTT broker %s:%d unreachable; retrying with backoff",
+                        self.host, self.port)
+        self._last_refusal = "unreachable"
+
+    @_guarded
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and reason.is_failure:
+            log.warning("MQTT: disconnected (%s); reconnecting", reason)
+
+    @_guarded
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        with self._lock:
+            if mid in self._pending:
+                self._pending.discard(mid)
+                self.published += 1
+            else:
+                self._early_acks.add(mid)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        info = self.client.publish(self.topic(topic), payload, qos=qos, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.dropped += 1
+            log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
+            return
+        # MQTT_ERR_NO_CONN still queues the message: it is sent once reconnected.
+        with self._lock:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+                self.published += 1
+            else:
+                self._pending.add(info.mid)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every tracked message has been acknowledged."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.pending
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (up to ``timeout``), publish ``offline``, disconnect."""
+        if self.connected:
+            self.flush(timeout)
+            info = self.client.publish(self.topic("status"), OFFLINE, qos=1, retain=True)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                try:
+                    info.wait_for_publish(min(timeout, 2.0))
+                except (RuntimeError, ValueError):
+                    pass
+        lost = self.pending
+        if lost:
+            self.dropped += lost
+            log.warning("MQTT: %d message(s) not delivered before stop", lost)
+        self.client.disconnect()
+        self.client.loop_stop()
