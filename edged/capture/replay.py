@@ -28,8 +28,11 @@ def bundled_samples() -> Path:
 
 def expand(paths: list[str], recursive: bool = False) -> list[Path]:
     """Files to replay, in order: files as given, directory contents sorted by name."""
+    if not paths:
+        samples = bundled_samples()
+        return sorted(f for f in samples.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     out: list[Path] = []
-    for raw in paths or [str(bundled_samples())]:
+    for raw in paths:
         p = Path(raw)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
@@ -62,6 +65,7 @@ class ReplaySource(FrameSource):
         super().__init__()
         self.cfg = cfg
         self.live = cfg.fps > 0
+        self._bad: set[Path] = set()
         for p in cfg.paths:
             if not Path(p).exists():
                 raise FileNotFoundError(f"capture.paths: {p!r} does not exist")
@@ -101,8 +105,10 @@ class ReplaySource(FrameSource):
                         if stop.is_set():
                             return
                 except (ImageError, OSError) as exc:
-                    self.skipped += 1
-                    log.warning("skipping %s: %s", path, exc)
+                    if path not in self._bad:  # counted and logged once, not on every loop
+                        self._bad.add(path)
+                        self.skipped += 1
+                        log.warning("skipping %s: %s", path, exc)
             if not self.cfg.loop:
                 return
             if not produced:

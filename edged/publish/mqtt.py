@@ -3,6 +3,7 @@ delivery, reconnects with backoff, and callbacks that never lose an exception.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import ssl
@@ -72,7 +73,10 @@ class MqttPublisher(Publisher):
             protocol=protocol,
             clean_session=None if protocol == mqtt.MQTTv5 else True,
         )
-        self.client.enable_logger(logging.getLogger("edged.publish.paho"))
+        paho_log = logging.getLogger("edged.publish.paho")
+        paho_log.addFilter(self._quiet_after_stop)
+        self.client.enable_logger(paho_log)
+        self._stopping = False
         self.client.max_queued_messages_set(cfg.max_queued)
         self.client.reconnect_delay_set(
             min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
@@ -98,6 +102,11 @@ class MqttPublisher(Publisher):
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
+
+    def _quiet_after_stop(self, record: logging.LogRecord) -> bool:
+        # paho's loop thread runs once more after a clean disconnect and logs that the
+        # socket is gone; that is expected during stop.
+        return not (self._stopping and record.getMessage().startswith("Client is not connected"))
 
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -197,10 +206,9 @@ class MqttPublisher(Publisher):
             self.flush(timeout)
             info = self.client.publish(self.topic("status"), OFFLINE, qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                try:
+                with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(min(timeout, 2.0))
-                except (RuntimeError, ValueError):
-                    pass
+        self._stopping = True
         lost = self.pending
         if lost:
             self.dropped += lost

@@ -1,0 +1,172 @@
+"""The daemon end to end: real photos, a real TFLite model, a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    IMAGES,
+    V2,
+    Mosquitto,
+    Subscriber,
+    free_port,
+    retained,
+    run_edged,
+    start_edged,
+    stop_process,
+    write_config,
+)
+
+EXPECTED = {
+    "parrot.jpg": {"macaw"},
+    "bird.bmp": {"chickadee"},
+    "dragonfly.bmp": {"dragonfly"},
+    "hot_dog.jpg": {"hotdog"},
+    "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
+    "cat_720p.jpg": {"Egyptian cat", "tabby", "tiger cat"},
+}
+EVENT_FIELDS = {"schema", "device", "seq", "ts", "frame", "label", "label_id", "score", "top_k",
+                "ambiguous", "model", "backend", "inference_ms"}
+HEALTH_FIELDS = {"schema", "device", "version", "ts", "uptime_s", "backend", "model", "fps",
+                 "inference_ms", "frames_captured", "frames_processed", "frames_dropped",
+                 "events_published", "mqtt_reconnects", "cpu_percent", "rss_mb", "cpu_temp_c",
+                 "throttled"}
+
+
+def config(tmp_path: Path, url: str, capture: str = "", extra: str = "") -> Path:
+    capture = capture or f'paths = ["{IMAGES}"]'
+    return write_config(tmp_path / "edged.toml", f"""
+[device]
+id = "cam-1"
+[capture]
+type = "replay"
+{capture}
+[model]
+path = "{V2}"
+num_threads = 2
+[mqtt]
+url = "{url}"
+reconnect_min_s = 1
+reconnect_max_s = 2
+[health]
+interval_s = 1
+{extra}
+""")
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto):
+    sub = Subscriber(mosquitto.port)
+    images = sorted(p.name for p in IMAGES.iterdir() if p.is_file() and p.suffix != "")
+    try:
+        result = run_edged("run", "-c", str(config(tmp_path, mosquitto.url)))
+        assert result.returncode == 0, result.stderr
+        assert sub.wait(lambda: len(sub.events()) >= len(images) and bool(sub.on("status")))
+        time.sleep(0.3)
+        events = sub.events()
+    finally:
+        sub.close()
+    assert sorted(e["source"] for e in events) == images  # one per image, none twice
+    assert [e["seq"] for e in events] == list(range(1, len(images) + 1))
+    for e in events:
+        assert EVENT_FIELDS <= e.keys()
+        assert e["schema"] == "edged.event/1" and e["device"] == "cam-1"
+        assert e["backend"] == "cpu" and e["model"] == V2.name
+        assert e["ts"].endswith("Z") and e["inference_ms"] > 0
+        assert e["top_k"][0] == {"label": e["label"], "label_id": e["label_id"],
+                                 "score": e["score"]}
+        assert all(a["score"] >= b["score"] for a, b in zip(e["top_k"], e["top_k"][1:]))
+    by_source = {e["source"]: e for e in events}
+    for name, allowed in EXPECTED.items():
+        short = by_source[name]["label"].split(",")[0]
+        assert short in allowed, (name, by_source[name]["label"])
+    assert not by_source["parrot.jpg"]["ambiguous"]
+    # the non-image COPYRIGHT file was skipped with a warning, not a crash
+    assert "skipping" in result.stderr and "COPYRIGHT" in result.stderr
+
+    health = json.loads(retained(mosquitto.port, "edged/cam-1/health") or b"{}")
+    assert HEALTH_FIELDS <= health.keys()
+    assert health["schema"] == "edged.health/1"
+    assert health["frames_processed"] == len(images)
+    assert health["events_published"] == len(images)
+    assert health["frames_skipped"] == 1
+    assert health["inference_ms"]["p50"] > 0 and health["inference_ms"]["p95"] >= \
+        health["inference_ms"]["p50"]
+    assert retained(mosquitto.port, "edged/cam-1/status") == b"offline"
+
+
+def _start_looping(tmp_path: Path, url: str, name: str = "edged.log"):
+    cfg = config(tmp_path, url, capture=f'paths = ["{IMAGES / "parrot.jpg"}"]\nloop = true\n'
+                 "fps = 20")
+    return start_edged("run", "-c", str(cfg), log=tmp_path / name)
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosquitto):
+    sub = Subscriber(mosquitto.port)
+    proc = _start_looping(tmp_path, mosquitto.url)
+    try:
+        assert sub.wait(lambda: len(sub.events()) >= 3), (tmp_path / "edged.log").read_text()
+        assert retained(mosquitto.port, "edged/cam-1/status") == b"online"
+        stop_process(proc, signal.SIGKILL)
+        assert sub.wait(lambda: any(p == b"offline" for _, p, _ in sub.on("status")), 10)
+        assert retained(mosquitto.port, "edged/cam-1/status") == b"offline"
+    finally:
+        sub.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto: Mosquitto):
+    sub = Subscriber(mosquitto.port)
+    proc = _start_looping(tmp_path, mosquitto.url)
+    try:
+        assert sub.wait(lambda: len(sub.events()) >= 3)
+        t0 = time.monotonic()
+        code = stop_process(proc, signal.SIGTERM, timeout=10)
+        elapsed = time.monotonic() - t0
+        assert code == 0
+        assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+        assert retained(mosquitto.port, "edged/cam-1/status") == b"offline"
+        seqs = [e["seq"] for e in sub.events()]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        sub.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
+    port = free_port()
+    cfg = config(tmp_path, f"mqtt://127.0.0.1:{port}",
+                 capture=f'paths = ["{IMAGES / "parrot.jpg"}", "{IMAGES / "bird.bmp"}"]\n'
+                 "loop = true\nfps = 5")
+    proc = start_edged("run", "-c", str(cfg), "--frames", "25", log=tmp_path / "edged.log")
+    broker = Mosquitto(tmp_path, port=port)
+    sub = None
+    try:
+        time.sleep(3.0)  # the daemon classifies with no broker
+        assert proc.poll() is None, (tmp_path / "edged.log").read_text()
+        broker.start()
+        sub = Subscriber(port)
+        assert proc.wait(30) == 0
+        assert sub.wait(lambda: len(sub.events()) >= 25, 10)
+        log = (tmp_path / "edged.log").read_text()
+        assert "unreachable" in log
+        seqs = [e["seq"] for e in sub.events()]
+        # events classified while the broker was away were queued and delivered in order
+        assert seqs == list(range(1, 26))
+        assert sub.events()[0]["label"] == "macaw"
+    finally:
+        if sub:
+            sub.close()
+        if proc.poll() is None:
+            proc.kill()
+        broker.stop()

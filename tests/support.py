@@ -1,0 +1,172 @@
+"""Test helpers: a real mosquitto on a free port, a recording subscriber, the daemon as a
+subprocess, and small model surgery for bad-model tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+MODELS = FIXTURES / "models"
+IMAGES = FIXTURES / "images"
+V2 = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
+V1_025 = MODELS / "mobilenet_v1_0.25_128_quant.tflite"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Mosquitto:
+    """A real mosquitto broker on 127.0.0.1, configured by the test."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra: str = "") -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"mosquitto-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Mosquitto:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        conf = self.workdir / f"mosquitto-{self.port}.conf"
+        listener = self.extra or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        conf.write_text(f"user root\npersistence false\n{listener}")
+        self.proc = subprocess.Popen([exe, "-c", str(conf), "-v"], stdout=self.log.open("wb"),
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+class Subscriber:
+    """Records every message on a topic filter; ``wait`` polls a predicate."""
+
+    def __init__(self, port: int, topic: str = "edged/#", ca_file: str = "",
+                 username: str = "", password: str = "") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        if ca_file:
+            self.client.tls_set(ca_certs=ca_file)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda c, u, m, r, p: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError(f"could not subscribe to {topic} on port {port}")
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
+        with self._lock:
+            return [m for m in self.messages if m[0].endswith("/" + suffix)]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(p) for _, p, _ in self.on("events")]
+
+    def wait(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return pred()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
+    """The retained message on ``topic`` as a fresh subscriber sees it."""
+    sub = Subscriber(port, topic)
+    try:
+        sub.wait(lambda: bool(sub.messages), timeout)
+        return sub.messages[-1][1] if sub.messages else None
+    finally:
+        sub.close()
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def edged_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edged", *args]
+
+
+def run_edged(*args: str, timeout: float = 120, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(edged_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def start_edged(*args: str, log: Path, env: dict[str, str] | None = None
+                ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(edged_cmd(*args), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                 timeout: float = 10) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout)
+
+
+def rewire_outputs(src: Path, dst: Path, outputs: Callable[[Any], list[int]]) -> Path:
+    """Copy a TFLite model with its subgraph outputs replaced (a feature map instead of a
+    class vector, or several outputs like a detection model)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(src.read_bytes(), 0)
+    sg = model.subgraphs[0]
+    sg.outputs = outputs(sg)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    dst.write_bytes(bytes(builder.Output()))
+    return dst
