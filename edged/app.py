@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -128,7 +129,9 @@ class Daemon:
         engine = open_engine(self.cfg.model, self.cfg.classify)
         try:
             spec = engine.backend.input_spec
-            source = open_source(self.cfg.capture, (spec.width, spec.height))
+            frac = engine.cfg.crop_fraction if engine.cfg.crop == "center" else 1.0
+            size = (math.ceil(spec.width / frac), math.ceil(spec.height / frac))
+            source = open_source(self.cfg.capture, size)
         except BaseException:
             engine.close()
             raise
@@ -143,24 +146,42 @@ class Daemon:
         self.engine, self.source, self._publisher = engine, source, publisher
         log.info(
             "edged %s: device %s, model %s (sha256 %s…), backend %s, source %s",
-            __version__, self.cfg.device.id, engine.model.name, engine.model.sha256[:12],
-            engine.backend.name, source.describe(),
+            __version__,
+            self.cfg.device.id,
+            engine.model.name,
+            engine.model.sha256[:12],
+            engine.backend.name,
+            source.describe(),
         )
         if engine.fallback_reason:
-            log.warning("inference falls back to %s: %s", engine.backend.name,
-                        engine.fallback_reason)
+            log.warning(
+                "inference falls back to %s: %s", engine.backend.name, engine.fallback_reason
+            )
         work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
         results: queue.Queue[Any] = queue.Queue(maxsize=1024)
         publisher.start()
         threads = [
-            threading.Thread(target=self._guard, args=(self._capture, source, engine, work),
-                             name="edged-capture", daemon=True),
-            threading.Thread(target=self._guard, args=(self._infer, engine, work, results),
-                             name="edged-infer", daemon=True),
-            threading.Thread(target=self._guard, args=(self._publish, publisher, results),
-                             name="edged-publish", daemon=True),
-            threading.Thread(target=self._guard, args=(self._health, publisher),
-                             name="edged-health", daemon=True),
+            threading.Thread(
+                target=self._guard,
+                args=(self._capture, source, engine, work),
+                name="edged-capture",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._guard,
+                args=(self._infer, engine, work, results),
+                name="edged-infer",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._guard,
+                args=(self._publish, publisher, results),
+                name="edged-publish",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._guard, args=(self._health, publisher), name="edged-health", daemon=True
+            ),
         ]
         for t in threads:
             t.start()
@@ -178,7 +199,9 @@ class Daemon:
             engine.close()
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
-                self.stats.frames_processed, self.stats.frames_dropped, source.skipped,
+                self.stats.frames_processed,
+                self.stats.frames_dropped,
+                source.skipped,
                 self.stats.events_published,
             )
         return self.exit_code
@@ -258,8 +281,9 @@ class Daemon:
             except queue.Empty:
                 continue
             if item is _END:
-                log.info("frame source finished" if self.max_frames is None
-                         else "frame limit reached")
+                log.info(
+                    "frame source finished" if self.max_frames is None else "frame limit reached"
+                )
                 self.stop.set()
                 return
             number, source, result, ms = item
@@ -269,12 +293,18 @@ class Daemon:
                 continue
             self._seq += 1
             payload = event_payload(
-                device=cfg.device.id, seq=self._seq, frame=number, source=source,
-                result=result, model=engine.model.name, backend=engine.backend.name,
+                device=cfg.device.id,
+                seq=self._seq,
+                frame=number,
+                source=source,
+                result=result,
+                model=engine.model.name,
+                backend=engine.backend.name,
                 inference_ms=ms,
             )
-            publisher.publish("events", json.dumps(payload, separators=(",", ":")).encode(),
-                              qos=cfg.mqtt.qos)
+            publisher.publish(
+                "events", json.dumps(payload, separators=(",", ":")).encode(), qos=cfg.mqtt.qos
+            )
             self.stats.events_published += 1
 
     def _status_line(self) -> str:

@@ -25,7 +25,10 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", "-c", type=Path, default=None,
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
         help=f"TOML config file (default: {DEFAULT_CONFIG_PATH} if it exists)",
     )
 
@@ -112,17 +115,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 print(f"edged: {exc}", file=sys.stderr)
                 continue
             top = result.top1
-            rows.append({
-                "file": str(image),
-                "label": top.label if top else None,
-                "label_id": top.id if top else None,
-                "score": round(top.score, 5) if top else None,
-                "top_k": [c.as_dict() for c in result.top_k],
-                "ambiguous": result.ambiguous,
-                "model": engine.model.name,
-                "backend": engine.backend.name,
-                "inference_ms": round(ms, 3),
-            })
+            rows.append(
+                {
+                    "file": str(image),
+                    "label": top.label if top else None,
+                    "label_id": top.id if top else None,
+                    "score": round(top.score, 5) if top else None,
+                    "top_k": [c.as_dict() for c in result.top_k],
+                    "ambiguous": result.ambiguous,
+                    "model": engine.model.name,
+                    "backend": engine.backend.name,
+                    "inference_ms": round(ms, 3),
+                }
+            )
     finally:
         engine.close()
     if args.json:
@@ -133,9 +138,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
             table.add_column(col)
         for r in rows:
             others = ", ".join(f"{c['label'].split(',')[0]} {c['score']:.2f}" for c in r["top_k"])
-            table.add_row(Path(r["file"]).name, str(r["label"]),
-                          f"{r['score']:.3f}" if r["score"] is not None else "-",
-                          "yes" if r["ambiguous"] else "no", others, f"{r['inference_ms']:.1f}")
+            table.add_row(
+                Path(r["file"]).name,
+                str(r["label"]),
+                f"{r['score']:.3f}" if r["score"] is not None else "-",
+                "yes" if r["ambiguous"] else "no",
+                others,
+                f"{r['inference_ms']:.1f}",
+            )
         Console().print(table)
     return EXIT_ERROR if failed else EXIT_OK
 
@@ -156,14 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edged", description="Classify camera frames with TFLite; publish over MQTT."
     )
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon")
     _add_config(p)
-    p.add_argument("--frames", type=int, default=None, metavar="N",
-                   help="stop cleanly after N frames have been classified and published")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop cleanly after N frames have been classified and published",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 2 on errors")
@@ -180,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("demo", help="run on the bundled model and samples with an embedded "
-                       "broker, showing events live")
+    p = sub.add_parser(
+        "demo",
+        help="run on the bundled model and samples with an embedded broker, showing events live",
+    )
     p.add_argument("--frames", type=int, default=None, metavar="N")
     p.add_argument("--broker", default="", help="use this broker instead of an embedded one")
     _add_config(p)

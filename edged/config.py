@@ -86,7 +86,8 @@ def _capture_type(value: Any) -> str:
 
 
 CaptureConfig = Annotated[
-    Annotated[ReplayCaptureConfig, Tag("replay")] | Annotated[Picamera2CaptureConfig, Tag("picamera2")],
+    Annotated[ReplayCaptureConfig, Tag("replay")]
+    | Annotated[Picamera2CaptureConfig, Tag("picamera2")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",
@@ -284,9 +285,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         raise _from_validation_error(source, exc) from None
 
 
-def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file (a missing default file is an empty config) and the environment."""
     environ = os.environ if environ is None else environ
     explicit = path is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -15,8 +16,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
-
-import os
 
 from edged.config import apply_env, load_config, parse_config
 
@@ -134,12 +133,15 @@ def run_demo(frames: int | None, broker_url: str = "", config: Path | None = Non
         cfg = load_config(config)
     else:
         cfg = parse_config(
-            apply_env({
-                "device": {"id": "demo"},
-                "capture": {"type": "replay", "loop": True, "fps": 2.0},
-                "health": {"interval_s": 5.0},
-                "mqtt": {"url": broker_url},
-            }, os.environ),
+            apply_env(
+                {
+                    "device": {"id": "demo"},
+                    "capture": {"type": "replay", "loop": True, "fps": 2.0},
+                    "health": {"interval_s": 5.0},
+                    "mqtt": {"url": broker_url},
+                },
+                os.environ,
+            ),
             "<demo defaults>",
         )
     host, _, port = broker_url.split("://", 1)[1].partition(":")

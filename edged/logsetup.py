@@ -3,6 +3,7 @@ under systemd and systemd-python is importable, plain stderr otherwise."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -32,10 +33,10 @@ def _journal_handler() -> logging.Handler | None:
     if not os.environ.get("JOURNAL_STREAM"):
         return None
     try:
-        from systemd.journal import JournalHandler
+        journal = importlib.import_module("systemd.journal")
     except ImportError:
         return None
-    handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="edged")
+    handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER="edged")
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     return handler
 

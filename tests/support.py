@@ -63,8 +63,9 @@ class Mosquitto:
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         listener = self.extra or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         conf.write_text(f"user root\npersistence false\n{listener}")
-        self.proc = subprocess.Popen([exe, "-c", str(conf), "-v"], stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(conf), "-v"], stdout=self.log.open("wb"), stderr=subprocess.STDOUT
+        )
         wait_port(self.port)
         return self
 
@@ -77,8 +78,14 @@ class Mosquitto:
 class Subscriber:
     """Records every message on a topic filter; ``wait`` polls a predicate."""
 
-    def __init__(self, port: int, topic: str = "edged/#", ca_file: str = "",
-                 username: str = "", password: str = "") -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str = "edged/#",
+        ca_file: str = "",
+        username: str = "",
+        password: str = "",
+    ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
@@ -138,20 +145,33 @@ def edged_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "edged", *args]
 
 
-def run_edged(*args: str, timeout: float = 120, env: dict[str, str] | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(edged_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+def run_edged(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        edged_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
-def start_edged(*args: str, log: Path, env: dict[str, str] | None = None
-                ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(edged_cmd(*args), stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+def start_edged(
+    *args: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        edged_cmd(*args),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-                 timeout: float = 10) -> int:
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10
+) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
     return proc.wait(timeout)

@@ -67,7 +67,8 @@ def register(cls: S) -> S:
 
 
 def open_source(cfg: Any, input_size: tuple[int, int]) -> FrameSource:
-    """Build the source named by ``cfg.type``; ``input_size`` is the model's (width, height)."""
+    """Build the source named by ``cfg.type``; ``input_size`` is the (width, height) the
+    preprocessing needs (the model input, enlarged by the center crop)."""
     module = _MODULES.get(cfg.type)
     if module is None:
         raise ValueError(f"capture type {cfg.type!r} is unknown; valid: {', '.join(_MODULES)}")

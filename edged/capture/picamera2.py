@@ -66,8 +66,15 @@ class Picamera2Source(FrameSource):
         self._cam.align_configuration(config)
         self._cam.configure(config)
         size = config[cfg.stream]["size"]
-        log.info("camera %d: %s stream %sx%s %s at %g fps", cfg.camera_num, cfg.stream,
-                 size[0], size[1], RGB_FORMAT, cfg.fps)
+        log.info(
+            "camera %d: %s stream %sx%s %s at %g fps",
+            cfg.camera_num,
+            cfg.stream,
+            size[0],
+            size[1],
+            RGB_FORMAT,
+            cfg.fps,
+        )
         self._started = False
 
     def describe(self) -> str:

@@ -52,7 +52,7 @@ def _video_frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
     try:
         with av.open(str(path)) as container:
             for vf in container.decode(video=0):
-                yield vf.to_ndarray(format="rgb24")
+                yield np.asarray(vf.to_ndarray(format="rgb24"), dtype=np.uint8)
     except av.FFmpegError as exc:
         raise ImageError(f"cannot decode video {str(path)!r}: {exc}") from exc
 
@@ -66,6 +66,7 @@ class ReplaySource(FrameSource):
         self.cfg = cfg
         self.live = cfg.fps > 0
         self._bad: set[Path] = set()
+        self._min_size = input_size
         for p in cfg.paths:
             if not Path(p).exists():
                 raise FileNotFoundError(f"capture.paths: {p!r} does not exist")
@@ -80,7 +81,7 @@ class ReplaySource(FrameSource):
         if path.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video_frames(path)
         else:
-            yield load_image(path)
+            yield load_image(path, self._min_size)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         number = 0

@@ -43,9 +43,7 @@ class Labels:
     source: str = "indices"
 
     @classmethod
-    def build(
-        cls, names: Sequence[str] | None, classes: int, source: str, model: str
-    ) -> Labels:
+    def build(cls, names: Sequence[str] | None, classes: int, source: str, model: str) -> Labels:
         if not names:
             return cls(tuple(str(i) for i in range(classes)), None, "indices")
         names = list(names)
@@ -63,7 +61,9 @@ class Labels:
         return len(self.names)
 
 
-def dequantize(raw: npt.NDArray[np.generic], scale: float, zero_point: int) -> npt.NDArray[np.float32]:
+def dequantize(
+    raw: npt.NDArray[np.generic], scale: float, zero_point: int
+) -> npt.NDArray[np.float32]:
     if np.issubdtype(raw.dtype, np.integer):
         if scale <= 0:
             scale, zero_point = (1 / 256, 0) if raw.dtype == np.uint8 else (1 / 256, -128)
@@ -77,7 +77,8 @@ def _as_probabilities(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32
     if scores.min() >= -1e-3 and total <= 1.05:
         return scores
     e = np.exp(scores - scores.max())
-    return (e / e.sum()).astype(np.float32)
+    probs: npt.NDArray[np.float32] = (e / e.sum()).astype(np.float32)
+    return probs
 
 
 class Classifier:

@@ -6,6 +6,7 @@ to ``$NOTIFY_SOCKET`` itself.  Without a notify socket every call is a no-op.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -33,7 +34,7 @@ class Notifier:
         self._send: Callable[[str], None] | None = None
         if address:
             try:
-                from systemd import daemon
+                daemon = importlib.import_module("systemd.daemon")
 
                 def send(message: str) -> None:
                     daemon.notify(message)

@@ -37,7 +37,10 @@ class InferenceBackend(ABC):
 
     input_spec: InputSpec
     output_spec: OutputSpec
-    model: ModelFile
+
+    def __init__(self, model: ModelFile, cfg: ModelConfig) -> None:
+        self.model = model
+        self.cfg = cfg
 
     @property
     def name(self) -> str:
@@ -79,7 +82,7 @@ class TFLiteBackend(InferenceBackend):
         cfg: ModelConfig,
         delegates: list[Any] | None = None,
     ) -> None:
-        self.model = model
+        super().__init__(model, cfg)
         runtime = get_runtime()
         self.runtime = runtime.name
         t0 = time.perf_counter()
@@ -129,9 +132,7 @@ class TFLiteBackend(InferenceBackend):
         oshape = [int(d) for d in outs[0]["shape"]]
         classes = oshape[-1] if oshape else 0
         if classes < 2 or int(np.prod(oshape)) != classes:
-            raise ModelError(
-                f"{name}: output shape {oshape} is not a class vector [1, classes]"
-            )
+            raise ModelError(f"{name}: output shape {oshape} is not a class vector [1, classes]")
         out_dtype = np.dtype(outs[0]["dtype"])
         if out_dtype not in (np.uint8, np.int8, np.float32, np.float16):
             raise ModelError(f"{name}: output type {out_dtype} is not a score vector")
@@ -140,8 +141,13 @@ class TFLiteBackend(InferenceBackend):
         if (mean is None or std is None) and self.model.normalization is not None:
             mean, std = self.model.normalization
         spec = InputSpec(
-            height=shape[1], width=shape[2], dtype=in_dtype, scale=scale, zero_point=zp,
-            mean=mean, std=std,
+            height=shape[1],
+            width=shape[2],
+            dtype=in_dtype,
+            scale=scale,
+            zero_point=zp,
+            mean=mean,
+            std=std,
         )
         oscale, ozp = _quant(outs[0])
         return spec, OutputSpec(classes, out_dtype, oscale, ozp)

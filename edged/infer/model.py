@@ -103,13 +103,13 @@ def inspect_model(path: str | Path, expected_sha256: str = "") -> ModelFile:
         raise ModelError(f"cannot read model file {str(p)!r}: {exc}") from exc
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelError(
-            f"{str(p)!r} is not a TFLite model (no 'TFL3' identifier at byte 4; "
-            f"{len(data)} bytes)"
+            f"{str(p)!r} is not a TFLite model (no 'TFL3' identifier at byte 4; {len(data)} bytes)"
         )
     digest = hashlib.sha256(data).hexdigest()
     if expected_sha256 and digest.lower() != expected_sha256.lower():
         raise ModelError(
-            f"model {str(p)!r} has sha256 {digest}, but the config expects {expected_sha256.lower()}"
+            f"model {str(p)!r} has sha256 {digest}, "
+            f"but the config expects {expected_sha256.lower()}"
         )
     try:
         model = fb_root(data, b"TFL3")

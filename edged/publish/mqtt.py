@@ -46,9 +46,7 @@ def _guarded(fn: F) -> F:
 
 
 class MqttPublisher(Publisher):
-    def __init__(
-        self, cfg: MqttConfig, device_id: str, password: str | None = None
-    ) -> None:
+    def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None) -> None:
         self.cfg = cfg
         self.device_id = device_id
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{device_id}"
@@ -119,8 +117,13 @@ class MqttPublisher(Publisher):
         return self._connected.wait(timeout)
 
     def start(self) -> None:
-        log.info("MQTT: connecting to %s:%d%s as %s", self.host, self.port,
-                 " (TLS)" if self.tls else "", self.client._client_id.decode())
+        log.info(
+            "MQTT: connecting to %s:%d%s as %s",
+            self.host,
+            self.port,
+            " (TLS)" if self.tls else "",
+            self.client._client_id.decode(),
+        )
         self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
 
@@ -133,9 +136,12 @@ class MqttPublisher(Publisher):
             if text != self._last_refusal:
                 log.error(
                     "MQTT broker %s:%d refused the connection: %s%s; retrying with backoff",
-                    self.host, self.port, text,
-                    " (check mqtt.username and the password)" if "auth" in text.lower()
-                    or "password" in text.lower() else "",
+                    self.host,
+                    self.port,
+                    text,
+                    " (check mqtt.username and the password)"
+                    if "auth" in text.lower() or "password" in text.lower()
+                    else "",
                 )
             self._last_refusal = text
             return
@@ -150,8 +156,9 @@ class MqttPublisher(Publisher):
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if self._last_refusal != "unreachable":
-            log.warning("MQTT broker %s:%d unreachable; retrying with backoff",
-                        self.host, self.port)
+            log.warning(
+                "MQTT broker %s:%d unreachable; retrying with backoff", self.host, self.port
+            )
         self._last_refusal = "unreachable"
 
     @_guarded

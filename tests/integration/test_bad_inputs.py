@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import IMAGES, V1_025, V2, Mosquitto, Subscriber, retained, rewire_outputs, run_edged
+from tests.support import (
+    IMAGES,
+    V1_025,
+    V2,
+    Mosquitto,
+    Subscriber,
+    retained,
+    rewire_outputs,
+    run_edged,
+)
 
 
 def test_config_with_several_wrong_keys_reports_all(tmp_path: Path):
@@ -30,9 +39,19 @@ policy = "sometimes"
     result = run_edged("check-config", "-c", str(cfg))
     assert result.returncode == 2
     err = result.stderr
-    for needle in ("model.backend", "'gpu'", "'auto', 'cpu' or 'edgetpu'", "model.num_threads",
-                   "model.colour: unknown key", "capture.fps", "mqtt.url", "mqtt.qos",
-                   "publish.policy", "'sometimes'", "7 problem(s)"):
+    for needle in (
+        "model.backend",
+        "'gpu'",
+        "'auto', 'cpu' or 'edgetpu'",
+        "model.num_threads",
+        "model.colour: unknown key",
+        "capture.fps",
+        "mqtt.url",
+        "mqtt.qos",
+        "publish.policy",
+        "'sometimes'",
+        "7 problem(s)",
+    ):
         assert needle in err, (needle, err)
     # the daemon refuses to start on the same errors
     run = run_edged("run", "-c", str(cfg), "--frames", "1")
@@ -63,7 +82,7 @@ def test_env_override_and_check_config_ok(tmp_path: Path):
 @pytest.mark.usefixtures("fixtures")
 def test_truncated_model(tmp_path: Path):
     bad = tmp_path / "truncated.tflite"
-    bad.write_bytes(V2.read_bytes()[: 200_000])
+    bad.write_bytes(V2.read_bytes()[:200_000])
     r = run_edged("classify", "--model", str(bad), str(IMAGES / "parrot.jpg"))
     assert r.returncode == 3
     assert "truncated.tflite" in r.stderr and "model error" in r.stderr
@@ -84,14 +103,22 @@ def test_text_file_named_tflite(tmp_path: Path):
 @pytest.mark.usefixtures("fixtures")
 def test_model_without_a_class_vector(tmp_path: Path):
     def a_feature_map(sg):
-        return [next(i for i, t in enumerate(sg.tensors) if t.shape is not None
-                     and len(t.shape) == 4 and t.shape[1] == 8 and t.type == 3)]
+        return [
+            next(
+                i
+                for i, t in enumerate(sg.tensors)
+                if t.shape is not None and len(t.shape) == 4 and t.shape[1] == 8 and t.type == 3
+            )
+        ]
 
     feature_map = rewire_outputs(V1_025, tmp_path / "features.tflite", a_feature_map)
     r = run_edged("classify", "--model", str(feature_map), str(IMAGES / "parrot.jpg"))
     assert r.returncode == 3 and "is not a class vector" in r.stderr, r.stderr
-    multi = rewire_outputs(V1_025, tmp_path / "detector.tflite",
-                           lambda sg: [*sg.outputs, sg.outputs[0] - 1, sg.outputs[0] - 2])
+    multi = rewire_outputs(
+        V1_025,
+        tmp_path / "detector.tflite",
+        lambda sg: [*sg.outputs, sg.outputs[0] - 1, sg.outputs[0] - 2],
+    )
     r = run_edged("classify", "--model", str(multi), str(IMAGES / "parrot.jpg"))
     assert r.returncode == 3 and "has 3 outputs" in r.stderr and "detection" in r.stderr
 
@@ -100,8 +127,9 @@ def test_model_without_a_class_vector(tmp_path: Path):
 def test_labels_file_length_mismatch(tmp_path: Path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class {i}" for i in range(10)) + "\n")
-    r = run_edged("classify", "--model", str(V2), "--labels", str(labels),
-                  str(IMAGES / "parrot.jpg"))
+    r = run_edged(
+        "classify", "--model", str(V2), "--labels", str(labels), str(IMAGES / "parrot.jpg")
+    )
     assert r.returncode == 3
     assert "has 10 labels" in r.stderr and "outputs 1001 classes" in r.stderr
 
@@ -111,14 +139,28 @@ def test_labels_file_formats(tmp_path: Path):
     names = (IMAGES.parent / "models" / "imagenet_labels.txt").read_text().splitlines()
     labels = tmp_path / "ids.txt"
     labels.write_text("".join(f"{i}: {n}\n" for i, n in enumerate(names)))
-    r = run_edged("classify", "--json", "--model", str(V2), "--labels", str(labels),
-                  str(IMAGES / "parrot.jpg"))
+    r = run_edged(
+        "classify",
+        "--json",
+        "--model",
+        str(V2),
+        "--labels",
+        str(labels),
+        str(IMAGES / "parrot.jpg"),
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["label"] == "macaw"
     # a 1000-line file for the 1001-output model: index 0 is background
     labels.write_text("".join(f"{n}\n" for n in names[1:]))
-    r = run_edged("classify", "--json", "--model", str(V2), "--labels", str(labels),
-                  str(IMAGES / "parrot.jpg"))
+    r = run_edged(
+        "classify",
+        "--json",
+        "--model",
+        str(V2),
+        "--labels",
+        str(labels),
+        str(IMAGES / "parrot.jpg"),
+    )
     assert json.loads(r.stdout)[0]["label_id"] == 89
 
 

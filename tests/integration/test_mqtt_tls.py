@@ -8,35 +8,88 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import IMAGES, V1_025, Mosquitto, Subscriber, free_port, start_edged, stop_process
+from tests.support import (
+    IMAGES,
+    V1_025,
+    Mosquitto,
+    Subscriber,
+    free_port,
+    start_edged,
+    stop_process,
+)
 
 
 def make_pki(d: Path) -> None:
     def ssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edged test CA",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "server.key", "-out", "server.csr")
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edged test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    ssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
 
 
 @pytest.fixture
 def tls_broker(tmp_path: Path):
     make_pki(tmp_path)
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "cam", "s3cret-pw"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "cam", "s3cret-pw"],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    broker = Mosquitto(tmp_path, port=port, extra=f"""listener {port} 127.0.0.1
-cafile {tmp_path / 'ca.crt'}
-certfile {tmp_path / 'server.crt'}
-keyfile {tmp_path / 'server.key'}
+    broker = Mosquitto(
+        tmp_path,
+        port=port,
+        extra=f"""listener {port} 127.0.0.1
+cafile {tmp_path / "ca.crt"}
+certfile {tmp_path / "server.crt"}
+keyfile {tmp_path / "server.key"}
 allow_anonymous false
-password_file {tmp_path / 'passwd'}
-""").start()
+password_file {tmp_path / "passwd"}
+""",
+    ).start()
     yield broker
     broker.stop()
 
@@ -48,16 +101,16 @@ def _config(tmp_path: Path, port: int, password: str) -> Path:
 [device]
 id = "tls-1"
 [capture]
-paths = ["{IMAGES / 'parrot.jpg'}"]
+paths = ["{IMAGES / "parrot.jpg"}"]
 loop = true
 fps = 10
 [model]
 path = "{V1_025}"
 [mqtt]
 url = "mqtts://127.0.0.1:{port}"
-ca_file = "{tmp_path / 'ca.crt'}"
+ca_file = "{tmp_path / "ca.crt"}"
 username = "cam"
-password_file = "{tmp_path / 'mqtt_password'}"
+password_file = "{tmp_path / "mqtt_password"}"
 reconnect_min_s = 1
 reconnect_max_s = 2
 """)
@@ -66,10 +119,15 @@ reconnect_max_s = 2
 
 @pytest.mark.usefixtures("fixtures")
 def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitto):
-    sub = Subscriber(tls_broker.port, ca_file=str(tmp_path / "ca.crt"), username="cam",
-                     password="s3cret-pw")
-    proc = start_edged("run", "-c", str(_config(tmp_path, tls_broker.port, "s3cret-pw")),
-                       log=tmp_path / "edged.log")
+    sub = Subscriber(
+        tls_broker.port, ca_file=str(tmp_path / "ca.crt"), username="cam", password="s3cret-pw"
+    )
+    proc = start_edged(
+        "run",
+        "-c",
+        str(_config(tmp_path, tls_broker.port, "s3cret-pw")),
+        log=tmp_path / "edged.log",
+    )
     try:
         assert sub.wait(lambda: len(sub.events()) >= 3), (tmp_path / "edged.log").read_text()
         assert sub.events()[0]["device"] == "tls-1"
@@ -81,8 +139,9 @@ def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitt
 
 @pytest.mark.usefixtures("fixtures")
 def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, tls_broker: Mosquitto):
-    proc = start_edged("run", "-c", str(_config(tmp_path, tls_broker.port, "wrong")),
-                       log=tmp_path / "edged.log")
+    proc = start_edged(
+        "run", "-c", str(_config(tmp_path, tls_broker.port, "wrong")), log=tmp_path / "edged.log"
+    )
     try:
         time.sleep(5)
         assert proc.poll() is None, "the daemon must keep running"

@@ -1,0 +1,146 @@
+"""Frame sources: replay (files, directories, video, pacing) and picamera2 against a stand-in
+module that honours picamera2's API (no Pi camera on this machine)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edged.capture import open_source
+from edged.config import parse_config
+
+FAKE_PICAMERA2 = Path(__file__).resolve().parents[1] / "fakes" / "picamera2_api"
+
+
+def _images(d: Path, n: int) -> list[Path]:
+    out = []
+    for i in range(n):
+        p = d / f"{i:02d}.png"
+        Image.new("RGB", (64, 48), (i * 40 % 256, 0, 0)).save(p)
+        out.append(p)
+    return out
+
+
+def test_replay_directory_once_in_order(tmp_path: Path):
+    _images(tmp_path, 3)
+    (tmp_path / "notes.txt").write_text("not an image")
+    cfg = parse_config({"capture": {"paths": [str(tmp_path)]}})
+    src = open_source(cfg.capture, (32, 32))
+    frames = list(src.frames(threading.Event()))
+    assert [f.source for f in frames] == ["00.png", "01.png", "02.png"]
+    assert [f.number for f in frames] == [1, 2, 3]
+    assert frames[1].image[0, 0].tolist() == [40, 0, 0]
+    assert src.skipped == 1 and not src.live
+
+
+def test_replay_loop_and_pacing(tmp_path: Path):
+    _images(tmp_path, 2)
+    cfg = parse_config({"capture": {"paths": [str(tmp_path)], "loop": True, "fps": 20}})
+    src = open_source(cfg.capture, (32, 32))
+    assert src.live
+    stop = threading.Event()
+    t0 = time.monotonic()
+    frames = []
+    for f in src.frames(stop):
+        frames.append(f.source)
+        if len(frames) == 10:
+            stop.set()
+    elapsed = time.monotonic() - t0
+    assert frames == ["00.png", "01.png"] * 5
+    assert 0.35 < elapsed < 2.0  # 10 frames at 20 fps
+
+
+def test_replay_video(tmp_path: Path):
+    av = pytest.importorskip("av")
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    cfg = parse_config({"capture": {"paths": [str(video)]}})
+    frames = list(open_source(cfg.capture, (32, 32)).frames(threading.Event()))
+    assert len(frames) == 6
+    assert frames[0].image.shape == (48, 64, 3)
+    assert abs(int(frames[5].image.mean()) - 200) < 8
+
+
+def test_replay_missing_path_is_an_error(tmp_path: Path):
+    cfg = parse_config({"capture": {"paths": [str(tmp_path / "nope")]}})
+    with pytest.raises(FileNotFoundError, match="nope"):
+        open_source(cfg.capture, (32, 32))
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    img = tmp_path / "scene.png"
+    arr = np.zeros((480, 640, 3), np.uint8)
+    arr[..., 0] = 200  # red scene
+    Image.fromarray(arr).save(img)
+    monkeypatch.setenv("FAKE_PICAMERA2_IMAGE", str(img))
+    monkeypatch.syspath_prepend(str(FAKE_PICAMERA2))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    import picamera2
+
+    picamera2.instances.clear()
+    yield picamera2
+    sys.modules.pop("picamera2", None)
+
+
+def test_picamera2_streams_rgb_at_model_size(fake_picamera2):
+    cfg = parse_config({"capture": {"type": "picamera2", "fps": 100}})
+    src = open_source(cfg.capture, (224, 224))
+    cam = fake_picamera2.instances[0]
+    assert cam.camera_config["main"] == {"size": (224, 224), "format": "BGR888"}
+    assert cam.camera_config["controls"]["FrameRate"] == 100
+    assert src.live
+    stop = threading.Event()
+    frames = []
+    for f in src.frames(stop):
+        frames.append(f)
+        if len(frames) == 3:
+            stop.set()
+    assert frames[0].image.shape == (224, 224, 3)
+    assert frames[0].image[0, 0].tolist() == [200, 0, 0]  # R first: RGB order
+    src.close()
+    src.close()
+    assert cam.closed and cam.close_calls == 1 and not cam.started
+
+
+def test_picamera2_lores_beside_full_main(fake_picamera2):
+    cfg = parse_config({"capture": {"type": "picamera2", "stream": "lores", "fps": 100}})
+    src = open_source(cfg.capture, (299, 299))
+    cam = fake_picamera2.instances[0]
+    assert cam.camera_config["main"]["size"] == (1280, 720)
+    assert cam.camera_config["lores"] == {"size": (320, 300), "format": "BGR888"}  # aligned
+    stop = threading.Event()
+    frame = next(iter(src.frames(stop)))
+    assert frame.image.shape == (300, 320, 3)
+    src.close()
+
+
+def test_picamera2_missing_camera(fake_picamera2):
+    from edged.capture.picamera2 import CameraError
+
+    cfg = parse_config({"capture": {"type": "picamera2", "camera_num": 3}})
+    with pytest.raises(CameraError, match="camera 3"):
+        open_source(cfg.capture, (224, 224))
+
+
+def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch):
+    from edged.capture.picamera2 import CameraError
+
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    cfg = parse_config({"capture": {"type": "picamera2"}})
+    with pytest.raises(CameraError, match="python3-picamera2"):
+        open_source(cfg.capture, (224, 224))

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edged.app import PublishPolicy
+from edged.classify import Classifier, Labels, dequantize
+from edged.config import ClassifyConfig
+
+
+def labels(n: int = 5, background: bool = False) -> Labels:
+    names = [f"c{i}" for i in range(n)]
+    if background:
+        names[0] = "background"
+    return Labels.build(names, n, "test", "m")
+
+
+def test_topk_order_and_dequantize():
+    raw = np.array([0, 10, 200, 30, 16], np.uint8)
+    r = Classifier(labels(), ClassifyConfig(top_k=3))(raw, 1 / 256, 0)
+    assert [c.label for c in r.top_k] == ["c2", "c3", "c4"]
+    assert r.top_k[0].score == pytest.approx(200 / 256)
+    assert not r.ambiguous
+
+
+def test_ambiguous_when_spread_or_close():
+    clf = Classifier(labels(), ClassifyConfig())
+    assert clf(np.array([0.3, 0.3, 0.2, 0.1, 0.1], np.float32)).ambiguous  # below 0.5
+    assert clf(np.array([0.0, 0.54, 0.46, 0.0, 0.0], np.float32)).ambiguous  # margin 0.1
+    assert not clf(np.array([0.0, 0.9, 0.1, 0.0, 0.0], np.float32)).ambiguous
+
+
+def test_background_never_reported():
+    clf = Classifier(labels(background=True), ClassifyConfig(top_k=2))
+    r = clf(np.array([0.9, 0.06, 0.04, 0.0, 0.0], np.float32))
+    assert [c.label for c in r.top_k] == ["c1", "c2"]
+
+
+def test_allow_deny_and_min_score():
+    names = ["tabby, tabby cat", "dog", "car", "egyptian cat"]
+    lab = Labels.build(names, 4, "t", "m")
+    r = Classifier(lab, ClassifyConfig(allow=["tabby", "Egyptian cat"]))(
+        np.array([0.2, 0.7, 0.0, 0.1], np.float32)
+    )
+    assert [c.label for c in r.top_k] == ["tabby, tabby cat", "egyptian cat"]
+    r = Classifier(lab, ClassifyConfig(deny=["dog"], min_score=0.15))(
+        np.array([0.2, 0.7, 0.0, 0.1], np.float32)
+    )
+    assert [c.label for c in r.top_k] == ["tabby, tabby cat"]
+
+
+def test_logits_become_probabilities():
+    r = Classifier(labels(3), ClassifyConfig(top_k=3))(np.array([2.0, -1.0, 5.0], np.float32))
+    assert sum(c.score for c in r.top_k) == pytest.approx(1.0, abs=1e-5)
+    assert r.top_k[0].label == "c2"
+
+
+def test_int8_dequantize():
+    out = dequantize(np.array([-128, 127], np.int8), 1 / 256, -128)
+    assert out.tolist() == pytest.approx([0.0, 255 / 256])
+
+
+def test_label_count_mismatch():
+    with pytest.raises(ValueError, match="has 3 labels but m outputs 10 classes"):
+        Labels.build(["a", "b", "c"], 10, "file", "m")
+    lab = Labels.build([f"x{i}" for i in range(1000)], 1001, "file", "m")
+    assert lab.background == 0 and lab.names[1] == "x0"
+
+
+def test_publish_policies():
+    clf = Classifier(labels(), ClassifyConfig())
+    a = clf(np.array([0, 0.9, 0.1, 0, 0], np.float32))
+    b = clf(np.array([0, 0.1, 0.9, 0, 0], np.float32))
+    p = PublishPolicy("on_change", 10, 0.0)
+    assert [p.should_publish(x, t) for t, x in enumerate([a, a, b, b, a])] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    p = PublishPolicy("interval", 10, 0.0)
+    assert [p.should_publish(a, t) for t in (0, 5, 10, 11, 21)] == [True, False, True, False, True]
+    p = PublishPolicy("every_frame", 10, 0.95)
+    assert not p.should_publish(a, 0)

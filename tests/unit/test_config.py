@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edged.config import ConfigError, load_config, parse_config, read_secret
+
+
+def test_defaults_are_valid():
+    cfg = parse_config({})
+    assert cfg.capture.type == "replay" and cfg.model.backend == "auto"
+    assert cfg.mqtt.topic_prefix == "edged" and cfg.publish.policy == "every_frame"
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "model": {"backend": "gpu", "num_threads": 0, "bogus": 1},
+                "capture": {"fps": -1},
+                "mqtt": {"url": "http://x", "cert_file": "a.pem"},
+                "nosuchsection": {},
+            }
+        )
+    locs = [p[0] for p in info.value.problems]
+    assert {
+        "model.backend",
+        "model.num_threads",
+        "model.bogus",
+        "capture.fps",
+        "mqtt.url",
+        "nosuchsection",
+    } <= set(locs)
+    text = info.value.render()
+    assert "(got 'gpu')" in text and "unknown key" in text
+
+
+def test_credentials_in_url_refused():
+    with pytest.raises(ConfigError, match="credentials do not belong in the URL"):
+        parse_config({"mqtt": {"url": "mqtt://user:pw@host"}})
+
+
+def test_env_overrides(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[model]\nnum_threads = 1\n[classify]\ntop_k = 3\n")
+    cfg = load_config(
+        f,
+        {
+            "EDGED_MODEL__NUM_THREADS": "4",
+            "EDGED_CLASSIFY__ALLOW": '["cat"]',
+            "EDGED_MQTT__URL": "mqtts://broker:8883",
+            "OTHER": "x",
+        },
+    )
+    assert cfg.model.num_threads == 4 and cfg.classify.top_k == 3
+    assert cfg.classify.allow == ["cat"] and cfg.mqtt.url == "mqtts://broker:8883"
+
+
+def test_missing_default_file_is_empty_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import edged.config as c
+
+    monkeypatch.setattr(c, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    assert load_config(None, {}).model.backend == "auto"
+
+
+def test_secret_from_file_or_credentials_directory(tmp_path: Path):
+    (tmp_path / "pw").write_text("hunter2\n")
+    assert read_secret(str(tmp_path / "pw"), "mqtt_password", {}) == "hunter2"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("from-systemd")
+    assert read_secret("", "mqtt_password", {"CREDENTIALS_DIRECTORY": str(creds)}) == "from-systemd"
+    assert read_secret("", "mqtt_password", {}) is None
+    with pytest.raises(FileNotFoundError):
+        read_secret(str(tmp_path / "missing"), "mqtt_password", {})

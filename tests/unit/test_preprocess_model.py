@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.infer.model import ModelError, _parse_label_lines, inspect_model
+from edged.preprocess import InputSpec, crop_box, to_model_input
+from edged.preprocess.image import ImageError
+
+
+def test_crop_box_center():
+    assert crop_box(640, 480, 1.0) == (80, 0, 560, 480)
+    assert crop_box(100, 100, 0.5) == (25, 25, 75, 75)
+    with pytest.raises(ValueError):
+        crop_box(10, 10, 0.0)
+
+
+def frame(h: int = 60, w: int = 80, value: int = 100) -> np.ndarray:
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def test_uint8_identity_quantization_feeds_pixels():
+    spec = InputSpec(32, 32, np.dtype(np.uint8), 0.0078125, 128, 127.5, 127.5)
+    out = to_model_input(frame(), spec)
+    assert out.shape == (1, 32, 32, 3) and out.dtype == np.uint8
+    assert int(out[0, 0, 0, 0]) == 100
+
+
+def test_int8_uses_tensor_quantization():
+    # x = (p - 127) / 128 ; q = x / scale + zp
+    spec = InputSpec(8, 8, np.dtype(np.int8), 0.0078, -1, 127.0, 128.0)
+    out = to_model_input(frame(value=255), spec)
+    expected = round((255 - 127) / 128 / 0.0078 - 1)
+    assert out.dtype == np.int8 and int(out[0, 0, 0, 0]) == min(expected, 127)
+
+
+def test_float_normalization_and_resize():
+    spec = InputSpec(16, 16, np.dtype(np.float32), mean=127.0, std=128.0)
+    out = to_model_input(frame(value=255), spec, crop="none")
+    assert out.dtype == np.float32 and out[0, 3, 3, 1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_bad_frame():
+    spec = InputSpec(16, 16, np.dtype(np.uint8))
+    with pytest.raises(ImageError, match="HxWx3"):
+        to_model_input(np.zeros((10, 10), np.uint8), spec)
+
+
+def test_label_formats():
+    assert _parse_label_lines(["cat", "dog", ""]) == ["cat", "dog"]
+    assert _parse_label_lines(["0 cat", "1  dog"]) == ["cat", "dog"]
+    assert _parse_label_lines(["0: cat", "2: bird"]) == ["cat", "1", "bird"]
+    assert _parse_label_lines(["3 little pigs", "wolf"]) == ["3 little pigs", "wolf"]
+
+
+def test_inspect_rejects_non_models(tmp_path: Path):
+    p = tmp_path / "m.tflite"
+    p.write_bytes(b"")
+    with pytest.raises(ModelError, match="not a TFLite model"):
+        inspect_model(p)
+    with pytest.raises(ModelError, match="does not exist"):
+        inspect_model(tmp_path / "absent.tflite")
+    p.write_bytes(b"\x10\x00\x00\x00TFL3" + b"\xff" * 8)
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        inspect_model(p)
