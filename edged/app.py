@@ -22,6 +22,7 @@ from edged import __version__
 from edged.capture import FrameSource, open_source
 from edged.classify import Classification
 from edged.config import Config, read_secret
+from edged.devices import list_edge_tpus, tpu_temperature_c
 from edged.health import Notifier, Stats, cpu_temp_c, throttled
 from edged.infer import Engine, open_engine
 from edged.preprocess.image import ImageError
@@ -259,13 +260,13 @@ class Daemon:
                 self._put(results, _END)
                 return
             try:
-                result, ms = engine.infer(item.tensor)
+                result, ms, backend = engine.infer_with_backend(item.tensor)
             except (RuntimeError, ValueError) as exc:
                 self.stats.frames_lost += 1
                 log.error("inference failed on frame %d: %s", item.number, exc)
                 continue
             self.stats.record_inference(ms)
-            self._put(results, (item.number, item.source, result, ms))
+            self._put(results, (item.number, item.source, result, ms, backend))
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
                 self._put(results, _END)
                 return
@@ -286,7 +287,7 @@ class Daemon:
                 )
                 self.stop.set()
                 return
-            number, source, result, ms = item
+            number, source, result, ms, backend = item
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
             if not policy.should_publish(result, time.monotonic()):
@@ -299,7 +300,7 @@ class Daemon:
                 source=source,
                 result=result,
                 model=engine.model.name,
-                backend=engine.backend.name,
+                backend=backend,
                 inference_ms=ms,
             )
             publisher.publish(
@@ -342,10 +343,11 @@ class Daemon:
             "version": __version__,
             "ts": utc_now(),
             "uptime_s": round(self.stats.uptime_s(), 1),
-            "backend": engine.backend.name if engine else None,
+            **(engine.backend.status() if engine else {"backend": None}),
             "model": engine.model.name if engine else None,
             "model_sha256": engine.model.sha256 if engine else None,
-            "fallback_reason": engine.fallback_reason if engine else None,
+            "tpus": [{"type": t.type, "path": t.path} for t in list_edge_tpus()],
+            "tpu_temp_c": tpu_temperature_c(),
             "fps": round(self.stats.fps(), 2),
             "inference_ms": self.stats.latency_ms(),
             "frames_captured": self.stats.frames_captured,

@@ -38,14 +38,11 @@ def _hostname() -> str:
 
 
 class DeviceConfig(_Section):
-    id: Annotated[
-        str,
-        Field(
-            default_factory=_hostname,
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-            description="Device id used in MQTT topics (default: the host name).",
-        ),
-    ]
+    id: str = Field(
+        default_factory=_hostname,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Device id used in MQTT topics (default: the host name).",
+    )
 
 
 class ReplayCaptureConfig(_Section):
@@ -114,6 +111,18 @@ class ModelConfig(_Section):
         "", pattern=r"^(|usb|pci|usb:\d+|pci:\d+)$", description="'', usb, usb:N, pci or pci:N."
     )
     edgetpu_library: str = Field("libedgetpu.so.1", description="Edge TPU delegate library.")
+    edgetpu_options: dict[str, str] = Field(
+        default_factory=dict, description="Extra options passed to the delegate's loader."
+    )
+    inference_timeout_s: float = Field(
+        2.0, gt=0.0, le=60.0, description="An Edge TPU inference slower than this is a fault."
+    )
+    reprobe_max_s: float = Field(
+        300.0, ge=1.0, description="Longest wait between attempts to return to the Edge TPU."
+    )
+    isolate_cpu: bool = Field(
+        False, description="Run CPU inference in a worker process too (crash isolation)."
+    )
     num_threads: int = Field(2, ge=1, le=64, description="CPU threads for inference.")
     mean: float | None = Field(None, description="Input normalization mean (float models).")
     std: float | None = Field(None, gt=0.0, description="Input normalization std.")
@@ -206,14 +215,14 @@ class PipelineConfig(_Section):
 
 
 class Config(_Section):
-    device: DeviceConfig = Field(default_factory=DeviceConfig)  # type: ignore[arg-type]
-    capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)  # type: ignore[arg-type]
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)  # type: ignore[arg-type]
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
-    publish: PublishConfig = Field(default_factory=PublishConfig)  # type: ignore[arg-type]
-    health: HealthConfig = Field(default_factory=HealthConfig)  # type: ignore[arg-type]
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 
 class ConfigError(Exception):

@@ -87,6 +87,7 @@ class Subscriber:
         password: str = "",
     ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrivals: list[float] = []  # monotonic receive time of each message
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
         if ca_file:
@@ -105,6 +106,7 @@ class Subscriber:
     def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.arrivals.append(time.monotonic())
 
     def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
         with self._lock:
@@ -112,6 +114,15 @@ class Subscriber:
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(p) for _, p, _ in self.on("events")]
+
+    def timed_events(self) -> list[tuple[float, dict[str, Any]]]:
+        with self._lock:
+            pairs = list(zip(self.arrivals, self.messages, strict=True))
+        return [(t, json.loads(m[1])) for t, m in pairs if m[0].endswith("/events")]
+
+    def last_health(self) -> dict[str, Any] | None:
+        health = self.on("health")
+        return json.loads(health[-1][1]) if health else None
 
     def wait(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout

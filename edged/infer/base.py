@@ -49,6 +49,16 @@ class InferenceBackend(ABC):
     @abstractmethod
     def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]: ...
 
+    def infer_raw(
+        self, tensor: npt.NDArray[np.generic]
+    ) -> tuple[npt.NDArray[np.generic], OutputSpec, str]:
+        """The raw output with the output spec and name of the backend that produced it."""
+        return self.invoke(tensor), self.output_spec, self.name
+
+    def status(self) -> dict[str, object]:
+        """Backend state for the health topic."""
+        return {"backend": self.name, "fallback_reason": None, "fallbacks": 0, "worker_restarts": 0}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device; idempotent."""
 
@@ -87,15 +97,16 @@ class TFLiteBackend(InferenceBackend):
         self.runtime = runtime.name
         t0 = time.perf_counter()
         try:
+            # Delegates prepare the graph here already, so an Edge TPU model that meets a
+            # delegate without its custom op fails in the constructor, not at allocation.
             self._interp = runtime.Interpreter(
                 model_path=str(model.path),
                 num_threads=cfg.num_threads,
                 experimental_delegates=delegates or None,
             )
+            self._interp.allocate_tensors()
         except ValueError as exc:
             raise ModelError(f"cannot load model {str(model.path)!r}: {exc}") from exc
-        try:
-            self._interp.allocate_tensors()
         except RuntimeError as exc:
             if model.is_edgetpu and not delegates:
                 raise ModelError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,12 @@ import numpy.typing as npt
 from edged.classify import Classification, Classifier, Labels
 from edged.config import ClassifyConfig, ModelConfig
 from edged.infer import cpu as _cpu  # noqa: F401  (registers the backend)
+from edged.infer import edgetpu as _edgetpu  # noqa: F401
 from edged.infer.base import BACKENDS, InferenceBackend
 from edged.infer.bundled import default_model_path, manifest_entry
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
+from edged.infer.supervisor import Supervisor
+from edged.infer.worker import WorkerBackend, WorkerFault
 from edged.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
@@ -52,11 +55,18 @@ class Engine:
     backend: InferenceBackend
     classifier: Classifier
     cfg: ModelConfig
-    fallback_reason: str | None = None
-    model: ModelFile = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.model = self.backend.model
+    @property
+    def model(self) -> ModelFile:
+        """The model now running (the CPU twin while an Edge TPU model is on the CPU)."""
+        if isinstance(self.backend, Supervisor):
+            return self.backend.active_model
+        return self.backend.model
+
+    @property
+    def fallback_reason(self) -> str | None:
+        reason = self.backend.status().get("fallback_reason")
+        return str(reason) if reason else None
 
     @property
     def labels(self) -> Labels:
@@ -72,11 +82,17 @@ class Engine:
         )
 
     def infer(self, tensor: npt.NDArray[np.generic]) -> tuple[Classification, float]:
+        result, ms, _ = self.infer_with_backend(tensor)
+        return result, ms
+
+    def infer_with_backend(
+        self, tensor: npt.NDArray[np.generic]
+    ) -> tuple[Classification, float, str]:
+        """Classification, milliseconds, and the backend that ran it."""
         t0 = time.perf_counter()
-        raw = self.backend.invoke(tensor)
+        raw, out, name = self.backend.infer_raw(tensor)
         ms = (time.perf_counter() - t0) * 1000.0
-        out = self.backend.output_spec
-        return self.classifier(raw, out.scale, out.zero_point), ms
+        return self.classifier(raw, out.scale, out.zero_point), ms, name
 
     def classify_frame(self, frame: npt.NDArray[np.uint8]) -> tuple[Classification, float]:
         return self.infer(self.preprocess(frame))
@@ -98,32 +114,85 @@ def _labels_for(model: ModelFile, cfg: ModelConfig, classes: int) -> Labels:
         raise ModelError(str(exc)) from None
 
 
-def open_backend(cfg: ModelConfig) -> tuple[InferenceBackend, str | None]:
-    """Load the model on the configured backend.  Returns the backend and, when it is not
-    the one asked for, the reason."""
+def _cpu_model(model: ModelFile, cfg: ModelConfig) -> ModelFile | None:
+    """The model the CPU runs: ``model.cpu_path``, the model itself when it has no Edge TPU
+    ops, or its twin without ``_edgetpu`` in the name."""
+    if cfg.cpu_path:
+        twin = inspect_model(cfg.cpu_path)
+    elif not model.is_edgetpu:
+        return model
+    else:
+        path = cpu_twin(model)
+        if path is None or not path.exists():
+            return None
+        twin = inspect_model(path)
+    if twin.is_edgetpu:
+        raise ModelError(f"CPU twin {twin.name} is itself compiled for the Edge TPU")
+    return twin
+
+
+def _cpu_backend(model: ModelFile, cfg: ModelConfig) -> InferenceBackend:
+    if cfg.isolate_cpu:
+        try:
+            return WorkerBackend(model, cfg, "cpu")
+        except WorkerFault as exc:
+            raise ModelError(f"cannot load {model.name} on the CPU: {exc.reason}") from exc
+    return BACKENDS["cpu"](model, cfg)
+
+
+def open_backend(cfg: ModelConfig) -> InferenceBackend:
+    """Load the model where ``model.backend`` says.
+
+    ``auto`` puts an Edge TPU model (told by its custom op, not its name) on the Edge TPU
+    when the delegate loads, else its CPU twin with one warning; a CPU model runs on the CPU.
+    ``edgetpu`` must start on the Edge TPU (else ModelError, exit 3).  ``cpu`` never tries.
+    """
     model = inspect_model(cfg.path, cfg.sha256)
-    if cfg.backend == "cpu" or "edgetpu" not in BACKENDS:
-        if model.is_edgetpu:
-            twin = cpu_twin(model, cfg.cpu_path)
-            if twin is None or not twin.exists():
-                raise ModelError(
-                    f"{model.name} is an Edge TPU model and no Edge TPU backend is in use; its "
-                    f"CPU twin {str(twin) if twin else '(model.cpu_path)'!r} does not exist"
+    want_tpu = cfg.backend == "edgetpu" or (cfg.backend == "auto" and model.is_edgetpu)
+    cpu_file = _cpu_model(model, cfg)
+    if not want_tpu:
+        if cpu_file is None:
+            raise ModelError(
+                f"{model.name} is an Edge TPU model and backend is 'cpu', but its CPU twin "
+                f"{str(cpu_twin(model))!r} does not exist (set model.cpu_path)"
+            )
+        return _cpu_backend(cpu_file, cfg)
+    cpu = _cpu_backend(cpu_file, cfg) if cpu_file is not None else None
+    try:
+        tpu = WorkerBackend(model, cfg, "edgetpu")
+    except WorkerFault as exc:
+        if cfg.backend == "edgetpu" or cpu is None:
+            if cpu is not None:
+                cpu.close()
+            missing = (
+                ""
+                if cpu is not None
+                else (
+                    f" and there is no CPU twin ({str(cpu_twin(model))!r} does not exist; "
+                    "set model.cpu_path)"
                 )
-            reason = "Edge TPU backend not available" if cfg.backend != "cpu" else None
-            if reason:
-                log.warning("%s: running the CPU twin %s", reason, twin.name)
-            return BACKENDS["cpu"](inspect_model(twin), cfg), reason
-        return BACKENDS["cpu"](model, cfg), None
-    raise ModelError(f"backend {cfg.backend!r} is not available")
+            )
+            raise ModelError(f"the Edge TPU backend cannot start: {exc.reason}{missing}") from exc
+        log.warning("Edge TPU unavailable (%s): running %s on the CPU", exc.reason, cpu.model.name)
+        return Supervisor(model, cfg, tpu=None, cpu=cpu, reason=exc.reason)
+    if cpu is None:
+        log.warning("%s has no CPU twin: no fallback if the Edge TPU fails", model.name)
+    return Supervisor(model, cfg, tpu=tpu, cpu=cpu)
 
 
 def open_engine(cfg: ModelConfig, classify: ClassifyConfig) -> Engine:
     cfg = resolve_model_config(cfg)
-    backend, reason = open_backend(cfg)
+    backend = open_backend(cfg)
     try:
         labels = _labels_for(backend.model, cfg, backend.output_spec.classes)
+        if isinstance(backend, Supervisor) and backend._cpu is not None:
+            cpu = backend._cpu
+            if cpu.output_spec.classes != backend.output_spec.classes:
+                raise ModelError(
+                    f"CPU twin {cpu.model.name} outputs {cpu.output_spec.classes} classes, "
+                    f"{backend.model.name} {backend.output_spec.classes}"
+                )
     except ModelError:
         backend.close()
         raise
-    return Engine(backend, Classifier(labels, classify), cfg, reason)
+    return Engine(backend, Classifier(labels, classify), cfg)

@@ -1,0 +1,215 @@
+"""A backend in a worker process.
+
+The parent owns two shared-memory blocks (input tensor, output vector); a frame crosses the
+process boundary as bytes in shared memory plus a one-byte command on a pipe, never as a
+pickled array.  If the worker aborts, segfaults or hangs, only the worker is lost: the parent
+sees EOF or a timeout and raises :class:`WorkerFault`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import struct
+import sys
+import time
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edged.config import ModelConfig
+from edged.infer.base import InferenceBackend, OutputSpec
+from edged.infer.model import ModelError, ModelFile
+from edged.preprocess import InputSpec
+
+log = logging.getLogger(__name__)
+
+RUN, QUIT = b"r", b"q"
+_MS = struct.Struct("<d")
+
+
+class WorkerFault(RuntimeError):
+    """The worker failed, died or timed out; ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _quiet_unraisable(hook: Any) -> None:
+    # ai_edge_litert's Delegate.__del__ raises AttributeError after a failed load_delegate.
+    if not (hook.exc_type is AttributeError and "Delegate" in repr(hook.object)):
+        sys.__unraisablehook__(hook)
+
+
+def _worker_main(conn: Connection, kind: str, model_path: str, cfg_json: str) -> None:
+    """Runs in the worker process."""
+    sys.unraisablehook = _quiet_unraisable
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    from edged.infer import cpu as _cpu  # noqa: F401
+    from edged.infer import edgetpu as _edgetpu  # noqa: F401
+    from edged.infer.base import BACKENDS
+    from edged.infer.model import inspect_model
+
+    cfg = ModelConfig.model_validate_json(cfg_json)
+    try:
+        backend = BACKENDS[kind](inspect_model(model_path), cfg)
+    except ModelError as exc:
+        cause = exc.__cause__ or exc
+        conn.send(("error", type(cause).__name__, str(cause)))
+        return
+    except (OSError, ValueError, RuntimeError) as exc:
+        conn.send(("error", type(exc).__name__, str(exc)))
+        return
+    i, o = backend.input_spec, backend.output_spec
+    conn.send(("ready", i, o))
+    names = conn.recv()
+    shm_in, shm_out = SharedMemory(name=names[0]), SharedMemory(name=names[1])
+    for shm in (shm_in, shm_out):
+        # Python < 3.13 registers attached blocks too; the parent owns and unlinks them.
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    try:
+        tensor = np.ndarray((1, i.height, i.width, 3), dtype=i.dtype, buffer=shm_in.buf)
+        out = np.ndarray((o.classes,), dtype=o.dtype, buffer=shm_out.buf)
+        while True:
+            try:
+                cmd = conn.recv_bytes()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            if cmd != RUN:
+                break
+            t0 = time.perf_counter()
+            try:
+                out[:] = backend.invoke(tensor)
+            except (RuntimeError, ValueError) as exc:
+                conn.send_bytes(b"e" + f"{type(exc).__name__}: {exc}".encode())
+                continue
+            conn.send_bytes(_MS.pack((time.perf_counter() - t0) * 1000.0))
+    finally:
+        del tensor, out
+        shm_in.close()
+        shm_out.close()
+        backend.close()
+
+
+class WorkerBackend(InferenceBackend):
+    """Proxy for a backend of type ``kind`` running in a worker process."""
+
+    def __init__(
+        self,
+        model: ModelFile,
+        cfg: ModelConfig,
+        kind: str = "edgetpu",
+        start_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(model, cfg)
+        self.kind = kind
+        self.timeout = cfg.inference_timeout_s
+        self._closed = False
+        self._shm: list[SharedMemory] = []
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_worker_main,
+            args=(child, kind, str(model.path), cfg.model_dump_json()),
+            name=f"edged-{kind}-worker",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        try:
+            self._handshake(start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def _handshake(self, timeout: float) -> None:
+        if not self._conn.poll(timeout):
+            raise WorkerFault(f"{self.kind} worker did not load the model within {timeout:g} s")
+        try:
+            msg = self._conn.recv()
+        except (EOFError, OSError):
+            self.process.join(1.0)
+            raise WorkerFault(
+                f"{self.kind} worker {_describe_exit(self.process.exitcode)} while loading"
+            ) from None
+        if msg[0] == "error":
+            raise WorkerFault(f"{msg[1]}: {msg[2]}")
+        _, self.input_spec, self.output_spec = msg
+        i: InputSpec = self.input_spec
+        o: OutputSpec = self.output_spec
+        in_bytes = i.height * i.width * 3 * np.dtype(i.dtype).itemsize
+        out_bytes = o.classes * np.dtype(o.dtype).itemsize
+        self._shm = [
+            SharedMemory(create=True, size=in_bytes),
+            SharedMemory(create=True, size=out_bytes),
+        ]
+        self._in = np.ndarray((1, i.height, i.width, 3), dtype=i.dtype, buffer=self._shm[0].buf)
+        self._out = np.ndarray((o.classes,), dtype=o.dtype, buffer=self._shm[1].buf)
+        self._conn.send([s.name for s in self._shm])
+
+    def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        if self._closed:
+            raise WorkerFault(f"{self.kind} worker is closed")
+        self._in[...] = tensor
+        try:
+            self._conn.send_bytes(RUN)
+            if not self._conn.poll(self.timeout):
+                raise WorkerFault(f"{self.kind} inference took longer than {self.timeout:g} s")
+            reply = self._conn.recv_bytes()
+        except (EOFError, OSError, BrokenPipeError):
+            self.process.join(0.5)
+            raise WorkerFault(
+                f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
+            ) from None
+        if reply[:1] == b"e":
+            raise WorkerFault(reply[1:].decode(errors="replace"))
+        self.last_ms = _MS.unpack(reply)[0]
+        return self._out.copy()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.process.is_alive():
+            with contextlib.suppress(OSError):
+                self._conn.send_bytes(QUIT)
+            self.process.join(0.5)
+        if self.process.is_alive() and self.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)  # also ends a SIGSTOPped worker
+            self.process.join(2.0)
+        self._conn.close()
+        if hasattr(self, "_in"):
+            del self._in, self._out
+        for shm in self._shm:
+            shm.close()
+            with contextlib.suppress(FileNotFoundError):
+                shm.unlink()
+        self._shm = []

@@ -1,0 +1,1 @@
+"""Stand-ins for hardware that tests cannot rely on (an Edge TPU runtime)."""

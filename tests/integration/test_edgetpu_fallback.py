@@ -1,0 +1,242 @@
+"""Edge TPU selection and fallback with real faults.
+
+No Edge TPU exists on this machine: a small C delegate (tests/fakes/fake_delegate.c), built
+with gcc and loaded through the runtime's real ``load_delegate``, stands in for libedgetpu.
+Its modes: pass-through (a working "TPU" that leaves every node to the CPU kernels), NULL (no
+device: ValueError), abort() while loading.  Mid-run faults are real signals sent to the
+real worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.delegate import build_fake_delegate
+from tests.support import (
+    IMAGES,
+    MODELS,
+    V1_025,
+    Mosquitto,
+    Subscriber,
+    run_edged,
+    start_edged,
+    stop_process,
+)
+
+EDGETPU_TWIN = MODELS / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+
+
+@pytest.fixture(scope="module")
+def fake_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fake_delegate(tmp_path_factory.mktemp("delegate"))
+
+
+def classify_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, list, str]:
+    r = run_edged("classify", "--json", *args, env=env)
+    return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else []), r.stderr
+
+
+def lib_env(lib: Path, mode: str = "passthrough") -> dict[str, str]:
+    return {"EDGED_MODEL__EDGETPU_LIBRARY": str(lib),
+            "EDGED_MODEL__EDGETPU_OPTIONS": f'{{mode = "{mode}"}}'}
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_working_tpu_runs_on_edgetpu(fake_lib: Path):
+    code, rows, err = classify_json("--backend", "edgetpu", "--model", str(V1_025),
+                                    str(IMAGES / "parrot.jpg"), env=lib_env(fake_lib))
+    assert code == 0, err
+    assert rows[0]["backend"] == "edgetpu" and rows[0]["label"] == "macaw"
+
+
+@pytest.mark.usefixtures("fixtures")
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("null", "ValueError: Failed to load delegate"),
+    ("abort", "killed by SIGABRT while loading"),
+    ("passthrough", "RuntimeError: Encountered unresolved custom op: edgetpu-custom-op"),
+])
+def test_auto_falls_back_to_cpu_twin_with_one_warning(fake_lib: Path, mode: str, reason: str):
+    code, rows, err = classify_json("--model", str(EDGETPU_TWIN), str(IMAGES / "parrot.jpg"),
+                                    env=lib_env(fake_lib, mode))
+    assert code == 0, err
+    assert rows[0]["backend"] == "cpu" and rows[0]["model"] == V1_025.name
+    assert err.count("WARNING") == 1 and reason in err, err
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_forced_edgetpu_that_cannot_start_exits_3(fake_lib: Path):
+    code, _, err = classify_json("--backend", "edgetpu", "--model", str(V1_025),
+                                 str(IMAGES / "parrot.jpg"), env=lib_env(fake_lib, "null"))
+    assert code == 3 and "the Edge TPU backend cannot start: ValueError" in err
+    code, _, err = classify_json("--backend", "edgetpu", "--model", str(V1_025),
+                                 str(IMAGES / "parrot.jpg"))  # the real libedgetpu: absent
+    assert code == 3 and "OSError" in err and "libedgetpu.so.1" in err
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_edgetpu_model_without_tpu_or_twin(tmp_path: Path):
+    lone = tmp_path / "lonely_edgetpu.tflite"
+    shutil.copy(EDGETPU_TWIN, lone)
+    code, _, err = classify_json("--model", str(lone), str(IMAGES / "parrot.jpg"))
+    assert code == 3
+    assert str(tmp_path / "lonely.tflite") in err and "does not exist" in err
+    code, _, err = classify_json("--backend", "cpu", "--model", str(lone),
+                                 str(IMAGES / "parrot.jpg"))
+    assert code == 3 and "lonely.tflite" in err
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_edgetpu_twins_give_the_cpu_models_classes():
+    images = [str(p) for p in sorted(IMAGES.iterdir()) if p.suffix in (".jpg", ".bmp")]
+    for twin in sorted(MODELS.glob("*_edgetpu.tflite")):
+        cpu_model = MODELS / twin.name.replace("_edgetpu", "")
+        c1, tpu_rows, e1 = classify_json("--model", str(twin), *images)
+        c2, cpu_rows, e2 = classify_json("--backend", "cpu", "--model", str(cpu_model), *images)
+        assert c1 == 0 and c2 == 0, (e1, e2)
+        assert {r["backend"] for r in tpu_rows} == {"cpu"}
+        assert [r["label"] for r in tpu_rows] == [r["label"] for r in cpu_rows]
+
+
+def _daemon(tmp_path: Path, broker: Mosquitto, lib: Path, timeout: float = 2.0):
+    cfg = tmp_path / "tpu.toml"
+    cfg.write_text(f"""
+[device]
+id = "tpu-1"
+[capture]
+paths = ["{IMAGES / 'parrot.jpg'}", "{IMAGES / 'bird.bmp'}"]
+loop = true
+fps = 20
+[model]
+path = "{V1_025}"
+backend = "edgetpu"
+edgetpu_library = "{lib}"
+inference_timeout_s = {timeout}
+num_threads = 1
+[mqtt]
+url = "{broker.url}"
+[health]
+interval_s = 0.5
+""")
+    return start_edged("run", "-c", str(cfg), log=tmp_path / "edged.log")
+
+
+def _worker_pid(sub: Subscriber) -> int:
+    assert sub.wait(lambda: bool((h := sub.last_health()) and h.get("worker_pid")), 20)
+    health = sub.last_health()
+    assert health is not None and health["backend"] == "edgetpu"
+    return int(health["worker_pid"])
+
+
+def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, timeout: float,
+                 budget: float) -> None:
+    sub = Subscriber(mosquitto.port)
+    proc = _daemon(tmp_path, mosquitto, lib, timeout)
+    try:
+        assert sub.wait(lambda: len(sub.events()) >= 5), (tmp_path / "edged.log").read_text()
+        assert {e["backend"] for e in sub.events()} == {"edgetpu"}
+        pid = _worker_pid(sub)
+        t_fault = time.monotonic()
+        os.kill(pid, sig)
+        assert sub.wait(lambda: any(e["backend"] == "cpu" for e in sub.events()), 10)
+        t_cpu = next(t for t, e in sub.timed_events() if e["backend"] == "cpu")
+        assert t_cpu - t_fault < budget, f"first CPU event {t_cpu - t_fault:.2f} s after fault"
+        # by itself, back to the Edge TPU path once the fault has cleared
+        assert sub.wait(lambda: sub.events()[-1]["backend"] == "edgetpu"
+                        and any(e["backend"] == "cpu" for e in sub.events()), 30), \
+            (tmp_path / "edged.log").read_text()
+        assert proc.poll() is None
+        assert sub.wait(lambda: (sub.last_health() or {}).get("worker_restarts", 0) >= 1, 5)
+        health = sub.last_health()
+        assert health and health["fallbacks"] >= 1 and health["backend"] == "edgetpu"
+        assert health["worker_pid"] != pid and health["fallback_reason"] is None
+    finally:
+        assert stop_process(proc) == 0
+        sub.close()
+    events = sub.events()
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), "events out of order or missing"
+    frames = [e["frame"] for e in events]
+    assert frames == sorted(frames)
+    final = json.loads(sub.on("health")[-1][1])
+    assert final["frames_lost"] == 0  # the frame in flight was re-run on the CPU
+    assert final["events_published"] == len(events)
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_worker_kill9_mid_run_falls_back_and_returns(tmp_path: Path, mosquitto: Mosquitto,
+                                                    fake_lib: Path):
+    _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0)
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_worker_sigstop_mid_run_times_out_and_returns(tmp_path: Path, mosquitto: Mosquitto,
+                                                     fake_lib: Path):
+    # the timeout (2 s) fires, then the switch to the CPU takes under 1 s
+    _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGSTOP, timeout=2.0, budget=3.0)
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_start_failure_is_reported_in_health(tmp_path: Path, mosquitto: Mosquitto,
+                                             fake_lib: Path):
+    cfg = tmp_path / "auto.toml"
+    cfg.write_text(f"""
+[device]
+id = "auto-1"
+[capture]
+paths = ["{IMAGES / 'parrot.jpg'}"]
+[model]
+path = "{EDGETPU_TWIN}"
+edgetpu_library = "{fake_lib}"
+edgetpu_options = {{ mode = "null" }}
+[mqtt]
+url = "{mosquitto.url}"
+""")
+    sub = Subscriber(mosquitto.port)
+    try:
+        r = run_edged("run", "-c", str(cfg))
+        assert r.returncode == 0, r.stderr
+        assert sub.wait(lambda: len(sub.on("health")) >= 2)
+        health = sub.last_health()
+    finally:
+        sub.close()
+    assert health and health["backend"] == "cpu" and health["fallbacks"] == 1
+    assert health["fallback_reason"].startswith("ValueError: Failed to load delegate")
+    assert health["tpus"] == [] and health["tpu_temp_c"] is None
+    assert sub.events()[0]["backend"] == "cpu" and sub.events()[0]["label"] == "macaw"
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
+    import numpy as np
+
+    from edged.config import parse_config
+    from edged.infer import open_engine, supervisor
+
+    cfg = parse_config({"model": {"path": str(V1_025), "backend": "edgetpu",
+                                  "edgetpu_library": str(fake_lib)}})
+    engine = open_engine(cfg.model, cfg.classify)
+    sup = engine.backend
+    assert isinstance(sup, supervisor.Supervisor)
+    tensor = np.zeros((1, 128, 128, 3), np.uint8)
+    try:
+        for i in range(supervisor.RESTART_LIMIT):
+            deadline = time.monotonic() + 20
+            while sup.name != "edgetpu" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sup.name == "edgetpu", f"no return to the TPU after fault {i}"
+            os.kill(sup.worker_pid, signal.SIGKILL)
+            _, _, backend = engine.infer_with_backend(tensor)
+            assert backend == "cpu"
+        time.sleep(supervisor.FIRST_REPROBE_S * 3)
+        assert sup.gave_up and sup.name == "cpu"
+        assert "staying on the CPU" in sup.status()["fallback_reason"]
+        assert sup.status()["fallbacks"] == supervisor.RESTART_LIMIT
+    finally:
+        engine.close()

@@ -1,0 +1,76 @@
+"""edged eval / bench / devices on real models and images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support import FIXTURES, IMAGES, MODELS, run_edged
+
+CALIBRATION = FIXTURES / "calibration"
+SYNSETS = FIXTURES / "imagenet_synsets.tsv"
+
+# Measured with `edged eval` on the 200 calibration images (center crop, bilinear).
+EXPECTED = {
+    "mobilenet_v2_1.0_224_quant.tflite": (0.87, 0.985),
+    "mobilenet_v1_0.75_192_quant.tflite": (0.79, 0.955),
+    "mobilenet_v1_0.25_128_quant.tflite": (0.49, 0.715),
+}
+
+
+@pytest.mark.usefixtures("fixtures")
+@pytest.mark.parametrize("model", sorted(EXPECTED))
+def test_eval_coral_models_with_background_class(model: str):
+    r = run_edged("eval", "--json", str(CALIBRATION), "--synsets", str(SYNSETS),
+                  "--model", str(MODELS / model), "--backend", "cpu")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["images"] == 200
+    assert (report["top1"], report["top5"]) == pytest.approx(EXPECTED[model], abs=0.011)
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_eval_edgetpu_twin_reports_the_backend_that_ran():
+    twin = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+    r = run_edged("eval", "--json", str(CALIBRATION), "--synsets", str(SYNSETS),
+                  "--model", str(MODELS / twin))
+    report = json.loads(r.stdout)
+    assert report["backend"] == "cpu" and report["model"] == twin.replace("_edgetpu", "")
+    assert (report["top1"], report["top5"]) == pytest.approx(EXPECTED[report["model"]], abs=0.011)
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_eval_folder_per_class(tmp_path: Path):
+    for label, image in [("macaw", "parrot.jpg"), ("chickadee", "bird.bmp"),
+                         ("hotdog", "hot_dog.jpg"), ("ruffed grouse", "owl.jpg")]:
+        (tmp_path / label).mkdir()
+        shutil.copy(IMAGES / image, tmp_path / label / image)
+    r = run_edged("eval", "--json", "--confusion", str(tmp_path),
+                  "--model", str(MODELS / "mobilenet_v2_1.0_224_quant.tflite"))
+    report = json.loads(r.stdout)
+    assert report["images"] == 4 and report["top1"] == 1.0
+    r = run_edged("eval", "--json", "--confusion", str(tmp_path),
+                  "--model", str(MODELS / "mobilenet_v1_0.25_128_quant.tflite"))
+    report = json.loads(r.stdout)
+    assert report["top1"] < 1.0 and report["worst_classes"][0]["top1"] == 0.0
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_bench_reports_benchmark_model_figures():
+    r = run_edged("bench", "--json", "--runs", "20", "--threads", "1",
+                  "--model", str(MODELS / "mobilenet_v1_0.25_128_quant.tflite"))
+    assert r.returncode == 0, r.stderr
+    b = json.loads(r.stdout)
+    assert b["backend"] == "cpu" and b["threads"] == 1 and b["runs"] == 20
+    assert 0 < b["min_ms"] <= b["p50_ms"] <= b["p95_ms"] <= b["max_ms"]
+    assert b["init_ms"] > 0 and b["first_inference_ms"] > 0 and b["peak_rss_mb"] > 10
+
+
+def test_devices_lists_nothing_here():
+    r = run_edged("devices", "--json")
+    assert r.returncode == 0
+    found = json.loads(r.stdout)
+    assert set(found) == {"edge_tpus", "tpu_temp_c", "cameras"}
