@@ -140,7 +140,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             others = ", ".join(f"{c['label'].split(',')[0]} {c['score']:.2f}" for c in r["top_k"])
             table.add_row(
                 Path(r["file"]).name,
-                str(r["label"]),
+                str(r["label"]).split(",")[0],
                 f"{r['score']:.3f}" if r["score"] is not None else "-",
                 "yes" if r["ambiguous"] else "no",
                 others,

@@ -14,9 +14,10 @@ def models_dir() -> Path:
     """Where the bundled models live: the installed ``edged.models`` data, or the source
     tree's ``models/`` folder."""
     try:
-        installed = Path(str(resources.files("edged.models")))
-        if (installed / "manifest.toml").exists():
-            return installed
+        # edged.models is a data-only namespace package: join before converting to a path
+        manifest_file = Path(str(resources.files("edged.models").joinpath("manifest.toml")))
+        if manifest_file.exists():
+            return manifest_file.parent
     except ModuleNotFoundError:
         pass
     return Path(__file__).resolve().parents[2] / "models"
