@@ -25,6 +25,7 @@ from edged.config import Config, read_secret
 from edged.devices import list_edge_tpus, tpu_temperature_c
 from edged.health import Notifier, Stats, cpu_temp_c, throttled
 from edged.infer import Engine, open_engine
+from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 
@@ -145,6 +146,7 @@ class Daemon:
     def run(self) -> int:
         engine, source, publisher = self._open()
         self.engine, self.source, self._publisher = engine, source, publisher
+        set_context(device=self.cfg.device.id, model=engine.model.name, backend=engine.backend.name)
         log.info(
             "edged %s: device %s, model %s (sha256 %s…), backend %s, source %s",
             __version__,

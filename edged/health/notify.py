@@ -32,7 +32,9 @@ class Notifier:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
         self._send: Callable[[str], None] | None = None
-        if address:
+        if address and environ is not None:
+            self._send = _socket_sender(address)  # an explicit environment: speak it directly
+        elif address:
             try:
                 daemon = importlib.import_module("systemd.daemon")
 
