@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,8 +141,16 @@ class Daemon:
         publisher = self._publisher
         if publisher is None:
             password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
-            publisher = MqttPublisher(self.cfg.mqtt, self.cfg.device.id, password)
+            publisher = MqttPublisher(
+                self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
+            )
         return engine, source, publisher
+
+    def _spool_path(self) -> Path | None:
+        if self.cfg.mqtt.spool_file:
+            return Path(self.cfg.mqtt.spool_file)
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(state) / "mqtt-spool.jsonl" if state else None
 
     def run(self) -> int:
         engine, source, publisher = self._open()

@@ -172,6 +172,11 @@ class MqttConfig(_Section):
     qos: Literal[0, 1, 2] = Field(1, description="QoS of events.")
     reconnect_min_s: float = Field(1.0, gt=0.0, description="First reconnect delay.")
     reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
+    spool_file: str = Field(
+        "",
+        description="Where events the broker has not acknowledged are kept across a stop; "
+        "empty = $STATE_DIRECTORY/mqtt-spool.jsonl under systemd, else not kept.",
+    )
     max_queued: int = Field(
         10000, ge=10, description="Events kept in memory while the broker is away."
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -46,7 +48,14 @@ def _guarded(fn: F) -> F:
 
 
 class MqttPublisher(Publisher):
-    def __init__(self, cfg: MqttConfig, device_id: str, password: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device_id: str,
+        password: str | None = None,
+        spool_path: Path | None = None,
+    ) -> None:
+        self.spool_path = spool_path
         self.cfg = cfg
         self.device_id = device_id
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{device_id}"
@@ -61,7 +70,7 @@ class MqttPublisher(Publisher):
         self._connects = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()
-        self._pending: set[int] = set()
+        self._pending: dict[int, tuple[str, bytes, int, bool]] = {}
         self._early_acks: set[int] = set()
         self._last_refusal: str | None = None
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
@@ -126,6 +135,7 @@ class MqttPublisher(Publisher):
         )
         self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
+        self._replay_spool()
 
     @_guarded
     def _on_connect(
@@ -175,8 +185,7 @@ class MqttPublisher(Publisher):
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
         with self._lock:
-            if mid in self._pending:
-                self._pending.discard(mid)
+            if self._pending.pop(mid, None) is not None:
                 self.published += 1
             else:
                 self._early_acks.add(mid)
@@ -193,7 +202,7 @@ class MqttPublisher(Publisher):
                 self._early_acks.discard(info.mid)
                 self.published += 1
             else:
-                self._pending.add(info.mid)
+                self._pending[info.mid] = (topic, payload, qos, retain)
 
     @property
     def pending(self) -> int:
@@ -216,9 +225,62 @@ class MqttPublisher(Publisher):
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(min(timeout, 2.0))
         self._stopping = True
-        lost = self.pending
-        if lost:
-            self.dropped += lost
-            log.warning("MQTT: %d message(s) not delivered before stop", lost)
+        with self._lock:
+            undelivered = [m for _, m in sorted(self._pending.items())]
+        if undelivered:
+            spooled = self._spool(undelivered)
+            self.dropped += len(undelivered) - spooled
+            log.warning(
+                "MQTT: %d message(s) not delivered before stop%s",
+                len(undelivered),
+                f"; {spooled} event(s) kept in {self.spool_path} for the next start"
+                if spooled
+                else "",
+            )
         self.client.disconnect()
         self.client.loop_stop()
+
+    # -- spool: events the broker never acknowledged survive a restart -------------------
+    def _spool(self, messages: list[tuple[str, bytes, int, bool]]) -> int:
+        if self.spool_path is None:
+            return 0
+        lines = [
+            json.dumps({"topic": t, "payload": p.decode(), "qos": q})
+            for t, p, q, r in messages
+            if t == "events" and not r
+        ]
+        if not lines:
+            return 0
+        try:
+            with self.spool_path.open("a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            log.error("cannot keep undelivered events in %s: %s", self.spool_path, exc)
+            return 0
+        return len(lines)
+
+    def _replay_spool(self) -> None:
+        path = self.spool_path
+        if path is None or not path.exists():
+            return
+        replayed = bad = 0
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            path.unlink()
+        except OSError as exc:
+            log.error("cannot read the event spool %s: %s", path, exc)
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                topic, payload, qos = str(item["topic"]), str(item["payload"]), int(item["qos"])
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            self.publish(topic, payload.encode(), qos=qos)
+            replayed += 1
+        log.info(
+            "MQTT: re-sending %d event(s) kept from the last run%s",
+            replayed,
+            f" ({bad} unreadable line(s) skipped)" if bad else "",
+        )

@@ -213,3 +213,32 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
         if proc.poll() is None:
             proc.kill()
         broker.stop()
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_undelivered_events_survive_a_restart(tmp_path: Path):
+    port = free_port()
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = config(tmp_path, f"mqtt://127.0.0.1:{port}",
+                 capture=f'paths = ["{IMAGES / "parrot.jpg"}"]\nloop = true')
+    env = {"STATE_DIRECTORY": str(state)}
+    first = run_edged("run", "-c", str(cfg), "--frames", "4", env=env)
+    assert first.returncode == 0, first.stderr
+    spool = state / "mqtt-spool.jsonl"
+    assert "4 event(s) kept in" in first.stderr
+    assert len(spool.read_text().splitlines()) == 4
+    broker = Mosquitto(tmp_path, port=port).start()
+    sub = Subscriber(port)
+    try:
+        second = run_edged("run", "-c", str(cfg), "--frames", "2", env=env)
+        assert second.returncode == 0, second.stderr
+        assert sub.wait(lambda: len(sub.events()) >= 6)
+        events = sub.events()
+    finally:
+        sub.close()
+        broker.stop()
+    # the four kept from the first run, in order, then the second run's own
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 1, 2]
+    assert len({e["ts"] for e in events[:4]}) == 4
+    assert not spool.exists()
