@@ -58,8 +58,8 @@ def test_default_model_classifies_the_photos():
 
 def test_runs_without_the_fixtures(tmp_path):
     """The main job needs nothing from outside the package: bundled model and samples."""
-    r = run_edged("classify", "--json",
-                  *(str(p) for p in sorted((models_dir().parent / "edged" / "samples").glob("*.jpg"))))
+    samples = sorted((models_dir().parent / "edged" / "samples").glob("*.jpg"))
+    r = run_edged("classify", "--json", *(str(p) for p in samples))
     assert r.returncode == 0, r.stderr
     labels = {row["label"].split(",")[0] for row in json.loads(r.stdout)}
     assert "espresso" in labels

