@@ -35,8 +35,9 @@ test: system-deps venv
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
 
+## test-deploy: systemd containers, Ansible runs and the unit's checks (root; deploy/ci-setup.sh first)
 test-deploy: venv
-	$(BIN)/pytest -q -m deploy tests/deploy
+	EDGED_REQUIRE_DEPLOY=1 $(BIN)/pytest -q -m deploy tests/deploy
 
 lint: venv
 	$(BIN)/ruff check edged tests bench models

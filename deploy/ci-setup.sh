@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine (root) for the deployment tests (pytest -m deploy):
+# system packages, the controller venv .venv-deploy, and the cached root of the simulator.
+#
+#   deploy/ci-setup.sh            everything
+#   deploy/ci-setup.sh --no-root  skip building the simulator's Debian root (about a minute;
+#                                 the tests build it on first use)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+[[ $EUID -eq 0 ]] || { echo "ci-setup.sh: run as root" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends \
+    systemd systemd-container debootstrap \
+    mosquitto mosquitto-clients \
+    openssh-client \
+    python3 python3-venv python3-pip \
+    ca-certificates tar iproute2
+
+# Debian starts mosquitto on port 1883; the tests start brokers of their own on free ports.
+
+venv=$repo/.venv-deploy
+if [[ ! -x $venv/bin/python ]]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet -r "$repo/ansible/requirements.txt"
+"$venv/bin/ansible-galaxy" collection install -r "$repo/ansible/requirements.yml" >/dev/null
+
+if [[ ${1:-} != --no-root ]]; then
+    "$here/fleet-sim" build
+fi
+echo "ci-setup.sh: ready ($("$venv/bin/ansible-playbook" --version | sed -n 1p))"

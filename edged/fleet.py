@@ -1,0 +1,535 @@
+"""``edged fleet``: watch a fleet of edged devices from the operator's side of the broker.
+
+``edged fleet status`` collects the retained ``{prefix}/+/status`` and ``{prefix}/+/health``
+messages and prints one row per device; ``edged fleet wait`` blocks until one device reports a
+given version as healthy (used by the rolling update as its health gate).
+
+The broker password comes from ``--password-file`` or ``$EDGED_MQTT_PASSWORD_FILE``, never
+from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+HEALTH_SCHEMA = "edged.health/1"
+DEFAULT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_PREFIX = "edged"
+PASSWORD_ENV = "EDGED_MQTT_PASSWORD_FILE"  # noqa: S105 - a variable name, not a secret
+USERNAME_ENV = "EDGED_MQTT_USERNAME"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class FleetError(Exception):
+    """A problem the operator has to fix (bad URL, unreadable password file, broker down)."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What the broker told us about one device."""
+
+    device: str
+    online: bool | None = None
+    version: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    fps: float | None = None
+    cpu_temp_c: float | None = None
+    frames_processed: int | None = None
+    uptime_s: float | None = None
+    health_ts: datetime | None = None
+    last_seen: float | None = None  # local epoch seconds of the last message
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "online": self.online,
+            "version": self.version,
+            "backend": self.backend,
+            "model": self.model,
+            "fps": self.fps,
+            "cpu_temp_c": self.cpu_temp_c,
+            "frames_processed": self.frames_processed,
+            "uptime_s": self.uptime_s,
+            "ts": format_ts(self.health_ts) if self.health_ts else None,
+            "last_seen": (
+                format_ts(datetime.fromtimestamp(self.last_seen, UTC))
+                if self.last_seen is not None
+                else None
+            ),
+        }
+
+
+def parse_ts(value: str) -> datetime:
+    """An RFC 3339 timestamp as an aware UTC datetime (``Z`` and offsets accepted)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    ts = datetime.fromisoformat(text)
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no time zone; expected RFC 3339 (…Z)")
+    return ts.astimezone(UTC)
+
+
+def format_ts(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
+    """``(device, kind)`` for ``{prefix}/{device}/{kind}``; None for anything else."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    rest = topic[len(head) :].split("/")
+    if len(rest) != 2 or not rest[0] or rest[1] not in ("status", "health"):
+        return None
+    return rest[0], rest[1]
+
+
+def _opt_float(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _opt_int(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def parse_health(payload: bytes) -> dict[str, Any]:
+    """The health JSON as a dict; ValueError names what is wrong with it."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"health payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"health payload is a {type(data).__name__}, expected a JSON object")
+    schema = data.get("schema")
+    if schema != HEALTH_SCHEMA:
+        raise ValueError(f"health schema {schema!r}, expected {HEALTH_SCHEMA!r}")
+    return data
+
+
+def apply_message(state: DeviceState, kind: str, payload: bytes, received: float) -> DeviceState:
+    """``state`` updated with one status or health message (invalid health is ignored)."""
+    if kind == "status":
+        text = payload.decode("utf-8", "replace").strip().lower()
+        if text not in ("online", "offline"):
+            logger.warning("device %s: unexpected status %r", state.device, text)
+            return replace(state, last_seen=received)
+        return replace(state, online=text == "online", last_seen=received)
+    try:
+        data = parse_health(payload)
+    except ValueError as exc:
+        logger.warning("device %s: %s", state.device, exc)
+        return state
+    ts_raw = _opt_str(data, "ts")
+    try:
+        ts = parse_ts(ts_raw) if ts_raw else None
+    except ValueError as exc:
+        logger.warning("device %s: bad ts: %s", state.device, exc)
+        ts = None
+    return replace(
+        state,
+        version=_opt_str(data, "version"),
+        backend=_opt_str(data, "backend"),
+        model=_opt_str(data, "model"),
+        fps=_opt_float(data, "fps"),
+        cpu_temp_c=_opt_float(data, "cpu_temp_c"),
+        frames_processed=_opt_int(data, "frames_processed"),
+        uptime_s=_opt_float(data, "uptime_s"),
+        health_ts=ts,
+        last_seen=received,
+        extra=data,
+    )
+
+
+class FleetView:
+    """Every device seen on the broker, updated message by message (thread-safe)."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self._devices: dict[str, DeviceState] = {}
+
+    def handle(self, topic: str, payload: bytes, received: float | None = None) -> str | None:
+        """Record one message; the device id it was about, or None if it was not ours."""
+        parsed = split_topic(self.prefix, topic)
+        if parsed is None:
+            return None
+        device, kind = parsed
+        now = time.time() if received is None else received
+        with self._lock:
+            old = self._devices.get(device, DeviceState(device=device))
+            self._devices[device] = apply_message(old, kind, payload, now)
+        return device
+
+    def get(self, device: str) -> DeviceState | None:
+        with self._lock:
+            return self._devices.get(device)
+
+    def devices(self) -> list[DeviceState]:
+        with self._lock:
+            return [self._devices[k] for k in sorted(self._devices)]
+
+
+def is_healthy(state: DeviceState | None, version: str, since: datetime) -> bool:
+    """True once ``state`` is online with a health report of ``version`` newer than ``since``."""
+    return (
+        state is not None
+        and state.online is True
+        and state.version == version
+        and state.health_ts is not None
+        and state.health_ts > since
+    )
+
+
+def describe_wait_failure(device: str, state: DeviceState | None, version: str) -> str:
+    if state is None:
+        return f"device {device}: nothing heard from it"
+    seen = []
+    seen.append(
+        "status " + ("online" if state.online else "offline" if state.online is False else "?")
+    )
+    if state.version is not None:
+        seen.append(f"last health reports version {state.version}")
+    if state.health_ts is not None:
+        seen.append(f"at {format_ts(state.health_ts)}")
+    if state.version == version:
+        seen.append("(no fresh report since the wait began)")
+    return f"device {device}: " + ", ".join(seen)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m ago"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.0f}h ago"
+    return f"{seconds / 86400:.0f}d ago"
+
+
+def table_rows(states: Sequence[DeviceState], now: datetime) -> list[list[str]]:
+    """One row of display strings per device: the cells of ``edged fleet status``."""
+    rows = []
+    for s in states:
+        if s.health_ts is not None:
+            seen = _age((now - s.health_ts).total_seconds())
+        elif s.last_seen is not None:
+            seen = _age(now.timestamp() - s.last_seen)
+        else:
+            seen = "-"
+        rows.append(
+            [
+                s.device,
+                "yes" if s.online else "no" if s.online is False else "?",
+                s.version or "-",
+                s.backend or "-",
+                f"{s.fps:.1f}" if s.fps is not None else "-",
+                f"{s.cpu_temp_c:.1f} °C" if s.cpu_temp_c is not None else "-",
+                str(s.frames_processed) if s.frames_processed is not None else "-",
+                seen,
+            ]
+        )
+    return rows
+
+
+TABLE_COLUMNS = ("device", "online", "version", "backend", "fps", "temp", "frames", "last seen")
+
+
+def render_table(states: Sequence[DeviceState], now: datetime) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{len(states)} device(s)")
+    for name in TABLE_COLUMNS:
+        table.add_column(name, justify="right" if name in ("fps", "temp", "frames") else "left")
+    for row, state in zip(table_rows(states, now), states, strict=True):
+        style = "green" if state.online else "red" if state.online is False else None
+        table.add_row(*row, style=style)
+    return table
+
+
+# --------------------------------------------------------------------------- MQTT
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    url: str = DEFAULT_URL
+    username: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    prefix: str = DEFAULT_PREFIX
+
+
+def read_password(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    except OSError as exc:
+        raise FleetError(f"cannot read password file {path}: {exc.strerror}") from None
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise FleetError(f"bad broker URL {url!r}: expected mqtt://host[:port] or mqtts://host")
+    if parts.username or parts.password:
+        raise FleetError("credentials do not belong in the URL: use --username/--password-file")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise FleetError(f"bad port in broker URL {url!r}") from None
+    return parts.hostname, port, tls
+
+
+def watch(
+    opts: BrokerOptions,
+    topics: Sequence[str],
+    view: FleetView,
+    done: Callable[[], bool],
+    timeout: float,
+) -> bool:
+    """Feed ``view`` from ``topics`` until ``done()`` or ``timeout`` seconds; True if done."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    host, port, tls = broker_address(opts.url)
+    password = read_password(opts.password_file)
+    wake = threading.Event()
+    failure: list[str] = []
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"edged-fleet-{os.getpid()}-{int(time.time() * 1000) % 100000}",
+    )
+    if opts.username:
+        client.username_pw_set(opts.username, password)
+    if tls:
+        client.tls_set(ca_certs=opts.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+
+    def on_connect(c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            failure.append(f"broker {opts.url} refused the connection: {reason}")
+            wake.set()
+            return
+        c.subscribe([(t, 1) for t in topics])
+
+    def on_message(_c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if view.handle(msg.topic, bytes(msg.payload)) is not None and done():
+                wake.set()
+        except Exception:  # a bad message must not kill the network thread silently
+            logger.exception("cannot handle message on %s", msg.topic)
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as exc:
+        raise FleetError(f"cannot reach broker {opts.url}: {exc}") from None
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wake.wait(min(remaining, 0.5))
+            if done():
+                wake.set()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if failure:
+        raise FleetError(failure[0])
+    return done()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _options(args: argparse.Namespace) -> BrokerOptions:
+    return BrokerOptions(
+        url=args.url,
+        username=args.username,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+        prefix=args.prefix,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    view = FleetView(opts.prefix)
+    topics = [f"{opts.prefix}/+/status", f"{opts.prefix}/+/health"]
+    try:
+        watch(opts, topics, view, lambda: False, args.wait)
+    except FleetError as exc:
+        print(f"edged fleet status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    states = view.devices()
+    if args.json:
+        print(json.dumps([s.as_json() for s in states], indent=2))
+        return EXIT_OK
+    from rich.console import Console
+
+    Console().print(render_table(states, datetime.now(UTC)))
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    opts = _options(args)
+    try:
+        since = parse_ts(args.since) if args.since else datetime.now(UTC)
+    except ValueError as exc:
+        print(f"edged fleet wait: bad --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    view = FleetView(opts.prefix)
+    base = f"{opts.prefix}/{args.device}"
+    topics = [f"{base}/status", f"{base}/health"]
+
+    def done() -> bool:
+        return is_healthy(view.get(args.device), args.version, since)
+
+    try:
+        ok = watch(opts, topics, view, done, args.timeout)
+    except FleetError as exc:
+        print(f"edged fleet wait: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if ok:
+        print(f"device {args.device}: online, healthy, version {args.version}")
+        return EXIT_OK
+    print(
+        f"edged fleet wait: timed out after {args.timeout:g} s waiting for device "
+        f"{args.device} to report version {args.version} as healthy; "
+        + describe_wait_failure(args.device, view.get(args.device), args.version),
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _add_broker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        default=os.environ.get("EDGED_MQTT_URL", DEFAULT_URL),
+        help="broker, mqtt://host[:port] or mqtts://host[:port] (default: $EDGED_MQTT_URL "
+        f"or {DEFAULT_URL})",
+    )
+    p.add_argument(
+        "--prefix",
+        default=os.environ.get("EDGED_MQTT_TOPIC_PREFIX", DEFAULT_PREFIX),
+        help=f"topic prefix (default: {DEFAULT_PREFIX})",
+    )
+    p.add_argument(
+        "--username",
+        default=os.environ.get(USERNAME_ENV, ""),
+        help=f"broker user (default: ${USERNAME_ENV})",
+    )
+    p.add_argument(
+        "--password-file",
+        default=os.environ.get(PASSWORD_ENV, ""),
+        help=f"file holding the broker password (default: ${PASSWORD_ENV})",
+    )
+    p.add_argument("--ca-file", default="", help="CA bundle for mqtts:// (default: system CAs)")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``fleet status`` and ``fleet wait`` to the ``edged`` command line.
+
+    Each leaf parser sets ``func``: a callable taking the parsed arguments and returning the
+    exit code.
+    """
+    fleet = subparsers.add_parser("fleet", help="show or wait for devices reporting to the broker")
+    sub = fleet.add_subparsers(dest="fleet_command", metavar="{status,wait}", required=True)
+
+    status = sub.add_parser(
+        "status", help="one row per device seen on the broker", allow_abbrev=False
+    )
+    _add_broker_options(status)
+    status.add_argument(
+        "--wait",
+        type=_positive,
+        default=2.0,
+        metavar="S",
+        help="seconds to collect (retained) messages (default: 2)",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=cmd_status)
+
+    wait = sub.add_parser(
+        "wait",
+        help="exit 0 once a device is online and reports a version as healthy",
+        allow_abbrev=False,
+    )
+    _add_broker_options(wait)
+    wait.add_argument("--device", required=True, help="device id")
+    wait.add_argument("--version", required=True, help="version the device must report")
+    wait.add_argument(
+        "--timeout", type=_positive, default=120.0, metavar="S", help="give up after S seconds"
+    )
+    wait.add_argument(
+        "--since",
+        default="",
+        metavar="TS",
+        help="only count health reports newer than this RFC 3339 time (default: now)",
+    )
+    wait.set_defaults(func=cmd_wait)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m edged.fleet status|wait …``: the same commands without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="edged")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(["fleet", *sys.argv[1:]]))

@@ -1,0 +1,249 @@
+"""Deploy three simulated devices with Ansible, then break them on purpose.
+
+In order (the tests share one fleet): site.yml converges from nothing and a second run
+changes nothing; the systemd watchdog restarts a frozen daemon and a stalled frame source;
+rollout.yml updates device 1, rolls device 2 back when its health gate fails and never
+reaches device 3.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from .conftest import DEVICE_FOOTAGE, Fleet, Wheelhouse
+
+pytestmark = pytest.mark.deploy
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    return {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        for m in RECAP.finditer(output)
+    }
+
+
+def poll(what: str, check: Callable[[], bool], timeout: float, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def current_release(fleet: Fleet, n: int) -> str:
+    return fleet.ssh(n, "readlink /opt/edged/current").stdout.strip().rsplit("/", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def converged(fleet: Fleet) -> Fleet:
+    if not fleet.converged:
+        pytest.skip("site.yml did not converge the fleet (see test_site_converges)")
+    return fleet
+
+
+def test_site_converges_and_second_run_changes_nothing(
+    fleet: Fleet, wheelhouses: tuple[Wheelhouse, Wheelhouse]
+) -> None:
+    current, _ = wheelhouses
+    devices = {f"dev{n}" for n in range(1, fleet.count + 1)}
+
+    first = fleet.playbook("site.yml")
+    first_recap = recap(first.stdout)
+    assert set(first_recap) == devices, first.stdout[-3000:]
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in first_recap.values())
+    assert all(r["changed"] > 0 for r in first_recap.values())
+
+    second = fleet.playbook("site.yml")
+    second_recap = recap(second.stdout)
+    assert set(second_recap) == devices
+    changed = {h: r["changed"] for h, r in second_recap.items() if r["changed"]}
+    assert not changed, f"second run changed something: {changed}\n{second.stdout[-6000:]}"
+
+    for n in range(1, fleet.count + 1):
+        props = fleet.show(
+            n,
+            "Type",
+            "ActiveState",
+            "SubState",
+            "StatusText",
+            "User",
+            "NRestarts",
+            "ExecMainStartTimestampMonotonic",
+            "ActiveEnterTimestampMonotonic",
+        )
+        assert props["Type"] == "notify", props
+        assert (props["ActiveState"], props["SubState"]) == ("active", "running"), props
+        assert props["User"] == "edged"
+        # STATUS= from the daemon: backend, model and fps.
+        assert re.search(r"backend=\S+ model=\S+ fps=", props["StatusText"]), props
+        # Type=notify: active only once READY=1 arrived, after the main process started.
+        assert int(props["ActiveEnterTimestampMonotonic"]) > int(
+            props["ExecMainStartTimestampMonotonic"]
+        )
+        assert current_release(fleet, n) == current.version
+
+    for n in range(1, fleet.count + 1):
+        state = fleet.wait_healthy(f"dev{n}", version=current.version, timeout=30)
+        assert state.extra.get("device") == f"dev{n}"
+        assert state.frames_processed is not None
+
+    # The unit as installed on a device (real paths): systemd-analyze verify says nothing.
+    verify = fleet.ssh(1, "systemd-analyze verify edged.service 2>&1", check=False)
+    assert verify.returncode == 0 and verify.stdout.strip() == "", verify.stdout
+    fleet.converged = True
+
+
+WATCHDOG_DROPIN = """\
+[Unit]
+StartLimitIntervalSec=0
+[Service]
+WatchdogSec=5
+"""
+
+
+@pytest.fixture
+def fast_watchdog(converged: Fleet) -> Iterator[int]:
+    """Device 3 with WatchdogSec=5 (a drop-in), restored afterwards."""
+    n = 3
+    path = "/etc/systemd/system/edged.service.d/90-test-watchdog.conf"
+    converged.ssh(
+        n,
+        f"mkdir -p $(dirname {path}) && cat > {path} && systemctl daemon-reload && "
+        "systemctl restart edged",
+        input=WATCHDOG_DROPIN.encode(),
+    )
+    assert converged.show(n, "WatchdogUSec")["WatchdogUSec"] == "5s"
+    converged.wait_healthy(f"dev{n}", timeout=30)
+    try:
+        yield n
+    finally:
+        converged.ssh(
+            n,
+            f"rm -f {path} && systemctl daemon-reload && systemctl reset-failed edged; "
+            "systemctl restart edged",
+            check=False,
+        )
+
+
+def watchdog_kills(fleet: Fleet, n: int) -> int:
+    """How many times systemd's watchdog fired for edged on device n (this boot)."""
+    out = fleet.ssh(n, "journalctl -b -u edged --no-pager -o cat", timeout=60).stdout
+    return out.count("Watchdog timeout")
+
+
+def _restarted(fleet: Fleet, n: int, before: int, old_pid: str) -> Callable[[], bool]:
+    def check() -> bool:
+        p = fleet.show(n, "NRestarts", "ActiveState", "MainPID")
+        return (
+            int(p["NRestarts"]) > before
+            and p["ActiveState"] == "active"
+            and p["MainPID"] not in ("0", old_pid)
+        )
+
+    return check
+
+
+def test_watchdog_restarts_a_frozen_daemon(converged: Fleet, fast_watchdog: int) -> None:
+    n = fast_watchdog
+    props = converged.show(n, "NRestarts", "MainPID")
+    before, pid = int(props["NRestarts"]), props["MainPID"]
+    kills = watchdog_kills(converged, n)
+    converged.ssh(n, f"kill -STOP {pid}")
+    started = time.monotonic()
+    poll("the watchdog to restart the frozen daemon", _restarted(converged, n, before, pid), 60)
+    elapsed = time.monotonic() - started
+    # The last ping may be up to WatchdogSec/2 old when the process froze.
+    assert elapsed >= 2, f"restarted {elapsed:.1f}s after SIGSTOP, before the watchdog could fire"
+    assert watchdog_kills(converged, n) > kills
+    converged.wait_healthy(f"dev{n}", since=datetime.now(UTC), timeout=30)
+
+
+def test_watchdog_restarts_when_only_the_frame_source_stalls(
+    converged: Fleet, fast_watchdog: int
+) -> None:
+    n = fast_watchdog
+    props = converged.show(n, "NRestarts", "MainPID")
+    before, pid = int(props["NRestarts"]), props["MainPID"]
+    kills = watchdog_kills(converged, n)
+    # The replay source re-opens its files every loop: a FIFO blocks it in open().
+    last = sorted(converged.ssh(n, f"ls {DEVICE_FOOTAGE}").stdout.split())[-1]
+    converged.ssh(n, f"cd {DEVICE_FOOTAGE} && mv {last} /root/{last}.orig && mkfifo -m 0644 {last}")
+    try:
+        # The process is alive and the broker connection up; only frames stop.
+        poll(
+            "the watchdog to restart the stalled daemon", _restarted(converged, n, before, pid), 90
+        )
+    finally:
+        converged.ssh(
+            n,
+            f"cd {DEVICE_FOOTAGE} && mv {last} /root/stall.fifo && "
+            f"mv /root/{last}.orig {last} && "
+            # Release a reader blocked on the old FIFO, then drop it.
+            "(timeout 2 sh -c ': > /root/stall.fifo' || true) && rm -f /root/stall.fifo",
+        )
+    restored = datetime.now(UTC)
+    state = converged.wait_healthy(f"dev{n}", since=restored, timeout=45)
+    assert state.online
+    # Restarted by the watchdog (not a crash): the process was alive, only frames stopped.
+    assert watchdog_kills(converged, n) > kills
+
+
+def test_rollout_stops_at_the_first_unhealthy_device(
+    converged: Fleet, wheelhouses: tuple[Wheelhouse, Wheelhouse], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    current, nxt = wheelhouses
+    fleet = converged
+    untouched = fleet.show(3, "InvocationID", "MainPID")
+    assert current_release(fleet, 3) == current.version
+
+    # Device 2's new configuration names a model checksum that cannot match: the new
+    # release refuses to start, so its health gate fails.
+    broken = Path(str(tmp_path)) / "broken.yml"
+    broken.write_text(json.dumps({"all": {"hosts": {"dev2": {"edged_model_sha256": "0" * 64}}}}))
+    started = time.monotonic()
+    proc = fleet.playbook(
+        "rollout.yml", "-i", broken, "-e", f"edged_wheelhouse={nxt.path}", check=False
+    )
+    elapsed = time.monotonic() - started
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-4000:]
+    assert "Rollout stopped at device dev2" in out, out[-6000:]
+    assert f"Restored release {current.version}" in " ".join(out.split())
+    results = recap(proc.stdout)
+    assert results["dev1"]["failed"] == 0
+    assert results["dev2"]["failed"] == 1
+    assert "dev3" not in results or results["dev3"]["ok"] == 0
+
+    # Device 1: new release, healthy.
+    assert current_release(fleet, 1) == nxt.version
+    fleet.wait_healthy("dev1", version=nxt.version, timeout=30)
+    # Device 2: back on the previous release and healthy again.
+    assert current_release(fleet, 2) == current.version
+    assert fleet.show(2, "ActiveState")["ActiveState"] == "active"
+    fleet.wait_healthy("dev2", version=current.version, timeout=30)
+    # Device 3: not touched at all.
+    assert current_release(fleet, 3) == current.version
+    assert fleet.show(3, "InvocationID", "MainPID") == untouched
+    snap = fleet.snapshot()
+    assert snap["dev3"].version == current.version
+    assert snap["dev3"].health_ts is not None
+    assert snap["dev3"].health_ts > datetime.now(UTC) - timedelta(seconds=30)
+    stopped = next(line for line in out.splitlines() if "Rollout stopped" in line)
+    # The message carries the daemon's own reason, from the device's journal.
+    assert "sha256" in stopped, stopped
+    print(f"rollout took {elapsed:.0f}s: {stopped.strip()}")

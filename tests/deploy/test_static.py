@@ -1,0 +1,175 @@
+"""Checks of the unit file and the Ansible content that need no running devices."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import unavailable
+
+pytestmark = pytest.mark.deploy
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "edged.service"
+ANSIBLE_DIR = REPO / "ansible"
+DEPLOY_VENV = REPO / ".venv-deploy"
+# Documented in deploy/README.md: the example inventory's vault is encrypted with it.
+EXAMPLE_VAULT_PASSWORD = "edged-example-vault"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        unavailable(f"{tool} not installed (deploy/ci-setup.sh)")
+    return path
+
+
+def test_unit_installed_by_the_role_is_the_unit_file() -> None:
+    role_copy = ANSIBLE_DIR / "roles" / "edged" / "files" / "edged.service"
+    assert role_copy.read_bytes() == UNIT.read_bytes()
+
+
+def test_unit_verifies_silently(tmp_path: Path) -> None:
+    """systemd-analyze verify exits 0 on warnings, so it must print nothing at all.
+
+    ExecStart= points at the release layout of a device; here it is redirected to a stub so
+    that the check runs on any host (inside a simulated device the real path is verified by
+    test_fleet_sim).
+    """
+    analyze = need("systemd-analyze")
+    stub = tmp_path / "edged"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    text = UNIT.read_text()
+    assert "/opt/edged/current/venv/bin/edged" in text
+    unit = tmp_path / "edged.service"
+    unit.write_text(text.replace("/opt/edged/current/venv/bin/edged", str(stub)))
+    proc = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    assert proc.stdout + proc.stderr == ""
+
+
+def test_unit_security_exposure_is_at_most_2() -> None:
+    analyze = need("systemd-analyze")
+    proc = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for edged\.service: (\d+\.\d+)", proc.stdout)
+    assert m, proc.stdout[-2000:] + proc.stderr
+    assert float(m.group(1)) <= 2.0, proc.stdout
+
+
+def test_unit_essentials() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "User=edged",
+        "StateDirectory=edged",
+        "ConfigurationDirectory=edged",
+        "LoadCredential=mqtt_password:",
+        "DevicePolicy=closed",
+    ):
+        assert re.search(rf"^{re.escape(line)}", text, re.MULTILINE), line
+    assert re.search(r"^WatchdogSec=\d+", text, re.MULTILINE)
+    assert re.search(r"^SupplementaryGroups=.*\bvideo\b", text, re.MULTILINE)
+    assert re.search(r"^StartLimitBurst=\d+", text, re.MULTILINE)
+
+
+@pytest.fixture
+def vault_password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "vault-password"
+    path.write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def deploy_tool(name: str) -> Path:
+    exe = DEPLOY_VENV / "bin" / name
+    if not exe.exists():
+        unavailable(f"{exe} missing (deploy/ci-setup.sh)")
+    return exe
+
+
+def test_ansible_lint_production_profile_is_clean(vault_password_file: Path) -> None:
+    lint = deploy_tool("ansible-lint")
+    env = {
+        **os.environ,
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(vault_password_file),
+        "NO_COLOR": "1",
+        "PATH": f"{DEPLOY_VENV / 'bin'}:{os.environ.get('PATH', '')}",
+    }
+    proc = subprocess.run(
+        [lint, "--offline", "--profile", "production", "--nocolor"],
+        cwd=ANSIBLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "0 failure(s), 0 warning(s)" in out, out[-6000:]
+
+
+def test_example_vault_opens_with_the_documented_password(vault_password_file: Path) -> None:
+    vault = deploy_tool("ansible-vault")
+    proc = subprocess.run(
+        [
+            vault,
+            "view",
+            "--vault-password-file",
+            str(vault_password_file),
+            "inventories/example/group_vars/edged_devices/vault.yml",
+        ],
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "vault_edged_mqtt_passwords:" in proc.stdout
+
+
+def test_playbooks_pass_syntax_check(vault_password_file: Path) -> None:
+    playbook = deploy_tool("ansible-playbook")
+    for name in ("site.yml", "rollout.yml"):
+        proc = subprocess.run(
+            [
+                playbook,
+                "--syntax-check",
+                "-i",
+                "inventories/example",
+                "--vault-password-file",
+                str(vault_password_file),
+                name,
+            ],
+            cwd=ANSIBLE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg")},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["replay", "pi-camera", "coral-usb"])
+def test_example_device_configs_are_valid(name: str) -> None:
+    import sys
+    import tomllib
+
+    sys.path.insert(0, str(REPO))
+    from edged.config import parse_config
+
+    path = REPO / "deploy" / "config" / f"{name}.toml"
+    parse_config(tomllib.loads(path.read_text()), str(path))

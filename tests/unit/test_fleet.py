@@ -1,0 +1,288 @@
+"""edged.fleet: topic and health parsing, the status table, the wait condition, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from edged import fleet
+from edged.fleet import DeviceState, FleetView
+
+T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def health(**overrides: object) -> bytes:
+    data: dict[str, object] = {
+        "schema": "edged.health/1",
+        "device": "dev1",
+        "version": "0.1.1",
+        "ts": "2026-05-01T12:00:05Z",
+        "uptime_s": 12.5,
+        "backend": "cpu",
+        "model": "efficientnet_lite0_int8",
+        "fps": 2.0,
+        "cpu_temp_c": 48.25,
+        "frames_processed": 25,
+    }
+    data.update(overrides)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("edged/dev1/status", ("dev1", "status")),
+        ("edged/dev-2.lab/health", ("dev-2.lab", "health")),
+        ("edged/dev1/events", None),
+        ("edged/dev1/health/extra", None),
+        ("edged//health", None),
+        ("other/dev1/health", None),
+        ("edgedx/dev1/health", None),
+    ],
+)
+def test_split_topic(topic: str, expected: tuple[str, str] | None) -> None:
+    assert fleet.split_topic("edged", topic) == expected
+
+
+def test_split_topic_with_nested_prefix() -> None:
+    assert fleet.split_topic("site/a/edged/", "site/a/edged/dev1/status") == ("dev1", "status")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-05-01T12:00:05Z", T0 + timedelta(seconds=5)),
+        ("2026-05-01T12:00:05.250Z", T0 + timedelta(seconds=5.25)),
+        ("2026-05-01T14:00:05+02:00", T0 + timedelta(seconds=5)),
+    ],
+)
+def test_parse_ts(text: str, expected: datetime) -> None:
+    assert fleet.parse_ts(text) == expected
+
+
+def test_parse_ts_rejects_naive_time() -> None:
+    with pytest.raises(ValueError, match="no time zone"):
+        fleet.parse_ts("2026-05-01T12:00:05")
+
+
+def test_format_ts_round_trips() -> None:
+    assert fleet.format_ts(T0) == "2026-05-01T12:00:00Z"
+    assert fleet.parse_ts(fleet.format_ts(T0)) == T0
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "a list"),
+        (json.dumps({"schema": "other/1"}).encode(), "schema 'other/1'"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_parse_health_rejects(payload: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fleet.parse_health(payload)
+
+
+def test_view_tracks_status_and_health() -> None:
+    view = FleetView("edged")
+    assert view.handle("edged/dev1/status", b"online", received=100.0) == "dev1"
+    assert view.handle("edged/dev1/health", health(), received=101.0) == "dev1"
+    assert view.handle("edged/dev1/events", b"{}", received=102.0) is None
+    state = view.get("dev1")
+    assert state is not None
+    assert state.online is True
+    assert state.version == "0.1.1"
+    assert state.backend == "cpu"
+    assert state.fps == 2.0
+    assert state.cpu_temp_c == 48.25
+    assert state.frames_processed == 25
+    assert state.health_ts == T0 + timedelta(seconds=5)
+    assert state.last_seen == 101.0
+
+    view.handle("edged/dev1/status", b"offline", received=103.0)
+    state = view.get("dev1")
+    assert state is not None
+    assert state.online is False
+    assert state.version == "0.1.1"  # health is kept
+
+
+def test_view_ignores_bad_health_and_keeps_the_previous_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    view = FleetView()
+    view.handle("edged/dev1/health", health(), received=1.0)
+    view.handle("edged/dev1/health", b"garbage", received=2.0)
+    state = view.get("dev1")
+    assert state is not None and state.version == "0.1.1"
+    assert "not JSON" in caplog.text
+
+
+def test_view_tolerates_wrong_field_types() -> None:
+    view = FleetView()
+    view.handle("edged/d/health", health(fps="fast", cpu_temp_c=None, frames_processed=True))
+    state = view.get("d")
+    assert state is not None
+    assert (state.fps, state.cpu_temp_c, state.frames_processed) == (None, None, None)
+
+
+def test_devices_are_sorted() -> None:
+    view = FleetView()
+    for dev in ("b", "c", "a"):
+        view.handle(f"edged/{dev}/status", b"online")
+    assert [s.device for s in view.devices()] == ["a", "b", "c"]
+
+
+def test_is_healthy() -> None:
+    since = T0
+    good = DeviceState(
+        device="dev1", online=True, version="0.1.1", health_ts=T0 + timedelta(seconds=1)
+    )
+    assert fleet.is_healthy(good, "0.1.1", since)
+    assert not fleet.is_healthy(None, "0.1.1", since)
+    assert not fleet.is_healthy(good, "0.1.0", since)
+    assert not fleet.is_healthy(
+        DeviceState(device="dev1", online=False, version="0.1.1", health_ts=good.health_ts),
+        "0.1.1",
+        since,
+    )
+    assert not fleet.is_healthy(
+        DeviceState(device="dev1", online=True, version="0.1.1", health_ts=T0), "0.1.1", since
+    )
+
+
+def test_describe_wait_failure() -> None:
+    assert "nothing heard" in fleet.describe_wait_failure("dev2", None, "0.1.1")
+    state = DeviceState(device="dev2", online=False, version="0.1.0", health_ts=T0)
+    text = fleet.describe_wait_failure("dev2", state, "0.1.1")
+    assert text.startswith("device dev2:")
+    assert "status offline" in text
+    assert "version 0.1.0" in text
+    assert "2026-05-01T12:00:00Z" in text
+
+
+def test_table_rows() -> None:
+    now = T0 + timedelta(seconds=65)
+    states = [
+        DeviceState(
+            device="dev1",
+            online=True,
+            version="0.1.1",
+            backend="edgetpu",
+            fps=14.96,
+            cpu_temp_c=51.04,
+            frames_processed=1200,
+            health_ts=T0 + timedelta(seconds=5),
+        ),
+        DeviceState(device="dev2", online=False, last_seen=now.timestamp() - 7200),
+        DeviceState(device="dev3"),
+    ]
+    rows = fleet.table_rows(states, now)
+    assert rows[0] == ["dev1", "yes", "0.1.1", "edgetpu", "15.0", "51.0 °C", "1200", "60s ago"]
+    assert rows[1] == ["dev2", "no", "-", "-", "-", "-", "-", "2h ago"]
+    assert rows[2] == ["dev3", "?", "-", "-", "-", "-", "-", "-"]
+    assert len(rows[0]) == len(fleet.TABLE_COLUMNS)
+
+
+def test_render_table_has_every_device() -> None:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, color_system=None)
+    console.print(
+        fleet.render_table([DeviceState(device="dev1", online=True, version="0.1.1")], T0)
+    )
+    text = console.export_text()
+    assert "dev1" in text and "0.1.1" in text and "last seen" in text
+
+
+def test_as_json() -> None:
+    state = DeviceState(
+        device="dev1", online=True, version="0.1.1", health_ts=T0, last_seen=T0.timestamp()
+    )
+    data = state.as_json()
+    assert data["ts"] == "2026-05-01T12:00:00Z"
+    assert data["last_seen"] == "2026-05-01T12:00:00Z"
+    json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://broker", ("broker", 1883, False)),
+        ("mqtts://broker", ("broker", 8883, True)),
+        ("mqtt://127.0.0.1:18883", ("127.0.0.1", 18883, False)),
+    ],
+)
+def test_broker_address(url: str, expected: tuple[str, int, bool]) -> None:
+    assert fleet.broker_address(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://broker", "bad broker URL"),
+        ("mqtt://user:pw@broker", "credentials do not belong"),
+        ("mqtt://broker:99999", "bad port"),
+    ],
+)
+def test_broker_address_rejects(url: str, message: str) -> None:
+    with pytest.raises(fleet.FleetError, match=message):
+        fleet.broker_address(url)
+
+
+def test_read_password(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "pw"
+    path.write_text("s3cret\n")
+    assert fleet.read_password(str(path)) == "s3cret"
+    assert fleet.read_password("") is None
+    with pytest.raises(fleet.FleetError, match="cannot read password file"):
+        fleet.read_password(str(path) + ".missing")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edged")
+    fleet.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_register_adds_status_and_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGED_MQTT_PASSWORD_FILE", "/run/pw")
+    args = _parse(["fleet", "status", "--json", "--wait", "0.5", "--url", "mqtt://b:1"])
+    assert args.func is fleet.cmd_status
+    assert (args.json, args.wait, args.url, args.password_file) == (
+        True,
+        0.5,
+        "mqtt://b:1",
+        "/run/pw",
+    )
+
+    args = _parse(["fleet", "wait", "--device", "dev1", "--version", "0.1.1", "--timeout", "5"])
+    assert args.func is fleet.cmd_wait
+    assert (args.device, args.version, args.timeout, args.prefix) == ("dev1", "0.1.1", 5.0, "edged")
+
+
+def test_no_password_option_on_the_command_line() -> None:
+    with pytest.raises(SystemExit):
+        _parse(["fleet", "status", "--password", "x"])
+
+
+def test_wait_with_bad_since_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse(["fleet", "wait", "--device", "d", "--version", "1", "--since", "yesterday"])
+    assert fleet.cmd_wait(args) == fleet.EXIT_USAGE
+    assert "bad --since" in capsys.readouterr().err
+
+
+def test_status_reports_an_unreachable_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = _parse(["fleet", "status", "--url", f"mqtt://127.0.0.1:{port}", "--wait", "0.2"])
+    assert fleet.cmd_status(args) == fleet.EXIT_FAILED
+    assert "cannot reach broker" in capsys.readouterr().err
