@@ -46,14 +46,16 @@ def bare_loop(model: Path, threads: int, frames: int) -> tuple[float, float]:
     return frames / wall, cpu / frames
 
 
-def daemon_run(model: Path, threads: int, frames: int, broker: Mosquitto) -> tuple[float, float]:
+def daemon_run(
+    model: Path, threads: int, frames: int, broker: Mosquitto, **model_options: object
+) -> tuple[float, float]:
     """(frames/s, CPU seconds per frame) of the whole daemon, after a warm-up."""
     warmup = 20
     cfg = parse_config(
         {
             "device": {"id": "bench"},
             "capture": {"type": "replay", "paths": [str(IMAGES)], "loop": True},
-            "model": {"path": str(model), "num_threads": threads},
+            "model": {"path": str(model), "num_threads": threads, **model_options},
             "mqtt": {"url": broker.url},
             "health": {"interval_s": 5.0},
         }

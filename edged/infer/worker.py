@@ -1,9 +1,14 @@
 """A backend in a worker process.
 
 The parent owns two shared-memory blocks (input tensor, output vector); a frame crosses the
-process boundary as bytes in shared memory plus a one-byte command on a pipe, never as a
+process boundary as bytes in shared memory plus a one-byte command on a socket, never as a
 pickled array.  If the worker aborts, segfaults or hangs, only the worker is lost: the parent
 sees EOF or a timeout and raises :class:`WorkerFault`.
+
+After the start-up handshake (pickled, once) the per-frame exchange is raw ``os.read`` /
+``os.write`` on the socket's descriptor: the command byte ``r``, then a 9-byte reply, ``k`` +
+the invoke time (double, ms) or ``e`` + the length of an error message that follows.  That
+keeps the round trip to a few system calls; see bench/worker.py for what it costs.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import select
 import signal
 import struct
 import sys
 import time
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -32,7 +37,25 @@ from edged.preprocess import InputSpec
 log = logging.getLogger(__name__)
 
 RUN, QUIT = b"r", b"q"
-_MS = struct.Struct("<d")
+_OK = struct.Struct("<cd")  # b"k", invoke ms
+_ERROR = struct.Struct("<cQ")  # b"e", length of the message that follows
+_REPLY_SIZE = _OK.size  # both are 9 bytes
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class WorkerFault(RuntimeError):
@@ -82,27 +105,29 @@ def _worker_main(conn: Connection, kind: str, model_path: str, cfg_json: str) ->
     i, o = backend.input_spec, backend.output_spec
     conn.send(("ready", i, o))
     names = conn.recv()
+    # The blocks belong to the parent, which unlinks them.  (Before Python 3.13 attaching also
+    # registers them with the resource tracker; a spawned child shares the parent's tracker,
+    # where that is a no-op, so nothing is unregistered here: it would drop the parent's entry.)
     shm_in, shm_out = SharedMemory(name=names[0]), SharedMemory(name=names[1])
-    for shm in (shm_in, shm_out):
-        # Python < 3.13 registers attached blocks too; the parent owns and unlinks them.
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    fd = conn.fileno()
     try:
         tensor = np.ndarray((1, i.height, i.width, 3), dtype=i.dtype, buffer=shm_in.buf)
         out = np.ndarray((o.classes,), dtype=o.dtype, buffer=shm_out.buf)
         while True:
             try:
-                cmd = conn.recv_bytes()
-            except (EOFError, OSError):
+                cmd = os.read(fd, 1)
+            except OSError:
                 break  # the parent is gone
             if cmd != RUN:
-                break
+                break  # QUIT, or EOF: the parent is gone
             t0 = time.perf_counter()
             try:
                 out[:] = backend.invoke(tensor)
             except (RuntimeError, ValueError) as exc:
-                conn.send_bytes(b"e" + f"{type(exc).__name__}: {exc}".encode())
+                msg = f"{type(exc).__name__}: {exc}".encode()
+                _write_all(fd, _ERROR.pack(b"e", len(msg)) + msg)
                 continue
-            conn.send_bytes(_MS.pack((time.perf_counter() - t0) * 1000.0))
+            _write_all(fd, _OK.pack(b"k", (time.perf_counter() - t0) * 1000.0))
     finally:
         del tensor, out
         shm_in.close()
@@ -173,24 +198,30 @@ class WorkerBackend(InferenceBackend):
         self._in = np.ndarray((1, i.height, i.width, 3), dtype=i.dtype, buffer=self._shm[0].buf)
         self._out = np.ndarray((o.classes,), dtype=o.dtype, buffer=self._shm[1].buf)
         self._conn.send([s.name for s in self._shm])
+        # from here on, raw reads and writes on the descriptor (see the module's docstring)
+        self._fd = self._conn.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
 
     def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
         if self._closed:
             raise WorkerFault(f"{self.kind} worker is closed")
         self._in[...] = tensor
+        fd = self._fd
         try:
-            self._conn.send_bytes(RUN)
-            if not self._conn.poll(self.timeout):
+            os.write(fd, RUN)
+            if not self._poll.poll(self.timeout * 1000.0):
                 raise WorkerFault(f"{self.kind} inference took longer than {self.timeout:g} s")
-            reply = self._conn.recv_bytes()
-        except (EOFError, OSError, BrokenPipeError):
+            reply = _read_exact(fd, _REPLY_SIZE)
+            if reply[:1] == b"e":
+                length = _ERROR.unpack(reply)[1]
+                raise WorkerFault(_read_exact(fd, length).decode(errors="replace"))
+        except (EOFError, OSError):
             self.process.join(0.5)
             raise WorkerFault(
                 f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
             ) from None
-        if reply[:1] == b"e":
-            raise WorkerFault(reply[1:].decode(errors="replace"))
-        self.last_ms = _MS.unpack(reply)[0]
+        self.last_ms = _OK.unpack(reply)[1]
         return self._out.copy()
 
     def close(self) -> None:
@@ -199,7 +230,7 @@ class WorkerBackend(InferenceBackend):
         self._closed = True
         if self.process.is_alive():
             with contextlib.suppress(OSError):
-                self._conn.send_bytes(QUIT)
+                os.write(self._conn.fileno(), QUIT)
             self.process.join(0.5)
         if self.process.is_alive() and self.process.pid is not None:
             with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,111 @@
+"""The worker process on its own: same results as in-process, faults reported, nothing left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.config import parse_config
+from edged.infer.cpu import CpuBackend
+from edged.infer.engine import open_engine
+from edged.infer.model import inspect_model
+from edged.infer.worker import WorkerBackend, WorkerFault
+from edged.preprocess import load_image
+from tests.support import IMAGES, MODELS
+
+pytestmark = pytest.mark.usefixtures("fixtures")
+
+MODEL = "mobilenet_v1_0.25_128_quant.tflite"
+
+
+def open_pair(timeout: float = 2.0) -> tuple[CpuBackend, WorkerBackend, np.ndarray]:
+    cfg = parse_config(
+        {"model": {"path": str(MODELS / MODEL), "num_threads": 1, "inference_timeout_s": timeout}}
+    )
+    mf = inspect_model(MODELS / MODEL)
+    engine = open_engine(cfg.model, cfg.classify)
+    tensor = engine.preprocess(load_image(IMAGES / "parrot.jpg"))
+    engine.close()
+    return CpuBackend(mf, cfg.model), WorkerBackend(mf, cfg.model, "cpu"), tensor
+
+
+def shm_blocks() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+
+
+def test_worker_gives_the_same_output_as_in_process() -> None:
+    before = shm_blocks()
+    inproc, worker, tensor = open_pair()
+    try:
+        assert len(shm_blocks() - before) == 2  # input tensor and output vector
+        for _ in range(3):
+            expected = inproc.invoke(tensor).copy()
+            got = worker.invoke(tensor)
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(got, expected)
+            assert worker.last_ms > 0
+    finally:
+        inproc.close()
+        worker.close()
+    assert shm_blocks() - before == set()
+
+
+def test_killed_worker_is_a_fault_naming_the_signal() -> None:
+    inproc, worker, tensor = open_pair()
+    try:
+        worker.invoke(tensor)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        with pytest.raises(WorkerFault, match="killed by SIGKILL"):
+            worker.invoke(tensor)
+    finally:
+        inproc.close()
+        worker.close()
+
+
+def test_stopped_worker_times_out_and_close_ends_it() -> None:
+    inproc, worker, tensor = open_pair(timeout=0.3)
+    pid = worker.pid
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(WorkerFault, match="longer than 0.3 s"):
+            worker.invoke(tensor)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        inproc.close()
+        worker.close()
+    assert not worker.process.is_alive()
+
+
+def test_a_worker_leaves_no_resource_tracker_complaints(tmp_path: Path) -> None:
+    """Start, use and close a worker in a fresh interpreter: stderr stays clean of the
+    resource tracker's KeyError / leaked shared_memory warnings."""
+    script = tmp_path / "use_worker.py"
+    script.write_text(
+        "from tests.integration.test_worker import open_pair\n"
+        "if __name__ == '__main__':\n"
+        "    a, w, t = open_pair()\n"
+        "    w.invoke(t)\n"
+        "    a.close(); w.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "KeyError" not in r.stderr
+    assert "leaked shared_memory" not in r.stderr
