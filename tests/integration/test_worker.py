@@ -77,7 +77,7 @@ def test_stopped_worker_times_out_and_close_ends_it() -> None:
     try:
         os.kill(pid, signal.SIGSTOP)
         t0 = time.monotonic()
-        with pytest.raises(WorkerFault, match="longer than 0.3 s"):
+        with pytest.raises(WorkerFault, match=r"longer than 0\.3 s"):
             worker.invoke(tensor)
         assert time.monotonic() - t0 < 1.0
     finally:
