@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from edged.infer.bundled import default_model_path, models_dir
-from tests.support import IMAGES, run_edged
+from tests.support import FIXTURES, IMAGES, run_edged
 
 EXPECTED = {
     "parrot.jpg": {"macaw"},
@@ -43,6 +43,21 @@ def test_manifest_matches_the_files():
     ref = manifest()["reference"]["top1"]
     assert abs(fp32["accuracy"]["top1"] - ref) <= 0.01
     assert abs(int8["accuracy"]["top1"] - fp32["accuracy"]["top1"]) <= 0.02
+
+
+@pytest.mark.usefixtures("fixtures")
+@pytest.mark.parametrize("kind", ["int8", "fp32"])
+def test_edged_eval_reproduces_the_manifest_accuracy(kind: str):
+    """The manifest's figures are what `edged eval` (the daemon's preprocessing) measures."""
+    entry = next(e for e in manifest()["models"] if kind in e["file"])
+    r = run_edged("eval", "--json", str(FIXTURES / "calibration"),
+                  "--synsets", str(FIXTURES / "imagenet_synsets.tsv"),
+                  "--model", str(models_dir() / entry["file"]))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["images"] == entry["accuracy"]["images"] == 200
+    assert report["top1"] == pytest.approx(entry["accuracy"]["top1"], abs=0.0051)
+    assert report["top5"] == pytest.approx(entry["accuracy"]["top5"], abs=0.0051)
 
 
 @pytest.mark.usefixtures("fixtures")

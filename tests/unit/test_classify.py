@@ -23,6 +23,19 @@ def test_topk_order_and_dequantize():
     assert not r.ambiguous
 
 
+def test_equal_scores_rank_the_lower_class_id_first():
+    # quantized outputs often tie; the ranking must not depend on argpartition's whims
+    n = 1000
+    raw = np.zeros(n, np.uint8)
+    tied = [917, 3, 511, 64, 700]
+    raw[tied] = 90
+    raw[42] = 120
+    for top_k in (1, 3, 6):
+        r = Classifier(labels(n), ClassifyConfig(top_k=top_k))(raw, 1 / 256, 0)
+        assert [c.id for c in r.top_k] == [42, 3, 64, 511, 700, 917][:top_k]
+        assert r.top1 is not None and r.top1.id == int(np.argmax(raw))
+
+
 def test_ambiguous_when_spread_or_close():
     clf = Classifier(labels(), ClassifyConfig())
     assert clf(np.array([0.3, 0.3, 0.2, 0.1, 0.1], np.float32)).ambiguous  # below 0.5
