@@ -106,6 +106,24 @@ def test_site_converges_and_second_run_changes_nothing(
     fleet.converged = True
 
 
+def test_logs_reach_journald_with_structured_fields(converged: Fleet) -> None:
+    """Through systemd.journal (Debian's python3-systemd, seen by the release's venv): each
+    record carries the device, model and backend as journal fields, queryable by field."""
+    n = 1
+    out = converged.ssh(
+        n,
+        "journalctl -b -u edged --no-pager -o json EDGED_BACKEND=cpu",
+        timeout=60,
+    ).stdout
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert entries, "no journal entry with EDGED_BACKEND=cpu"
+    last = entries[-1]
+    assert last["EDGED_DEVICE"] == f"dev{n}"
+    assert last["EDGED_MODEL"].endswith(".tflite")
+    assert last["SYSLOG_IDENTIFIER"] == "edged"
+    assert "CODE_FILE" in last  # set by JournalHandler, not by stderr capture
+
+
 WATCHDOG_DROPIN = """\
 [Unit]
 StartLimitIntervalSec=0
