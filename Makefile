@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := python3-venv mosquitto mosquitto-clients openssl gcc
+# libsystemd-dev, pkg-config and python3-dev build systemd-python (the dev extras)
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients openssl gcc pkg-config libsystemd-dev
 
 .PHONY: run venv system-deps test test-unit test-integration test-deploy lint format bench clean
 
@@ -20,7 +21,7 @@ venv: $(BIN)/edged
 run: venv
 	$(BIN)/edged demo
 
-## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, venv)
+## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, venv, libsystemd-dev)
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

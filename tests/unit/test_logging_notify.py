@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -33,6 +34,30 @@ def test_notify_socket_protocol(tmp_path: Path):
         n.watchdog()
         got = [server.recv(4096).decode() for _ in range(2)]
         assert got == ["READY=1\nSTATUS=backend=cpu model=m fps=1.0", "WATCHDOG=1"]
+    finally:
+        server.close()
+
+
+def test_notify_goes_through_systemd_python_when_present(tmp_path: Path, monkeypatch):
+    daemon = importlib.import_module("systemd.daemon")  # systemd-python: in the dev extras
+    calls: list[str] = []
+    real = daemon.notify
+
+    def spy(message: str) -> bool:
+        calls.append(message)
+        return real(message)
+
+    monkeypatch.setattr(daemon, "notify", spy)
+    path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        n = Notifier()  # the process environment, as under systemd
+        n.ready("backend=cpu model=m fps=2.0")
+        assert server.recv(4096).decode() == "READY=1\nSTATUS=backend=cpu model=m fps=2.0"
+        assert calls == ["READY=1\nSTATUS=backend=cpu model=m fps=2.0"]
     finally:
         server.close()
 
