@@ -291,6 +291,7 @@ class Daemon:
             try:
                 item = results.get(timeout=0.2)
             except queue.Empty:
+                publisher.poll()  # e.g. send what waited for a reconnect
                 continue
             if item is _END:
                 log.info(

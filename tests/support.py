@@ -47,10 +47,14 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A real mosquitto broker on 127.0.0.1, configured by the test."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: str = "") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra: str = "", persistent: bool = False
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.extra = extra
+        # persistent: sessions and queued QoS 1 messages survive a restart of the broker
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"mosquitto-{self.port}.log"
 
@@ -62,7 +66,12 @@ class Mosquitto:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         listener = self.extra or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-        conf.write_text(f"user root\npersistence false\n{listener}")
+        persistence = (
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            if self.persistent
+            else "persistence false\n"
+        )
+        conf.write_text(f"user root\n{persistence}{listener}")
         self.proc = subprocess.Popen(
             [exe, "-c", str(conf), "-v"], stdout=self.log.open("wb"), stderr=subprocess.STDOUT
         )
@@ -85,11 +94,17 @@ class Subscriber:
         ca_file: str = "",
         username: str = "",
         password: str = "",
+        client_id: str = "",
     ) -> None:
+        """With ``client_id``, a persistent session (clean_session false): the broker keeps
+        the subscription and queues QoS 1 messages while this subscriber is away."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self.arrivals: list[float] = []  # monotonic receive time of each message
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         if ca_file:
             self.client.tls_set(ca_certs=ca_file)
         if username:

@@ -18,6 +18,9 @@ class Publisher(ABC):
     @abstractmethod
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
 
+    def poll(self) -> None:  # noqa: B027 - optional hook
+        """Periodic work, called by the publishing thread when it has nothing to publish."""
+
     @abstractmethod
     def stop(self, timeout: float = 5.0) -> None: ...
 

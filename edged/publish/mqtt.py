@@ -1,5 +1,13 @@
 """MQTT through paho-mqtt 2.x: retained online/offline status with a last will, QoS-tracked
-delivery, reconnects with backoff, and callbacks that never lose an exception."""
+delivery in order, reconnects with backoff, and callbacks that never lose an exception.
+
+Order across a reconnect: paho re-sends the messages that were in flight when the connection
+dropped only after ``on_connect`` has returned, while a publish from another thread goes out
+as soon as the client is connected, ahead of them.  So messages published while disconnected
+wait in ``_held`` (bounded by ``mqtt.max_queued``), and after a reconnect they, and anything
+newer, are sent only once paho has re-sent its own: when no message was in flight, or at the
+first acknowledgement after the reconnect (paho re-sends all of them before reading any).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import logging
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,7 +79,11 @@ class MqttPublisher(Publisher):
         self._connects = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()
+        # taken by publishing threads around held + new messages, never in paho's callbacks
+        self._order = threading.Lock()
         self._pending: dict[int, tuple[str, bytes, int, bool]] = {}
+        self._held: deque[tuple[str, bytes, int, bool]] = deque()
+        self._resending = False  # paho still has to re-send what was in flight
         self._early_acks: set[int] = set()
         self._last_refusal: str | None = None
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
@@ -159,9 +172,11 @@ class MqttPublisher(Publisher):
         self._connects += 1
         if self._connects > 1:
             self.reconnects += 1
+        with self._lock:
+            self._resending = bool(self._pending)
         self._connected.set()
         log.info("MQTT: connected to %s:%d", self.host, self.port)
-        self.publish("status", ONLINE, qos=1, retain=True)
+        self._send("status", ONLINE, qos=1, retain=True)
 
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -185,18 +200,50 @@ class MqttPublisher(Publisher):
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
         with self._lock:
+            self._resending = False  # paho re-sends everything before it reads an ack
             if self._pending.pop(mid, None) is not None:
                 self.published += 1
             else:
                 self._early_acks.add(mid)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish in order; while disconnected (or paho is still re-sending what was in
+        flight) the message waits in ``_held``."""
+        with self._order:
+            if self._send_held():
+                self._send(topic, payload, qos, retain)
+                return
+            with self._lock:
+                if len(self._held) + len(self._pending) < self.cfg.max_queued:
+                    self._held.append((topic, payload, qos, retain))
+                    return
+                self.dropped += 1
+            log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
+
+    def poll(self) -> None:
+        with self._order:
+            self._send_held()
+
+    def _send_held(self) -> bool:
+        """With ``_order`` held: send the held messages, in order, if the connection is
+        ready for them; False if it is not."""
+        with self._lock:
+            if not self._connected.is_set() or self._resending:
+                return False
+            held = list(self._held)
+            self._held.clear()
+        for message in held:
+            self._send(*message)
+        return True
+
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         info = self.client.publish(self.topic(topic), payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
             return
-        # MQTT_ERR_NO_CONN still queues the message: it is sent once reconnected.
+        # MQTT_ERR_NO_CONN (the connection dropped a moment ago) still queues the message in
+        # paho, which re-sends it after the reconnect.
         with self._lock:
             if info.mid in self._early_acks:
                 self._early_acks.discard(info.mid)
@@ -207,12 +254,13 @@ class MqttPublisher(Publisher):
     @property
     def pending(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + len(self._held)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every tracked message has been acknowledged."""
+        """Send what is held and wait until every message has been acknowledged."""
         deadline = time.monotonic() + timeout
         while self.pending and time.monotonic() < deadline:
+            self.poll()
             time.sleep(0.02)
         return not self.pending
 
@@ -226,7 +274,7 @@ class MqttPublisher(Publisher):
                     info.wait_for_publish(min(timeout, 2.0))
         self._stopping = True
         with self._lock:
-            undelivered = [m for _, m in sorted(self._pending.items())]
+            undelivered = [m for _, m in sorted(self._pending.items())] + list(self._held)
         if undelivered:
             spooled = self._spool(undelivered)
             self.dropped += len(undelivered) - spooled
