@@ -53,18 +53,23 @@ def timed(backend, tensor, frames: int) -> tuple[float, float]:
     return time.perf_counter() - t0, inside / 1000.0
 
 
-def isolation_cost(model: Path, threads: int, seconds: float, same_core: bool) -> dict[str, float]:
+def isolation_cost(
+    model: Path, threads: int, seconds: float, same_core: bool, control: bool = False
+) -> dict[str, float]:
     """In-process and worker alternate in short blocks (about 0.1 s each) for ``seconds``,
     so that drift in this machine's speed hits both alike.
 
     ``same_core``: this process and the worker are pinned to one core, the other core in
     the next block, so both sides invoke on the same core and the ratio shows the process
     boundary alone.  Otherwise the scheduler places them, as in the daemon; on a VM whose
-    two cores differ in speed from minute to minute, that ratio wanders by +-10 %."""
+    two cores differ in speed from minute to minute, that ratio wanders by +-10 %.
+
+    ``control``: a second in-process interpreter in place of the worker (an A/A run): how
+    far the ratio strays with no process boundary at all."""
     cfg = parse_config({"model": {"path": str(model), "num_threads": threads}}).model
     mf = inspect_model(model)
     inproc = CpuBackend(mf, cfg)
-    worker = WorkerBackend(mf, cfg, "cpu")
+    worker = CpuBackend(mf, cfg) if control else WorkerBackend(mf, cfg, "cpu")
     engine = open_engine(cfg, parse_config({}).classify)
     tensor = engine.preprocess(load_image(IMAGES / "parrot.jpg"))
     engine.close()
@@ -81,7 +86,8 @@ def isolation_cost(model: Path, threads: int, seconds: float, same_core: bool) -
             if same_core:
                 core = {cores[n % len(cores)]}
                 os.sched_setaffinity(0, core)
-                os.sched_setaffinity(worker.pid, core)
+                if not control:
+                    os.sched_setaffinity(worker.pid, core)
             t_in += timed(inproc, tensor, block)[0]
             t, i = timed(worker, tensor, block)
             t_worker += t
@@ -92,14 +98,18 @@ def isolation_cost(model: Path, threads: int, seconds: float, same_core: bool) -
         os.sched_setaffinity(0, cores)
         inproc.close()
         worker.close()
-    return {
+    result = {
         "frames": frames,
         "in_process_fps": round(frames / t_in, 1),
         "worker_fps": round(frames / t_worker, 1),
         "ratio": round(t_in / t_worker, 3),
         "invoke_ms": round(t_in / frames * 1000.0, 2),
-        "round_trip_us": round((t_worker - inside) / frames * 1e6, 1),
     }
+    if control:
+        result["twin_fps"] = result.pop("worker_fps")
+    else:
+        result["round_trip_us"] = round((t_worker - inside) / frames * 1e6, 1)
+    return result
 
 
 def daemon_isolation_cost(model: Path, threads: int, frames: int, pairs: int) -> dict[str, float]:
@@ -214,7 +224,12 @@ def main() -> int:
         # the worst case: the fixed round trip weighs most against a sub-millisecond invoke
         "v1_025_128": MODELS / "mobilenet_v1_0.25_128_quant.tflite",
     }
-    results = {}
+    results = {
+        # A/A: two in-process interpreters, no process boundary: the noise floor of a ratio
+        "control_bundled_int8_in_process_twice": isolation_cost(
+            default_model_path(), 1, args.seconds, same_core=False, control=True
+        ),
+    }
     for placement in ("same_core", "scheduler"):
         for name, path in models.items():
             results[f"{name}_threads1_{placement}"] = isolation_cost(
