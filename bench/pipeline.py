@@ -65,10 +65,10 @@ def daemon_run(
     thread = threading.Thread(target=lambda: (daemon.run(), done.set()), daemon=True)
     thread.start()
     while daemon.stats.frames_processed < warmup:
-        time.sleep(0.0005)
+        time.sleep(0.002)
     c0, t0 = time.process_time(), time.perf_counter()
     while daemon.stats.frames_processed < warmup + frames:
-        time.sleep(0.0005)
+        time.sleep(0.002)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     done.wait(30)
     return frames / wall, cpu / frames

@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,16 +263,34 @@ class Daemon:
         return False
 
     def _infer(self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]) -> None:
+        """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
+        starts the next frame while this thread reads the last result), in order."""
+        pending: deque[_Work] = deque()
+        ended = False
         while not self.stop.is_set():
-            try:
-                item = work.get(timeout=0.2)
-            except queue.Empty:
+            while not ended and len(pending) < engine.depth:
+                try:  # wait for a frame only when none is in flight
+                    item = work.get_nowait() if pending else work.get(timeout=0.2)
+                except queue.Empty:
+                    break
+                if item is _END:
+                    ended = True
+                    break
+                try:
+                    engine.submit(item.tensor)
+                except (RuntimeError, ValueError) as exc:
+                    self.stats.frames_lost += 1
+                    log.error("inference failed on frame %d: %s", item.number, exc)
+                    continue
+                pending.append(item)
+            if not pending:
+                if ended:
+                    self._put(results, _END)
+                    return
                 continue
-            if item is _END:
-                self._put(results, _END)
-                return
+            item = pending.popleft()
             try:
-                result, ms, backend = engine.infer_with_backend(item.tensor)
+                result, ms, backend = engine.collect()
             except (RuntimeError, ValueError) as exc:
                 self.stats.frames_lost += 1
                 log.error("inference failed on frame %d: %s", item.number, exc)

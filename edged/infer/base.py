@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +29,24 @@ class OutputSpec:
     zero_point: int
 
 
+class Inference(NamedTuple):
+    """One frame's raw output, how to read it, what ran it, and its invoke time."""
+
+    raw: npt.NDArray[np.generic]
+    spec: OutputSpec
+    backend: str
+    ms: float
+
+
 class InferenceBackend(ABC):
     """One model loaded on one device.  ``invoke`` takes a preprocessed 1xHxWxC tensor and
-    returns the raw output vector (a copy)."""
+    returns the raw output vector (a copy).
+
+    ``submit`` / ``collect`` is the pipelined form: up to ``depth`` frames may be submitted
+    before the oldest is collected, results come back in submission order.  In-process
+    backends have depth 1 and run the frame at ``collect``; a worker process has depth 2, so
+    it starts the next frame while this process reads the previous result.
+    """
 
     type_key: ClassVar[str]
     available: ClassVar[bool] = True
@@ -41,6 +57,28 @@ class InferenceBackend(ABC):
     def __init__(self, model: ModelFile, cfg: ModelConfig) -> None:
         self.model = model
         self.cfg = cfg
+        self._submitted: deque[npt.NDArray[np.generic]] = deque()
+
+    @property
+    def depth(self) -> int:
+        """How many frames may be in flight at once."""
+        return 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._submitted)
+
+    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
+        if self.in_flight >= self.depth:
+            raise RuntimeError(f"{self.name}: {self.in_flight} frames in flight already")
+        self._submitted.append(tensor)
+
+    def collect(self) -> Inference:
+        """The oldest submitted frame's result."""
+        tensor = self._submitted.popleft()
+        t0 = time.perf_counter()
+        raw = self.invoke(tensor)
+        return Inference(raw, self.output_spec, self.name, (time.perf_counter() - t0) * 1000.0)
 
     @property
     def name(self) -> str:
@@ -53,7 +91,15 @@ class InferenceBackend(ABC):
         self, tensor: npt.NDArray[np.generic]
     ) -> tuple[npt.NDArray[np.generic], OutputSpec, str]:
         """The raw output with the output spec and name of the backend that produced it."""
-        return self.invoke(tensor), self.output_spec, self.name
+        result = self.infer(tensor)
+        return result.raw, result.spec, result.backend
+
+    def infer(self, tensor: npt.NDArray[np.generic]) -> Inference:
+        """One frame, synchronously (nothing else may be in flight)."""
+        if self.in_flight:
+            raise RuntimeError(f"{self.name}: infer() while {self.in_flight} frames are in flight")
+        self.submit(tensor)
+        return self.collect()
 
     def status(self) -> dict[str, object]:
         """Backend state for the health topic."""

@@ -5,7 +5,6 @@ so they share one code path from pixels to classes."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +88,20 @@ class Engine:
         self, tensor: npt.NDArray[np.generic]
     ) -> tuple[Classification, float, str]:
         """Classification, milliseconds, and the backend that ran it."""
-        t0 = time.perf_counter()
-        raw, out, name = self.backend.infer_raw(tensor)
-        ms = (time.perf_counter() - t0) * 1000.0
+        self.submit(tensor)
+        return self.collect()
+
+    @property
+    def depth(self) -> int:
+        """How many frames to keep in flight (see :class:`InferenceBackend`)."""
+        return self.backend.depth
+
+    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
+        self.backend.submit(tensor)
+
+    def collect(self) -> tuple[Classification, float, str]:
+        """The oldest submitted frame: classification, invoke milliseconds, backend."""
+        raw, out, name, ms = self.backend.collect()
         return self.classifier(raw, out.scale, out.zero_point), ms, name
 
     def classify_frame(self, frame: npt.NDArray[np.uint8]) -> tuple[Classification, float]:

@@ -2,10 +2,11 @@
 
 The Edge TPU backend runs in a worker process.  When an inference fails, the worker dies
 (abort, segfault, kill) or an inference exceeds ``model.inference_timeout_s``, the supervisor
-kills the worker, runs that same frame and the following ones on the CPU twin (loaded at
-start, so the switch is immediate), and re-probes the Edge TPU in the background with
-exponential backoff up to ``model.reprobe_max_s``.  After ``RESTART_LIMIT`` worker faults
-within ``RESTART_WINDOW_S`` it stays on the CPU, and says so in the health topic.
+kills the worker, runs the frames that were in flight there and the following ones on the
+CPU twin (loaded at start, so the switch is immediate), in order, and re-probes the Edge TPU
+in the background with exponential backoff up to ``model.reprobe_max_s``.  After
+``RESTART_LIMIT`` worker faults within ``RESTART_WINDOW_S`` it stays on the CPU, and says so
+in the health topic.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.config import ModelConfig
-from edged.infer.base import InferenceBackend, OutputSpec
+from edged.infer.base import Inference, InferenceBackend
 from edged.infer.model import ModelError, ModelFile
 from edged.infer.worker import WorkerBackend, WorkerFault
 
@@ -51,6 +52,9 @@ class Supervisor(InferenceBackend):
         self._restarts: deque[float] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # frames submitted and not yet collected, oldest first, each with the worker it went
+        # to (None: it runs on the CPU at collect)
+        self._pending: deque[tuple[npt.NDArray[np.generic], WorkerBackend | None]] = deque()
         self._reprobe: threading.Thread | None = None
         self.gave_up = False
         primary = tpu or cpu
@@ -75,16 +79,35 @@ class Supervisor(InferenceBackend):
         tpu = self._tpu
         return tpu.pid if tpu is not None else None
 
-    def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
-        return self.infer_raw(tensor)[0]
+    @property
+    def depth(self) -> int:
+        active = self._tpu or self._cpu
+        return active.depth if active is not None else 1
 
-    def infer_raw(
-        self, tensor: npt.NDArray[np.generic]
-    ) -> tuple[npt.NDArray[np.generic], OutputSpec, str]:
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        return self.infer(tensor).raw
+
+    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
         tpu = self._tpu
         if tpu is not None:
             try:
-                return tpu.invoke(tensor), tpu.output_spec, "edgetpu"
+                tpu.submit(tensor)
+            except WorkerFault as fault:
+                self._fall_back(tpu, fault.reason)
+            else:
+                self._pending.append((tensor, tpu))
+                return
+        self._pending.append((tensor, None))
+
+    def collect(self) -> Inference:
+        tensor, tpu = self._pending.popleft()
+        if tpu is not None:
+            try:
+                return tpu.collect()
             except WorkerFault as fault:
                 self._fall_back(tpu, fault.reason)
         cpu = self._cpu
@@ -96,12 +119,14 @@ class Supervisor(InferenceBackend):
         spec = cpu.input_spec
         if tensor.shape != (1, spec.height, spec.width, 3) or tensor.dtype != spec.dtype:
             raise RuntimeError("frame prepared for the Edge TPU model does not fit the CPU twin")
-        return cpu.invoke(tensor), cpu.output_spec, cpu.name
+        return cpu.infer(tensor)
 
     def _fall_back(self, tpu: WorkerBackend, reason: str) -> None:
         with self._lock:
             if self._tpu is tpu:
                 self._tpu = None
+            elif tpu.closed:
+                return  # a later frame of a worker already given up: counted once
         tpu.close()
         self.fallbacks += 1
         self.fallback_reason = reason

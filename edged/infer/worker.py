@@ -1,14 +1,17 @@
 """A backend in a worker process.
 
-The parent owns two shared-memory blocks (input tensor, output vector); a frame crosses the
-process boundary as bytes in shared memory plus a one-byte command on a socket, never as a
-pickled array.  If the worker aborts, segfaults or hangs, only the worker is lost: the parent
-sees EOF or a timeout and raises :class:`WorkerFault`.
+The parent owns two shared-memory blocks (input tensors, output vectors), each with
+``SLOTS`` slots; a frame crosses the process boundary as bytes in shared memory plus a
+two-byte command on a socket, never as a pickled array.  If the worker aborts, segfaults or
+hangs, only the worker is lost: the parent sees EOF or a timeout and raises
+:class:`WorkerFault`.
 
 After the start-up handshake (pickled, once) the per-frame exchange is raw ``os.read`` /
-``os.write`` on the socket's descriptor: the command byte ``r``, then a 9-byte reply, ``k`` +
-the invoke time (double, ms) or ``e`` + the length of an error message that follows.  That
-keeps the round trip to a few system calls; see bench/worker.py for what it costs.
+``os.write`` on the socket's descriptor: the command ``r`` + slot, then a 9-byte reply,
+``k`` + the invoke time (double, ms) or ``e`` + the length of an error message that
+follows.  With two slots the parent submits the next frame before it waits for the
+previous result, so the worker finds its next command already waiting and the round trip
+leaves the worker's critical path; see bench/worker.py for what it costs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import signal
 import struct
 import sys
 import time
+from collections import deque
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -30,13 +34,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.config import ModelConfig
-from edged.infer.base import InferenceBackend, OutputSpec
+from edged.infer.base import Inference, InferenceBackend, OutputSpec
 from edged.infer.model import ModelError, ModelFile
 from edged.preprocess import InputSpec
 
 log = logging.getLogger(__name__)
 
-RUN, QUIT = b"r", b"q"
+RUN, QUIT = b"r", b"q\0"  # a command is two bytes: RUN is followed by the slot
+SLOTS = 2
 _OK = struct.Struct("<cd")  # b"k", invoke ms
 _ERROR = struct.Struct("<cQ")  # b"e", length of the message that follows
 _REPLY_SIZE = _OK.size  # both are 9 bytes
@@ -111,25 +116,26 @@ def _worker_main(conn: Connection, kind: str, model_path: str, cfg_json: str) ->
     shm_in, shm_out = SharedMemory(name=names[0]), SharedMemory(name=names[1])
     fd = conn.fileno()
     try:
-        tensor = np.ndarray((1, i.height, i.width, 3), dtype=i.dtype, buffer=shm_in.buf)
-        out = np.ndarray((o.classes,), dtype=o.dtype, buffer=shm_out.buf)
+        tensors = np.ndarray((SLOTS, 1, i.height, i.width, 3), dtype=i.dtype, buffer=shm_in.buf)
+        outs = np.ndarray((SLOTS, o.classes), dtype=o.dtype, buffer=shm_out.buf)
         while True:
             try:
-                cmd = os.read(fd, 1)
-            except OSError:
+                cmd = _read_exact(fd, 2)
+            except (OSError, EOFError):
                 break  # the parent is gone
-            if cmd != RUN:
-                break  # QUIT, or EOF: the parent is gone
+            if cmd[:1] != RUN or cmd[1] >= SLOTS:
+                break  # QUIT
+            slot = cmd[1]
             t0 = time.perf_counter()
             try:
-                out[:] = backend.invoke(tensor)
+                outs[slot] = backend.invoke(tensors[slot])
             except (RuntimeError, ValueError) as exc:
                 msg = f"{type(exc).__name__}: {exc}".encode()
                 _write_all(fd, _ERROR.pack(b"e", len(msg)) + msg)
                 continue
             _write_all(fd, _OK.pack(b"k", (time.perf_counter() - t0) * 1000.0))
     finally:
-        del tensor, out
+        del tensors, outs
         shm_in.close()
         shm_out.close()
         backend.close()
@@ -150,6 +156,8 @@ class WorkerBackend(InferenceBackend):
         self.timeout = cfg.inference_timeout_s
         self._closed = False
         self._shm: list[SharedMemory] = []
+        self._slots: deque[int] = deque()  # slots in flight, oldest first
+        self._next_slot = 0
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
@@ -174,6 +182,18 @@ class WorkerBackend(InferenceBackend):
     def pid(self) -> int | None:
         return self.process.pid
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def depth(self) -> int:
+        return SLOTS
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._slots)
+
     def _handshake(self, timeout: float) -> None:
         if not self._conn.poll(timeout):
             raise WorkerFault(f"{self.kind} worker did not load the model within {timeout:g} s")
@@ -192,11 +212,12 @@ class WorkerBackend(InferenceBackend):
         in_bytes = i.height * i.width * 3 * np.dtype(i.dtype).itemsize
         out_bytes = o.classes * np.dtype(o.dtype).itemsize
         self._shm = [
-            SharedMemory(create=True, size=in_bytes),
-            SharedMemory(create=True, size=out_bytes),
+            SharedMemory(create=True, size=SLOTS * in_bytes),
+            SharedMemory(create=True, size=SLOTS * out_bytes),
         ]
-        self._in = np.ndarray((1, i.height, i.width, 3), dtype=i.dtype, buffer=self._shm[0].buf)
-        self._out = np.ndarray((o.classes,), dtype=o.dtype, buffer=self._shm[1].buf)
+        shape = (SLOTS, 1, i.height, i.width, 3)
+        self._in = np.ndarray(shape, dtype=i.dtype, buffer=self._shm[0].buf)
+        self._out = np.ndarray((SLOTS, o.classes), dtype=o.dtype, buffer=self._shm[1].buf)
         self._conn.send([s.name for s in self._shm])
         # from here on, raw reads and writes on the descriptor (see the module's docstring)
         self._fd = self._conn.fileno()
@@ -204,13 +225,39 @@ class WorkerBackend(InferenceBackend):
         self._poll.register(self._fd, select.POLLIN)
 
     def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        return self.infer(tensor).raw
+
+    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
+        """Copy the frame into a free slot and start it; returns at once."""
         if self._closed:
             raise WorkerFault(f"{self.kind} worker is closed")
-        self._in[...] = tensor
+        if len(self._slots) >= SLOTS:
+            raise RuntimeError(f"{self.kind} worker: {SLOTS} frames in flight already")
+        slot = self._next_slot
+        self._in[slot] = tensor
+        try:
+            os.write(self._fd, RUN + bytes((slot,)))
+        except OSError:
+            self.process.join(0.5)
+            raise WorkerFault(
+                f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
+            ) from None
+        self._slots.append(slot)
+        self._next_slot = (slot + 1) % SLOTS
+
+    def collect(self) -> Inference:
+        """Wait (at most ``model.inference_timeout_s``) for the oldest frame's result.
+
+        An error raised by the model in the worker is a :class:`WorkerFault` and the worker
+        goes on; a death or a timeout is a :class:`WorkerFault` and the worker is killed,
+        since what it would answer next could no longer be matched to a frame."""
+        if self._closed:
+            raise WorkerFault(f"{self.kind} worker is closed")
+        slot = self._slots.popleft()
         fd = self._fd
         try:
-            os.write(fd, RUN)
             if not self._poll.poll(self.timeout * 1000.0):
+                self._kill()
                 raise WorkerFault(f"{self.kind} inference took longer than {self.timeout:g} s")
             reply = _read_exact(fd, _REPLY_SIZE)
             if reply[:1] == b"e":
@@ -218,16 +265,23 @@ class WorkerBackend(InferenceBackend):
                 raise WorkerFault(_read_exact(fd, length).decode(errors="replace"))
         except (EOFError, OSError):
             self.process.join(0.5)
-            raise WorkerFault(
-                f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
-            ) from None
+            reason = f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
+            self._kill()
+            raise WorkerFault(reason) from None
         self.last_ms = _OK.unpack(reply)[1]
-        return self._out.copy()
+        return Inference(self._out[slot].copy(), self.output_spec, self.kind, self.last_ms)
+
+    def _kill(self) -> None:
+        if self.process.is_alive() and self.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)  # also ends a SIGSTOPped worker
+        self.close()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._slots.clear()
         if self.process.is_alive():
             with contextlib.suppress(OSError):
                 os.write(self._conn.fileno(), QUIT)

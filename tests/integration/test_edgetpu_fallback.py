@@ -240,3 +240,31 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
         assert sup.status()["fallbacks"] == supervisor.RESTART_LIMIT
     finally:
         engine.close()
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path):
+    from edged.config import parse_config
+    from edged.infer import open_engine
+    from edged.preprocess import load_image
+
+    cfg = parse_config({"model": {"path": str(V1_025), "backend": "edgetpu",
+                                  "edgetpu_library": str(fake_lib), "num_threads": 1}})
+    engine = open_engine(cfg.model, cfg.classify)
+    try:
+        images = [engine.preprocess(load_image(IMAGES / n)) for n in ("parrot.jpg", "bird.bmp")]
+        expected = [engine.infer_with_backend(t) for t in images]
+        assert [b for _, _, b in expected] == ["edgetpu", "edgetpu"]
+        assert engine.depth == 2
+        for t in images:
+            engine.submit(t)
+        os.kill(engine.backend.worker_pid, signal.SIGKILL)
+        got = [engine.collect(), engine.collect()]
+        assert [b for _, _, b in got] == ["cpu", "cpu"]
+        assert [r.top1.label for r, _, _ in got] == [r.top1.label for r, _, _ in expected]
+        assert got[0][0].top1.label == "macaw" != got[1][0].top1.label  # so order shows
+        status = engine.backend.status()
+        assert status["fallbacks"] == 1 and "SIGKILL" in status["fallback_reason"]
+        assert engine.depth == 1  # in-process CPU twin
+    finally:
+        engine.close()

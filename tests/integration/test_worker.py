@@ -57,6 +57,32 @@ def test_worker_gives_the_same_output_as_in_process() -> None:
     assert shm_blocks() - before == set()
 
 
+def test_two_frames_in_flight_come_back_in_order() -> None:
+    inproc, worker, parrot = open_pair()
+    engine = open_engine(worker.cfg, parse_config({}).classify)
+    bird = engine.preprocess(load_image(IMAGES / "bird.bmp"))
+    engine.close()
+    try:
+        assert worker.depth == 2
+        expected = [inproc.invoke(t).copy() for t in (parrot, bird, parrot)]
+        assert not np.array_equal(expected[0], expected[1])
+        worker.submit(parrot)
+        worker.submit(bird)
+        assert worker.in_flight == 2
+        with pytest.raises(RuntimeError, match="2 frames in flight"):
+            worker.submit(parrot)
+        first = worker.collect()
+        worker.submit(parrot)  # a slot is free again
+        got = [first, worker.collect(), worker.collect()]
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(g.raw, e)
+            assert g.backend == "cpu" and g.ms > 0
+        assert worker.in_flight == 0
+    finally:
+        inproc.close()
+        worker.close()
+
+
 def test_killed_worker_is_a_fault_naming_the_signal() -> None:
     inproc, worker, tensor = open_pair()
     try:
