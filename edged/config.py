@@ -121,7 +121,11 @@ class ModelConfig(_Section):
         300.0, ge=1.0, description="Longest wait between attempts to return to the Edge TPU."
     )
     isolate_cpu: bool = Field(
-        False, description="Run CPU inference in a worker process too (crash isolation)."
+        False,
+        description=(
+            "Run CPU inference in a worker process too (crash isolation); while a failed "
+            "worker restarts, frames run in-process."
+        ),
     )
     num_threads: int = Field(2, ge=1, le=64, description="CPU threads for inference.")
     mean: float | None = Field(None, description="Input normalization mean (float models).")

@@ -142,12 +142,18 @@ def _cpu_model(model: ModelFile, cfg: ModelConfig) -> ModelFile | None:
 
 
 def _cpu_backend(model: ModelFile, cfg: ModelConfig) -> InferenceBackend:
-    if cfg.isolate_cpu:
-        try:
-            return WorkerBackend(model, cfg, "cpu")
-        except WorkerFault as exc:
-            raise ModelError(f"cannot load {model.name} on the CPU: {exc.reason}") from exc
-    return BACKENDS["cpu"](model, cfg)
+    """The CPU backend: in-process, or with ``model.isolate_cpu`` a worker process under a
+    :class:`Supervisor` whose fallback (while the worker restarts) is the same model
+    in-process."""
+    cpu = BACKENDS["cpu"](model, cfg)
+    if not cfg.isolate_cpu:
+        return cpu
+    try:
+        worker = WorkerBackend(model, cfg, "cpu")
+    except WorkerFault as exc:
+        log.warning("CPU worker unavailable (%s): inference runs in-process", exc.reason)
+        return Supervisor(model, cfg, worker=None, cpu=cpu, reason=exc.reason, kind="cpu")
+    return Supervisor(model, cfg, worker=worker, cpu=cpu, kind="cpu")
 
 
 def open_backend(cfg: ModelConfig) -> InferenceBackend:
@@ -167,7 +173,8 @@ def open_backend(cfg: ModelConfig) -> InferenceBackend:
                 f"{str(cpu_twin(model))!r} does not exist (set model.cpu_path)"
             )
         return _cpu_backend(cpu_file, cfg)
-    cpu = _cpu_backend(cpu_file, cfg) if cpu_file is not None else None
+    # the fallback runs in-process: it must work when the worker cannot
+    cpu = BACKENDS["cpu"](cpu_file, cfg) if cpu_file is not None else None
     try:
         tpu = WorkerBackend(model, cfg, "edgetpu")
     except WorkerFault as exc:
@@ -184,10 +191,10 @@ def open_backend(cfg: ModelConfig) -> InferenceBackend:
             )
             raise ModelError(f"the Edge TPU backend cannot start: {exc.reason}{missing}") from exc
         log.warning("Edge TPU unavailable (%s): running %s on the CPU", exc.reason, cpu.model.name)
-        return Supervisor(model, cfg, tpu=None, cpu=cpu, reason=exc.reason)
+        return Supervisor(model, cfg, worker=None, cpu=cpu, reason=exc.reason)
     if cpu is None:
         log.warning("%s has no CPU twin: no fallback if the Edge TPU fails", model.name)
-    return Supervisor(model, cfg, tpu=tpu, cpu=cpu)
+    return Supervisor(model, cfg, worker=tpu, cpu=cpu)
 
 
 def open_engine(cfg: ModelConfig, classify: ClassifyConfig) -> Engine:

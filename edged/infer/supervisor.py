@@ -1,10 +1,12 @@
-"""Keeps inference going through Edge TPU faults.
+"""Keeps inference going through faults of the worker process.
 
-The Edge TPU backend runs in a worker process.  When an inference fails, the worker dies
-(abort, segfault, kill) or an inference exceeds ``model.inference_timeout_s``, the supervisor
+The Edge TPU backend runs in a worker process (and the CPU too with ``model.isolate_cpu``).
+When an inference fails, the worker dies (abort, segfault, kill) or an inference exceeds
+``model.inference_timeout_s``, the supervisor
 kills the worker, runs the frames that were in flight there and the following ones on the
-CPU twin (loaded at start, so the switch is immediate), in order, and re-probes the Edge TPU
-in the background with exponential backoff up to ``model.reprobe_max_s``.  After
+CPU twin in this process (loaded at start, so the switch is immediate), in order, and starts
+a new worker (for the Edge TPU: re-probes it) in the background with exponential backoff up
+to ``model.reprobe_max_s``.  After
 ``RESTART_LIMIT`` worker faults within ``RESTART_WINDOW_S`` it stays on the CPU, and says so
 in the health topic.
 """
@@ -36,18 +38,23 @@ class Supervisor(InferenceBackend):
 
     def __init__(
         self,
-        tpu_model: ModelFile,
+        worker_model: ModelFile,
         cfg: ModelConfig,
-        tpu: WorkerBackend | None,
+        worker: WorkerBackend | None,
         cpu: InferenceBackend | None,
         reason: str | None = None,
+        kind: str = "edgetpu",
     ) -> None:
-        super().__init__(tpu_model, cfg)
-        self.tpu_model = tpu_model
-        self._tpu = tpu
+        """``worker`` runs ``worker_model`` on a backend of type ``kind`` (None: it could
+        not start, for ``reason``); ``cpu`` is the in-process fallback."""
+        super().__init__(worker_model, cfg)
+        self.worker_model = worker_model
+        self.kind = kind
+        self._what = "Edge TPU" if kind == "edgetpu" else f"{kind} worker"
+        self._worker = worker
         self._cpu = cpu
         self.fallback_reason = reason
-        self.fallbacks = 1 if tpu is None else 0
+        self.fallbacks = 1 if worker is None else 0
         self.worker_restarts = 0
         self._restarts: deque[float] = deque()
         self._lock = threading.Lock()
@@ -57,31 +64,31 @@ class Supervisor(InferenceBackend):
         self._pending: deque[tuple[npt.NDArray[np.generic], WorkerBackend | None]] = deque()
         self._reprobe: threading.Thread | None = None
         self.gave_up = False
-        primary = tpu or cpu
+        primary = worker or cpu
         if primary is None:
             raise ModelError("no inference backend could be started")
         self.input_spec = primary.input_spec
         self.output_spec = primary.output_spec
-        if tpu is None:
+        if worker is None:
             self._start_reprobe()
 
     @property
     def name(self) -> str:
-        return "edgetpu" if self._tpu is not None else "cpu"
+        return self.kind if self._worker is not None else "cpu"
 
     @property
     def active_model(self) -> ModelFile:
-        active = self._tpu or self._cpu
-        return active.model if active else self.tpu_model
+        active = self._worker or self._cpu
+        return active.model if active else self.worker_model
 
     @property
     def worker_pid(self) -> int | None:
-        tpu = self._tpu
-        return tpu.pid if tpu is not None else None
+        worker = self._worker
+        return worker.pid if worker is not None else None
 
     @property
     def depth(self) -> int:
-        active = self._tpu or self._cpu
+        active = self._worker or self._cpu
         return active.depth if active is not None else 1
 
     @property
@@ -92,46 +99,48 @@ class Supervisor(InferenceBackend):
         return self.infer(tensor).raw
 
     def submit(self, tensor: npt.NDArray[np.generic]) -> None:
-        tpu = self._tpu
-        if tpu is not None:
+        worker = self._worker
+        if worker is not None:
             try:
-                tpu.submit(tensor)
+                worker.submit(tensor)
             except WorkerFault as fault:
-                self._fall_back(tpu, fault.reason)
+                self._fall_back(worker, fault.reason)
             else:
-                self._pending.append((tensor, tpu))
+                self._pending.append((tensor, worker))
                 return
         self._pending.append((tensor, None))
 
     def collect(self) -> Inference:
-        tensor, tpu = self._pending.popleft()
-        if tpu is not None:
+        tensor, worker = self._pending.popleft()
+        if worker is not None:
             try:
-                return tpu.collect()
+                return worker.collect()
             except WorkerFault as fault:
-                self._fall_back(tpu, fault.reason)
+                self._fall_back(worker, fault.reason)
         cpu = self._cpu
         if cpu is None:
             raise RuntimeError(
-                f"the Edge TPU failed ({self.fallback_reason}) and there is no "
+                f"the {self._what} failed ({self.fallback_reason}) and there is no "
                 "CPU twin to fall back to (model.cpu_path)"
             )
         spec = cpu.input_spec
         if tensor.shape != (1, spec.height, spec.width, 3) or tensor.dtype != spec.dtype:
-            raise RuntimeError("frame prepared for the Edge TPU model does not fit the CPU twin")
+            name = self.worker_model.name
+            raise RuntimeError(f"frame prepared for {name} does not fit the CPU twin")
         return cpu.infer(tensor)
 
-    def _fall_back(self, tpu: WorkerBackend, reason: str) -> None:
+    def _fall_back(self, worker: WorkerBackend, reason: str) -> None:
         with self._lock:
-            if self._tpu is tpu:
-                self._tpu = None
-            elif tpu.closed:
+            if self._worker is worker:
+                self._worker = None
+            elif worker.closed:
                 return  # a later frame of a worker already given up: counted once
-        tpu.close()
+        worker.close()
         self.fallbacks += 1
         self.fallback_reason = reason
         log.warning(
-            "Edge TPU fault (%s): continuing on the CPU%s",
+            "%s fault (%s): continuing on the CPU in-process%s",
+            self._what,
             reason,
             f" with {self._cpu.model.name}" if self._cpu else "",
         )
@@ -145,7 +154,7 @@ class Supervisor(InferenceBackend):
         if len(self._restarts) >= RESTART_LIMIT:
             self.gave_up = True
             self.fallback_reason = (
-                f"{reason}; the Edge TPU worker failed {len(self._restarts)} times within "
+                f"{reason}; the {self._what} failed {len(self._restarts)} times within "
                 f"{RESTART_WINDOW_S:g} s, staying on the CPU"
             )
             log.error("%s", self.fallback_reason)
@@ -158,7 +167,7 @@ class Supervisor(InferenceBackend):
         if self._reprobe is not None and self._reprobe.is_alive():
             return
         self._reprobe = threading.Thread(
-            target=self._reprobe_loop, name="edged-tpu-reprobe", daemon=True
+            target=self._reprobe_loop, name=f"edged-{self.kind}-reprobe", daemon=True
         )
         self._reprobe.start()
 
@@ -166,19 +175,19 @@ class Supervisor(InferenceBackend):
         delay = FIRST_REPROBE_S
         while not self._stop.wait(delay):
             try:
-                worker = WorkerBackend(self.tpu_model, self.cfg, "edgetpu")
+                worker = WorkerBackend(self.worker_model, self.cfg, self.kind)
             except (WorkerFault, ModelError, OSError) as exc:
                 delay = min(delay * 2, self.cfg.reprobe_max_s)
-                log.info("Edge TPU still unavailable (%s); next try in %g s", exc, delay)
+                log.info("%s still unavailable (%s); next try in %g s", self._what, exc, delay)
                 continue
             if self._stop.is_set():
                 worker.close()
                 return
             with self._lock:
-                self._tpu = worker
+                self._worker = worker
             self.worker_restarts += 1
             self.input_spec, self.output_spec = worker.input_spec, worker.output_spec
-            log.warning("back on the Edge TPU after: %s", self.fallback_reason)
+            log.warning("back on the %s after: %s", self._what, self.fallback_reason)
             self.fallback_reason = None
             return
 
@@ -196,8 +205,8 @@ class Supervisor(InferenceBackend):
         if self._reprobe is not None:
             self._reprobe.join(timeout=5.0)
         with self._lock:
-            tpu, self._tpu = self._tpu, None
-        if tpu is not None:
-            tpu.close()
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
         if self._cpu is not None:
             self._cpu.close()

@@ -135,3 +135,37 @@ def test_a_worker_leaves_no_resource_tracker_complaints(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "KeyError" not in r.stderr
     assert "leaked shared_memory" not in r.stderr
+
+
+def test_isolated_cpu_worker_is_restarted_after_a_kill() -> None:
+    """``model.isolate_cpu``: the frames in flight at a kill run in-process, in order, and a
+    new worker takes over by itself."""
+    from edged.infer import supervisor
+
+    cfg = parse_config(
+        {"model": {"path": str(MODELS / MODEL), "num_threads": 1, "isolate_cpu": True}}
+    )
+    engine = open_engine(cfg.model, cfg.classify)
+    sup = engine.backend
+    assert isinstance(sup, supervisor.Supervisor)
+    try:
+        images = [engine.preprocess(load_image(IMAGES / n)) for n in ("parrot.jpg", "bird.bmp")]
+        expected = [engine.infer_with_backend(t)[0] for t in images]
+        pid = sup.worker_pid
+        assert pid is not None and pid != os.getpid() and engine.depth == 2
+        for t in images:
+            engine.submit(t)
+        os.kill(pid, signal.SIGKILL)
+        got = [engine.collect(), engine.collect()]
+        assert [r for r, _, _ in got] == expected
+        assert [b for _, _, b in got] == ["cpu", "cpu"]
+        assert sup.worker_pid is None and sup.status()["fallbacks"] == 1
+        assert "SIGKILL" in str(sup.status()["fallback_reason"])
+        deadline = time.monotonic() + 10
+        while sup.worker_pid is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sup.worker_pid not in (None, pid)
+        assert sup.status()["worker_restarts"] == 1 and sup.status()["fallback_reason"] is None
+        assert engine.infer_with_backend(images[0])[0] == expected[0]
+    finally:
+        engine.close()
