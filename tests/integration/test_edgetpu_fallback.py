@@ -104,7 +104,8 @@ def test_edgetpu_twins_give_the_cpu_models_classes():
         assert [r["label"] for r in tpu_rows] == [r["label"] for r in cpu_rows]
 
 
-def _daemon(tmp_path: Path, broker: Mosquitto, lib: Path, timeout: float = 2.0):
+def _daemon(tmp_path: Path, broker: Mosquitto, lib: Path, timeout: float = 2.0, fps: int = 20,
+            model: Path = V1_025):
     cfg = tmp_path / "tpu.toml"
     cfg.write_text(f"""
 [device]
@@ -112,9 +113,9 @@ id = "tpu-1"
 [capture]
 paths = ["{IMAGES / 'parrot.jpg'}", "{IMAGES / 'bird.bmp'}"]
 loop = true
-fps = 20
+fps = {fps}
 [model]
-path = "{V1_025}"
+path = "{model}"
 backend = "edgetpu"
 edgetpu_library = "{lib}"
 inference_timeout_s = {timeout}
@@ -135,9 +136,9 @@ def _worker_pid(sub: Subscriber) -> int:
 
 
 def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, timeout: float,
-                 budget: float) -> None:
+                 budget: float, fps: int = 20, model: Path = V1_025) -> None:
     sub = Subscriber(mosquitto.port)
-    proc = _daemon(tmp_path, mosquitto, lib, timeout)
+    proc = _daemon(tmp_path, mosquitto, lib, timeout, fps, model)
     try:
         assert sub.wait(lambda: len(sub.events()) >= 5), (tmp_path / "edged.log").read_text()
         assert {e["backend"] for e in sub.events()} == {"edgetpu"}
@@ -170,9 +171,19 @@ def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, time
 
 
 @pytest.mark.usefixtures("fixtures")
+@pytest.mark.parametrize(
+    ("fps", "model"),
+    [
+        (20, V1_025),  # paced: the worker waits for frames, one in flight
+        # unpaced, a model slower than decoding the images: two frames in flight at the kill
+        (0, MODELS / "mobilenet_v2_1.0_224_quant.tflite"),
+    ],
+    ids=["paced", "saturated"],
+)
 def test_worker_kill9_mid_run_falls_back_and_returns(tmp_path: Path, mosquitto: Mosquitto,
-                                                    fake_lib: Path):
-    _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0)
+                                                    fake_lib: Path, fps: int, model: Path):
+    _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0,
+                 fps=fps, model=model)
 
 
 @pytest.mark.usefixtures("fixtures")
