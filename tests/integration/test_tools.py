@@ -70,6 +70,20 @@ def test_bench_reports_benchmark_model_figures():
     assert b["backend"] == "cpu" and b["threads"] == 1 and b["runs"] == 20
     assert 0 < b["min_ms"] <= b["p50_ms"] <= b["p95_ms"] <= b["max_ms"]
     assert b["init_ms"] > 0 and b["first_inference_ms"] > 0 and b["peak_rss_mb"] > 10
+    assert b["frames_in_flight"] == 1 and b["throughput_fps"] > 0
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_bench_on_the_edge_tpu_worker_keeps_two_frames_in_flight(tmp_path):
+    from tests.fakes.delegate import build_fake_delegate
+
+    lib = build_fake_delegate(tmp_path)
+    r = run_edged("bench", "--json", "--runs", "20", "--threads", "1", "--backend", "edgetpu",
+                  "--model", str(MODELS / "mobilenet_v1_0.25_128_quant.tflite"),
+                  env={"EDGED_MODEL__EDGETPU_LIBRARY": str(lib)})
+    assert r.returncode == 0, r.stderr
+    b = json.loads(r.stdout)
+    assert b["backend"] == "edgetpu" and b["frames_in_flight"] == 2 and b["throughput_fps"] > 0
 
 
 def test_devices_lists_nothing_here():
