@@ -243,6 +243,19 @@ def main() -> int:
     ap.add_argument("--daemon-frames", type=int, default=300, help="per daemon run")
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("invoke", "daemon", "kills"),
+        default=["invoke", "daemon", "kills"],
+        help="what to measure: the invoke loop, the whole daemon, kill -9 recovery",
+    )
+    ap.add_argument(
+        "--placement",
+        nargs="+",
+        choices=("same_core", "scheduler"),
+        default=["same_core", "scheduler"],
+    )
     args = ap.parse_args()
     import logging
 
@@ -253,26 +266,26 @@ def main() -> int:
         # the worst case: the fixed round trip weighs most against a sub-millisecond invoke
         "v1_025_128": MODELS / "mobilenet_v1_0.25_128_quant.tflite",
     }
-    results = {
+    results: dict[str, dict[str, object]] = {}
+    if "invoke" in args.parts:
         # A/A: two in-process interpreters, no process boundary: the noise floor of a ratio
-        "control_bundled_int8_in_process_twice": isolation_cost(
+        results["control_bundled_int8_in_process_twice"] = isolation_cost(
             default_model_path(), 1, args.seconds, same_core=False, control=True
-        ),
-    }
-    for placement in ("same_core", "scheduler"):
-        for name, path in models.items():
-            results[f"{name}_threads1_{placement}"] = isolation_cost(
-                path, 1, args.seconds, same_core=placement == "same_core"
-            )
-    results |= {
-        "daemon_bundled_int8_threads2": daemon_isolation_cost(
+        )
+        for placement in args.placement:
+            for name, path in models.items():
+                results[f"{name}_threads1_{placement}"] = isolation_cost(
+                    path, 1, args.seconds, same_core=placement == "same_core"
+                )
+    if "daemon" in args.parts:
+        results["daemon_bundled_int8_threads2"] = daemon_isolation_cost(
             default_model_path(), 2, args.daemon_frames, 6
-        ),
-        "daemon_v1_025_128_threads2": daemon_isolation_cost(
+        )
+        results["daemon_v1_025_128_threads2"] = daemon_isolation_cost(
             MODELS / "mobilenet_v1_0.25_128_quant.tflite", 2, args.daemon_frames, 6
-        ),
-        "kill_to_first_cpu_event": kill_to_cpu(args.kills),
-    }
+        )
+    if "kills" in args.parts:
+        results["kill_to_first_cpu_event"] = kill_to_cpu(args.kills)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
