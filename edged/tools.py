@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import resource
@@ -213,12 +214,8 @@ def benchmark(model_cfg: ModelConfig, runs: int = 50, warmup: int = 5) -> dict[s
             times.append((time.perf_counter() - t) * 1000)
         # throughput with as many frames in flight as the daemon keeps (two in a worker)
         t = time.perf_counter()
-        submitted = 0
-        for _ in range(runs):
-            while submitted < runs and backend.in_flight < backend.depth:
-                backend.submit(tensor)
-                submitted += 1
-            backend.collect()
+        for _ in backend.stream(itertools.repeat(tensor, runs)):
+            pass
         throughput = runs / (time.perf_counter() - t)
         depth = backend.depth
     finally:

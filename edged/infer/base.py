@@ -6,7 +6,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -93,6 +93,15 @@ class InferenceBackend(ABC):
         """The raw output with the output spec and name of the backend that produced it."""
         result = self.infer(tensor)
         return result.raw, result.spec, result.backend
+
+    def stream(self, tensors: Iterable[npt.NDArray[np.generic]]) -> Iterator[Inference]:
+        """Results for ``tensors``, in order, keeping up to ``depth`` frames in flight."""
+        for tensor in tensors:
+            self.submit(tensor)
+            while self.in_flight >= self.depth:
+                yield self.collect()
+        while self.in_flight:
+            yield self.collect()
 
     def infer(self, tensor: npt.NDArray[np.generic]) -> Inference:
         """One frame, synchronously (nothing else may be in flight)."""

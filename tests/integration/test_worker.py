@@ -78,6 +78,10 @@ def test_two_frames_in_flight_come_back_in_order() -> None:
             np.testing.assert_array_equal(g.raw, e)
             assert g.backend == "cpu" and g.ms > 0
         assert worker.in_flight == 0
+        streamed = list(worker.stream([parrot, bird, parrot, bird]))
+        for g, e in zip(streamed, [*expected[:2], *expected[:2]], strict=True):
+            np.testing.assert_array_equal(g.raw, e)
+        assert worker.in_flight == 0
     finally:
         inproc.close()
         worker.close()
