@@ -2,11 +2,10 @@
 
 The Edge TPU backend runs in a worker process (and the CPU too with ``model.isolate_cpu``).
 When an inference fails, the worker dies (abort, segfault, kill) or an inference exceeds
-``model.inference_timeout_s``, the supervisor
-kills the worker, runs the frames that were in flight there and the following ones on the
-CPU twin in this process (loaded at start, so the switch is immediate), in order, and starts
-a new worker (for the Edge TPU: re-probes it) in the background with exponential backoff up
-to ``model.reprobe_max_s``.  After
+``model.inference_timeout_s``, the supervisor kills the worker and runs the frames that were
+in flight there, then the following ones, on the CPU twin in this process (loaded at start,
+so the switch is immediate), in order.  It starts a new worker (for the Edge TPU: re-probes
+it) in the background with exponential backoff up to ``model.reprobe_max_s``.  After
 ``RESTART_LIMIT`` worker faults within ``RESTART_WINDOW_S`` it stays on the CPU, and says so
 in the health topic.
 """

@@ -239,9 +239,9 @@ class WorkerBackend(InferenceBackend):
             os.write(self._fd, RUN + bytes((slot,)))
         except OSError:
             self.process.join(0.5)
-            raise WorkerFault(
-                f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
-            ) from None
+            reason = f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
+            self._kill()
+            raise WorkerFault(reason) from None
         self._slots.append(slot)
         self._next_slot = (slot + 1) % SLOTS
 
@@ -272,9 +272,11 @@ class WorkerBackend(InferenceBackend):
         return Inference(self._out[slot].copy(), self.output_spec, self.kind, self.last_ms)
 
     def _kill(self) -> None:
+        """End a worker that can no longer be trusted, without asking it first."""
         if self.process.is_alive() and self.process.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)  # also ends a SIGSTOPped worker
+            self.process.join(2.0)
         self.close()
 
     def close(self) -> None:
