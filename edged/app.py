@@ -279,8 +279,7 @@ class Daemon:
                 try:
                     engine.submit(item.tensor)
                 except (RuntimeError, ValueError) as exc:
-                    self.stats.frames_lost += 1
-                    log.error("inference failed on frame %d: %s", item.number, exc)
+                    self._lost(item, exc)
                     continue
                 pending.append(item)
             if not pending:
@@ -292,14 +291,17 @@ class Daemon:
             try:
                 result, ms, backend = engine.collect()
             except (RuntimeError, ValueError) as exc:
-                self.stats.frames_lost += 1
-                log.error("inference failed on frame %d: %s", item.number, exc)
+                self._lost(item, exc)
                 continue
             self.stats.record_inference(ms)
             self._put(results, (item.number, item.source, result, ms, backend))
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
                 self._put(results, _END)
                 return
+
+    def _lost(self, item: _Work, exc: Exception) -> None:
+        self.stats.frames_lost += 1
+        log.error("inference failed on frame %d: %s", item.number, exc)
 
     def _publish(self, publisher: Publisher, results: queue.Queue[Any]) -> None:
         cfg = self.cfg

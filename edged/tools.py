@@ -200,17 +200,17 @@ def benchmark(model_cfg: ModelConfig, runs: int = 50, warmup: int = 5) -> dict[s
     backend = engine.backend
     try:
         t = time.perf_counter()
-        _, _, ran_on = backend.infer_raw(tensor)
+        ran_on = backend.infer(tensor).backend
         first_ms = (time.perf_counter() - t) * 1000
         warm = []
         for _ in range(warmup):
             t = time.perf_counter()
-            backend.infer_raw(tensor)
+            backend.infer(tensor)
             warm.append((time.perf_counter() - t) * 1000)
         times = []
         for _ in range(runs):
             t = time.perf_counter()
-            _, _, ran_on = backend.infer_raw(tensor)
+            ran_on = backend.infer(tensor).backend
             times.append((time.perf_counter() - t) * 1000)
         # throughput with as many frames in flight as the daemon keeps (two in a worker)
         t = time.perf_counter()

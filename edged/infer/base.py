@@ -87,13 +87,6 @@ class InferenceBackend(ABC):
     @abstractmethod
     def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]: ...
 
-    def infer_raw(
-        self, tensor: npt.NDArray[np.generic]
-    ) -> tuple[npt.NDArray[np.generic], OutputSpec, str]:
-        """The raw output with the output spec and name of the backend that produced it."""
-        result = self.infer(tensor)
-        return result.raw, result.spec, result.backend
-
     def stream(self, tensors: Iterable[npt.NDArray[np.generic]]) -> Iterator[Inference]:
         """Results for ``tensors``, in order, keeping up to ``depth`` frames in flight."""
         for tensor in tensors:

@@ -15,7 +15,7 @@ from edged.classify import Classification, Classifier, Labels
 from edged.config import ClassifyConfig, ModelConfig
 from edged.infer import cpu as _cpu  # noqa: F401  (registers the backend)
 from edged.infer import edgetpu as _edgetpu  # noqa: F401
-from edged.infer.base import BACKENDS, InferenceBackend
+from edged.infer.base import BACKENDS, Inference, InferenceBackend
 from edged.infer.bundled import default_model_path, manifest_entry
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
 from edged.infer.supervisor import Supervisor
@@ -88,8 +88,7 @@ class Engine:
         self, tensor: npt.NDArray[np.generic]
     ) -> tuple[Classification, float, str]:
         """Classification, milliseconds, and the backend that ran it."""
-        self.submit(tensor)
-        return self.collect()
+        return self._classify(self.backend.infer(tensor))
 
     @property
     def depth(self) -> int:
@@ -101,7 +100,10 @@ class Engine:
 
     def collect(self) -> tuple[Classification, float, str]:
         """The oldest submitted frame: classification, invoke milliseconds, backend."""
-        raw, out, name, ms = self.backend.collect()
+        return self._classify(self.backend.collect())
+
+    def _classify(self, result: Inference) -> tuple[Classification, float, str]:
+        raw, out, name, ms = result
         return self.classifier(raw, out.scale, out.zero_point), ms, name
 
     def classify_frame(self, frame: npt.NDArray[np.uint8]) -> tuple[Classification, float]:

@@ -238,10 +238,7 @@ class WorkerBackend(InferenceBackend):
         try:
             os.write(self._fd, RUN + bytes((slot,)))
         except OSError:
-            self.process.join(0.5)
-            reason = f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
-            self._kill()
-            raise WorkerFault(reason) from None
+            raise self._died() from None
         self._slots.append(slot)
         self._next_slot = (slot + 1) % SLOTS
 
@@ -264,12 +261,16 @@ class WorkerBackend(InferenceBackend):
                 length = _ERROR.unpack(reply)[1]
                 raise WorkerFault(_read_exact(fd, length).decode(errors="replace"))
         except (EOFError, OSError):
-            self.process.join(0.5)
-            reason = f"{self.kind} worker {_describe_exit(self.process.exitcode)}"
-            self._kill()
-            raise WorkerFault(reason) from None
+            raise self._died() from None
         self.last_ms = _OK.unpack(reply)[1]
         return Inference(self._out[slot].copy(), self.output_spec, self.kind, self.last_ms)
+
+    def _died(self) -> WorkerFault:
+        """The fault for a worker whose socket broke: how it ended, once it is gone."""
+        self.process.join(0.5)
+        fault = WorkerFault(f"{self.kind} worker {_describe_exit(self.process.exitcode)}")
+        self._kill()
+        return fault
 
     def _kill(self) -> None:
         """End a worker that can no longer be trusted, without asking it first."""

@@ -217,8 +217,7 @@ class MqttPublisher(Publisher):
                 if len(self._held) + len(self._pending) < self.cfg.max_queued:
                     self._held.append((topic, payload, qos, retain))
                     return
-                self.dropped += 1
-            log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
+            self._drop(topic)
 
     def poll(self) -> None:
         with self._order:
@@ -239,8 +238,7 @@ class MqttPublisher(Publisher):
     def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         info = self.client.publish(self.topic(topic), payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
-            log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
+            self._drop(topic)
             return
         # MQTT_ERR_NO_CONN (the connection dropped a moment ago) still queues the message in
         # paho, which re-sends it after the reconnect.
@@ -250,6 +248,10 @@ class MqttPublisher(Publisher):
                 self.published += 1
             else:
                 self._pending[info.mid] = (topic, payload, qos, retain)
+
+    def _drop(self, topic: str) -> None:
+        self.dropped += 1
+        log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
 
     @property
     def pending(self) -> int:
