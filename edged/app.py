@@ -198,6 +198,9 @@ class Daemon:
         ]
         for t in threads:
             t.start()
+        if source.stall_s is not None:
+            # a camera that is away at start is waited for: the service is up meanwhile
+            self.notifier.ready(self._status_line())
         try:
             while not self.stop.wait(0.5):
                 pass
@@ -351,17 +354,27 @@ class Daemon:
         interval = self.cfg.health.interval_s
         wd = self.notifier.watchdog_s
         tick = min(interval, wd / 2) if wd else interval
+        if self.source is not None and self.source.stall_s is not None:
+            tick = min(tick, 0.5)  # a source's state change is published at once
         next_health = time.monotonic()
+        state = None
         while True:
             now = time.monotonic()
-            if wd and self.stats.idle_for() < self.cfg.health.stall_s:
+            if wd and self.stats.idle_for() < self._stall_s():
                 self.notifier.watchdog()
-            if now >= next_health:
+            was, state = state, self.source.status().get("source_state") if self.source else None
+            if now >= next_health or state != was:
                 self._publish_health(publisher)
                 self.notifier.status(self._status_line())
                 next_health = now + interval
             if self.stop.wait(min(tick, max(0.05, next_health - time.monotonic()))):
                 return
+
+    def _stall_s(self) -> float:
+        """No frame for this long stops the watchdog pings.  A source that reconnects by
+        itself may be away for its own, longer ``stall_s`` first."""
+        own = self.source.stall_s if self.source is not None else None
+        return max(self.cfg.health.stall_s, own or 0.0)
 
     def health_payload(self, publisher: Publisher) -> dict[str, Any]:
         engine = self.engine
@@ -385,9 +398,11 @@ class Daemon:
             "inference_ms": self.stats.latency_ms(),
             "frames_captured": self.stats.frames_captured,
             "frames_processed": self.stats.frames_processed,
-            "frames_dropped": self.stats.frames_dropped,
+            "frames_dropped": self.stats.frames_dropped
+            + (self.source.dropped if self.source else 0),
             "frames_lost": self.stats.frames_lost,
             "frames_skipped": self.source.skipped if self.source else 0,
+            **(self.source.status() if self.source else {}),
             "events_published": self.stats.events_published,
             "mqtt_reconnects": publisher.reconnects,
             "mqtt_dropped": publisher.dropped,

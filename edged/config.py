@@ -76,6 +76,111 @@ class Picamera2CaptureConfig(_Section):
     )
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any user name and password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+
+
+class StreamCaptureConfig(_Section):
+    type: Literal["stream"]
+    url: str = Field(
+        description="rtsp://, rtsps://, http:// or https:// URL of the camera's stream "
+        "(RTSP, MJPEG, or anything FFmpeg reads); no credentials in it."
+    )
+    username: str = Field("", description="User name for the camera, if it needs one.")
+    password_file: str = Field(
+        "",
+        description="File holding the camera's password; empty = "
+        "$CREDENTIALS_DIRECTORY/camera_password.",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP over TCP (interleaved, survives NAT and loss) or UDP."
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="Give up on a connection attempt after this long."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="No data for this long = the stream is lost."
+    )
+    reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(
+        10.0, gt=0.0, le=600.0, description="Longest reconnect delay (backoff doubles, jittered)."
+    )
+    stall_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="How long the stream may be away (reconnecting) before the systemd "
+        "watchdog is no longer fed and the service is restarted.",
+    )
+    ffmpeg_options: dict[str, str] = Field(
+        default_factory=dict, description="Extra FFmpeg options for the input (advanced)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in STREAM_SCHEMES or not parts.hostname:
+            raise ValueError("expected rtsp://, rtsps://, http:// or https:// followed by a host")
+        if parts.username or parts.password:
+            raise ValueError(
+                "credentials do not belong in the URL: use capture.username and "
+                "capture.password_file (or the camera_password credential)"
+            )
+        _ = parts.port  # raises on a bad port
+        return v
+
+    @model_validator(mode="after")
+    def _check_times(self) -> StreamCaptureConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.reconnect_max_s >= self.stall_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s:g}) must be shorter than stall_s "
+                f"({self.stall_s:g}), or the watchdog restarts the service before a reconnect"
+            )
+        return self
+
+
+class V4l2CaptureConfig(_Section):
+    type: Literal["v4l2"]
+    device: str = Field(
+        "/dev/video0",
+        description="The camera: /dev/videoN, or a stable /dev/v4l/by-id/... name "
+        "(a bare by-id name is looked up there).",
+    )
+    input_format: Literal["mjpeg", "yuyv"] = Field(
+        "mjpeg", description="What the camera sends: mjpeg (compressed) or yuyv (raw 4:2:2)."
+    )
+    width: int = Field(
+        0, ge=0, le=8192, description="Mode width; 0 = the smallest mode covering the model input."
+    )
+    height: int = Field(0, ge=0, le=8192, description="Mode height; 0 = chosen with width.")
+    fps: float = Field(15.0, gt=0.0, le=240.0, description="Frame rate asked of the camera.")
+    stall_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="How long the camera may be away (unplugged, reopening) before the "
+        "systemd watchdog is no longer fed.",
+    )
+
+    @model_validator(mode="after")
+    def _check_size(self) -> V4l2CaptureConfig:
+        if bool(self.width) != bool(self.height):
+            raise ValueError("width and height go together (both 0 = automatic)")
+        return self
+
+
+CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream")
+
+
 def _capture_type(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("type", "replay"))
@@ -84,11 +189,14 @@ def _capture_type(value: Any) -> str:
 
 CaptureConfig = Annotated[
     Annotated[ReplayCaptureConfig, Tag("replay")]
-    | Annotated[Picamera2CaptureConfig, Tag("picamera2")],
+    | Annotated[Picamera2CaptureConfig, Tag("picamera2")]
+    | Annotated[V4l2CaptureConfig, Tag("v4l2")]
+    | Annotated[StreamCaptureConfig, Tag("stream")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",
-        custom_error_message="invalid capture type; valid types: 'replay', 'picamera2'",
+        custom_error_message="invalid capture type; valid types: "
+        + ", ".join(repr(t) for t in CAPTURE_TYPES),
     ),
 ]
 
@@ -277,7 +385,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
 
 
 def _locate(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("replay", "picamera2")]
+    parts = [str(p) for p in loc if p not in CAPTURE_TYPES]
     return ".".join(parts) or "(root)"
 
 
@@ -292,6 +400,8 @@ def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
         value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
         if isinstance(value, dict):
             value = _MISSING
+        elif isinstance(value, str) and "://" in value:
+            value = redact_url(value)  # never echo a password written into a URL
         problems.append((_locate(err["loc"]), msg, value))
     return ConfigError(source, problems)
 

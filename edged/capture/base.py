@@ -35,9 +35,13 @@ class FrameSource(ABC):
 
     type_key: ClassVar[str]
     live: bool = False
+    # A source that can be away for a while and come back by itself (a network stream, a USB
+    # camera) sets how long it may be away before the systemd watchdog stops being fed.
+    stall_s: float | None = None
 
     def __init__(self) -> None:
         self.skipped = 0  # unreadable inputs, counted and logged
+        self.dropped = 0  # frames the source replaced by newer ones before they were taken
         self.closed = False
 
     @abstractmethod
@@ -55,10 +59,19 @@ class FrameSource(ABC):
     def describe(self) -> str:
         return self.type_key
 
+    def status(self) -> dict[str, Any]:
+        """Fields this source adds to the health message (none by default)."""
+        return {}
+
 
 S = TypeVar("S", bound=type[FrameSource])
 SOURCES: dict[str, type[FrameSource]] = {}
-_MODULES = {"replay": "edged.capture.replay", "picamera2": "edged.capture.picamera2"}
+_MODULES = {
+    "replay": "edged.capture.replay",
+    "picamera2": "edged.capture.picamera2",
+    "v4l2": "edged.capture.v4l2",
+    "stream": "edged.capture.stream",
+}
 
 
 def register(cls: S) -> S:
