@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# libsystemd-dev, pkg-config and python3-dev build systemd-python (the dev extras)
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients openssl gcc pkg-config libsystemd-dev
+# libsystemd-dev, pkg-config and python3-dev build systemd-python (the dev extras);
+# GStreamer's RTSP server (system python3-gi, x264 from plugins-ugly) and ffmpeg serve the
+# camera streams of tests/integration/test_stream.py
+APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients openssl gcc pkg-config libsystemd-dev \
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  gstreamer1.0-plugins-ugly ffmpeg
 
 .PHONY: run venv system-deps test test-unit test-integration test-deploy lint format bench clean
 
@@ -21,7 +25,8 @@ venv: $(BIN)/edged
 run: venv
 	$(BIN)/edged demo
 
-## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, venv, libsystemd-dev)
+## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, venv, libsystemd-dev,
+##   GStreamer's RTSP server, ffmpeg)
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

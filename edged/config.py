@@ -45,7 +45,67 @@ class DeviceConfig(_Section):
     )
 
 
-class ReplayCaptureConfig(_Section):
+class RegionConfig(_Section):
+    """A rectangle of the frame, in fractions of its width and height, classified alone."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$",
+        description="Name carried by the region's events (letters, digits, _ . -).",
+    )
+    x: float = Field(0.0, description="Left edge, 0..1 of the frame width.")
+    y: float = Field(0.0, description="Top edge, 0..1 of the frame height.")
+    width: float = Field(1.0, description="Width, a fraction of the frame width.")
+    height: float = Field(1.0, description="Height, a fraction of the frame height.")
+
+    @model_validator(mode="after")
+    def _check_box(self) -> RegionConfig:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(
+                f"region {self.name!r} has no area (width {self.width:g}, height "
+                f"{self.height:g}); both must be > 0"
+            )
+        for edge, start, size in (("x", self.x, self.width), ("y", self.y, self.height)):
+            if start < 0 or start + size > 1.0 + 1e-9:
+                axis = "width" if edge == "x" else "height"
+                raise ValueError(
+                    f"region {self.name!r} reaches outside the frame: {edge} {start:g} + "
+                    f"{axis} {size:g} must lie within 0..1"
+                )
+        return self
+
+
+class _CaptureCommon(_Section):
+    """What every source offers: regions of interest and skipping unchanged scenes."""
+
+    regions: list[RegionConfig] = Field(
+        default_factory=list,
+        description="Regions of interest ([[capture.regions]]); each is classified on its "
+        "own and its events carry its name.  None = the whole frame.",
+    )
+    skip_static: bool = Field(
+        False, description="Do not classify frames that look like the last classified one."
+    )
+    static_threshold: float = Field(
+        0.02,
+        gt=0.0,
+        le=1.0,
+        description="Mean absolute difference of a small greyscale thumbnail (0..1) below "
+        "which a frame counts as unchanged.",
+    )
+    static_max_s: float = Field(
+        60.0, gt=0.0, description="Classify at least this often even when nothing changes."
+    )
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_names(cls, v: list[RegionConfig]) -> list[RegionConfig]:
+        names = [r.name for r in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"region names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
+class ReplayCaptureConfig(_CaptureCommon):
     type: Literal["replay"] = "replay"
     paths: list[str] = Field(
         default_factory=list,
@@ -61,7 +121,7 @@ class ReplayCaptureConfig(_Section):
     recursive: bool = Field(False, description="Descend into sub-directories.")
 
 
-class Picamera2CaptureConfig(_Section):
+class Picamera2CaptureConfig(_CaptureCommon):
     type: Literal["picamera2"]
     camera_num: int = Field(0, ge=0, description="Index of the camera (Picamera2(camera_num)).")
     width: int = Field(0, ge=0, le=4096, description="Frame width; 0 = the model's input width.")
@@ -88,7 +148,7 @@ def redact_url(url: str) -> str:
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
 
 
-class StreamCaptureConfig(_Section):
+class StreamCaptureConfig(_CaptureCommon):
     type: Literal["stream"]
     url: str = Field(
         description="rtsp://, rtsps://, http:// or https:// URL of the camera's stream "
@@ -149,7 +209,7 @@ class StreamCaptureConfig(_Section):
         return self
 
 
-class V4l2CaptureConfig(_Section):
+class V4l2CaptureConfig(_CaptureCommon):
     type: Literal["v4l2"]
     device: str = Field(
         "/dev/video0",
@@ -318,6 +378,13 @@ class PublishConfig(_Section):
     )
     interval_s: float = Field(10.0, gt=0.0, description="For policy 'interval'.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="No event below this top-1 score.")
+    confirm_frames: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="A new label (per region) counts as a change only after this many "
+        "consecutive classified frames agree on it above min_score.",
+    )
 
 
 class HealthConfig(_Section):
