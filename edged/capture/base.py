@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -66,24 +65,8 @@ class FrameSource(ABC):
 
 S = TypeVar("S", bound=type[FrameSource])
 SOURCES: dict[str, type[FrameSource]] = {}
-_MODULES = {
-    "replay": "edged.capture.replay",
-    "picamera2": "edged.capture.picamera2",
-    "v4l2": "edged.capture.v4l2",
-    "stream": "edged.capture.stream",
-}
 
 
 def register(cls: S) -> S:
     SOURCES[cls.type_key] = cls
     return cls
-
-
-def open_source(cfg: Any, input_size: tuple[int, int]) -> FrameSource:
-    """Build the source named by ``cfg.type``; ``input_size`` is the (width, height) the
-    preprocessing needs (the model input, enlarged by the center crop)."""
-    module = _MODULES.get(cfg.type)
-    if module is None:
-        raise ValueError(f"capture type {cfg.type!r} is unknown; valid: {', '.join(_MODULES)}")
-    importlib.import_module(module)
-    return SOURCES[cfg.type](cfg, input_size)  # type: ignore[call-arg]
