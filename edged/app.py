@@ -20,6 +20,8 @@ import psutil
 
 from edged import __version__
 from edged.capture import FrameSource, open_source
+from edged.capture.regions import regions_of
+from edged.capture.static import StaticScene
 from edged.config import Config, read_secret
 from edged.devices import list_edge_tpus, tpu_temperature_c
 from edged.health import Notifier, Stats, cpu_temp_c, throttled
@@ -40,6 +42,7 @@ class _Work:
     number: int
     source: str
     tensor: npt.NDArray[np.generic]
+    region: str | None = None
 
 
 class Daemon:
@@ -110,7 +113,8 @@ class Daemon:
             log.warning(
                 "inference falls back to %s: %s", engine.backend.name, engine.fallback_reason
             )
-        work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
+        parts = max(1, len(self.cfg.capture.regions))  # one work item per region
+        work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size * parts)
         results: queue.Queue[Any] = queue.Queue(maxsize=1024)
         publisher.start()
         threads = [
@@ -172,29 +176,44 @@ class Daemon:
 
     # -- stages --------------------------------------------------------------------------
     def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Any]) -> None:
+        cfg = self.cfg.capture
+        static = StaticScene(cfg.static_threshold, cfg.static_max_s) if cfg.skip_static else None
+        # regions the CPU crops; a source that crops on the device names its one region
+        crops = [] if source.cropped_region else regions_of(cfg.regions)
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
-            try:
-                tensor = engine.preprocess(frame.image)
-            except ImageError as exc:
-                source.skipped += 1
-                log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
+            if static is not None and not static.changed(frame.image):
+                self.stats.record_static()
                 continue
-            item = _Work(frame.number, frame.source, tensor)
-            if source.live:
-                while True:  # the newest frame wins; a stale one is dropped and counted
-                    try:
-                        work.put_nowait(item)
-                        break
-                    except queue.Full:
-                        try:
-                            work.get_nowait()
-                            self.stats.frames_dropped += 1
-                        except queue.Empty:
-                            pass
-            elif not self._put(work, item):
-                return
+            parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
+                (r.name, r.crop(frame.image)) for r in crops
+            ]
+            for region, image in parts or [(source.cropped_region, frame.image)]:
+                try:
+                    tensor = engine.preprocess(image)
+                except ImageError as exc:
+                    source.skipped += 1
+                    log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
+                    break
+                if not self._hand_over(work, _Work(frame.number, frame.source, tensor, region)):
+                    return
         self._put(work, _END)
+
+    def _hand_over(self, work: queue.Queue[Any], item: _Work) -> bool:
+        """Queue a frame (region) for inference; False once stopping."""
+        source = self.source
+        if source is None or not source.live:
+            return self._put(work, item)
+        while True:  # the newest frame wins; a stale one is dropped and counted
+            try:
+                work.put_nowait(item)
+                return True
+            except queue.Full:
+                try:
+                    work.get_nowait()
+                    self.stats.frames_dropped += 1
+                except queue.Empty:
+                    pass
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         while not self.stop.is_set():
@@ -237,10 +256,15 @@ class Daemon:
                 self._lost(item, exc)
                 continue
             self.stats.record_inference(ms)
-            self._put(results, (item.number, item.source, result, ms, backend))
-            if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
+            self._put(results, (item.number, item.source, item.region, result, ms, backend))
+            if self.max_frames is not None and self.stats.frames_processed >= self._limit():
                 self._put(results, _END)
                 return
+
+    def _limit(self) -> int:
+        """``max_frames`` counts frames; each region of a frame is one inference."""
+        assert self.max_frames is not None
+        return self.max_frames * max(1, len(self.cfg.capture.regions))
 
     def _lost(self, item: _Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
@@ -250,7 +274,7 @@ class Daemon:
         cfg = self.cfg
         engine = self.engine
         assert engine is not None
-        policy = PublishPolicy(cfg.publish.policy, cfg.publish.interval_s, cfg.publish.min_score)
+        policies: dict[str | None, PublishPolicy] = {}  # one per region
         while not self.stop.is_set():
             try:
                 item = results.get(timeout=0.2)
@@ -263,9 +287,17 @@ class Daemon:
                 )
                 self.stop.set()
                 return
-            number, source, result, ms, backend = item
+            number, source, region, result, ms, backend = item
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
+            policy = policies.get(region)
+            if policy is None:
+                policy = policies[region] = PublishPolicy(
+                    cfg.publish.policy,
+                    cfg.publish.interval_s,
+                    cfg.publish.min_score,
+                    cfg.publish.confirm_frames,
+                )
             if not policy.should_publish(result, time.monotonic()):
                 continue
             self._seq += 1
@@ -278,6 +310,8 @@ class Daemon:
                 model=engine.model.name,
                 backend=backend,
                 inference_ms=ms,
+                region=region,
+                confirmed_label=policy.confirmed,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
             self.stats.events_published += 1
@@ -339,6 +373,7 @@ class Daemon:
             frames_dropped=self.stats.frames_dropped + (self.source.dropped if self.source else 0),
             frames_lost=self.stats.frames_lost,
             frames_skipped=self.source.skipped if self.source else 0,
+            frames_static=self.stats.frames_static,
             **(self.source.status() if self.source else {}),
             events_published=self.stats.events_published,
             mqtt_reconnects=publisher.reconnects,

@@ -37,6 +37,11 @@ class FrameSource(ABC):
     # A source that can be away for a while and come back by itself (a network stream, a USB
     # camera) sets how long it may be away before the systemd watchdog stops being fed.
     stall_s: float | None = None
+    # A source that crops its one region on the device (picamera2's ScalerCrop) names it:
+    # its frames are that region already.
+    cropped_region: str | None = None
+    # ... and such a source class wants the model's input size, not one enlarged for regions
+    crops_one_region: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.skipped = 0  # unreadable inputs, counted and logged
