@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -35,10 +36,21 @@ interval_s = 60
     )
 
 
-def run_to_end(cfg: Path, sub: Subscriber, *args: str) -> None:
-    result = run_edged("run", "-c", str(cfg), *args, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert sub.wait(lambda: sub.last_health() is not None, 10)
+def run_to_end(
+    tmp_path: Path, broker: Mosquitto, capture: str, publish: str = ""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the daemon until its source ends: (its events, its last health message)."""
+    cfg = config(tmp_path, broker.url, capture, publish)
+    sub = Subscriber(broker.port)
+    try:
+        result = run_edged("run", "-c", str(cfg), timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sub.wait(lambda: sub.last_health() is not None, 10)
+        health = sub.last_health()
+    finally:
+        sub.close()
+    assert health is not None
+    return sub.events(), health
 
 
 def test_two_regions_of_one_frame_get_their_own_labels(
@@ -49,9 +61,9 @@ def test_two_regions_of_one_frame_get_their_own_labels(
         composite.paste(left.convert("RGB").resize((400, 300)), (0, 0))
         composite.paste(right.convert("RGB").resize((400, 300)), (400, 0))
     composite.save(tmp_path / "feeder.jpg", quality=92)
-    cfg = config(
+    events, _ = run_to_end(
         tmp_path,
-        mosquitto.url,
+        mosquitto,
         f"""paths = ["{tmp_path / "feeder.jpg"}"]
 [[capture.regions]]
 name = "left"
@@ -61,15 +73,10 @@ name = "right"
 x = 0.5
 width = 0.5""",
     )
-    sub = Subscriber(mosquitto.port)
-    try:
-        run_to_end(cfg, sub)
-        assert sub.wait(lambda: len(sub.events()) == 2)
-    finally:
-        sub.close()
-    by_region = {e["region"]: e for e in sub.events()}
+    assert len(events) == 2
+    by_region = {e["region"]: e for e in events}
     assert set(by_region) == {"left", "right"}
-    assert {e["frame"] for e in sub.events()} == {1}  # one frame, two events
+    assert {e["frame"] for e in events} == {1}  # one frame, two events
     assert by_region["left"]["label"] == "espresso"
     assert by_region["right"]["label"] in CAT_LABELS
 
@@ -107,38 +114,24 @@ def test_alternating_labels_need_confirmation(
     tmp_path: Path, mosquitto: Mosquitto, confirm: int, expected: int
 ) -> None:
     folder = _sequence(tmp_path, [COFFEE, CAT] * 5)
-    cfg = config(
+    events, health = run_to_end(
         tmp_path,
-        mosquitto.url,
+        mosquitto,
         f'paths = ["{folder}"]',
         f'policy = "on_change"\nconfirm_frames = {confirm}',
     )
-    sub = Subscriber(mosquitto.port)
-    try:
-        run_to_end(cfg, sub)
-        health = sub.last_health()
-    finally:
-        sub.close()
-    assert health is not None and health["frames_processed"] == 10
-    assert len(sub.events()) == expected
+    assert health["frames_processed"] == 10
+    assert len(events) == expected
 
 
 def test_three_equal_frames_publish_exactly_one_change(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     folder = _sequence(tmp_path, [CAT, COFFEE, COFFEE, COFFEE, CAT])
-    cfg = config(
-        tmp_path,
-        mosquitto.url,
-        f'paths = ["{folder}"]',
-        'policy = "on_change"\nconfirm_frames = 3',
+    events, _ = run_to_end(
+        tmp_path, mosquitto, f'paths = ["{folder}"]', 'policy = "on_change"\nconfirm_frames = 3'
     )
-    sub = Subscriber(mosquitto.port)
-    try:
-        run_to_end(cfg, sub)
-    finally:
-        sub.close()
-    [event] = sub.events()
+    [event] = events
     assert event["label"] == "espresso" and event["confirmed_label"] == "espresso"
     assert event["frame"] == 4  # the third agreeing frame
 
@@ -171,23 +164,13 @@ def test_still_video_is_skipped_and_a_change_classified_at_once(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     video = _still_video(tmp_path, [(COFFEE, 60), (CAT, 60)])
-    cfg = config(
-        tmp_path,
-        mosquitto.url,
-        f'paths = ["{video}"]\nskip_static = true\nstatic_max_s = 600',
+    events, health = run_to_end(
+        tmp_path, mosquitto, f'paths = ["{video}"]\nskip_static = true\nstatic_max_s = 600'
     )
-    sub = Subscriber(mosquitto.port)
-    try:
-        run_to_end(cfg, sub)
-        health = sub.last_health()
-    finally:
-        sub.close()
-    assert health is not None
     captured, static = health["frames_captured"], health["frames_static"]
     assert captured >= 115, health
     assert static / captured >= 0.9, health
     assert health["frames_processed"] + static == captured
-    events = sub.events()
     assert events[0]["label"] == "espresso" and events[0]["frame"] == 1
     assert [e["frame"] for e in events] == [1, 61]  # still frames: not classified
     # the cat's first frame (61: 60 frames of coffee before it) is classified at once
