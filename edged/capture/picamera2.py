@@ -59,39 +59,43 @@ class Picamera2Source(FrameSource):
             self._cam: Any = Picamera2(cfg.camera_num)
         except (IndexError, RuntimeError) as exc:
             raise CameraError(f"camera {cfg.camera_num} cannot be opened: {exc}") from exc
-        region = cfg.regions[0] if len(cfg.regions) == 1 else None
-        if region is not None and not cfg.width:
-            # the ISP scales the region, not the frame: keep the region's own aspect
-            pw, ph = self._cam.camera_properties["PixelArraySize"]
-            width, height = _covering(input_size, region.width * pw / (region.height * ph))
-        small = {"size": (width, height), "format": RGB_FORMAT}
-        controls = {"FrameRate": cfg.fps}
-        if cfg.stream == "lores":
-            config = self._cam.create_video_configuration(
-                main={"size": (cfg.main_width, cfg.main_height), "format": RGB_FORMAT},
-                lores=small,
-                controls=controls,
-                buffer_count=4,
+        try:  # the camera is ours from here: a failed configure must not leave it open
+            region = cfg.regions[0] if len(cfg.regions) == 1 else None
+            if region is not None and not cfg.width:
+                # the ISP scales the region, not the frame: keep the region's own aspect
+                pw, ph = self._cam.camera_properties["PixelArraySize"]
+                width, height = _covering(input_size, region.width * pw / (region.height * ph))
+            small = {"size": (width, height), "format": RGB_FORMAT}
+            controls = {"FrameRate": cfg.fps}
+            if cfg.stream == "lores":
+                config = self._cam.create_video_configuration(
+                    main={"size": (cfg.main_width, cfg.main_height), "format": RGB_FORMAT},
+                    lores=small,
+                    controls=controls,
+                    buffer_count=4,
+                )
+            else:
+                config = self._cam.create_video_configuration(
+                    main=small, controls=controls, buffer_count=4
+                )
+            self._cam.align_configuration(config)
+            self._cam.configure(config)
+            size = config[cfg.stream]["size"]
+            log.info(
+                "camera %d: %s stream %sx%s %s at %g fps",
+                cfg.camera_num,
+                cfg.stream,
+                size[0],
+                size[1],
+                RGB_FORMAT,
+                cfg.fps,
             )
-        else:
-            config = self._cam.create_video_configuration(
-                main=small, controls=controls, buffer_count=4
-            )
-        self._cam.align_configuration(config)
-        self._cam.configure(config)
-        size = config[cfg.stream]["size"]
-        log.info(
-            "camera %d: %s stream %sx%s %s at %g fps",
-            cfg.camera_num,
-            cfg.stream,
-            size[0],
-            size[1],
-            RGB_FORMAT,
-            cfg.fps,
-        )
+            if region is not None:
+                self._crop_on_isp(region)
+        except BaseException:
+            self._cam.close()
+            raise
         self._started = False
-        if region is not None:
-            self._crop_on_isp(region)
 
     def _crop_on_isp(self, region: RegionConfig) -> None:
         """One region: the ISP crops it (``ScalerCrop``, in pixel-array coordinates within

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from edged.capture.base import register
+from edged.capture.cameras import V4l2Mode, pick_mode, v4l2_modes
 from edged.capture.live import LiveSource, SourceError
 from edged.config import V4l2CaptureConfig
-from edged.devices import V4l2Mode, pick_mode, v4l2_modes
 
 log = logging.getLogger(__name__)
 

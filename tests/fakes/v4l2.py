@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edged import devices
+from edged.capture import cameras as devices
 
 FOURCC = {"mjpeg": b"MJPG", "yuyv422": b"YUYV"}
 

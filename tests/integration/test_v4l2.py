@@ -12,9 +12,9 @@ import pytest
 
 from edged.app import Daemon
 from edged.capture import open_source
+from edged.capture.cameras import V4l2Mode, list_cameras, pick_mode, v4l2_modes
 from edged.capture.live import LiveSource
 from edged.config import parse_config
-from edged.devices import V4l2Mode, list_cameras, pick_mode, v4l2_modes
 from tests.fakes.v4l2 import FakeCamera, FakeV4l2
 from tests.support import Mosquitto, Subscriber
 
@@ -194,14 +194,14 @@ def test_edged_devices_lists_webcam_modes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import edged.devices
+    import edged.capture.cameras as cameras
     from edged.cli import main
 
     (tmp_path / "sys").mkdir()
     monkeypatch.setenv("COLUMNS", "200")
-    real = edged.devices.list_cameras
+    real = cameras.list_cameras
     monkeypatch.setattr(
-        edged.devices, "list_cameras", lambda: real(tmp_path / "dev", tmp_path / "sys")
+        cameras, "list_cameras", lambda: real(tmp_path / "dev", tmp_path / "sys")
     )
     assert main(["devices", "--json"]) == 0
     [camera] = json.loads(capsys.readouterr().out)["cameras"]

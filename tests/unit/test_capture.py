@@ -15,8 +15,6 @@ from PIL import Image
 from edged.capture import open_source
 from edged.config import parse_config
 
-FAKE_PICAMERA2 = Path(__file__).resolve().parents[1] / "fakes" / "picamera2_api"
-
 
 def _images(d: Path, n: int) -> list[Path]:
     out = []
@@ -79,22 +77,6 @@ def test_replay_missing_path_is_an_error(tmp_path: Path):
     cfg = parse_config({"capture": {"paths": [str(tmp_path / "nope")]}})
     with pytest.raises(FileNotFoundError, match="nope"):
         open_source(cfg.capture, (32, 32))
-
-
-@pytest.fixture
-def fake_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    img = tmp_path / "scene.png"
-    arr = np.zeros((480, 640, 3), np.uint8)
-    arr[..., 0] = 200  # red scene
-    Image.fromarray(arr).save(img)
-    monkeypatch.setenv("FAKE_PICAMERA2_IMAGE", str(img))
-    monkeypatch.syspath_prepend(str(FAKE_PICAMERA2))
-    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
-    import picamera2
-
-    picamera2.instances.clear()
-    yield picamera2
-    sys.modules.pop("picamera2", None)
 
 
 def test_picamera2_streams_rgb_at_model_size(fake_picamera2):
@@ -174,3 +156,14 @@ def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2):
     assert "ScalerCrop" not in cam.controls and src.cropped_region is None
     assert cam.camera_config["main"]["size"] == (448, 224)  # each half covers 224
     src.close()
+
+
+def test_picamera2_closed_when_configure_fails(fake_picamera2, monkeypatch: pytest.MonkeyPatch):
+    def refuse(self, camera_config):
+        raise RuntimeError("Invalid configuration")
+
+    monkeypatch.setattr(fake_picamera2.Picamera2, "configure", refuse)
+    cfg = parse_config({"capture": {"type": "picamera2"}})
+    with pytest.raises(RuntimeError, match="Invalid configuration"):
+        open_source(cfg.capture, (224, 224))
+    assert fake_picamera2.instances[0].closed
