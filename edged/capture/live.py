@@ -264,4 +264,6 @@ class LiveSource(FrameSource):
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=15.0)
+            # a read blocked in FFmpeg ends at its own timeout; the thread is a daemon, so a
+            # stop does not wait for it longer than this
+            self._thread.join(timeout=2.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # FFmpeg probes a live input for 5 s by default; a second is plenty for one video stream
 PROBE_OPTIONS = {"analyzeduration": "1000000", "probesize": "1000000"}
+_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/\s@'\"]*@", re.IGNORECASE)
 
 
 class StreamConfigError(ValueError):
@@ -69,9 +71,11 @@ class StreamSource(LiveSource):
         return self.scheme in ("rtsp", "rtsps")
 
     def redact(self, text: str) -> str:
+        """``text`` (an FFmpeg message may quote the URL) without the password or any
+        ``user:password@`` part of a URL in it."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return redact_url(text) if "@" in text else text
+        return _USERINFO.sub(r"\1***@", text)
 
     def _target(self) -> tuple[str, dict[str, str]]:
         cfg = self.cfg

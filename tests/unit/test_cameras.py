@@ -3,6 +3,8 @@ and the config checks that go with them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,28 @@ def test_stream_config_checks() -> None:
         parse_config({"capture": {"type": "usb"}})
     assert redact_url("rtsp://admin:pw@10.0.0.5:554/x") == "rtsp://***@10.0.0.5:554/x"
     assert redact_url("rtsp://10.0.0.5/x") == "rtsp://10.0.0.5/x"
+
+
+def test_stream_messages_are_redacted(tmp_path: Path) -> None:
+    from edged.capture.stream import StreamSource
+
+    secret = tmp_path / "pw"
+    secret.write_text("pa ss/w@rd\n")
+    cfg = parse_config(
+        {
+            "capture": {
+                "type": "stream",
+                "url": "rtsp://10.0.0.5/live",
+                "username": "viewer",
+                "password_file": str(secret),
+            }
+        }
+    ).capture
+    source = StreamSource(cfg, (224, 224))  # type: ignore[arg-type]
+    url, options = source._target()
+    assert url == "rtsp://viewer:pa%20ss%2Fw%40rd@10.0.0.5/live"
+    assert options["rtsp_transport"] == "tcp" and "headers" not in options
+    message = f"[Errno 111] Connection refused: '{url}' (pa ss/w@rd)"
+    redacted = "[Errno 111] Connection refused: 'rtsp://***@10.0.0.5/live' (***)"
+    assert source.redact(message) == redacted
+    assert "pa ss" not in source.describe()
