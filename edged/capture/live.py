@@ -98,7 +98,7 @@ class LiveSource(FrameSource):
         self.stall_s = stall_s
         self.state = CONNECTING
         self.reconnects = 0
-        self.corrupt = 0  # packets the decoder rejected
+        self.corrupt = 0  # packets the decoder rejected, frames it could only conceal
         self.error: str | None = None  # why the source is not streaming, for health
         self.backoff = Backoff(reconnect_min_s, reconnect_max_s)
         self.frame_size: tuple[int, int] | None = None
@@ -170,7 +170,9 @@ class LiveSource(FrameSource):
                     self.corrupt += 1
                     bad += 1
                     if bad == 1 or bad % 10 == 0:
-                        log.warning("%s: undecodable packet skipped: %s", self.name, exc)
+                        log.warning(
+                            "%s: undecodable packet skipped: %s", self.name, self.redact(str(exc))
+                        )
                     if bad >= MAX_BAD_PACKETS:
                         raise SourceError(f"{bad} undecodable packets in a row") from exc
                     continue
