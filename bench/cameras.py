@@ -108,8 +108,9 @@ def outage_rounds(
     print(
         f"{name}: cold start {cold:.2f} s; after a {outage:g} s outage, first frame "
         f"{med:.2f} s (median of {rounds}: {', '.join(f'{r:.2f}' for r in resumes)}) after "
-        f"the server's return = {med / rmax:.2f}x reconnect_max_s ({rmax:g} s), "
-        f"{med / cold:.2f}x the cold start; source_reconnects {reconnects}"
+        f"the server's return = {med / rmax:.2f}x reconnect_max_s ({rmax:g} s)"
+        + (f", {med / cold:.2f}x the cold start" if cold >= 0.05 else "")
+        + f"; source_reconnects {reconnects}"
     )
 
 
