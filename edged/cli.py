@@ -73,6 +73,16 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.model, key)
         if value and not Path(value).is_file():
             problems.append((f"model.{key}", "no such file", value))
+    if cfg.model.models_dir and not Path(cfg.model.models_dir).is_dir():
+        problems.append(("model.models_dir", "no such folder", cfg.model.models_dir))
+    elif not cfg.model.path:
+        from edged.infer.bundled import profile_model
+        from edged.infer.model import ModelError
+
+        try:
+            profile_model(cfg.model.profile, cfg.model.models_dir)
+        except ModelError as exc:
+            problems.append(("model.profile", str(exc), cfg.model.profile))
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():
