@@ -4,7 +4,7 @@ Rows come from the manifest of the bundled models (profile, input, accuracy) and
 files on this device: the bundled folder and ``model.models_dir`` (size on disk, and any other
 ``.tflite`` installed there).  :func:`measure` adds the latency measured here, on the CPU at
 the configured threads and on the Edge TPU when one is present, through ``edged bench``'s
-own :func:`edged.tools.benchmark`.
+own :func:`edged.commands.tools.benchmark`.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ Measure = Callable[[ModelConfig], float]
 
 
 def _benchmark_p50(cfg: ModelConfig) -> float:
-    from edged.tools import benchmark
+    from edged.commands.tools import benchmark
 
     return float(benchmark(cfg, runs=30, warmup=5)["p50_ms"])
 

@@ -262,32 +262,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from edged.devices import list_edge_tpus
-    from edged.models_table import list_models, measure, render
-
-    cfg = _model_cfg(args)
-    rows = list_models(cfg.models_dir)
-    edgetpu = bool(args.bench and list_edge_tpus())
-    if args.bench:
-        rows = measure(rows, cfg, edgetpu=edgetpu)
-    if args.json:
-        report = {
-            "threads": cfg.num_threads if args.bench else None,
-            "edgetpu": edgetpu,
-            "models": [row.as_dict() for row in rows],
-        }
-        print(json.dumps(report, indent=2))
-        return 0
-    console = Console()
-    if not console.is_terminal:  # a pipe or a file: no wrapping at 80 columns
-        console = Console(width=200)
-    console.print(render(rows, cfg.num_threads if args.bench else None, edgetpu))
-    return 0
-
-
 # -- devices -------------------------------------------------------------------------------
 def cmd_devices(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -350,17 +324,6 @@ def register(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=5)
     common(p)
     p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser(
-        "models", help="bundled and installed models: input, size, accuracy, latency here"
-    )
-    p.add_argument("--config", "-c", type=Path, default=None, help="TOML config file")
-    p.add_argument(
-        "--bench", action="store_true", help="measure each installed model's latency here"
-    )
-    p.add_argument("--threads", type=int, help="CPU threads (default: the config's)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("devices", help="list Edge TPUs and cameras")
     p.add_argument("--json", action="store_true")
