@@ -384,12 +384,12 @@ def convert_fp32(model: Any, sample: Any) -> bytes:
     return bytes(litert_torch.convert(model, (sample,)).model_content())
 
 
-def convert_int8(
+def calibrated(
     model: Any, sample: Any, calibration: Sequence[Path], size: int, recipe: Recipe
-) -> bytes:
-    import litert_torch
+) -> tuple[Any, Any]:
+    """The PT2E-quantized PyTorch graph (quantize/dequantize around every integer op),
+    calibrated with ``recipe``, and its quantizer."""
     import torch
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
     quantizer = make_quantizer(recipe.observer)
@@ -408,7 +408,16 @@ def convert_int8(
                         log(f"  calibrated on {i}/{len(calibration)} images ({view})")
     finally:
         torch.set_num_threads(threads)
-    quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    return quantize_pt2e.convert_pt2e(prepared, fold_quantize=False), quantizer
+
+
+def convert_int8(
+    model: Any, sample: Any, calibration: Sequence[Path], size: int, recipe: Recipe
+) -> bytes:
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    quantized, quantizer = calibrated(model, sample, calibration, size, recipe)
     edge = litert_torch.convert(
         quantized, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)
     )
@@ -868,7 +877,8 @@ def latency(paths: list[Path], runs: int) -> dict[Path, dict[int, float]]:
 
     speeds: dict[Path, dict[int, float]] = {path: {} for path in paths}
     for threads in (1, 2):
-        for path, timing in measure_all(paths, threads, warmup=10, runs=runs).items():
+        timings = measure_all(paths, threads, warmup=10, runs=runs, rounds=10)
+        for path, timing in timings.items():
             speeds[path][threads] = timing.median_ms
     return speeds
 
@@ -1035,8 +1045,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--try-recipes",
         action="store_true",
-        help="also quantize with every recipe of TRIAL_RECIPES and record their accuracy "
-        "in the manifest (recipe_trials); the variant's own recipe is what is written",
+        help="instead of building: calibrate with every recipe of TRIAL_RECIPES, score each "
+        "quantized graph in PyTorch and record the scores in the variant's int8 manifest "
+        "entry (recipe_trials)",
     )
     parser.add_argument(
         "--measure-only",
@@ -1126,29 +1137,6 @@ def build_variant(
     for name, label, score, ok in photo_results:
         log(f"  int8 {name}: {label} ({score:.2f}) {'ok' if ok else 'UNEXPECTED'}")
 
-    trials: list[dict[str, Any]] = []
-    if args.try_recipes:
-        for recipe in TRIAL_RECIPES:
-            if recipe == variant.recipe:
-                acc = acc_int8
-            else:
-                seed_everything(args.seed)
-                acc = _score(
-                    TFLiteClassifier(quantize(model, sample, samples, variant, recipe)), samples
-                )
-            log(f"  trial {recipe.describe()}: top-1 {acc.top1:.3f}, top-5 {acc.top5:.3f}")
-            trials.append({**recipe.describe(), "top1": acc.top1, "top5": acc.top5})
-
-    speeds: dict[Path, dict[int, float]] = {}
-    if args.bench_runs > 0:
-        log(f"measuring latency ({args.bench_runs} runs at 1 and 2 threads)")
-        speeds = latency([int8_path, fp32_path], args.bench_runs)
-        for path in (int8_path, fp32_path):
-            log(
-                f"  {path.name}: "
-                + ", ".join(f"{t} thread(s) {ms:.1f} ms" for t, ms in speeds[path].items())
-            )
-
     entries = []
     for path, acc, int8 in ((int8_path, acc_int8, True), (fp32_path, acc_fp32, False)):
         c = TFLiteClassifier(path)
@@ -1206,13 +1194,6 @@ def build_variant(
         }
         if int8:
             entry["recipe"] = variant.recipe.describe()
-            if trials:
-                entry["recipe_trials"] = [
-                    {k: (round(v, 4) if isinstance(v, float) else v) for k, v in t.items()}
-                    for t in trials
-                ]
-        if path in speeds:
-            entry["latency_ms"] = {f"threads_{t}": round(ms, 2) for t, ms in speeds[path].items()}
         entries.append(entry)
 
     failures = []
@@ -1236,6 +1217,41 @@ def build_variant(
     return entries, failures
 
 
+def try_recipes(variant: Variant, args: argparse.Namespace, samples: list[Sample]) -> None:
+    """Calibrate with every recipe of TRIAL_RECIPES and score each quantized graph in
+    PyTorch (its quantize/dequantize pairs simulate the int8 model; the TFLite conversion,
+    minutes per model, is left out), then record the scores as ``recipe_trials`` in the
+    variant's int8 manifest entry."""
+    import tomllib
+
+    import torch
+
+    log(f"== recipe trials for {variant.title}")
+    seed_everything(args.seed)
+    model = torch_model(variant)
+    sample = torch.from_numpy(preprocess(samples[0].path, float_spec(variant.size)))
+    trials = []
+    for recipe in TRIAL_RECIPES:
+        log(f"trial {recipe.describe()}")
+        seed_everything(args.seed)
+        quantized, _ = calibrated(model, sample, [s.path for s in samples], variant.size, recipe)
+        acc = evaluate_torch(quantized, samples, variant.size)
+        log(f"  top-1 {acc.top1:.3f}, top-5 {acc.top5:.3f}")
+        trials.append({**recipe.describe(), "top1": round(acc.top1, 4), "top5": round(acc.top5, 4)})
+    path = args.out / "manifest.toml"
+    with path.open("rb") as fh:
+        old = tomllib.load(fh)
+    entries = old.get("models", [])
+    for entry in entries:
+        if entry.get("file") == variant.int8_name:
+            entry["recipe_trials"] = trials
+            break
+    else:
+        raise SystemExit(f"{path} has no entry for {variant.int8_name}: build it first")
+    write_manifest(args.out, [e for e in entries if e.get("variant") == variant.key], old["build"])
+    log(f"recorded {len(trials)} trials in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
@@ -1256,12 +1272,28 @@ def main(argv: list[str] | None = None) -> int:
         "the same images measure the accuracy"
     )
 
+    if args.try_recipes:
+        for key in args.variants:
+            try_recipes(VARIANTS[key], args, samples)
+        return 0
+
     entries: list[dict[str, Any]] = []
     failures: list[str] = []
     for key in args.variants:
         built, failed = build_variant(VARIANTS[key], args, labels, samples, calibration_note)
         entries += built
         failures += failed
+
+    if args.bench_runs > 0:  # every model built now in one session, taking turns
+        paths = [args.out / e["file"] for e in entries]
+        log(f"measuring latency ({args.bench_runs} runs at 1 and 2 threads, models in turn)")
+        speeds = latency(paths, args.bench_runs)
+        for entry, path in zip(entries, paths, strict=True):
+            entry["latency_ms"] = {f"threads_{t}": round(ms, 2) for t, ms in speeds[path].items()}
+            log(
+                f"  {path.name}: "
+                + ", ".join(f"{t} thread(s) {ms:.1f} ms" for t, ms in speeds[path].items())
+            )
 
     common = {
         "model_code_package": "efficientnet-lite-pytorch " + _version("efficientnet-lite-pytorch"),
