@@ -13,7 +13,7 @@ from edged.commands.common import EXIT_OK, add_config, load
 def cmd_models(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edged.devices import list_edge_tpus
+    from edged.health.devices import list_edge_tpus
     from edged.models_table import list_models, measure, render
 
     cfg = load(args).model

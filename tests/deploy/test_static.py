@@ -236,7 +236,7 @@ def test_role_installs_the_accurate_model_checked_against_the_manifest(tmp_path:
     assert config["model"]["models_dir"] == str(models_dir)
     sys.path.insert(0, str(REPO))
     from edged.config import parse_config
-    from edged.infer import resolve_model_config
+    from edged.engine import resolve_model_config
 
     resolved = resolve_model_config(parse_config(config).model)
     assert Path(resolved.path).name == "efficientnet_lite2_int8.tflite"

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from edged.config import parse_config
-from edged.infer import bundled, resolve_model_config
+from edged.engine import resolve_model_config
+from edged.infer import bundled
 from edged.infer.model import ModelError
 from tests.support import IMAGES, Mosquitto, Subscriber, run_edged, write_config
 
