@@ -981,6 +981,11 @@ def files_sha256(paths: Sequence[Path]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+RECIPE_TRIALS_NOTE = (
+    "recipe_trials: top-1/top-5 on the same images of the PT2E-quantized PyTorch graph "
+    "(quantize/dequantize pairs simulate the int8 model) calibrated with each recipe, "
+    "build.py --try-recipes; the model file is built with the entry's recipe"
+)
 # Recipes tried with --try-recipes; the chosen one is the variant's own ``recipe``.
 TRIAL_RECIPES = (
     Recipe("histogram", ("center",)),
@@ -1048,6 +1053,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="instead of building: calibrate with every recipe of TRIAL_RECIPES, score each "
         "quantized graph in PyTorch and record the scores in the variant's int8 manifest "
         "entry (recipe_trials)",
+    )
+    parser.add_argument(
+        "--trials",
+        default="",
+        metavar="I,J,...",
+        help="with --try-recipes: only these recipes of TRIAL_RECIPES, by index from 0 "
+        "(default: all)",
     )
     parser.add_argument(
         "--measure-only",
@@ -1231,7 +1243,8 @@ def try_recipes(variant: Variant, args: argparse.Namespace, samples: list[Sample
     model = torch_model(variant)
     sample = torch.from_numpy(preprocess(samples[0].path, float_spec(variant.size)))
     trials = []
-    for recipe in TRIAL_RECIPES:
+    chosen = [int(i) for i in args.trials.split(",")] if args.trials else range(len(TRIAL_RECIPES))
+    for recipe in (TRIAL_RECIPES[i] for i in chosen):
         log(f"trial {recipe.describe()}")
         seed_everything(args.seed)
         quantized, _ = calibrated(model, sample, [s.path for s in samples], variant.size, recipe)
@@ -1248,7 +1261,8 @@ def try_recipes(variant: Variant, args: argparse.Namespace, samples: list[Sample
             break
     else:
         raise SystemExit(f"{path} has no entry for {variant.int8_name}: build it first")
-    write_manifest(args.out, [e for e in entries if e.get("variant") == variant.key], old["build"])
+    common = {**old["build"], "recipe_trials_note": RECIPE_TRIALS_NOTE}
+    write_manifest(args.out, [e for e in entries if e.get("variant") == variant.key], common)
     log(f"recorded {len(trials)} trials in {path}")
 
 
@@ -1317,6 +1331,7 @@ def main(argv: list[str] | None = None) -> int:
             "top-1/top-5 over the same images used to calibrate the int8 models: a small, "
             "optimistic check of the conversion, not an ImageNet validation score"
         ),
+        "recipe_trials_note": RECIPE_TRIALS_NOTE,
         "latency_note": (
             f"median ms per invoke() with ai-edge-litert {_version('ai-edge-litert')} on the "
             f"build machine ({platform.machine()}, {os.cpu_count()} cores), see "

@@ -10,15 +10,7 @@ import zipfile
 import pytest
 
 from edged.infer.bundled import default_model_path, models_dir
-from tests.support import FIXTURES, IMAGES, run_edged
-
-EXPECTED = {
-    "parrot.jpg": {"macaw"},
-    "bird.bmp": {"chickadee"},
-    "dragonfly.bmp": {"dragonfly"},
-    "hot_dog.jpg": {"hotdog"},
-    "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
-}
+from tests.support import FIXTURES, IMAGES, PHOTO_CLASSES, run_edged
 
 
 def manifest() -> dict:
@@ -55,15 +47,19 @@ def test_manifest_matches_the_files():
 
 
 @pytest.mark.usefixtures("fixtures")
-@pytest.mark.parametrize(
-    "name", ["lite0_int8", "lite0_fp32", "lite1_int8", "lite2_int8"]
-)
+@pytest.mark.parametrize("name", ["lite0_int8", "lite0_fp32", "lite1_int8", "lite2_int8"])
 def test_edged_eval_reproduces_the_manifest_accuracy(name: str):
     """The manifest's figures are what `edged eval` (the daemon's preprocessing) measures."""
     entry = next(e for e in manifest()["models"] if e["file"] == f"efficientnet_{name}.tflite")
-    r = run_edged("eval", "--json", str(FIXTURES / "calibration"),
-                  "--synsets", str(FIXTURES / "imagenet_synsets.tsv"),
-                  "--model", str(models_dir() / entry["file"]))
+    r = run_edged(
+        "eval",
+        "--json",
+        str(FIXTURES / "calibration"),
+        "--synsets",
+        str(FIXTURES / "imagenet_synsets.tsv"),
+        "--model",
+        str(models_dir() / entry["file"]),
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["images"] == entry["accuracy"]["images"] == 200
@@ -74,10 +70,10 @@ def test_edged_eval_reproduces_the_manifest_accuracy(name: str):
 @pytest.mark.usefixtures("fixtures")
 def test_default_model_classifies_the_photos():
     assert default_model_path().name == "efficientnet_lite0_int8.tflite"
-    r = run_edged("classify", "--json", *(str(IMAGES / n) for n in EXPECTED))
+    r = run_edged("classify", "--json", *(str(IMAGES / n) for n in PHOTO_CLASSES))
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    for row, (name, allowed) in zip(rows, EXPECTED.items(), strict=True):
+    for row, (name, allowed) in zip(rows, PHOTO_CLASSES.items(), strict=True):
         assert row["model"] == "efficientnet_lite0_int8.tflite"
         assert row["label"].split(",")[0] in allowed, (name, row["label"])
 
@@ -97,6 +93,7 @@ def test_sha256_is_checked_for_the_bundled_model(tmp_path):
     from edged.engine import resolve_model_config
 
     cfg = resolve_model_config(parse_config({}).model)
-    assert cfg.sha256 == next(e["sha256"] for e in manifest()["models"]
-                              if e["file"] == default_model_path().name)
+    assert cfg.sha256 == next(
+        e["sha256"] for e in manifest()["models"] if e["file"] == default_model_path().name
+    )
     assert cfg.crop_fraction == 0.875 and cfg.mean == 127.0 and cfg.std == 128.0

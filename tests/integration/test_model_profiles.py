@@ -16,7 +16,7 @@ from edged.config import parse_config
 from edged.engine import resolve_model_config
 from edged.infer import bundled
 from edged.infer.model import ModelError
-from tests.support import IMAGES, Mosquitto, Subscriber, run_edged, write_config
+from tests.support import IMAGES, PHOTO_CLASSES, Mosquitto, Subscriber, run_edged, write_config
 
 PROFILES = {
     "fast": "efficientnet_lite0_int8.tflite",
@@ -25,13 +25,6 @@ PROFILES = {
 }
 SOURCE_MODELS = bundled.models_dir()
 INPUT_SIZES = {"fast": 224, "balanced": 240, "accurate": 260}
-EXPECTED = {
-    "parrot.jpg": {"macaw"},
-    "bird.bmp": {"chickadee"},
-    "dragonfly.bmp": {"dragonfly"},
-    "hot_dog.jpg": {"hotdog"},
-    "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
-}
 # What the Edge TPU compiler and an int8-only runtime accept: no float arithmetic.
 INTEGER_OPS = {
     "CONV_2D",
@@ -89,10 +82,12 @@ def test_new_int8_models_are_full_integer(profile: str) -> None:
 @pytest.mark.parametrize("profile", ["balanced", "accurate"])
 def test_new_int8_models_classify_the_photos(profile: str) -> None:
     model = bundled.models_dir() / PROFILES[profile]
-    r = run_edged("classify", "--json", "--model", str(model), *(str(IMAGES / n) for n in EXPECTED))
+    r = run_edged(
+        "classify", "--json", "--model", str(model), *(str(IMAGES / n) for n in PHOTO_CLASSES)
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    for row, (name, allowed) in zip(rows, EXPECTED.items(), strict=True):
+    for row, (name, allowed) in zip(rows, PHOTO_CLASSES.items(), strict=True):
         assert row["model"] == model.name
         assert row["label"].split(",")[0] in allowed, (name, row["label"])
 
@@ -130,20 +125,19 @@ def test_path_overrides_the_profile(tmp_path: Path) -> None:
     assert cfg.path == str(model) and cfg.sha256 == ""  # a path is taken as given
 
 
-def wheel_like_dir(tmp_path: Path) -> Path:
-    """A models folder as the wheel installs it: the manifest and the 'fast' model only."""
+@pytest.fixture
+def wheel_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """edged's models folder as the wheel installs it: the manifest and the 'fast' model only."""
     folder = tmp_path / "edged-models"
     folder.mkdir()
-    shutil.copy(bundled.models_dir() / "manifest.toml", folder)
-    (folder / PROFILES["fast"]).symlink_to(bundled.models_dir() / PROFILES["fast"])
+    shutil.copy(SOURCE_MODELS / "manifest.toml", folder)
+    (folder / PROFILES["fast"]).symlink_to(SOURCE_MODELS / PROFILES["fast"])
+    monkeypatch.setattr(bundled, "models_dir", lambda: folder)
     return folder
 
 
-def test_missing_profile_model_names_where_to_get_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = wheel_like_dir(tmp_path)
-    monkeypatch.setattr(bundled, "models_dir", lambda: folder)
+@pytest.mark.usefixtures("wheel_install")
+def test_missing_profile_model_names_where_to_get_it() -> None:
     with pytest.raises(ModelError) as err:
         resolve_model_config(parse_config({"model": {"profile": "accurate"}}).model)
     text = str(err.value)
@@ -151,11 +145,8 @@ def test_missing_profile_model_names_where_to_get_it(
     assert "edged_model: lite2" in text and "model.models_dir" in text
 
 
-def test_profile_model_found_in_models_dir_and_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = wheel_like_dir(tmp_path)
-    monkeypatch.setattr(bundled, "models_dir", lambda: folder)
+@pytest.mark.usefixtures("wheel_install")
+def test_profile_model_found_in_models_dir_and_checked(tmp_path: Path) -> None:
     installed = tmp_path / "installed"
     installed.mkdir()
     shutil.copy(SOURCE_MODELS / PROFILES["accurate"], installed)
@@ -247,13 +238,10 @@ interval_s = 1
     assert "espresso" in labels
 
 
-def test_check_config_reports_a_profile_whose_model_is_not_installed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("wheel_install")
+def test_check_config_reports_a_profile_whose_model_is_not_installed(tmp_path: Path) -> None:
     from edged.commands.run import check_files
 
-    folder = wheel_like_dir(tmp_path)
-    monkeypatch.setattr(bundled, "models_dir", lambda: folder)
     empty = tmp_path / "installed"
     empty.mkdir()
     cfg = parse_config({"model": {"profile": "accurate", "models_dir": str(empty)}})
