@@ -78,7 +78,6 @@ class Recipe:
         return {"observer": self.observer, "calibration_views": list(self.views)}
 
 
-OBSERVERS = ("histogram", "minmax", "moving_average")
 VIEWS = {
     "center": (CROP_FRACTION, False),
     "flip": (CROP_FRACTION, True),
