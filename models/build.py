@@ -1,16 +1,20 @@
-"""Build edged's bundled ImageNet classifiers from the pretrained EfficientNet-Lite0 weights.
+"""Build edged's ImageNet classifiers from the pretrained EfficientNet-Lite0/1/2 weights.
 
-Writes, into --out (default: this folder):
+For each variant asked for (``lite0``, ``lite1``, ``lite2``), writes into --out (default:
+this folder):
 
-* ``efficientnet_lite0_fp32.tflite``: the float reference;
-* ``efficientnet_lite0_int8.tflite``: full-integer (int8 weights and activations, int8 input
+* ``efficientnet_liteN_fp32.tflite``: the float reference;
+* ``efficientnet_liteN_int8.tflite``: full-integer (int8 weights and activations, int8 input
   and output), calibrated on the images in --calibration;
-* ``manifest.toml``: checksums, preprocessing, provenance, accuracy and latency.
+* its entries of ``manifest.toml`` (checksums, preprocessing, provenance, accuracy, latency),
+  keeping the other variants' entries.
 
-Both models take a 1x224x224x3 RGB image normalized as ``(pixel - 127) / 128`` (for the int8
-model: quantized with scale 1/128 and zero point -1, i.e. ``pixel - 128``), return softmax
-probabilities over the 1000 ImageNet classes, and carry TFLite metadata with their labels
-file (``labels.txt``) in the zip appended to the flatbuffer.
+The models take a 1xSxSx3 RGB image (S = 224, 240, 260) normalized as ``(pixel - 127) / 128``
+(for the int8 models: quantized with scale 1/128 and zero point -1, i.e. ``pixel - 128``),
+return softmax probabilities over the 1000 ImageNet classes, and carry TFLite metadata with
+their labels file (``labels.txt``) in the zip appended to the flatbuffer.
+
+``--try-recipes`` compares calibration recipes instead of building (see ``Recipe``).
 
 Needs the build environment of ``models/requirements-build.txt`` (see ``models/README.md``)
 and, by default, the fixtures in ``../shared/fixtures`` next to the project.  Every step is
