@@ -3,14 +3,17 @@
 Rows come from the manifest of the bundled models (profile, input, accuracy) and from the
 files on this device: the bundled folder and ``model.models_dir`` (size on disk, and any other
 ``.tflite`` installed there).  :func:`measure` adds the latency measured here, on the CPU at
-the configured threads and on the Edge TPU when one is present, through ``edged bench``'s
-own :func:`edged.commands.tools.benchmark`.
+the configured threads and on the Edge TPU when one is present, through edged's own engine,
+the models taking turns.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -126,13 +129,50 @@ def list_models(installed_dir: str | Path = "") -> list[ModelRow]:
     return rows
 
 
-Measure = Callable[[ModelConfig], float]
+Measure = Callable[[list[ModelConfig]], list[float | None]]
 
 
-def _benchmark_p50(cfg: ModelConfig) -> float:
-    from edged.commands.tools import benchmark
+def interleaved_p50(
+    cfgs: list[ModelConfig], runs: int = 60, rounds: int = 6, warmup: int = 5
+) -> list[float | None]:
+    """Median ms per inference of each config's model through edged's own engine, the
+    models taking turns in ``rounds`` rounds so that a busy spell on the machine hits them
+    alike (as ``bench/models_speed.py`` does).  ``None`` for a model that does not open or
+    run, or that ran on another backend than the one asked for (an Edge TPU fallback)."""
+    import numpy as np
 
-    return float(benchmark(cfg, runs=30, warmup=5)["p50_ms"])
+    from edged.config import ClassifyConfig
+    from edged.engine import open_engine
+
+    rng = np.random.default_rng(0)
+    times: list[list[float]] = [[] for _ in cfgs]
+    with ExitStack() as stack:
+        ready = []
+        for i, cfg in enumerate(cfgs):
+            try:
+                engine = open_engine(cfg, ClassifyConfig())
+            except Exception as exc:  # one model that does not open spoils no other row
+                log.warning("%s: %s", Path(cfg.path).name, exc)
+                continue
+            stack.callback(engine.close)
+            spec = engine.backend.input_spec
+            frame = rng.integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8)
+            tensor = engine.preprocess(frame)
+            ran_on = ""
+            for _ in range(warmup):
+                ran_on = engine.backend.infer(tensor).backend
+            if ran_on != cfg.backend:
+                log.warning("%s ran on %s, not %s", Path(cfg.path).name, ran_on, cfg.backend)
+                continue
+            ready.append((i, engine.backend, tensor))
+        for r in range(rounds):
+            n = runs // rounds + (1 if r < runs % rounds else 0)
+            for i, backend, tensor in ready:
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    backend.infer(tensor)
+                    times[i].append((time.perf_counter() - t0) * 1000.0)
+    return [round(statistics.median(t), 2) if t else None for t in times]
 
 
 def _edgetpu_twin(path: Path) -> Path | None:
@@ -145,34 +185,31 @@ def measure(
     base: ModelConfig,
     *,
     edgetpu: bool = False,
-    bench: Measure = _benchmark_p50,
+    bench: Measure = interleaved_p50,
 ) -> list[ModelRow]:
     """Median ms per inference of every installed model: on the CPU at ``base``'s threads,
     and with ``edgetpu`` on the Edge TPU (the model's ``_edgetpu`` twin, where one exists).
     A model that fails to run gets ``None`` and a warning."""
-    out = []
-    for row in rows:
+    rows = list(rows)
+    jobs: list[tuple[int, str, ModelConfig]] = []
+    latency: list[dict[str, float | None]] = [{} for _ in rows]
+    for i, row in enumerate(rows):
         if row.path is None or row.path.stem.endswith(EDGETPU_SUFFIX):
-            out.append(row)
             continue
-        latency: dict[str, float | None] = {}
         runs: list[tuple[str, Path | None]] = [("cpu", row.path)]
         if edgetpu:
             runs.append(("edgetpu", _edgetpu_twin(row.path)))
         for backend, path in runs:
             if path is None:
-                latency[backend] = None
+                latency[i][backend] = None
                 continue
             cfg = base.model_copy(
                 update={"path": str(path), "backend": backend, "sha256": "", "cpu_path": ""}
             )
-            try:
-                latency[backend] = round(bench(cfg), 2)
-            except Exception as exc:  # one model that does not run spoils no other row
-                log.warning("%s on %s: %s", path.name, backend, exc)
-                latency[backend] = None
-        out.append(replace(row, latency_ms=latency))
-    return out
+            jobs.append((i, backend, cfg))
+    for (i, backend, _), ms in zip(jobs, bench([cfg for _, _, cfg in jobs]), strict=True):
+        latency[i][backend] = ms
+    return [replace(row, latency_ms=latency[i]) for i, row in enumerate(rows)]
 
 
 def _pct(value: float | None) -> str:

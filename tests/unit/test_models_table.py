@@ -31,24 +31,36 @@ def test_installed_models_are_listed_with_their_input_read_from_the_file(tmp_pat
 
 def test_measure_runs_each_installed_model_and_its_edgetpu_twin(tmp_path: Path):
     rows = [r for r in list_models(installed_dir(tmp_path)) if r.path is not None]
-    calls: list[tuple[str, str, int]] = []
+    asked: list[tuple[str, str, int]] = []
 
-    def bench(cfg: ModelConfig) -> float:
-        calls.append((Path(cfg.path).name, cfg.backend, cfg.num_threads))
-        if cfg.backend == "edgetpu" and Path(cfg.path).name != "custom_edgetpu.tflite":
-            raise AssertionError("only twins run on the Edge TPU")
-        if Path(cfg.path).name == DEFAULT_MODEL:
-            raise RuntimeError("cannot run")
-        return 3.14159
+    def bench(cfgs: list[ModelConfig]) -> list[float | None]:
+        asked.extend((Path(c.path).name, c.backend, c.num_threads) for c in cfgs)
+        # the one model that cannot run gets None from the bench
+        return [None if Path(c.path).name == DEFAULT_MODEL else 3.14 for c in cfgs]
 
     measured = {
         r.file: r for r in measure(rows, ModelConfig(num_threads=3), edgetpu=True, bench=bench)
     }
     assert measured["custom.tflite"].latency_ms == {"cpu": 3.14, "edgetpu": 3.14}
-    assert measured[DEFAULT_MODEL].latency_ms["cpu"] is None  # a failure spoils no other row
+    assert measured[DEFAULT_MODEL].latency_ms == {"cpu": None, "edgetpu": None}  # no twin
     assert measured["custom_edgetpu.tflite"].latency_ms == {}  # measured through its CPU twin
-    assert ("custom_edgetpu.tflite", "edgetpu", 3) in calls
-    assert all(threads == 3 for _, _, threads in calls)
+    assert ("custom_edgetpu.tflite", "edgetpu", 3) in asked
+    assert ("custom.tflite", "cpu", 3) in asked
+    assert all(threads == 3 for _, _, threads in asked)
+    assert not any(name == "custom.tflite" and b == "edgetpu" for name, b, _ in asked)
+
+
+def test_interleaved_p50_measures_each_model_and_survives_a_bad_one(tmp_path: Path):
+    from edged.models_table import interleaved_p50
+
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model")
+    cfgs = [
+        ModelConfig(path=str(models_dir() / DEFAULT_MODEL), backend="cpu", num_threads=1),
+        ModelConfig(path=str(bad), backend="cpu", num_threads=1),
+    ]
+    good, broken = interleaved_p50(cfgs, runs=6, rounds=3, warmup=1)
+    assert good is not None and good > 0 and broken is None
 
 
 def test_render_has_a_latency_column_only_when_measured(tmp_path: Path):
