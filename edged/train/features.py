@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import numpy.typing as npt
 from edged.config import ModelConfig
 from edged.infer.cpu import CpuBackend
 from edged.infer.model import inspect_model
-from edged.preprocess import load_image, to_model_input
+from edged.preprocess import load_image, source_size, to_model_input
 from edged.preprocess.image import ImageError
 from edged.train.tflite import BaseModel
 
@@ -94,8 +93,7 @@ class FeatureExtractor:
         self.backend = CpuBackend(inspect_model(path), serving.model_copy(update={"sha256": ""}))
         spec = self.backend.input_spec
         self.spec = spec
-        frac = serving.crop_fraction if serving.crop == "center" else 1.0
-        self.decode_size = (math.ceil(spec.width / frac), math.ceil(spec.height / frac))
+        self.decode_size = source_size(spec, serving.crop, serving.crop_fraction)
         recipe = {
             "version": RECIPE_VERSION,
             "base": base_sha256,

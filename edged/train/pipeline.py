@@ -41,7 +41,12 @@ MAX_BYTES = 6_000_000
 
 
 class TrainError(Exception):
-    """Training cannot start or finish; the message says why and what to change."""
+    """Training cannot start or finish; the message says why and what to change.
+    ``exit_code`` is edged's: 1 for bad data or output, 3 for an unusable base model."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,20 @@ class _Features:
 
 
 def check_out(out: Path) -> None:
-    """Fail early, before any work, when the output cannot be written."""
+    """Fail early, before any work, when the output cannot be written: a file is created
+    and removed beside it (permissions alone say nothing for root or a read-only mount)."""
     if out.is_dir():
         raise TrainError(f"--out {str(out)!r} is a folder; give a file name like model.tflite")
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent
     if not parent.is_dir():
         raise TrainError(f"--out {str(out)!r}: folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+    probe = parent / f".{out.name}.{os.getpid()}.probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
+    if out.exists() and not os.access(out, os.W_OK):
         raise TrainError(f"--out {str(out)!r} is not writable (permission denied)")
 
 
@@ -164,13 +176,13 @@ def _read_base(path: Path) -> tuple[BaseModel, str]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise TrainError(f"base model {str(path)!r} does not exist") from None
+        raise TrainError(f"base model {str(path)!r} does not exist", 3) from None
     except OSError as exc:
-        raise TrainError(f"cannot read base model {str(path)!r}: {exc}") from exc
+        raise TrainError(f"cannot read base model {str(path)!r}: {exc}", 3) from exc
     try:
         base = BaseModel(data, f"base model {path.name}")
     except BaseModelError as exc:
-        raise TrainError(str(exc)) from None
+        raise TrainError(str(exc), 3) from None
     return base, hashlib.sha256(data).hexdigest()
 
 
