@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+# as the edged command does (edged/__main__.py): one BLAS thread for edged's small matrices
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import logging
 from collections.abc import Iterator
 from pathlib import Path

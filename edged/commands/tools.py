@@ -7,6 +7,7 @@ import argparse
 import csv
 import itertools
 import json
+import logging
 import math
 import resource
 import statistics
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from edged.config import ClassifyConfig, ModelConfig, load_config
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -81,6 +84,7 @@ def evaluate(
 
     from edged.infer import open_engine
     from edged.preprocess import load_image
+    from edged.preprocess.image import ImageError
 
     synsets = read_synsets(synsets_file) if synsets_file else None
     items = labelled_images(directory, synsets)
@@ -92,7 +96,7 @@ def evaluate(
     engine = open_engine(model_cfg, ClassifyConfig(top_k=5, min_score=0.0))
     # 1001-class ImageNet models put 'background' at 0: class i of a synset file is output i+1
     offset = 1 if engine.labels.background == 0 else 0
-    top1 = top5 = 0
+    top1 = top5 = skipped = 0
     per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     backends: Counter[str] = Counter()
@@ -101,7 +105,14 @@ def evaluate(
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"{engine.model.name}", total=len(items))
             for path, truth in items:
-                result, ms, backend = engine.infer_with_backend(engine.preprocess(load_image(path)))
+                try:
+                    tensor = engine.preprocess(load_image(path))
+                except ImageError as exc:  # skipped and counted, as replay does
+                    log.warning("skipping %s: %s", path, exc)
+                    skipped += 1
+                    bar.advance(task)
+                    continue
+                result, ms, backend = engine.infer_with_backend(tensor)
                 backends[backend] += 1
                 latencies.append(ms)
                 if isinstance(truth, int):
@@ -124,12 +135,15 @@ def evaluate(
                 bar.advance(task)
     finally:
         engine.close()
-    n = len(items)
+    n = len(items) - skipped
+    if n == 0:
+        raise ValueError(f"{directory}: none of the {len(items)} images could be read")
     worst = sorted(per_class.items(), key=lambda kv: (kv[1][1] / kv[1][0], kv[0]))
     return {
         "model": engine.model.name,
         "backend": backends.most_common(1)[0][0],
         "images": n,
+        "skipped": skipped,
         "top1": round(top1 / n, 4),
         "top5": round(top5 / n, 4),
         "median_inference_ms": round(statistics.median(latencies), 3),

@@ -213,8 +213,21 @@ def _extract(
     return feats, used, skipped, bad, cached
 
 
+@dataclass(frozen=True)
+class Trained:
+    report: dict[str, Any]  # what ``--json`` prints
+    head: heads.FloatHead  # the float head the int8 one was quantized from
+    base: BaseModel
+    serving: ModelConfig  # the preprocessing the model was trained (and is served) with
+
+
 def train(opts: TrainOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Train and write the model; returns the report (also what ``--json`` prints)."""
+    return run_training(opts, progress).report
+
+
+def run_training(opts: TrainOptions, progress: Progress | None = None) -> Trained:
+    """Train and write the model."""
     progress = progress or Progress()
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -332,7 +345,7 @@ def train(opts: TrainOptions, progress: Progress | None = None) -> dict[str, Any
     _write_manifest(opts.out, report)
     if size > MAX_BYTES:
         log.warning("%s is %d bytes, larger than %d", opts.out, size, MAX_BYTES)
-    return report
+    return Trained(report, final, base, serving)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
