@@ -4,6 +4,7 @@ and the watchdog beside them.  One stop event ends every thread."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -24,7 +25,7 @@ from edged.devices import list_edge_tpus, tpu_temperature_c
 from edged.health import Notifier, Stats, cpu_temp_c, throttled
 from edged.infer import Engine, open_engine
 from edged.logsetup import set_context
-from edged.preprocess.image import ImageError, source_size
+from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.events import PublishPolicy, build_event
 from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
@@ -72,7 +73,8 @@ class Daemon:
         engine = open_engine(self.cfg.model, self.cfg.classify)
         try:
             spec = engine.backend.input_spec
-            size = source_size(spec, engine.cfg.crop, engine.cfg.crop_fraction)
+            frac = engine.cfg.crop_fraction if engine.cfg.crop == "center" else 1.0
+            size = (math.ceil(spec.width / frac), math.ceil(spec.height / frac))
             source = open_source(self.cfg.capture, size)
         except BaseException:
             engine.close()

@@ -1,5 +1,5 @@
 """Turn an RGB frame into the tensor a model expects (crop, resize, normalize, quantize)."""
 
-from edged.preprocess.image import InputSpec, crop_box, load_image, source_size, to_model_input
+from edged.preprocess.image import InputSpec, crop_box, load_image, to_model_input
 
-__all__ = ["InputSpec", "crop_box", "load_image", "source_size", "to_model_input"]
+__all__ = ["InputSpec", "crop_box", "load_image", "to_model_input"]

@@ -5,7 +5,6 @@ Pure functions over numpy arrays and Pillow images: nothing here touches a devic
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,13 +76,6 @@ def crop_box(width: int, height: int, fraction: float) -> tuple[int, int, int, i
     left = (width - side) // 2
     top = (height - side) // 2
     return left, top, left + side, top + side
-
-
-def source_size(spec: InputSpec, crop: CropMode, crop_fraction: float) -> tuple[int, int]:
-    """The (width, height) a frame needs so that the center crop still covers the model
-    input: what a frame source decodes or captures at, at least."""
-    frac = crop_fraction if crop == "center" else 1.0
-    return math.ceil(spec.width / frac), math.ceil(spec.height / frac)
 
 
 def _quantize_params(spec: InputSpec) -> tuple[float, float] | None:

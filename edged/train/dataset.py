@@ -81,7 +81,7 @@ def scan(root: Path) -> Dataset:
     if not root.exists():
         raise DatasetError(f"training folder {str(root)!r} does not exist")
     if not root.is_dir():
-        raise DatasetError(f"{str(root)!r} is not a folder: give a folder with one folder per class")
+        raise DatasetError(f"{str(root)!r} is not a folder: give one with a folder per class")
     try:
         entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     except OSError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import numpy.typing as npt
 from edged.config import ModelConfig
 from edged.infer.cpu import CpuBackend
 from edged.infer.model import inspect_model
-from edged.preprocess import load_image, source_size, to_model_input
+from edged.preprocess import InputSpec, load_image, to_model_input
 from edged.preprocess.image import ImageError
 from edged.train.tflite import BaseModel
 
@@ -32,6 +33,13 @@ CROP_SHARE = 0.85
 RECIPE_VERSION = 1
 
 Frame = npt.NDArray[np.uint8]
+
+
+def decode_size(spec: InputSpec, crop: str, crop_fraction: float) -> tuple[int, int]:
+    """The (width, height) the daemon's capture stage decodes at: the model input, enlarged
+    by the center crop's share of the image."""
+    fraction = crop_fraction if crop == "center" else 1.0
+    return math.ceil(spec.width / fraction), math.ceil(spec.height / fraction)
 
 
 def default_cache_dir() -> Path:
@@ -93,7 +101,7 @@ class FeatureExtractor:
         self.backend = CpuBackend(inspect_model(path), serving.model_copy(update={"sha256": ""}))
         spec = self.backend.input_spec
         self.spec = spec
-        self.decode_size = source_size(spec, serving.crop, serving.crop_fraction)
+        self.decode_size = decode_size(spec, serving.crop, serving.crop_fraction)
         recipe = {
             "version": RECIPE_VERSION,
             "base": base_sha256,
@@ -190,9 +198,7 @@ class FeatureExtractor:
             return sha, None, frame, error
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for path, (sha, hit, frame, error) in zip(
-                paths, pool.map(prepare, paths), strict=True
-            ):
+            for path, (sha, hit, frame, error) in zip(paths, pool.map(prepare, paths), strict=True):
                 if hit is not None:
                     item = ImageFeatures(path, sha, hit, cached=True)
                 elif frame is None:
@@ -212,4 +218,3 @@ class FeatureExtractor:
                 if progress is not None:
                     progress(item)
                 yield item
-

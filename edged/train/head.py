@@ -12,7 +12,8 @@ import numpy.typing as npt
 from edged.train.tflite import QuantizedHead
 
 F32 = npt.NDArray[np.float32]
-L2_GRID = (1.0, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3)  # strongest first: each fit warm-starts the next
+# strongest first: each fit warm-starts the next
+L2_GRID = (1.0, 3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
 MAX_ITERATIONS = 300
 TOLERANCE = 1e-5
 
@@ -31,7 +32,7 @@ class FloatHead:
         return out
 
     def predict(self, x: F32) -> npt.NDArray[np.int64]:
-        return np.argmax(self.logits(x), axis=1)
+        return np.asarray(np.argmax(self.logits(x), axis=1), dtype=np.int64)
 
 
 def _softmax(z: F32) -> F32:
@@ -96,7 +97,8 @@ def _lbfgs(
     s_hist: list[npt.NDArray[np.float64]] = []
     y_hist: list[npt.NDArray[np.float64]] = []
     it = 0
-    for it in range(1, MAX_ITERATIONS + 1):
+    while it < MAX_ITERATIONS:
+        it += 1
         if float(np.abs(grad).max()) < TOLERANCE:
             break
         q = grad.copy()
@@ -199,9 +201,7 @@ def dequantize_features(q: npt.NDArray[np.int8], scale: float, zero_point: int) 
     return out
 
 
-def confusion(
-    truth: Sequence[int], predicted: Sequence[int], classes: int
-) -> list[list[int]]:
+def confusion(truth: Sequence[int], predicted: Sequence[int], classes: int) -> list[list[int]]:
     m = np.zeros((classes, classes), dtype=np.int64)
     for t, p in zip(truth, predicted, strict=True):
         m[t, p] += 1

@@ -24,7 +24,7 @@ class MetadataWriter:
     TENSOR_AXIS_LABELS = 2  # AssociatedFileType
 
     def __init__(self) -> None:
-        import flatbuffers
+        import flatbuffers  # type: ignore[import-untyped]
 
         self.b = flatbuffers.Builder(1024)
 
@@ -124,9 +124,7 @@ def classifier_metadata(meta: ClassifierMetadata) -> bytes:
             )
         ]
     )
-    probability = w.tensor(
-        "probability", meta.output_description, prob_content, None, None, labels
-    )
+    probability = w.tensor("probability", meta.output_description, prob_content, None, None, labels)
     inputs, outputs = w.tables([image]), w.tables([probability])
     subgraph = w.table(10, {2: inputs, 3: outputs})
     subgraphs = w.tables([subgraph])

@@ -142,7 +142,7 @@ class IntHead:
 
     def predict(self, feats: npt.NDArray[np.int8]) -> npt.NDArray[np.int64]:
         # argmax takes the lowest class id among equal scores, as edged's classifier does
-        return np.argmax(self.scores(feats), axis=1)
+        return np.asarray(np.argmax(self.scores(feats), axis=1), dtype=np.int64)
 
 
 def _rows(
@@ -245,9 +245,10 @@ def run_training(opts: TrainOptions, progress: Progress | None = None) -> Traine
         serving = _model_config(opts)
     classes = dataset.classes
     n_classes = len(classes)
-    with _timed(timings, "features"), FeatureExtractor(
-        base, base_sha, serving, opts.cache_dir
-    ) as extractor:
+    with (
+        _timed(timings, "features"),
+        FeatureExtractor(base, base_sha, serving, opts.cache_dir) as extractor,
+    ):
         feats, used, skipped, bad, cached = _extract(dataset, extractor, opts.augment, progress)
     try:
         check_counts(used, skipped)
@@ -302,8 +303,14 @@ def run_training(opts: TrainOptions, progress: Progress | None = None) -> Traine
         x_all = deq(xq_all)
         final, _ = heads.fit(x_all, y_all, n_classes, l2, fold_heads[l2][0])
         quantized = heads.quantize(final, c.feature_scale, c.feature_zero_point, x_all)
-        train_int8 = float(np.mean(IntHead(base, quantized).predict(_rows(
-            feats, np.arange(len(feats.labels)), False)[0]) == np.asarray(feats.labels)))
+        train_int8 = float(
+            np.mean(
+                IntHead(base, quantized).predict(
+                    _rows(feats, np.arange(len(feats.labels)), False)[0]
+                )
+                == np.asarray(feats.labels)
+            )
+        )
     with _timed(timings, "write"):
         progress.phase("write")
         size, sha = _write(opts, base, base_path, quantized, classes, serving)
@@ -374,7 +381,9 @@ def _write(
             f"Image classifier ({len(classes)} classes: {listed}), trained by edged train "
             f"{__version__} on the features of {base_path.name}."
         ),
-        input_description=f"Input image to be classified: RGB, normalized as (pixel - {mean:g}) / {std:g}.",
+        input_description=(
+            f"Input image to be classified: RGB, normalized as (pixel - {mean:g}) / {std:g}."
+        ),
         output_description=f"Probabilities of the {len(classes)} classes (softmax).",
         mean=mean,
         std=std,
@@ -388,8 +397,17 @@ def _write(
 
 
 MANIFEST_KEYS = (
-    "sha256", "size_bytes", "base", "edged_version", "date", "classes", "images", "augment",
-    "validation", "l2", "preprocessing",
+    "sha256",
+    "size_bytes",
+    "base",
+    "edged_version",
+    "date",
+    "classes",
+    "images",
+    "augment",
+    "validation",
+    "l2",
+    "preprocessing",
 )
 
 

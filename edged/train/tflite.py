@@ -48,9 +48,11 @@ def read_model(data: bytes) -> Any:
 
 def write_model(model: Any) -> bytes:
     """Pack a ``ModelT``; every buffer's data starts on a 16-byte boundary."""
-    import flatbuffers
+    import flatbuffers  # type: ignore[import-untyped]
 
     class AlignedBuilder(flatbuffers.Builder):  # type: ignore[misc]
+        head: int
+
         def CreateNumpyVector(self, x: npt.NDArray[Any]) -> int:  # the flatbuffers method
             if x.dtype != np.uint8 or x.ndim != 1:
                 return int(super().CreateNumpyVector(x))
@@ -91,7 +93,8 @@ def _data(model: Any, tensor: Any, dtype: Any) -> npt.NDArray[Any]:
 
 
 def _bytes(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    return np.frombuffer(np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<")).tobytes(), dtype=np.uint8).copy()
+    little = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"))
+    return np.frombuffer(little.tobytes(), dtype=np.uint8).copy()
 
 
 def _quant(model: Any, scales: Iterable[float], zero_points: Iterable[int], dim: int = 0) -> Any:
@@ -162,9 +165,7 @@ def find_classifier(model: Any, name: str = "model") -> Classifier:
     wt = g.tensors[weights]
     ft = g.tensors[feats]
     if len(out_shape) != 2 or out_shape[0] != 1 or out_shape[1] < 2:
-        raise BaseModelError(
-            f"{name}: output shape {out_shape} is not a class vector [1, classes]"
-        )
+        raise BaseModelError(f"{name}: output shape {out_shape} is not a class vector [1, classes]")
     if model.buffers[wt.buffer].data is None or len(list(wt.shape)) != 2:
         raise BaseModelError(f"{name}: the final layer's weights are not a constant matrix")
     int8 = s.TensorType.INT8

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from edged.infer.bundled import default_model_path
@@ -207,12 +206,13 @@ def test_a_base_without_a_final_classifier_is_refused(tmp_path: Path) -> None:
     # the bundled model cut before its classifier: its output is a feature vector
     features = tmp_path / "features.tflite"
     features.write_bytes(BaseModel(default_model_path().read_bytes()).feature_model())
-    result = run_edged("train", str(data), "--out", str(tmp_path / "m.tflite"), "--base", str(features))
+    out = str(tmp_path / "m.tflite")
+    result = run_edged("train", str(data), "--out", out, "--base", str(features))
     assert result.returncode == 3, result.stderr
     assert "no recognisable final classifier" in result.stderr
     assert "comes from MEAN" in result.stderr
     image = sorted((data / "rocket").iterdir())[0]
-    result = run_edged("train", str(data), "--out", str(tmp_path / "m.tflite"), "--base", str(image))
+    result = run_edged("train", str(data), "--out", out, "--base", str(image))
     assert result.returncode == 3 and "is not a TFLite model" in result.stderr
 
 
