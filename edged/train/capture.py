@@ -11,9 +11,8 @@ from PIL import Image
 
 from edged.capture import open_source
 from edged.config import Config
-from edged.infer import open_engine
+from edged.engine import open_engine
 from edged.train.dataset import check_label
-from edged.train.features import decode_size
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def capture(
     stop = stop or threading.Event()
     engine = open_engine(cfg.model, cfg.classify)
     try:
-        size = decode_size(engine.backend.input_spec, engine.cfg.crop, engine.cfg.crop_fraction)
+        size = engine.capture_size()
     finally:
         engine.close()
     saved: list[Path] = []

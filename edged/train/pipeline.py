@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from edged import __version__
 from edged.config import ModelConfig
+from edged.engine import resolve_model_config
 from edged.infer.bundled import default_model_path
-from edged.infer.engine import resolve_model_config
 from edged.infer.runtime import get_runtime
 from edged.train import head as heads
 from edged.train.dataset import Dataset, DatasetError, check_counts, label_lines, scan
