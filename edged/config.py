@@ -223,6 +223,32 @@ class PipelineConfig(_Section):
     queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages.")
 
 
+class CollectConfig(_Section):
+    dir: str = Field(
+        "", description="Folder for collected frames (JPEG + JSON sidecar); empty = off."
+    )
+    max_mb: float = Field(
+        500.0, gt=0.0, description="Largest size of the folder; the oldest frames go first."
+    )
+    ambiguous: bool = Field(False, description="Keep frames whose classification is ambiguous.")
+    below_score: float = Field(
+        0.0, ge=0.0, le=1.0, description="Keep frames whose top-1 score is below this; 0 = off."
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="Keep frames whose top-1 label is one of these."
+    )
+    every_s: float = Field(0.0, ge=0.0, description="Keep one frame every N seconds; 0 = off.")
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> CollectConfig:
+        if self.dir and not (self.ambiguous or self.below_score or self.classes or self.every_s):
+            raise ValueError(
+                "dir is set but no rule selects frames: set ambiguous, below_score, classes "
+                "or every_s"
+            )
+        return self
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)
@@ -232,6 +258,7 @@ class Config(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    collect: CollectConfig = Field(default_factory=CollectConfig)
 
 
 class ConfigError(Exception):

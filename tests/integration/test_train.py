@@ -13,7 +13,7 @@ from PIL import Image
 
 from edged.infer.bundled import default_model_path
 from edged.train.tflite import BaseModel, op_names, read_model, schema
-from tests.support import ROOT, run_edged, write_config
+from tests.support import ROOT, Mosquitto, Subscriber, run_edged, write_config
 
 SAMPLES = ROOT / "edged" / "samples"
 # labels with spaces and non-ASCII letters; the photo each class is cut from
@@ -235,3 +235,38 @@ def test_capture_saves_frames_from_the_configured_source(tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert "label 'door/open' contains a slash" in result.stderr
+
+
+def test_the_daemon_collects_frames_worth_labelling(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    keep = tmp_path / "collected"
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f"""
+[capture]
+type = "replay"
+paths = ["{SAMPLES}"]
+[mqtt]
+url = "{mosquitto.url}"
+[collect]
+dir = "{keep}"
+below_score = 0.999
+max_mb = 20
+""",
+    )
+    sub = Subscriber(mosquitto.port)
+    try:
+        result = run_edged("run", "-c", str(cfg))
+        assert result.returncode == 0, result.stderr
+        assert sub.wait(lambda: len(sub.events()) >= 4)
+        events = {e["source"]: e for e in sub.events()}
+    finally:
+        sub.close()
+    sidecars = [json.loads(p.read_text()) for p in sorted(keep.glob("*.json"))]
+    kept = {s["source"]: s for s in sidecars}
+    expected = {src for src, e in events.items() if e["score"] < 0.999}
+    assert set(kept) == expected and expected
+    for src, side in kept.items():
+        assert side["label"] == events[src]["label"]
+        assert side["top_k"] == events[src]["top_k"]
+        with Image.open(keep / side["image"]) as im:
+            assert im.format == "JPEG" and min(im.size) >= 224
