@@ -106,7 +106,8 @@ def evaluate(
             task = bar.add_task(f"{engine.model.name}", total=len(items))
             for path, truth in items:
                 try:
-                    tensor = engine.preprocess(load_image(path))
+                    # decoded as the daemon decodes (at the size its capture stage asks for)
+                    tensor = engine.preprocess(load_image(path, engine.capture_size()))
                 except ImageError as exc:  # skipped and counted, as replay does
                     log.warning("skipping %s: %s", path, exc)
                     skipped += 1
