@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import queue
 import threading
@@ -132,10 +131,7 @@ class Daemon:
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
         engine = open_engine(self.cfg.model, self.cfg.classify)
         try:
-            spec = engine.backend.input_spec
-            frac = engine.cfg.crop_fraction if engine.cfg.crop == "center" else 1.0
-            size = (math.ceil(spec.width / frac), math.ceil(spec.height / frac))
-            source = open_source(self.cfg.capture, size)
+            source = open_source(self.cfg.capture, engine.decode_size)
         except BaseException:
             engine.close()
             raise

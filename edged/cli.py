@@ -89,7 +89,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edged.infer import open_engine
-    from edged.preprocess.image import ImageError, load_image
+    from edged.preprocess import ImageError
 
     cfg = _load(args)
     updates: dict[str, Any] = {}
@@ -109,7 +109,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     try:
         for image in args.images:
             try:
-                result, ms = engine.classify_frame(load_image(image))
+                result, ms = engine.infer(engine.load(image))
             except ImageError as exc:
                 failed += 1
                 print(f"edged: {exc}", file=sys.stderr)
@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, including the TFLite runtime's own messages",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon")
@@ -244,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging("DEBUG" if args.verbose else args.log_level)
     try:
         code: int = args.func(args)
         return code

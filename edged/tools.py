@@ -80,7 +80,6 @@ def evaluate(
     from rich.progress import Progress
 
     from edged.infer import open_engine
-    from edged.preprocess import load_image
 
     synsets = read_synsets(synsets_file) if synsets_file else None
     items = labelled_images(directory, synsets)
@@ -101,7 +100,7 @@ def evaluate(
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"{engine.model.name}", total=len(items))
             for path, truth in items:
-                result, ms, backend = engine.infer_with_backend(engine.preprocess(load_image(path)))
+                result, ms, backend = engine.infer_with_backend(engine.load(path))
                 backends[backend] += 1
                 latencies.append(ms)
                 if isinstance(truth, int):

@@ -20,7 +20,7 @@ from edged.infer.bundled import default_model_path, manifest_entry
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
 from edged.infer.supervisor import Supervisor
 from edged.infer.worker import WorkerBackend, WorkerFault
-from edged.preprocess import to_model_input
+from edged.preprocess import ImageSource, decode_size, prepare, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,22 @@ class Engine:
     def preprocess(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:
         return to_model_input(
             frame,
+            self.backend.input_spec,
+            crop=self.cfg.crop,
+            crop_fraction=self.cfg.crop_fraction,
+            resample=self.cfg.resample,
+        )
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """The (width, height) a frame source may decode images down to."""
+        return decode_size(self.backend.input_spec, self.cfg.crop, self.cfg.crop_fraction)
+
+    def load(self, source: ImageSource) -> npt.NDArray[np.generic]:
+        """An image file (path or bytes) as this model's input, exactly as the daemon
+        prepares it (:func:`edged.preprocess.prepare`)."""
+        return prepare(
+            source,
             self.backend.input_spec,
             crop=self.cfg.crop,
             crop_fraction=self.cfg.crop_fraction,
