@@ -66,7 +66,7 @@ class EmbeddedBroker:
 
     def start(self) -> None:
         for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
         self._thread.start()
         self._ready.wait(15)
         if self._error is not None:
@@ -83,7 +83,11 @@ class EmbeddedBroker:
         self._thread.join(timeout=5)
 
 
-def _live_view(host: str, port: int, prefix: str, console: Console) -> mqtt.Client:
+def _live_view(
+    host: str, port: int, prefix: str, console: Console, offline: threading.Event
+) -> mqtt.Client:
+    """Print every message under ``prefix``; set ``offline`` on the daemon's last status
+    (which comes after all of its events)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edged-demo-viewer")
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
@@ -107,7 +111,10 @@ def _live_view(host: str, port: int, prefix: str, console: Console) -> mqtt.Clie
                     f"p50={h['inference_ms']['p50']} ms cpu={h['cpu_percent']}%"
                 )
             else:
-                console.print(f"[dim]{msg.topic}[/] {msg.payload.decode(errors='replace')}")
+                text = msg.payload.decode(errors="replace")
+                console.print(f"[dim]{msg.topic}[/] {text}")
+                if kind == "status" and text == "offline":
+                    offline.set()
         except (ValueError, KeyError, TypeError) as exc:
             console.print(f"[red]unreadable message on {msg.topic}: {exc}[/]")
 
@@ -122,7 +129,8 @@ def run_demo(frames: int | None, broker_url: str = "", config: Path | None = Non
     from edged.app import Daemon
     from edged.cli import install_signal_handlers
 
-    console = Console()
+    # one event per line, also when piped (no wrapping at 80 columns)
+    console = Console(soft_wrap=True)
     broker: EmbeddedBroker | None = None
     if not broker_url:
         broker = EmbeddedBroker(free_port())
@@ -145,12 +153,14 @@ def run_demo(frames: int | None, broker_url: str = "", config: Path | None = Non
             "<demo defaults>",
         )
     host, _, port = broker_url.split("://", 1)[1].partition(":")
-    viewer = _live_view(host, int(port or 1883), cfg.mqtt.topic_prefix, console)
+    offline = threading.Event()
+    viewer = _live_view(host, int(port or 1883), cfg.mqtt.topic_prefix, console, offline)
     stop = threading.Event()
     install_signal_handlers(stop)
     console.print("[green]classifying the bundled samples; Ctrl-C stops[/]")
     try:
         code = Daemon(cfg, max_frames=frames, stop=stop).run()
+        offline.wait(5.0)  # show the events still on their way
     finally:
         viewer.loop_stop()
         viewer.disconnect()

@@ -55,9 +55,18 @@ def pristine_tarball(arch: str = "amd64") -> Path:
     build = CACHE / f"root-{arch}.build"
     shutil.rmtree(build, ignore_errors=True)
     proc = subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={INCLUDE}", f"--arch={arch}",
-         SUITE, str(build), MIRROR],
-        capture_output=True, text=True, timeout=1200,
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={INCLUDE}",
+            f"--arch={arch}",
+            SUITE,
+            str(build),
+            MIRROR,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, f"debootstrap failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     for deb in (build / "var" / "cache" / "apt" / "archives").glob("*.deb"):
@@ -75,17 +84,27 @@ def fresh_root(tarball: Path, dest: Path) -> Path:
     return dest
 
 
-def nspawn(root: Path, command: str, *, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+def nspawn(
+    root: Path, command: str, *, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
     pip_cache = CACHE / "pip-cache"
     pip_cache.mkdir(parents=True, exist_ok=True)
     argv = [
-        "systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "--quiet",
+        "systemd-nspawn",
+        "-D",
+        str(root),
+        "--register=no",
+        "--keep-unit",
+        "--quiet",
         f"--bind-ro={HOST_CA}:{CA_IN_ROOT}",
         f"--bind={pip_cache}:/root/.cache/pip",
         f"--setenv=PIP_CERT={CA_IN_ROOT}",
         "--setenv=PIP_DEFAULT_TIMEOUT=180",
         f"--chdir={CHECKOUT}",
-        "--", "/bin/sh", "-c", command,
+        "--",
+        "/bin/sh",
+        "-c",
+        command,
     ]
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -106,7 +125,8 @@ def test_make_run_and_make_test_on_a_fresh_debian(
     prepared = time.monotonic() - t0
     subprocess.run(
         ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(root / CHECKOUT.lstrip("/"))],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     assert not (root / "root" / "shared").exists()
 
@@ -123,7 +143,9 @@ def test_make_run_and_make_test_on_a_fresh_debian(
     with capsys.disabled():
         print(f"newcomer: `make test` took {test_s:.0f} s: {summary}")
     assert test.returncode == 0, f"make test failed\n{_tail(test)}"
-    counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary))
+    counts = dict(
+        (k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
+    )
     assert counts.get("passed", 0) > 0 and not counts.get("failed") and not counts.get("error")
     total = counts["passed"] + counts.get("skipped", 0)
     assert counts.get("skipped", 0) <= total // 10, f"too many tests skipped: {summary}"
