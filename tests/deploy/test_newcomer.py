@@ -96,6 +96,7 @@ def nspawn(
         "--register=no",
         "--keep-unit",
         "--quiet",
+        "--console=pipe",
         f"--bind-ro={HOST_CA}:{CA_IN_ROOT}",
         f"--bind={pip_cache}:/root/.cache/pip",
         f"--setenv=PIP_CERT={CA_IN_ROOT}",
@@ -134,7 +135,8 @@ def test_make_run_and_make_test_on_a_fresh_debian(
     with capsys.disabled():
         print(f"\nnewcomer: root ready in {prepared:.0f} s; `make run FRAMES=8` took {run_s:.0f} s")
     assert run.returncode == 0, f"make run FRAMES=8 failed\n{_tail(run)}"
-    events = re.findall(r"edged/demo/events #(\d+) (\S+): (.+?) (0\.\d\d|1\.00)", run.stdout)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
+    events = re.findall(r"edged/demo/events #(\d+) (\S+): (.+?) (0\.\d\d|1\.00)", text)
     assert len(events) == 8, f"expected 8 classified events\n{_tail(run)}"
     assert "XNNPACK" not in run.stdout, "the runtime's INFO line leaked into the output"
 

@@ -1,4 +1,4 @@
-"""The daemon end to end: real photos, a real TFLite model, a real mosquitto."""
+"""The daemon end to end: the bundled model on the sample photos, a real mosquitto."""
 
 from __future__ import annotations
 
@@ -7,29 +7,39 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.support import (
-    IMAGES,
-    V2,
+    BUNDLED,
+    CONFIDENT,
+    CONFIDENT_LABEL,
+    SAMPLE_TOP1,
+    SAMPLES,
     Mosquitto,
     Subscriber,
     free_port,
     retained,
     run_edged,
+    sample_bmp,
     start_edged,
     stop_process,
     write_config,
 )
 
-EXPECTED = {
-    "parrot.jpg": {"macaw"},
-    "bird.bmp": {"chickadee"},
-    "dragonfly.bmp": {"dragonfly"},
-    "hot_dog.jpg": {"hotdog"},
-    "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
-    "cat_720p.jpg": {"Egyptian cat", "tabby", "tiger cat"},
-}
+CATS = {"Egyptian cat", "tabby", "tiger cat"}
+EXPECTED = {**{name: {label} for name, label in SAMPLE_TOP1.items()}, "chelsea_cat.bmp": CATS}
+EXPECTED["chelsea_cat.jpg"] = CATS
+
+
+def footage(tmp_path: Path) -> Path:
+    """The sample photos, one of them as BMP, and a file that is no image."""
+    d = tmp_path / "footage"
+    d.mkdir()
+    for photo in SAMPLES.glob("*.jpg"):
+        (d / photo.name).write_bytes(photo.read_bytes())
+    sample_bmp(d)
+    (d / "COPYRIGHT").write_text((SAMPLES / "LICENSES.md").read_text())
+    return d
+
+
 EVENT_FIELDS = {
     "schema",
     "device",
@@ -68,7 +78,7 @@ HEALTH_FIELDS = {
 
 
 def config(tmp_path: Path, url: str, capture: str = "", extra: str = "") -> Path:
-    capture = capture or f'paths = ["{IMAGES}"]'
+    capture = capture or f'paths = ["{footage(tmp_path)}"]'
     return write_config(
         tmp_path / "edged.toml",
         f"""
@@ -78,7 +88,6 @@ id = "cam-1"
 type = "replay"
 {capture}
 [model]
-path = "{V2}"
 num_threads = 2
 [mqtt]
 url = "{url}"
@@ -91,12 +100,12 @@ interval_s = 1
     )
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
-    images = sorted(p.name for p in IMAGES.iterdir() if p.is_file() and p.suffix != "")
+    cfg = config(tmp_path, mosquitto.url)
+    images = sorted(p.name for p in (tmp_path / "footage").iterdir() if p.suffix != "")
     try:
-        result = run_edged("run", "-c", str(config(tmp_path, mosquitto.url)))
+        result = run_edged("run", "-c", str(cfg))
         assert result.returncode == 0, result.stderr
         assert sub.wait(lambda: len(sub.events()) >= len(images) and bool(sub.on("status")))
         time.sleep(0.3)
@@ -108,7 +117,7 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     for e in events:
         assert e.keys() >= EVENT_FIELDS
         assert e["schema"] == "edged.event/1" and e["device"] == "cam-1"
-        assert e["backend"] == "cpu" and e["model"] == V2.name
+        assert e["backend"] == "cpu" and e["model"] == BUNDLED.name
         assert e["ts"].endswith("Z") and e["inference_ms"] > 0
         assert e["top_k"][0] == {
             "label": e["label"],
@@ -122,7 +131,7 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     for name, allowed in EXPECTED.items():
         short = by_source[name]["label"].split(",")[0]
         assert short in allowed, (name, by_source[name]["label"])
-    assert not by_source["parrot.jpg"]["ambiguous"]
+    assert not by_source[CONFIDENT.name]["ambiguous"]
     # the non-image COPYRIGHT file was skipped with a warning, not a crash
     assert "skipping" in result.stderr and "COPYRIGHT" in result.stderr
 
@@ -140,13 +149,10 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
 
 
 def _start_looping(tmp_path: Path, url: str, name: str = "edged.log"):
-    cfg = config(
-        tmp_path, url, capture=f'paths = ["{IMAGES / "parrot.jpg"}"]\nloop = true\nfps = 20'
-    )
+    cfg = config(tmp_path, url, capture=f'paths = ["{CONFIDENT}"]\nloop = true\nfps = 20')
     return start_edged("run", "-c", str(cfg), log=tmp_path / name)
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
     proc = _start_looping(tmp_path, mosquitto.url)
@@ -162,7 +168,6 @@ def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosqu
             proc.kill()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
     proc = _start_looping(tmp_path, mosquitto.url)
@@ -182,14 +187,12 @@ def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto
             proc.kill()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
     port = free_port()
     cfg = config(
         tmp_path,
         f"mqtt://127.0.0.1:{port}",
-        capture=f'paths = ["{IMAGES / "parrot.jpg"}", "{IMAGES / "bird.bmp"}"]\n'
-        "loop = true\nfps = 5",
+        capture=f'paths = ["{CONFIDENT}", "{sample_bmp(tmp_path)}"]\nloop = true\nfps = 5',
     )
     proc = start_edged("run", "-c", str(cfg), "--frames", "25", log=tmp_path / "edged.log")
     broker = Mosquitto(tmp_path, port=port)
@@ -206,7 +209,7 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
         seqs = [e["seq"] for e in sub.events()]
         # events classified while the broker was away were queued and delivered in order
         assert seqs == list(range(1, 26))
-        assert sub.events()[0]["label"] == "macaw"
+        assert sub.events()[0]["label"] == CONFIDENT_LABEL
     finally:
         if sub:
             sub.close()
@@ -215,7 +218,6 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
         broker.stop()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
     """The broker goes away while frames flow and comes back: the daemon keeps classifying,
     and the subscriber (a persistent session on a persistent broker) gets every event once,
@@ -224,8 +226,7 @@ def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
     cfg = config(
         tmp_path,
         broker.url,
-        capture=f'paths = ["{IMAGES / "parrot.jpg"}", "{IMAGES / "bird.bmp"}"]\n'
-        "loop = true\nfps = 20",
+        capture=f'paths = ["{CONFIDENT}", "{sample_bmp(tmp_path)}"]\nloop = true\nfps = 20',
     )
     sub = Subscriber(broker.port, client_id="test-restart")
     proc = start_edged("run", "-c", str(cfg), "--frames", "120", log=tmp_path / "edged.log")
@@ -251,13 +252,13 @@ def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
         broker.stop()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_undelivered_events_survive_a_restart(tmp_path: Path):
     port = free_port()
     state = tmp_path / "state"
     state.mkdir()
-    cfg = config(tmp_path, f"mqtt://127.0.0.1:{port}",
-                 capture=f'paths = ["{IMAGES / "parrot.jpg"}"]\nloop = true')
+    cfg = config(
+        tmp_path, f"mqtt://127.0.0.1:{port}", capture=f'paths = ["{CONFIDENT}"]\nloop = true'
+    )
     env = {"STATE_DIRECTORY": str(state)}
     first = run_edged("run", "-c", str(cfg), "--frames", "4", env=env)
     assert first.returncode == 0, first.stderr
