@@ -96,6 +96,7 @@ def evaluate(
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     backends: Counter[str] = Counter()
     latencies: list[float] = []
+    per_image: list[dict[str, Any]] = []
     try:
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"{engine.model.name}", total=len(items))
@@ -116,6 +117,14 @@ def evaluate(
                     name = truth
                 top1 += hit1
                 top5 += hit5
+                per_image.append(
+                    {
+                        "file": str(path),
+                        "class": name,
+                        "top_k": [c.as_dict() for c in result.top_k],
+                        "hit": hit1,
+                    }
+                )
                 per_class[name][0] += 1
                 per_class[name][1] += hit1
                 if not hit1 and result.top1 is not None:
@@ -141,6 +150,7 @@ def evaluate(
             }
             for c, (t, h) in worst[:10]
         ],
+        "per_image": per_image,
     }
 
 
@@ -151,6 +161,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.directory, _model_cfg(args), args.synsets, progress=not args.json)
     if not args.confusion:
         report.pop("worst_classes")
+    if not args.per_image:
+        report.pop("per_image")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -315,6 +327,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--labels", type=Path, help="labels file (default: embedded in the model)")
     p.add_argument("--confusion", action="store_true", help="show the worst classes")
+    p.add_argument(
+        "--per-image", action="store_true", help="with --json: every image's top-k classes"
+    )
     common(p)
     p.set_defaults(func=cmd_eval)
 
