@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
-from edged.config import apply_env, load_config, parse_config
+from edged.config import apply_env, env_overrides, load_config, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ def run_demo(frames: int | None, broker_url: str = "", config: Path | None = Non
                 os.environ,
             ),
             "<demo defaults>",
+            env_overrides(os.environ),
         )
     host, _, port = broker_url.split("://", 1)[1].partition(":")
     offline = threading.Event()
