@@ -152,7 +152,12 @@ class ClassifyConfig(_Section):
     ambiguity_margin: float = Field(
         0.1, ge=0.0, le=1.0, description="Top-1 minus top-2 below this is ambiguous."
     )
-    allow: list[str] = Field(default_factory=list, description="Only these labels (empty = all).")
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Only these labels (empty = all); a label matches by its full text or any "
+        "of its comma-separated names.  Allowed classes scoring under min_score (or zero) are "
+        "not reported: a frame without one reports no class and publishes no event.",
+    )
     deny: list[str] = Field(default_factory=list, description="Never these labels.")
 
 

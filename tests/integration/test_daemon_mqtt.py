@@ -279,3 +279,28 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path):
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 1, 2]
     assert len({e["ts"] for e in events[:4]}) == 4
     assert not spool.exists()
+
+
+def test_readme_allow_example_reports_only_cats_above_min_score(
+    tmp_path: Path, mosquitto: Mosquitto
+):
+    """EDGED_CLASSIFY__ALLOW='["tabby", "tiger cat", "Egyptian cat"]' with a min_score: the
+    cat photo gives an event, the espresso, the rocket and the astronaut none."""
+    sub = Subscriber(mosquitto.port)
+    env = {
+        "EDGED_CLASSIFY__ALLOW": '["tabby", "tiger cat", "Egyptian cat"]',
+        "EDGED_CLASSIFY__MIN_SCORE": "0.1",
+    }
+    try:
+        cfg = config(tmp_path, mosquitto.url, capture=f'paths = ["{SAMPLES}"]')
+        r = run_edged("run", "-c", str(cfg), env=env)
+        assert r.returncode == 0, r.stderr
+        assert sub.wait(lambda: bool(sub.on("status")) and len(sub.on("health")) >= 1)
+        time.sleep(0.3)
+        events = sub.events()
+    finally:
+        sub.close()
+    assert [e["source"] for e in events] == ["chelsea_cat.jpg"]
+    assert events[0]["label"].split(",")[0] in CATS
+    assert all(c["score"] >= 0.1 for e in events for c in e["top_k"])
+    assert {c["label"].split(",")[0] for c in events[0]["top_k"]} <= CATS
