@@ -1,104 +1,34 @@
 """Wires the stages together: capture+preprocess -> infer -> classify -> publish, with health
-and the watchdog beside them.  One stop event ends every thread."""
+and the watchdog beside them.  One stop event ends every thread.  Nothing here formats a
+message or decides a policy: those live in their stage (``publish/``, ``health/``,
+``wire.py``) and in the :class:`~edged.engine.Engine`."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import psutil
-
 from edged import __version__
 from edged.capture import FrameSource, open_source
-from edged.classify import Classification
 from edged.config import Config, read_secret
-from edged.devices import list_edge_tpus, tpu_temperature_c
-from edged.health import Notifier, Stats, cpu_temp_c, throttled
-from edged.infer import Engine, open_engine
+from edged.engine import Engine, Result, Work, open_engine
+from edged.health import Notifier, Stats
+from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
+from edged.publish.events import PublishPolicy, build_event
+from edged.wire import Health, Suffix
 
 log = logging.getLogger(__name__)
-
-EVENT_SCHEMA = "edged.event/1"
-HEALTH_SCHEMA = "edged.health/1"
-_END = object()
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_payload(
-    *,
-    device: str,
-    seq: int,
-    frame: int,
-    source: str,
-    result: Classification,
-    model: str,
-    backend: str,
-    inference_ms: float,
-) -> dict[str, Any]:
-    top = result.top1
-    return {
-        "schema": EVENT_SCHEMA,
-        "device": device,
-        "seq": seq,
-        "ts": utc_now(),
-        "frame": frame,
-        "source": source,
-        "label": top.label if top else None,
-        "label_id": top.id if top else None,
-        "score": round(top.score, 5) if top else None,
-        "top_k": [c.as_dict() for c in result.top_k],
-        "ambiguous": result.ambiguous,
-        "model": model,
-        "backend": backend,
-        "inference_ms": round(inference_ms, 3),
-    }
-
-
-@dataclass
-class _Work:
-    number: int
-    source: str
-    tensor: npt.NDArray[np.generic]
-
-
-class PublishPolicy:
-    """every_frame, on_change (top-1 label changed) or interval, with a minimum score."""
-
-    def __init__(self, policy: str, interval_s: float, min_score: float) -> None:
-        self.policy = policy
-        self.interval_s = interval_s
-        self.min_score = min_score
-        self._last_label: str | None = None
-        self._last_at = float("-inf")
-
-    def should_publish(self, result: Classification, now: float) -> bool:
-        top = result.top1
-        if top is None or top.score < self.min_score:
-            return False
-        if self.policy == "on_change" and top.label == self._last_label:
-            return False
-        if self.policy == "interval" and now - self._last_at < self.interval_s:
-            return False
-        self._last_label = top.label
-        self._last_at = now
-        return True
 
 
 class Daemon:
@@ -119,28 +49,29 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.notifier = notifier or Notifier()
         self.stats = Stats()
+        self.health = HealthReporter(cfg.device.id, self.stats)
         self.exit_code = 0
         self.engine: Engine | None = None
         self.source: FrameSource | None = None
         self._publisher = publisher
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)
         self._seq = 0
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
-        engine = open_engine(self.cfg.model, self.cfg.classify)
-        try:
-            source = open_source(self.cfg.capture, engine.decode_size)
-        except BaseException:
-            engine.close()
-            raise
-        publisher = self._publisher
-        if publisher is None:
-            password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
-            publisher = MqttPublisher(
-                self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
-            )
+        """Engine, source and publisher, in that order; a failure at any step closes what
+        the earlier steps opened (no worker process or shared memory is left behind)."""
+        with contextlib.ExitStack() as stack:
+            engine = open_engine(self.cfg.model, self.cfg.classify)
+            stack.callback(engine.close)
+            source = open_source(self.cfg.capture, engine.capture_size())
+            stack.callback(source.close)
+            publisher = self._publisher
+            if publisher is None:
+                password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
+                publisher = MqttPublisher(
+                    self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
+                )
+            stack.pop_all()  # run() owns them from here
         return engine, source, publisher
 
     def _spool_path(self) -> Path | None:
@@ -166,8 +97,9 @@ class Daemon:
             log.warning(
                 "inference falls back to %s: %s", engine.backend.name, engine.fallback_reason
             )
-        work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
-        results: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        # None marks the end of the frames
+        work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
+        results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
         publisher.start()
         threads = [
             threading.Thread(
@@ -215,7 +147,7 @@ class Daemon:
             )
         return self.exit_code
 
-    def _guard(self, fn: Any, *args: Any) -> None:
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
         except Exception:
@@ -224,16 +156,16 @@ class Daemon:
             self.stop.set()
 
     # -- stages --------------------------------------------------------------------------
-    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Any]) -> None:
+    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Work | None]) -> None:
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
             try:
-                tensor = engine.preprocess(frame.image)
+                prepared = engine.prepare(frame.image)
             except ImageError as exc:
                 source.skipped += 1
                 log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                 continue
-            item = _Work(frame.number, frame.source, tensor)
+            item = Work(frame.number, frame.source, prepared)
             if source.live:
                 while True:  # the newest frame wins; a stale one is dropped and counted
                     try:
@@ -247,9 +179,9 @@ class Daemon:
                             pass
             elif not self._put(work, item):
                 return
-        self._put(work, _END)
+        self._put(work, None)
 
-    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+    def _put(self, q: queue.Queue[Any], item: object) -> bool:
         while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.2)
@@ -258,10 +190,12 @@ class Daemon:
                 continue
         return False
 
-    def _infer(self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]) -> None:
+    def _infer(
+        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
+    ) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
         starts the next frame while this thread reads the last result), in order."""
-        pending: deque[_Work] = deque()
+        pending: deque[Work] = deque()
         ended = False
         while not self.stop.is_set():
             while not ended and len(pending) < engine.depth:
@@ -269,37 +203,37 @@ class Daemon:
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
                 except queue.Empty:
                     break
-                if item is _END:
+                if item is None:
                     ended = True
                     break
                 try:
-                    engine.submit(item.tensor)
+                    engine.submit(item.input)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
                     continue
                 pending.append(item)
             if not pending:
                 if ended:
-                    self._put(results, _END)
+                    self._put(results, None)
                     return
                 continue
             item = pending.popleft()
             try:
-                result, ms, backend = engine.collect()
+                outcome = engine.collect()
             except (RuntimeError, ValueError) as exc:
                 self._lost(item, exc)
                 continue
-            self.stats.record_inference(ms)
-            self._put(results, (item.number, item.source, result, ms, backend))
+            self.stats.record_inference(outcome.ms)
+            self._put(results, Result(item.number, item.source, outcome))
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
-                self._put(results, _END)
+                self._put(results, None)
                 return
 
-    def _lost(self, item: _Work, exc: Exception) -> None:
+    def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
         log.error("inference failed on frame %d: %s", item.number, exc)
 
-    def _publish(self, publisher: Publisher, results: queue.Queue[Any]) -> None:
+    def _publish(self, publisher: Publisher, results: queue.Queue[Result | None]) -> None:
         cfg = self.cfg
         engine = self.engine
         assert engine is not None
@@ -310,31 +244,29 @@ class Daemon:
             except queue.Empty:
                 publisher.poll()  # e.g. send what waited for a reconnect
                 continue
-            if item is _END:
+            if item is None:
                 log.info(
                     "frame source finished" if self.max_frames is None else "frame limit reached"
                 )
                 self.stop.set()
                 return
-            number, source, result, ms, backend = item
+            outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
-            if not policy.should_publish(result, time.monotonic()):
+            if not policy.should_publish(outcome.classification, time.monotonic()):
                 continue
             self._seq += 1
-            payload = event_payload(
+            event = build_event(
                 device=cfg.device.id,
                 seq=self._seq,
-                frame=number,
-                source=source,
-                result=result,
+                frame=item.number,
+                source=item.source,
+                result=outcome.classification,
                 model=engine.model.name,
-                backend=backend,
-                inference_ms=ms,
+                backend=outcome.backend,
+                inference_ms=outcome.ms,
             )
-            publisher.publish(
-                "events", json.dumps(payload, separators=(",", ":")).encode(), qos=cfg.mqtt.qos
-            )
+            publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
             self.stats.events_published += 1
 
     def _status_line(self) -> str:
@@ -359,41 +291,9 @@ class Daemon:
             if self.stop.wait(min(tick, max(0.05, next_health - time.monotonic()))):
                 return
 
-    def health_payload(self, publisher: Publisher) -> dict[str, Any]:
-        engine = self.engine
-        try:
-            cpu = round(self._process.cpu_percent(None), 1)
-            rss = round(self._process.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            cpu, rss = None, None
-        return {
-            "schema": HEALTH_SCHEMA,
-            "device": self.cfg.device.id,
-            "version": __version__,
-            "ts": utc_now(),
-            "uptime_s": round(self.stats.uptime_s(), 1),
-            **(engine.backend.status() if engine else {"backend": None}),
-            "model": engine.model.name if engine else None,
-            "model_sha256": engine.model.sha256 if engine else None,
-            "tpus": [{"type": t.type, "path": t.path} for t in list_edge_tpus()],
-            "tpu_temp_c": tpu_temperature_c(),
-            "fps": round(self.stats.fps(), 2),
-            "inference_ms": self.stats.latency_ms(),
-            "frames_captured": self.stats.frames_captured,
-            "frames_processed": self.stats.frames_processed,
-            "frames_dropped": self.stats.frames_dropped,
-            "frames_lost": self.stats.frames_lost,
-            "frames_skipped": self.source.skipped if self.source else 0,
-            "events_published": self.stats.events_published,
-            "mqtt_reconnects": publisher.reconnects,
-            "mqtt_dropped": publisher.dropped,
-            "cpu_percent": cpu,
-            "rss_mb": rss,
-            "cpu_temp_c": cpu_temp_c(),
-            "throttled": throttled(),
-            "pid": os.getpid(),
-        }
+    def health_payload(self, publisher: Publisher) -> Health:
+        return self.health.report(self.engine, publisher, self.source.skipped if self.source else 0)
 
     def _publish_health(self, publisher: Publisher) -> None:
-        payload = json.dumps(self.health_payload(publisher), separators=(",", ":"))
-        publisher.publish("health", payload.encode(), qos=1, retain=True)
+        payload = self.health_payload(publisher).to_json()
+        publisher.publish(Suffix.HEALTH, payload, qos=1, retain=True)

@@ -5,7 +5,6 @@ given — with a subscriber showing the events live."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -17,7 +16,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
-from edged.config import apply_env, env_overrides, load_config, parse_config
+from edged import wire
+from edged.config import (
+    Config,
+    MqttConfig,
+    apply_env,
+    env_overrides,
+    load_config,
+    parse_config,
+    read_secret,
+)
+from edged.signals import install_signal_handlers
+from edged.wire import Suffix
 
 log = logging.getLogger(__name__)
 
@@ -83,85 +93,109 @@ class EmbeddedBroker:
         self._thread.join(timeout=5)
 
 
-def _live_view(
-    host: str, port: int, prefix: str, console: Console, offline: threading.Event
-) -> mqtt.Client:
-    """Print every message under ``prefix``; set ``offline`` on the daemon's last status
-    (which comes after all of its events)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edged-demo-viewer")
+def _live_view(mqtt_cfg: MqttConfig, console: Console, offline: threading.Event) -> mqtt.Client:
+    """Print every message of the daemon on ``mqtt_cfg``'s broker (its TLS and user too);
+    set ``offline`` on the daemon's last status, which comes after all of its events."""
+    prefix = mqtt_cfg.topic_prefix
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edged-demo-viewer-{os.getpid()}")
+    address = wire.broker_address(mqtt_cfg.url)
+    if address.tls:
+        client.tls_set(ca_certs=mqtt_cfg.ca_file or None)
+    if mqtt_cfg.username:
+        password = read_secret(mqtt_cfg.password_file, "mqtt_password")
+        client.username_pw_set(mqtt_cfg.username, password)
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
-        c.subscribe(f"{prefix}/+/#", qos=1)
+        for suffix in Suffix:
+            c.subscribe(wire.subscription(prefix, suffix), qos=1)
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
+        parsed = wire.parse_topic(prefix, msg.topic)
+        kind = parsed[1] if parsed else None
         try:
-            if kind == "events":
-                e = json.loads(msg.payload)
-                flag = " [yellow](ambiguous)[/]" if e["ambiguous"] else ""
+            if kind == Suffix.EVENTS:
+                e = wire.Event.model_validate_json(msg.payload)
+                flag = " [yellow](ambiguous)[/]" if e.ambiguous else ""
+                score = f"{e.score:.2f}" if e.score is not None else "-"
                 console.print(
-                    f"[dim]{msg.topic}[/] #{e['seq']} {e['source']}: "
-                    f"[bold]{str(e['label']).split(',')[0]}[/] {e['score']:.2f}{flag} "
-                    f"[dim]{e['backend']} {e['inference_ms']:.1f} ms[/]"
+                    f"[dim]{msg.topic}[/] #{e.seq} {e.source}: "
+                    f"[bold]{str(e.label).split(',')[0]}[/] {score}{flag} "
+                    f"[dim]{e.backend} {e.inference_ms:.1f} ms[/]"
                 )
-            elif kind == "health":
-                h = json.loads(msg.payload)
+            elif kind == Suffix.HEALTH:
+                h = wire.Health.model_validate_json(msg.payload)
                 console.print(
-                    f"[dim]{msg.topic}[/] fps={h['fps']} processed={h['frames_processed']} "
-                    f"p50={h['inference_ms']['p50']} ms cpu={h['cpu_percent']}%"
+                    f"[dim]{msg.topic}[/] fps={h.fps} processed={h.frames_processed} "
+                    f"p50={h.inference_ms.p50} ms cpu={h.cpu_percent}%"
                 )
             else:
                 text = msg.payload.decode(errors="replace")
                 console.print(f"[dim]{msg.topic}[/] {text}")
-                if kind == "status" and text == "offline":
+                if kind == Suffix.STATUS and text == "offline":
                     offline.set()
         except (ValueError, KeyError, TypeError) as exc:
             console.print(f"[red]unreadable message on {msg.topic}: {exc}[/]")
 
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect(host, port)
+    client.connect(address.host, address.port)
     client.loop_start()
     return client
 
 
+def demo_config(broker_url: str, config: Path | None) -> Config:
+    """The config file's settings (with ``broker_url`` in place of its broker when given),
+    else the demo's defaults: bundled samples looped at 2 fps to ``broker_url``."""
+    if config is not None:
+        cfg = load_config(config)
+        if broker_url:
+            mqtt_cfg = cfg.mqtt.model_copy(update={"url": broker_url})
+            cfg = cfg.model_copy(update={"mqtt": mqtt_cfg})
+        return cfg
+    return parse_config(
+        apply_env(
+            {
+                "device": {"id": "demo"},
+                "capture": {"type": "replay", "loop": True, "fps": 2.0},
+                "health": {"interval_s": 5.0},
+                "mqtt": {"url": broker_url},
+            },
+            os.environ,
+        ),
+        "<demo defaults>",
+        env_overrides(os.environ),
+    )
+
+
 def run_demo(frames: int | None, broker_url: str = "", config: Path | None = None) -> int:
+    """Run the daemon and show what it publishes.  With ``config``, its broker (or
+    ``broker_url``) is used and watched; without, an embedded broker unless ``broker_url``."""
     from edged.app import Daemon
-    from edged.cli import install_signal_handlers
 
     # one event per line, also when piped (no wrapping at 80 columns)
     console = Console(soft_wrap=True)
     broker: EmbeddedBroker | None = None
-    if not broker_url:
+    if config is None and not broker_url:
         broker = EmbeddedBroker(free_port())
         broker.start()
         broker_url = f"mqtt://127.0.0.1:{broker.port}"
         console.print(f"[green]embedded MQTT broker on {broker_url}[/]")
-    if config is not None:
-        cfg = load_config(config)
-    else:
-        cfg = parse_config(
-            apply_env(
-                {
-                    "device": {"id": "demo"},
-                    "capture": {"type": "replay", "loop": True, "fps": 2.0},
-                    "health": {"interval_s": 5.0},
-                    "mqtt": {"url": broker_url},
-                },
-                os.environ,
-            ),
-            "<demo defaults>",
-            env_overrides(os.environ),
-        )
-    host, _, port = broker_url.split("://", 1)[1].partition(":")
-    offline = threading.Event()
-    viewer = _live_view(host, int(port or 1883), cfg.mqtt.topic_prefix, console, offline)
+    try:
+        cfg = demo_config(broker_url, config)
+        offline = threading.Event()
+        viewer = _live_view(cfg.mqtt, console, offline)
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        raise
     stop = threading.Event()
     install_signal_handlers(stop)
-    console.print("[green]classifying the bundled samples; Ctrl-C stops[/]")
+    source = "the bundled samples" if config is None else str(config)
+    console.print(f"[green]classifying {source}, watching {cfg.mqtt.url}; Ctrl-C stops[/]")
     try:
         code = Daemon(cfg, max_frames=frames, stop=stop).run()
-        offline.wait(5.0)  # show the events still on their way
+        if code == 0:
+            offline.wait(5.0)  # show the events still on their way
     finally:
         viewer.loop_stop()
         viewer.disconnect()

@@ -8,13 +8,13 @@ daemon's capture stage uses its two halves, :func:`load_image` at :func:`decode_
 from edged.preprocess.image import (
     ImageError,
     ImageSource,
-    InputSpec,
     crop_box,
     decode_size,
     load_image,
     prepare,
     to_model_input,
 )
+from edged.tensor import InputSpec
 
 __all__ = [
     "ImageError",

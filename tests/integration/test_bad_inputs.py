@@ -204,7 +204,7 @@ url = "{mosquitto.url}"
 
 def test_ambiguity_defaults():
     from edged.config import parse_config
-    from edged.infer import open_engine
+    from edged.engine import open_engine
 
     cfg = parse_config({})
     engine = open_engine(cfg.model, cfg.classify)

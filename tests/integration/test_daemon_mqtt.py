@@ -6,11 +6,15 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
+
+import jsonschema
 
 from tests.support import (
     BUNDLED,
     CONFIDENT,
     CONFIDENT_LABEL,
+    ROOT,
     SAMPLE_TOP1,
     SAMPLES,
     Mosquitto,
@@ -100,6 +104,11 @@ interval_s = 1
     )
 
 
+def published_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((ROOT / "docs" / "schema" / name).read_text())
+    return schema
+
+
 def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
     cfg = config(tmp_path, mosquitto.url)
@@ -135,7 +144,10 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     # the non-image COPYRIGHT file was skipped with a warning, not a crash
     assert "skipping" in result.stderr and "COPYRIGHT" in result.stderr
 
+    for e in events:  # the published JSON Schema accepts what the daemon sends
+        jsonschema.validate(e, published_schema("event.json"))
     health = json.loads(retained(mosquitto.port, "edged/cam-1/health") or b"{}")
+    jsonschema.validate(health, published_schema("health.json"))
     assert health.keys() >= HEALTH_FIELDS
     assert health["schema"] == "edged.health/1"
     assert health["frames_processed"] == len(images)
@@ -256,8 +268,11 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path):
     port = free_port()
     state = tmp_path / "state"
     state.mkdir()
+    # paced, so that each event has a timestamp of its own (kept through the spool)
     cfg = config(
-        tmp_path, f"mqtt://127.0.0.1:{port}", capture=f'paths = ["{CONFIDENT}"]\nloop = true'
+        tmp_path,
+        f"mqtt://127.0.0.1:{port}",
+        capture=f'paths = ["{CONFIDENT}"]\nloop = true\nfps = 50',
     )
     env = {"STATE_DIRECTORY": str(state)}
     first = run_edged("run", "-c", str(cfg), "--frames", "4", env=env)

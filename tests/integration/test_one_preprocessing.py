@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from edged.config import parse_config
-from edged.infer import open_engine
+from edged.engine import open_engine
 from edged.preprocess import decode_size, load_image, prepare
 from tests.support import CONFIDENT, CONFIDENT_LABEL, Mosquitto, Subscriber, run_edged
 

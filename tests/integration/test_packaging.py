@@ -42,7 +42,8 @@ def test_wheel_holds_the_daemon_and_its_data(wheel: tuple[Path, str]) -> None:
     names = set(zipfile.ZipFile(wheel[0]).namelist())
     for needed in (
         "edged/__main__.py",
-        "edged/infer/engine.py",
+        "edged/engine.py",
+        "edged/commands/run.py",
         "edged/preprocess/image.py",
         "edged/models/efficientnet_lite0_int8.tflite",
         "edged/models/manifest.toml",

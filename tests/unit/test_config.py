@@ -122,4 +122,4 @@ def test_messages_carry_no_pydantic_prefix():
     with pytest.raises(ConfigError) as info:
         parse_config({"mqtt": {"url": "http://x"}})
     assert "Value error" not in info.value.render()
-    assert "mqtt.url: expected mqtt://host[:port]" in info.value.render()
+    assert "mqtt.url: bad broker URL 'http://x': expected mqtt://" in info.value.render()
