@@ -272,3 +272,23 @@ def open_engine(
         backend.close()
         raise
     return Engine(backend, Classifier(labels, classify), cfg)
+
+
+def check_model(cfg: ModelConfig) -> str:
+    """What :func:`open_engine` would refuse, found without starting anything: the file is
+    a readable TFLite model with the configured sha256, it has one class-vector output,
+    and the labels count its classes.  An Edge TPU model is loaded through its CPU twin
+    (nothing here touches a device); without a twin only the file itself is checked.
+    Raises ModelError; returns a short description of the model."""
+    cfg = resolve_model_config(cfg)
+    model = inspect_model(cfg.path, cfg.sha256)
+    cpu_file = _cpu_model(model, cfg)
+    if cpu_file is None:
+        return f"{model.name} (Edge TPU; no CPU twin to check its output)"
+    backend = BACKENDS["cpu"](cpu_file, cfg.model_copy(update={"num_threads": 1}))
+    try:
+        classes = backend.output_spec.classes
+        labels = _labels_for(model, cfg, classes)
+    finally:
+        backend.close()
+    return f"{model.name}, {classes} classes, {labels.source}"

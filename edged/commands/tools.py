@@ -7,15 +7,20 @@ import argparse
 import csv
 import itertools
 import json
+import logging
 import math
 import resource
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edged.commands.common import config_int, int_between, positive_int
 from edged.config import ClassifyConfig, ModelConfig, load_config
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -70,6 +75,28 @@ def _norm(label: str) -> set[str]:
     return {p.strip().lower() for p in label.split(",")} | {label.strip().lower()}
 
 
+def _known_classes(
+    items: list[tuple[Path, str | int]], labels: Sequence[str], model: str
+) -> list[tuple[Path, str | int]]:
+    """Drop the images of folders whose name matches no label of the model, with one
+    warning per folder: such a folder is not a class, and would only count as misses."""
+    names: set[str] = set()
+    for label in labels:
+        names |= _norm(label)
+    unknown = Counter(t for _, t in items if isinstance(t, str) and not _norm(t) & names)
+    for folder, count in sorted(unknown.items()):
+        log.warning(
+            "eval: folder %r matches no label of %s: its %d image(s) are skipped",
+            folder,
+            model,
+            count,
+        )
+    kept = [(p, t) for p, t in items if not (isinstance(t, str) and t in unknown)]
+    if not kept:
+        raise ValueError(f"no folder matches a label of {model}: nothing to evaluate")
+    return kept
+
+
 def evaluate(
     directory: Path,
     model_cfg: ModelConfig,
@@ -89,6 +116,11 @@ def evaluate(
             "named <synset>_... with --synsets)"
         )
     engine = open_engine(model_cfg, ClassifyConfig(top_k=5, min_score=0.0))
+    try:
+        items = _known_classes(items, engine.labels.names, engine.model.name)
+    except ValueError:
+        engine.close()
+        raise
     # 1001-class ImageNet models put 'background' at 0: class i of a synset file is output i+1
     offset = 1 if engine.labels.background == 0 else 0
     top1 = top5 = 0
@@ -318,7 +350,9 @@ def register(sub: Any) -> None:
         p.add_argument("--config", "-c", type=Path, default=None, help="TOML config file")
         p.add_argument("--model", type=Path, help="TFLite model (default: config, else bundled)")
         p.add_argument("--backend", choices=["auto", "cpu", "edgetpu"])
-        p.add_argument("--threads", type=int, help="CPU threads")
+        p.add_argument(
+            "--threads", type=config_int("model", ModelConfig, "num_threads"), help="CPU threads"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("eval", help="top-1/top-5 accuracy on labelled images")
@@ -335,8 +369,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="inference latency, as TFLite's benchmark_model reports it")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs")
+    p.add_argument("--warmup", type=int_between(0, None), default=5, help="untimed runs first")
     common(p)
     p.set_defaults(func=cmd_bench)
 
