@@ -145,6 +145,14 @@ class Daemon:
             self._publish_health(publisher)
             publisher.stop(timeout=5.0)
             engine.close()
+            if self.max_frames is not None and publisher.lost_events:
+                # a bounded run is a job with a result: events that went nowhere fail it
+                log.error(
+                    "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
+                    "them for the next start)",
+                    publisher.lost_events,
+                )
+                self.exit_code = self.exit_code or 1
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
                 self.stats.frames_processed,

@@ -44,7 +44,7 @@ def fail_on_log_exception(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+        pytest.skip(f"needs the shared fixtures directory {FIXTURES}")
     return FIXTURES
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,8 +19,7 @@ import numpy.typing as npt
 from edged.config import ModelConfig
 from edged.infer.cpu import CpuBackend
 from edged.infer.model import inspect_model
-from edged.preprocess import InputSpec, load_image, to_model_input
-from edged.preprocess.image import ImageError
+from edged.preprocess import ImageError, decode_size, load_image, to_model_input
 from edged.train.tflite import BaseModel
 
 log = logging.getLogger(__name__)
@@ -33,13 +31,6 @@ CROP_SHARE = 0.85
 RECIPE_VERSION = 1
 
 Frame = npt.NDArray[np.uint8]
-
-
-def decode_size(spec: InputSpec, crop: str, crop_fraction: float) -> tuple[int, int]:
-    """The (width, height) the daemon's capture stage decodes at: the model input, enlarged
-    by the center crop's share of the image."""
-    fraction = crop_fraction if crop == "center" else 1.0
-    return math.ceil(spec.width / fraction), math.ceil(spec.height / fraction)
 
 
 def default_cache_dir() -> Path:
@@ -80,7 +71,10 @@ class ImageFeatures:
 
 
 class FeatureExtractor:
-    """Runs the base model's feature graph on the CPU, as the daemon would run the model.
+    """Runs the base model's feature graph on the CPU, as the daemon would run the model:
+    each file decoded by :func:`~edged.preprocess.load_image` at
+    :func:`~edged.preprocess.decode_size`, then :func:`~edged.preprocess.to_model_input`
+    (the two halves of :func:`~edged.preprocess.prepare`), augmented copies in between.
 
     ``serving`` is the model configuration the trained model will be served with: its crop,
     resize filter and normalization are the ones applied here, and the decode size follows
