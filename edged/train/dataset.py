@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edged.infer.model import parse_label_lines
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,12 @@ def check_label(name: str) -> str | None:
     return None
 
 
-_ID_LINE = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
-
-
 def label_lines(classes: list[str]) -> list[str]:
-    """The lines of ``labels.txt``: the labels, or ``index label`` lines when every label
-    would otherwise be read back as an ``index label`` line ("1 apple", "2 pear")."""
-    if classes and all(_ID_LINE.match(c) for c in classes):
-        return [f"{i} {c}" for i, c in enumerate(classes)]
-    return list(classes)
+    """The lines of ``labels.txt``: the labels, or ``index label`` lines when plain lines
+    would be read back otherwise (every label looking like "1 apple", "2 pear")."""
+    if parse_label_lines(list(classes)) == classes:
+        return list(classes)
+    return [f"{i} {c}" for i, c in enumerate(classes)]
 
 
 def order_classes(names: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from edged.config import ModelConfig
 from edged.infer.cpu import CpuBackend
-from edged.infer.model import inspect_model
+from edged.infer.model import inspect_model, sha256_file
 from edged.preprocess import ImageError, decode_size, load_image, to_model_input
 from edged.train.tflite import BaseModel
 
@@ -51,14 +51,6 @@ def _augment(frame: npt.NDArray[np.uint8], kind: str) -> npt.NDArray[np.uint8]:
         top, left = (h - ch) // 2, (w - cw) // 2
         return frame[top : top + ch, left : left + cw][:, ::-1]
     raise ValueError(f"unknown augmentation {kind!r}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -162,7 +154,7 @@ class FeatureExtractor:
 
     def _decode(self, path: Path) -> tuple[str, npt.NDArray[np.uint8] | None, str]:
         try:
-            sha = file_sha256(path)
+            sha = sha256_file(path)
         except OSError as exc:
             return "", None, str(exc)
         try:
@@ -182,7 +174,7 @@ class FeatureExtractor:
 
         def prepare(path: Path) -> tuple[str, npt.NDArray[np.int8] | None, Frame | None, str]:
             try:
-                sha = file_sha256(path)
+                sha = sha256_file(path)
             except OSError as exc:
                 return "", None, None, str(exc)
             hit = self._load_cached(sha, variants)
