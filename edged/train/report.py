@@ -36,7 +36,6 @@ class RichProgress(TrainProgress):
 
     def phase(self, name: str, total: int | None = None) -> None:
         if self.task is not None:
-            self.bar.update(self.task, completed=self.bar.tasks[0].total or 1)
             self.bar.remove_task(self.task)
         self.task = self.bar.add_task(PHASES.get(name, name), total=total or 1)
 
