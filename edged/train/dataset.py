@@ -103,6 +103,9 @@ def scan(root: Path) -> Dataset:
         if name in files:
             raise DatasetError(f"two class folders are both named {name!r} (Unicode forms)")
         inside = sorted(p for p in d.iterdir() if not p.name.startswith("."))
+        # the JSON sidecars of frames kept by [collect] travel with their JPEG: not images
+        stems = {p.stem for p in inside if p.suffix.lower() != ".json"}
+        inside = [p for p in inside if not (p.suffix.lower() == ".json" and p.stem in stems)]
         nested = [p for p in inside if p.is_dir()]
         if nested:
             raise DatasetError(

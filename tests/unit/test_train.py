@@ -48,6 +48,7 @@ def test_scan_ignores_loose_and_hidden_files(tmp_path: Path, caplog: pytest.LogC
         (tmp_path / cls).mkdir()
         (tmp_path / cls / "1.jpg").write_bytes(b"x")
         (tmp_path / cls / ".thumbs").mkdir()  # hidden: not a nested class folder
+    (tmp_path / "a" / "1.json").write_text("{}")  # a [collect] sidecar beside its frame
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / ".cache").mkdir()
     with caplog.at_level(logging.WARNING):
