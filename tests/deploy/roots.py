@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.deploy.conftest import unavailable
@@ -48,6 +51,20 @@ def pristine_tarball(arch: str, include: str) -> Path:
     partial.rename(tarball)
     shutil.rmtree(build)
     return tarball
+
+
+@contextmanager
+def scratch(name: str) -> Iterator[Path]:
+    """A work directory under the cache, removed afterwards.  Not pytest's tmp_path: other
+    pytest runs on the machine prune old /tmp/pytest-of-* directories while a long check
+    still uses them."""
+    base = CACHE / "work"
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def fresh_root(tarball: Path, dest: Path) -> Path:

@@ -14,19 +14,29 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.conftest import unavailable
-from tests.deploy.roots import REPO, fresh_root, nspawn, pristine_tarball, require_tools, tail
+from tests.deploy.roots import (
+    REPO,
+    fresh_root,
+    pristine_tarball,
+    require_tools,
+    scratch,
+    tail,
+)
 from tests.support import SAMPLES, Mosquitto, Subscriber, run_edged
 
 pytestmark = pytest.mark.deploy
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-QEMU_CPU = "cortex-a72"
+# cortex-a76 for a Pi 5; never qemu's default "max"
+QEMU_CPU = os.environ.get("EDGED_QEMU_CPU", "cortex-a72")
 DEVICE = "pi-arm64"
+STEP = 1 / 256  # the bundled model's output quantization step
 TIMES: dict[str, str] = {}  # what each step took, printed by the tests
 PI4_CPUINFO = "".join(
     f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
@@ -40,7 +50,7 @@ PI4_CPUINFO = "".join(
 
 
 def _require_qemu() -> None:
-    require_tools()
+    require_tools("unshare", "chroot")
     if not BINFMT.exists() or "enabled" not in BINFMT.read_text():
         unavailable(
             "arm64 needs qemu-user-static registered with binfmt_misc "
@@ -49,10 +59,14 @@ def _require_qemu() -> None:
 
 
 @pytest.fixture(scope="module")
-def pi_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pi_root() -> Iterator[Path]:
     """A fresh arm64 root with edged installed offline from the aarch64 wheelhouse."""
     _require_qemu()
-    work = tmp_path_factory.mktemp("arm64")
+    with scratch("arm64") as work:
+        yield _install(work)
+
+
+def _install(work: Path) -> Path:
     t0 = time.monotonic()
     wheelhouse = work / "wheelhouse"
     build = subprocess.run(
@@ -89,11 +103,23 @@ def pi_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _in_pi(
     root: Path, work: Path, command: str, timeout: float
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    options = [
-        f"--setenv=QEMU_CPU={QEMU_CPU}",
-        f"--bind-ro={work / 'cpuinfo'}:/proc/cpuinfo",
-    ]
-    return nspawn(root, command, timeout=timeout, options=options)
+    """``command`` in ``root`` under qemu as a Pi 4: a chroot in private mount and PID
+    namespaces (systemd-nspawn cannot bind a file over /proc/cpuinfo), sharing the host's
+    network.  The namespaces, and every mount in them, end with the command."""
+    setup = (
+        f"mount --rbind /dev {root}/dev && "
+        f"mount -t tmpfs tmpfs {root}/tmp && "
+        f"mount --bind {work / 'cpuinfo'} {root}/proc/cpuinfo && "
+        f"exec chroot {root} /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "
+        f'QEMU_CPU={QEMU_CPU} /bin/sh -c "$0"'
+    )
+    argv = [
+        "unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+        f"--mount-proc={root}/proc", "/bin/sh", "-c", setup, command,
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc, time.monotonic() - t0
 
 
 def test_classify_on_arm64_gives_the_x86_top1(
@@ -116,8 +142,18 @@ def test_classify_on_arm64_gives_the_x86_top1(
         for name in photos:
             print(f"  {name}: arm64 {arm[name]['label']} {arm[name]['score']}, "
                   f"x86 {x86[name]['label']} {x86[name]['score']}")  # fmt: skip
-    assert {n: r["label"] for n, r in arm.items()} == {n: r["label"] for n, r in x86.items()}
     assert {r["backend"] for r in arm.values()} == {"cpu"}
+    for name in photos:
+        a, x = arm[name], x86[name]
+        # The int8 kernels of the two architectures round differently by at most one output
+        # step; a photo whose two best classes tie on x86 (the cat: tiger cat and Egyptian
+        # cat both 0.37891, the lower id wins) may rank them the other way round.  Every
+        # other top-1 must be the same, and every score within one step.
+        tied = {c["label"] for c in x["top_k"] if x["score"] - c["score"] <= STEP / 2}
+        assert a["label"] in tied, (name, a["label"], x["label"])
+        x_scores = {c["label"]: c["score"] for c in x["top_k"]}
+        for c in a["top_k"][:2]:
+            assert abs(c["score"] - x_scores.get(c["label"], 0.0)) <= STEP * 1.01, (name, c)
 
 
 def test_run_on_arm64_publishes_ten_events_to_the_host_broker(

@@ -27,6 +27,7 @@ from tests.deploy.roots import (
     nspawn,
     pristine_tarball,
     require_tools,
+    scratch,
     tail,
 )
 
@@ -53,10 +54,13 @@ def in_root(
     return nspawn(root, command, timeout=timeout, options=options, chdir=CHECKOUT)
 
 
-def test_make_run_and_make_test_on_a_fresh_debian(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_make_run_and_make_test_on_a_fresh_debian(capsys: pytest.CaptureFixture[str]) -> None:
     require_tools("git")
+    with scratch("newcomer") as work:
+        _newcomer(work, capsys)
+
+
+def _newcomer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if not HOST_CA.is_file():
         pytest.fail(f"the newcomer check needs the host's CA bundle {HOST_CA}")
     t0 = time.monotonic()

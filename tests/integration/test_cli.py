@@ -185,3 +185,13 @@ def test_check_config_without_the_default_file_is_an_error() -> None:
     assert r.returncode == 2
     assert str(DEFAULT_CONFIG_PATH) in r.stderr and "no such file" in r.stderr
     assert "valid" not in r.stdout
+
+
+def test_quiet_by_default_runtime_messages_with_verbose() -> None:
+    quiet = run_edged("classify", str(CONFIDENT))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "XNNPACK" not in quiet.stdout + quiet.stderr
+    assert quiet.stderr == ""
+    verbose = run_edged("--verbose", "classify", str(CONFIDENT))
+    assert verbose.returncode == 0
+    assert "DEBUG edged.infer.runtime: runtime: Created TensorFlow Lite XNNPACK" in verbose.stderr
