@@ -61,7 +61,7 @@ def train_json(*args: str) -> tuple[int, dict[str, object], str]:
     return result.returncode, report, result.stderr
 
 
-def test_train_writes_a_drop_in_int8_model(tmp_path: Path) -> None:
+def test_train_writes_a_drop_in_int8_model(tmp_path: Path, mosquitto: Mosquitto) -> None:
     data = tmp_path / "data"
     held = make_dataset(data)
     cat = data / "Chelsea the cat"
@@ -120,6 +120,22 @@ def test_train_writes_a_drop_in_int8_model(tmp_path: Path) -> None:
     result = run_edged("bench", "--model", str(out), "--runs", "3", "--warmup", "1", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == "custom.tflite"
+
+    # and the daemon publishes the custom names
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f'[capture]\ntype = "replay"\npaths = ["{tmp_path / "held"}"]\n'
+        f'[model]\npath = "{out}"\n[mqtt]\nurl = "{mosquitto.url}"\n',
+    )
+    sub = Subscriber(mosquitto.port)
+    try:
+        result = run_edged("run", "-c", str(cfg))
+        assert result.returncode == 0, result.stderr
+        assert sub.wait(lambda: len(sub.events()) >= 3)
+        events = {e["source"]: e["label"] for e in sub.events()}
+    finally:
+        sub.close()
+    assert events == {path.name: label for label, path in held.items()}
 
 
 def test_retraining_reuses_cached_features(tmp_path: Path) -> None:
