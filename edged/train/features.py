@@ -8,10 +8,12 @@ import json
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 # a mirror image and crops keeping 85 % of each side.
 AUGMENTATIONS = ("flip", "crop_top_left", "crop_bottom_right", "flip_crop_center")
 CROP_SHARE = 0.85
+PREFETCH = 4  # images decoded ahead of inference
 RECIPE_VERSION = 1
 
 Frame = npt.NDArray[np.uint8]
@@ -51,6 +54,29 @@ def _augment(frame: npt.NDArray[np.uint8], kind: str) -> npt.NDArray[np.uint8]:
         top, left = (h - ch) // 2, (w - cw) // 2
         return frame[top : top + ch, left : left + cw][:, ::-1]
     raise ValueError(f"unknown augmentation {kind!r}")
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: list[T], ahead: int
+) -> Iterator[R]:
+    """``map(fn, items)`` in order, at most ``ahead`` items decoded before they are used
+    (``Executor.map`` would decode every image at once)."""
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield result
 
 
 @dataclass(frozen=True)
@@ -184,7 +210,9 @@ class FeatureExtractor:
             return sha, None, frame, error
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for path, (sha, hit, frame, error) in zip(paths, pool.map(prepare, paths), strict=True):
+            for path, (sha, hit, frame, error) in zip(
+                paths, _prefetch(pool, prepare, paths, PREFETCH), strict=True
+            ):
                 if hit is not None:
                     item = ImageFeatures(path, sha, hit, cached=True)
                 elif frame is None:
