@@ -81,8 +81,8 @@ class _Features:
 def check_out(out: Path) -> None:
     """Fail early, before any work, when the output cannot be written: a file is created
     and removed beside it (permissions alone say nothing for root or a read-only mount)."""
-    if out.is_dir():
-        raise TrainError(f"--out {str(out)!r} is a folder; give a file name like model.tflite")
+    if out.is_dir() or manifest_path(out) == out:
+        raise TrainError(f"--out {str(out)!r}: give a model file name like birds.tflite")
     parent = out.parent
     if not parent.is_dir():
         raise TrainError(f"--out {str(out)!r}: folder {str(parent)!r} does not exist")

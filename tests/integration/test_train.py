@@ -184,6 +184,7 @@ def test_bad_inputs_fail_early_with_a_clear_message(tmp_path: Path) -> None:
     err = fails(data, out=str(_unwritable(tmp_path)))
     assert "is not writable" in err
     assert "does not exist" in fails(data, out=str(tmp_path / "no" / "such" / "m.tflite"))
+    assert "give a model file name" in fails(data, out=str(tmp_path / "model.json"))
 
     single = tmp_path / "single"
     (single / "rocket").mkdir(parents=True)
