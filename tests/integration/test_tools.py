@@ -14,11 +14,13 @@ CALIBRATION = FIXTURES / "calibration"
 SYNSETS = FIXTURES / "imagenet_synsets.tsv"
 
 # Measured with `edged eval` on the 200 calibration images (center crop, bilinear; ties
-# between equal scores go to the lower class id). One image is 0.005.
+# between equal scores go to the lower class id), JPEGs decoded at the DCT scale the daemon
+# uses (the 128-pixel model's input allows 1/2 or 1/4 more often: 0.505/0.705 when they were
+# decoded in full). One image is 0.005.
 EXPECTED = {
     "mobilenet_v2_1.0_224_quant.tflite": (0.865, 0.985),
     "mobilenet_v1_0.75_192_quant.tflite": (0.79, 0.95),
-    "mobilenet_v1_0.25_128_quant.tflite": (0.505, 0.705),
+    "mobilenet_v1_0.25_128_quant.tflite": (0.51, 0.74),
 }
 ONE_IMAGE = 0.0051
 
