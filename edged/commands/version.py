@@ -11,24 +11,15 @@ from edged.commands.common import EXIT_OK
 
 def version_text() -> str:
     """edged's version, its TFLite runtime's and numpy's, one per line."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import numpy
 
-    from edged.infer.runtime import RuntimeMissing, get_runtime
+    from edged.infer.runtime import RuntimeMissing, get_runtime, runtime_version
 
     lines = [f"edged {__version__}"]
     try:
-        name = get_runtime().name
-        dist = {
-            "ai_edge_litert": "ai-edge-litert",
-            "tflite_runtime": "tflite-runtime",
-            "tensorflow.lite": "tensorflow",
-        }[name]
-        try:
-            lines.append(f"runtime: {name} {version(dist)}")
-        except PackageNotFoundError:
-            lines.append(f"runtime: {name}")
+        runtime = get_runtime()
+        release = runtime_version(runtime)
+        lines.append(f"runtime: {runtime.name}" + (f" {release}" if release else ""))
     except RuntimeMissing as exc:
         lines.append(f"runtime: none ({exc})")
     lines.append(f"numpy {numpy.__version__}")

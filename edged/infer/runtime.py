@@ -83,3 +83,21 @@ def native_log_to_debug() -> Iterator[None]:
             if other:
                 sys.stderr.write("".join(other))
                 sys.stderr.flush()
+
+
+# the distribution that ships each runtime module
+DISTRIBUTIONS = {
+    "ai_edge_litert": "ai-edge-litert",
+    "tflite_runtime": "tflite-runtime",
+    "tensorflow.lite": "tensorflow",
+}
+
+
+def runtime_version(runtime: Runtime) -> str | None:
+    """The installed version of the runtime's distribution, when packaging knows it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTIONS[runtime.name])
+    except (KeyError, PackageNotFoundError):
+        return None

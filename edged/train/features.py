@@ -21,6 +21,7 @@ import numpy.typing as npt
 from edged.config import ModelConfig
 from edged.infer.cpu import CpuBackend
 from edged.infer.model import inspect_model, sha256_file
+from edged.infer.runtime import get_runtime, runtime_version
 from edged.preprocess import ImageError, decode_size, load_image, to_model_input
 from edged.train.tflite import BaseModel
 
@@ -114,8 +115,10 @@ class FeatureExtractor:
         spec = self.backend.input_spec
         self.spec = spec
         self.decode_size = decode_size(spec, serving.crop, serving.crop_fraction)
+        runtime = get_runtime()
         recipe = {
             "version": RECIPE_VERSION,
+            "runtime": [runtime.name, runtime_version(runtime)],
             "base": base_sha256,
             "crop": serving.crop,
             "crop_fraction": serving.crop_fraction,
