@@ -35,8 +35,15 @@ class BaseModelError(ValueError):
 
 
 def schema() -> Any:
-    from ai_edge_litert import schema_py_generated
-
+    """The runtime's generated schema module (object API).  ai-edge-litert ships it;
+    tflite-runtime 2.14, the legacy runtime, does not."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as exc:
+        raise BaseModelError(
+            "edged train reads and writes models with ai-edge-litert's schema module: "
+            f"install ai-edge-litert (pip install ai-edge-litert) ({exc})"
+        ) from exc
     return schema_py_generated
 
 
@@ -198,8 +205,6 @@ def find_classifier(model: Any, name: str = "model") -> Classifier:
 
 def drop_unused(model: Any) -> None:
     """Remove the tensors, buffers and operator codes that no operator uses any more."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
     for graph_index, graph in enumerate(model.subgraphs):
         used = set(graph.inputs) | set(graph.outputs)
         for op in graph.operators:
@@ -229,7 +234,24 @@ def drop_unused(model: Any) -> None:
     for graph in model.subgraphs:
         for op in graph.operators:
             op.opcodeIndex = code_remap[op.opcodeIndex]
-    flatbuffer_utils._compact_buffers_array(model)
+    _compact_buffers(model)
+
+
+def _compact_buffers(model: Any) -> None:
+    """Drop the empty buffers: every tensor without data points at buffer 0 (the empty
+    sentinel), the others are renumbered in order."""
+    new_index = [0] * len(model.buffers)
+    buffers = [schema().BufferT()]
+    for k, buffer in enumerate(model.buffers):
+        if buffer.data is not None or buffer.size:
+            new_index[k] = len(buffers)
+            buffers.append(buffer)
+    model.buffers = buffers
+    for graph in model.subgraphs or []:
+        for tensor in graph.tensors or []:
+            tensor.buffer = new_index[tensor.buffer]
+    for entry in model.metadata or []:
+        entry.buffer = new_index[entry.buffer]
 
 
 @dataclass(frozen=True)
