@@ -30,6 +30,7 @@ from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
+from edged.publish.collect import Collector
 from edged.publish.events import PublishPolicy, build_event
 from edged.wire import Health, Suffix
 
@@ -60,6 +61,7 @@ class Daemon:
         self.source: FrameSource | None = None
         self._publisher = publisher
         self._seq = 0
+        self.collector: Collector | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
@@ -70,6 +72,11 @@ class Daemon:
             stack.callback(engine.close)
             source = open_source(self.cfg.capture, engine.capture_size())
             stack.callback(source.close)
+            if self.cfg.collect.dir:  # window: frames queued, in the backend, being published
+                window = 2 * (self.cfg.pipeline.queue_size + engine.depth) + 8
+                self.collector = Collector(
+                    self.cfg.collect, self.cfg.device.id, engine.model.name, window=window
+                )
             publisher = self._publisher
             if publisher is None:
                 password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
@@ -147,6 +154,14 @@ class Daemon:
             self._publish_health(publisher)
             publisher.stop(timeout=5.0)
             engine.close()
+            if self.max_frames is not None and publisher.lost_events:
+                # a bounded run is a job with a result: events that went nowhere fail it
+                log.error(
+                    "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
+                    "them for the next start)",
+                    publisher.lost_events,
+                )
+                self.exit_code = self.exit_code or 1
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
                 self.stats.frames_processed,
@@ -175,6 +190,8 @@ class Daemon:
             if static is not None and not static.changed(frame.image):
                 self.stats.record_static()
                 continue
+            if self.collector is not None:
+                self.collector.hold(frame.number, frame.image)
             parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
                 (r.name, r.crop(frame.image)) for r in crops
             ]
@@ -282,6 +299,8 @@ class Daemon:
             outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
+            if self.collector is not None:
+                self.collector.offer(item.number, item.source, outcome.classification)
             policy = policies.get(item.region)
             if policy is None:
                 policy = policies[item.region] = PublishPolicy(
