@@ -96,8 +96,8 @@ width = 0
     )
     result = run_edged("check-config", "-c", str(cfg))
     assert result.returncode == 2
-    assert "capture.regions.0: Value error, region 'sky' reaches outside the frame" in result.stderr
-    assert "capture.regions.1: Value error, region 'nothing' has no area" in result.stderr
+    assert "capture.regions.0: region 'sky' reaches outside the frame" in result.stderr
+    assert "capture.regions.1: region 'nothing' has no area" in result.stderr
     assert "Traceback" not in result.stderr
 
 
