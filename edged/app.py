@@ -151,7 +151,7 @@ class Daemon:
         if self.cfg.mqtt.spool_file:
             return Path(self.cfg.mqtt.spool_file)
         state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(state) / "mqtt-spool.jsonl" if state else None
+        return Path(state) / "events.db" if state else None
 
     def run(self) -> int:
         engine, source, publisher = self._open()
@@ -208,7 +208,7 @@ class Daemon:
                 t.join(timeout=3.0)
             source.close()
             self._publish_health(publisher)
-            publisher.stop(timeout=5.0)
+            publisher.stop(timeout=1.5)
             engine.close()
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",

@@ -178,11 +178,19 @@ class MqttConfig(_Section):
     reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
     spool_file: str = Field(
         "",
-        description="Where events the broker has not acknowledged are kept across a stop; "
-        "empty = $STATE_DIRECTORY/mqtt-spool.jsonl under systemd, else not kept.",
+        description="Write-ahead spool of events the broker has not acknowledged (SQLite); "
+        "empty = $STATE_DIRECTORY/events.db under systemd, else memory only.",
+    )
+    spool_max_mb: float = Field(
+        64.0,
+        gt=0.0,
+        le=65536.0,
+        description="Size bound of the spool; past it the oldest events are evicted (counted).",
     )
     max_queued: int = Field(
-        10000, ge=10, description="Events kept in memory while the broker is away."
+        10000,
+        ge=10,
+        description="Events kept in memory when there is no spool or its disk refuses writes.",
     )
 
     @field_validator("url")

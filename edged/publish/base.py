@@ -8,9 +8,20 @@ from abc import ABC, abstractmethod
 class Publisher(ABC):
     """Topics are relative to the device (``events``, ``health``, ``status``)."""
 
-    published = 0  # messages the broker acknowledged (QoS 0: handed to the socket)
-    dropped = 0  # messages that could not be queued or were still unsent at stop
+    published = 0  # this run's events the broker acknowledged (QoS 0: handed to the socket)
+    resent = 0  # events kept from an earlier run that the broker acknowledged
+    dropped = 0  # events given up (no spool at stop, or refused by the client library)
     reconnects = 0
+
+    @property
+    def evicted(self) -> int:
+        """Oldest events evicted from a full spool."""
+        return 0
+
+    @property
+    def backlog(self) -> int:
+        """Events not acknowledged yet."""
+        return 0
 
     @abstractmethod
     def start(self) -> None: ...
@@ -22,7 +33,7 @@ class Publisher(ABC):
         """Periodic work, called by the publishing thread when it has nothing to publish."""
 
     @abstractmethod
-    def stop(self, timeout: float = 5.0) -> None: ...
+    def stop(self, timeout: float = 1.5) -> None: ...
 
     @property
     @abstractmethod
