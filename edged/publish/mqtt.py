@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged import wire
 from edged.config import MqttConfig
 from edged.publish.base import Publisher
 from edged.publish.spool import Spool, Spooled
@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., None])
 
-ONLINE = b"online"
-OFFLINE = b"offline"
+ONLINE = wire.ONLINE.encode()
+OFFLINE = wire.OFFLINE.encode()
 COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after publish()
 WINDOW = 100  # events handed to paho and not yet acknowledged
 
@@ -130,11 +130,8 @@ class MqttPublisher(Publisher):
     ) -> None:
         self.cfg = cfg
         self.device_id = device_id
-        self.base = f"{cfg.topic_prefix.rstrip('/')}/{device_id}"
-        url = urlsplit(cfg.url)
-        self.host = url.hostname or "localhost"
-        self.tls = url.scheme == "mqtts"
-        self.port = url.port or (8883 if self.tls else 1883)
+        self.base = wire.device_topic(cfg.topic_prefix, device_id)
+        self.host, self.port, self.tls = wire.broker_address(cfg.url)
         self.commit_s = commit_s
         self.window = window
         self._probe = probe
@@ -177,7 +174,7 @@ class MqttPublisher(Publisher):
         self.client.on_log = self._on_log
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)  # bounded here: window + retained state
-        self.client.will_set(self.topic("status"), OFFLINE, qos=1, retain=True)
+        self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, password)
         elif password:
@@ -421,7 +418,7 @@ class MqttPublisher(Publisher):
             self._resending = any(isinstance(i, Spooled) for i in self._inflight.values())
             state = dict(self._state)
         self._end_outage()
-        self._send_state("status", ONLINE, 1)
+        self._send_state(wire.Suffix.STATUS, ONLINE, 1)
         for topic, (payload, qos) in state.items():
             self._send_state(topic, payload, qos)
         self._connected.set()
@@ -491,7 +488,7 @@ class MqttPublisher(Publisher):
         for t in self._threads[1:]:
             t.join(max(0.05, deadline - reserve / 2 - time.monotonic()))
         if self._connected.is_set():
-            info = self.client.publish(self.topic("status"), OFFLINE, qos=1, retain=True)
+            info = self.client.publish(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
             until = deadline - reserve / 2
             while not info.is_published() and time.monotonic() < until:
                 time.sleep(0.01)
