@@ -9,6 +9,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
 log = logging.getLogger(__name__)
 
 _END = object()
+STOP_S = 1.9  # SIGTERM to exit, whatever the broker does
 
 
 @dataclass
@@ -66,7 +68,8 @@ class Daemon:
         self._publisher = publisher
         self._process = psutil.Process()
         self._process.cpu_percent(None)
-        self._seq = 0
+        self.run_id = str(uuid.uuid4())  # in every event and health report of this run
+        self._infer_done = threading.Event()
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
@@ -98,9 +101,10 @@ class Daemon:
         self.engine, self.source, self._publisher = engine, source, publisher
         set_context(device=self.cfg.device.id, model=engine.model.name, backend=engine.backend.name)
         log.info(
-            "edged %s: device %s, model %s (sha256 %s…), backend %s, source %s",
+            "edged %s: device %s, run %s, model %s (sha256 %s…), backend %s, source %s",
             __version__,
             self.cfg.device.id,
+            self.run_id,
             engine.model.name,
             engine.model.sha256[:12],
             engine.backend.name,
@@ -142,22 +146,45 @@ class Daemon:
             while not self.stop.wait(0.5):
                 pass
         finally:
-            self.stop.set()
-            self.notifier.stopping()
-            for t in threads:
-                t.join(timeout=3.0)
-            source.close()
-            self._publish_health(publisher)
-            publisher.stop(timeout=1.5)
-            engine.close()
-            log.info(
-                "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
-                self.stats.frames_processed,
-                self.stats.frames_dropped,
-                source.skipped,
-                self.stats.events_published,
-            )
+            self._shut_down(threads, source, engine, publisher)
         return self.exit_code
+
+    def _shut_down(
+        self,
+        threads: list[threading.Thread],
+        source: FrameSource,
+        engine: Engine,
+        publisher: Publisher,
+    ) -> None:
+        """Within STOP_S: the stages finish what they hold (every classified frame becomes an
+        event or is counted), the publisher delivers what the broker acknowledges in time and
+        keeps the rest in its spool."""
+        deadline = time.monotonic() + STOP_S
+        self.stop.set()
+        self.notifier.stopping()
+        for t in threads:  # in pipeline order: each drains into the next
+            t.join(timeout=max(0.05, deadline - 1.0 - time.monotonic()))
+        source.close()
+        publisher.flush(deadline - 0.7 - time.monotonic())
+        self._publish_health(publisher)
+        publisher.stop(timeout=max(0.2, deadline - 0.2 - time.monotonic()))
+        engine.close()
+        stats = self.stats
+        log.info(
+            "stopped: %d frames processed (%d dropped, %d lost, %d skipped inputs); %d events "
+            "(%d acknowledged, %d waiting in the spool, %d evicted, %d given up), %d held back "
+            "by the publish policy",
+            stats.frames_processed,
+            stats.frames_dropped,
+            stats.frames_lost,
+            source.skipped,
+            stats.events_created,
+            publisher.published,
+            publisher.backlog,
+            publisher.evicted,
+            publisher.dropped,
+            stats.events_filtered,
+        )
 
     def _guard(self, fn: Any, *args: Any) -> None:
         try:
@@ -205,10 +232,18 @@ class Daemon:
     def _infer(self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
         starts the next frame while this thread reads the last result), in order."""
+        try:
+            self._infer_frames(engine, work, results)
+        finally:
+            self._infer_done.set()
+
+    def _infer_frames(
+        self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]
+    ) -> None:
         pending: deque[_Work] = deque()
         ended = False
-        while not self.stop.is_set():
-            while not ended and len(pending) < engine.depth:
+        while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
+            while not ended and not self.stop.is_set() and len(pending) < engine.depth:
                 try:  # wait for a frame only when none is in flight
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
                 except queue.Empty:
@@ -234,10 +269,18 @@ class Daemon:
                 self._lost(item, exc)
                 continue
             self.stats.record_inference(ms)
-            self._put(results, (item.number, item.source, result, ms, backend))
+            self._result(results, (item.number, item.source, result, ms, backend))
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
                 self._put(results, _END)
                 return
+
+    def _result(self, results: queue.Queue[Any], item: Any) -> None:
+        """The publish stage only appends to the spool, so this waits at most moments."""
+        try:
+            results.put(item, timeout=2.0)
+        except queue.Full:
+            self.stats.frames_lost += 1
+            log.error("a classified frame is lost: the publish stage does not take it")
 
     def _lost(self, item: _Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
@@ -248,27 +291,30 @@ class Daemon:
         engine = self.engine
         assert engine is not None
         policy = PublishPolicy(cfg.publish.policy, cfg.publish.interval_s, cfg.publish.min_score)
-        while not self.stop.is_set():
+        while True:  # after the stop, until what the infer stage produced is published
             try:
-                item = results.get(timeout=0.2)
+                item = results.get(timeout=0.05 if self.stop.is_set() else 0.2)
             except queue.Empty:
-                publisher.poll()  # e.g. send what waited for a reconnect
+                if self.stop.is_set() and self._infer_done.is_set():
+                    return
                 continue
             if item is _END:
                 log.info(
                     "frame source finished" if self.max_frames is None else "frame limit reached"
                 )
                 self.stop.set()
-                return
+                continue
             number, source, result, ms, backend = item
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
             if not policy.should_publish(result, time.monotonic()):
+                self.stats.events_filtered += 1
                 continue
-            self._seq += 1
+            self.stats.events_created += 1
             event = build_event(
                 device=cfg.device.id,
-                seq=self._seq,
+                run_id=self.run_id,
+                seq=self.stats.events_created,
                 frame=number,
                 source=source,
                 result=result,
@@ -277,7 +323,6 @@ class Daemon:
                 inference_ms=ms,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
-            self.stats.events_published += 1
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -312,8 +357,11 @@ class Daemon:
         return Health(
             device=self.cfg.device.id,
             version=__version__,
+            run_id=self.run_id,
             ts=utc_now(),
             uptime_s=round(self.stats.uptime_s(), 1),
+            state=self._state(),
+            source_live=self.source.live if self.source else None,
             **backend,
             model=engine.model.name if engine else None,
             model_sha256=engine.model.sha256 if engine else None,
@@ -326,7 +374,12 @@ class Daemon:
             frames_dropped=self.stats.frames_dropped,
             frames_lost=self.stats.frames_lost,
             frames_skipped=self.source.skipped if self.source else 0,
-            events_published=self.stats.events_published,
+            events_published=publisher.published,
+            events_waiting=publisher.backlog,
+            events_resent=publisher.resent,
+            events_evicted=publisher.evicted,
+            events_filtered=self.stats.events_filtered,
+            spool=publisher.spool_kind,
             mqtt_reconnects=publisher.reconnects,
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
@@ -335,6 +388,14 @@ class Daemon:
             throttled=throttled(),
             pid=os.getpid(),
         )
+
+    def _state(self) -> str:
+        if self.exit_code:
+            return "fault"
+        if self.stats.last_frame_at is None:
+            return "starting"
+        live = self.source is not None and self.source.live
+        return "stalled" if live and self.stats.idle_for() > self.cfg.health.stall_s else "ok"
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()

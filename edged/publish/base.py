@@ -19,6 +19,11 @@ class Publisher(ABC):
         return 0
 
     @property
+    def spool_kind(self) -> str | None:
+        """Where waiting events are kept: "disk" or "memory"."""
+        return None
+
+    @property
     def backlog(self) -> int:
         """Events not acknowledged yet."""
         return 0
@@ -31,6 +36,10 @@ class Publisher(ABC):
 
     def poll(self) -> None:  # noqa: B027 - optional hook
         """Periodic work, called by the publishing thread when it has nothing to publish."""
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for everything published to be acknowledged."""
+        return True
 
     @abstractmethod
     def stop(self, timeout: float = 1.5) -> None: ...

@@ -214,6 +214,10 @@ class MqttPublisher(Publisher):
         """Events not acknowledged yet (spooled, in memory or in flight)."""
         return self.spool.backlog
 
+    @property
+    def spool_kind(self) -> str | None:
+        return "disk" if self.spool.durable else "memory"
+
     def start(self) -> None:
         if self.spool.path is None:
             log.info(
@@ -471,18 +475,26 @@ class MqttPublisher(Publisher):
         log.debug("paho: %s", text)
 
     # -- stopping ---------------------------------------------------------------------------
+    def flush(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds, and only while connected) until every event and
+        retained message has been acknowledged; True if nothing is left."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while True:
+            with self._lock:
+                waiting = bool(self._inflight) or self.spool.backlog > 0
+            if not waiting:
+                return True
+            if not self._connected.is_set() or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
     def stop(self, timeout: float = 1.5) -> None:
         """Within ``timeout`` seconds: deliver what the broker will acknowledge, publish
         ``offline`` (best effort), disconnect.  What is not acknowledged stays in the spool."""
         deadline = time.monotonic() + timeout
         reserve = min(0.5, timeout / 3)  # for offline, the disconnect and the last commit
-        self._wake.set()
-        while self._connected.is_set() and time.monotonic() < deadline - reserve:
-            with self._lock:
-                waiting = bool(self._inflight) or self.spool.backlog > 0
-            if not waiting:
-                break
-            time.sleep(0.02)
+        self.flush(deadline - reserve - time.monotonic())
         self._spool_stop.set()
         self._wake.set()
         for t in self._threads[1:]:
