@@ -34,7 +34,7 @@ from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
 log = logging.getLogger(__name__)
 
 _END = object()
-STOP_S = 1.9  # SIGTERM to exit, whatever the broker does
+STOP_S = 1.5  # SIGTERM to exit, whatever the broker does (bench/stop.py)
 
 
 @dataclass
@@ -156,7 +156,7 @@ class Daemon:
         engine: Engine,
         publisher: Publisher,
     ) -> None:
-        """Within STOP_S: the stages finish what they hold (every classified frame becomes an
+        """Within STOP_S (1.5 s): the stages finish what they hold (every classified frame becomes an
         event or is counted), the publisher delivers what the broker acknowledges in time and
         keeps the rest in its spool."""
         deadline = time.monotonic() + STOP_S
@@ -165,9 +165,9 @@ class Daemon:
         for t in threads:  # in pipeline order: each drains into the next
             t.join(timeout=max(0.05, deadline - 1.0 - time.monotonic()))
         source.close()
-        publisher.flush(deadline - 0.7 - time.monotonic())
+        publisher.flush(deadline - 0.5 - time.monotonic())
         self._publish_health(publisher)
-        publisher.stop(timeout=max(0.2, deadline - 0.2 - time.monotonic()))
+        publisher.stop(timeout=max(0.2, deadline - 0.1 - time.monotonic()))
         engine.close()
         stats = self.stats
         log.info(
@@ -323,6 +323,7 @@ class Daemon:
                 inference_ms=ms,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
+            log.debug("event seq %d (frame %d) spooled", event.seq, number)
 
     def _status_line(self) -> str:
         engine = self.engine

@@ -304,10 +304,15 @@ class MqttPublisher(Publisher):
         with self._lock:
             if not self._connected.is_set() or self._resending:
                 return
-            room = self.window - sum(isinstance(i, Spooled) for i in self._inflight.values())
+            busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
+        room = self.window - len(busy)
         if room <= 0:
             return
-        for row in self.spool.after(self._cursor, room):
+        if self.spool.rewind:  # rows the spool could not read before: from the oldest again
+            self.spool.rewind = False
+            self._cursor = 0
+        rows = [r for r in self.spool.after(self._cursor, room + len(busy)) if r.id not in busy]
+        for row in rows[:room]:
             info = self.client.publish(self.topic(row.topic), row.payload, qos=row.qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (
                 info.rc == mqtt.MQTT_ERR_NO_CONN and row.qos > 0  # paho keeps it to re-send
@@ -493,7 +498,7 @@ class MqttPublisher(Publisher):
         """Within ``timeout`` seconds: deliver what the broker will acknowledge, publish
         ``offline`` (best effort), disconnect.  What is not acknowledged stays in the spool."""
         deadline = time.monotonic() + timeout
-        reserve = min(0.5, timeout / 3)  # for offline, the disconnect and the last commit
+        reserve = min(0.3, timeout / 2)  # for offline, the disconnect and the last commit
         self.flush(deadline - reserve - time.monotonic())
         self._spool_stop.set()
         self._wake.set()

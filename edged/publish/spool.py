@@ -83,6 +83,7 @@ class Spool:
         self.evicted = 0
         self.evicted_in_outage = 0
         self.commits = 0
+        self.rewind = False  # set when the reader should start again from the oldest row
         self._open()
         self.first_id = self._next_id  # rows below this were kept by an earlier run
 
@@ -243,8 +244,8 @@ class Spool:
     def _retry(self) -> None:
         """The disk refused writes: try again, moving what memory holds onto it."""
         try:
-            if self._db is None:
-                self._connect()
+            self._close_db()  # a connection opened on a read-only disk stays read-only
+            self._connect()
             moved = sorted(self._mem.values(), key=lambda r: r.id)
             self._writable = True
             self._write(moved, self._db_acks)
@@ -253,6 +254,7 @@ class Spool:
             return
         self._db_acks = set()
         self._mem.clear()
+        self.rewind = True  # the disk may hold rows that could not be read before
         log.warning(
             "event spool %s takes writes again: %d event(s) moved there from memory",
             self.path,
