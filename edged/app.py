@@ -34,7 +34,7 @@ from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
 log = logging.getLogger(__name__)
 
 _END = object()
-STOP_S = 1.5  # SIGTERM to exit, whatever the broker does (bench/stop.py)
+STOP_S = 1.2  # SIGTERM to exit, whatever the broker does (bench/stop.py)
 
 
 @dataclass
@@ -156,16 +156,16 @@ class Daemon:
         engine: Engine,
         publisher: Publisher,
     ) -> None:
-        """Within STOP_S (1.5 s): the stages finish what they hold (every classified frame becomes an
+        """Within STOP_S (1.2 s): the stages finish what they hold (every classified frame becomes an
         event or is counted), the publisher delivers what the broker acknowledges in time and
         keeps the rest in its spool."""
         deadline = time.monotonic() + STOP_S
         self.stop.set()
         self.notifier.stopping()
         for t in threads:  # in pipeline order: each drains into the next
-            t.join(timeout=max(0.05, deadline - 1.0 - time.monotonic()))
+            t.join(timeout=max(0.05, deadline - 0.8 - time.monotonic()))
         source.close()
-        publisher.flush(deadline - 0.5 - time.monotonic())
+        publisher.flush(deadline - 0.4 - time.monotonic())
         self._publish_health(publisher)
         publisher.stop(timeout=max(0.2, deadline - 0.1 - time.monotonic()))
         engine.close()

@@ -160,6 +160,7 @@ class MqttPublisher(Publisher):
         self._probed = False
         self._connack = False  # the broker answered the last connect
         self._stopping = False
+        self._stalled = False  # at stop: acknowledgements stopped coming
         self._wake = threading.Event()
         self._spool_stop = threading.Event()
         self._net_stop = threading.Event()
@@ -480,17 +481,25 @@ class MqttPublisher(Publisher):
         log.debug("paho: %s", text)
 
     # -- stopping ---------------------------------------------------------------------------
-    def flush(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` seconds, and only while connected) until every event and
+    def flush(self, timeout: float, stall: float = 0.3) -> bool:
+        """Wait (at most ``timeout`` seconds, only while connected, and only while the broker
+        acknowledges something at least every ``stall`` seconds) until every event and
         retained message has been acknowledged; True if nothing is left."""
         deadline = time.monotonic() + timeout
         self._wake.set()
+        last, progress_at = -1, time.monotonic()
         while True:
             with self._lock:
                 waiting = bool(self._inflight) or self.spool.backlog > 0
+                acked = self.published + self.resent
             if not waiting:
                 return True
-            if not self._connected.is_set() or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if acked != last:
+                last, progress_at = acked, now
+            if now - progress_at > stall:
+                self._stalled = True  # the broker takes messages but acknowledges none
+            if self._stalled or not self._connected.is_set() or now >= deadline:
                 return False
             time.sleep(0.02)
 
@@ -504,9 +513,9 @@ class MqttPublisher(Publisher):
         self._wake.set()
         for t in self._threads[1:]:
             t.join(max(0.05, deadline - reserve / 2 - time.monotonic()))
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stalled:
             info = self.client.publish(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
-            until = deadline - reserve / 2
+            until = min(deadline - reserve / 2, time.monotonic() + 0.2)
             while not info.is_published() and time.monotonic() < until:
                 time.sleep(0.01)
         self._stopping = True

@@ -193,3 +193,53 @@ interval_s = 1
     assert f"{n} events ({n} acknowledged, 0 waiting in the spool, 0 evicted, 0 given up)" in (
         d.text()
     )
+
+
+def test_sigterm_with_a_frozen_broker_stops_within_2s_and_keeps_the_events(
+    tmp_path: Path,
+) -> None:
+    """The broker's process is stopped (SIGSTOP): the TCP connection stays open and nothing
+    is acknowledged.  Five times: SIGTERM ends the daemon in under 2 s, and what was not
+    acknowledged is in the spool for the next start."""
+    broker = Mosquitto(tmp_path, persistent=True).start()
+    assert broker.proc is not None
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "cam-1"
+[capture]
+type = "replay"
+paths = ["{PHOTO}"]
+loop = true
+fps = {FPS}
+[mqtt]
+url = "{broker.url}"
+""",
+    )
+    sub = Subscriber(broker.port, client_id="frozen-check")
+    times = []
+    try:
+        for i in range(5):
+            log = tmp_path / f"edged-{i}.log"
+            proc = start_edged("run", "-c", str(cfg), log=log, env={"STATE_DIRECTORY": str(state)})
+            try:
+                n = len(sub.events())
+                assert sub.wait(lambda n=n: len(sub.events()) >= n + 10, 60), log.read_text()
+                os.kill(broker.proc.pid, signal.SIGSTOP)
+                time.sleep(1.0)
+                t0 = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(10) == 0
+                times.append(time.monotonic() - t0)
+            finally:
+                os.kill(broker.proc.pid, signal.SIGCONT)
+                if proc.poll() is None:
+                    proc.kill()
+            assert "not acknowledged before stop; kept in" in log.read_text()
+    finally:
+        sub.close()
+        broker.stop()
+    assert max(times) < 2.0, times
