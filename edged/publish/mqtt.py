@@ -390,7 +390,10 @@ class MqttPublisher(Publisher):
 
     def _connect_failed(self, exc: BaseException) -> None:
         reason = describe_connect_error(exc, self.tls, self.cfg.ca_file)
-        level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+        tls_failure = isinstance(exc, ssl.SSLError) or (
+            self.tls and isinstance(exc, ConnectionResetError | EOFError)
+        )
+        level = logging.ERROR if tls_failure else logging.WARNING  # the operator must act
         self._begin_outage(f"unreachable ({reason})" if level < logging.ERROR else reason, level)
 
     def _closed_before_connack(self) -> None:
