@@ -156,9 +156,9 @@ class Daemon:
         engine: Engine,
         publisher: Publisher,
     ) -> None:
-        """Within STOP_S (1.2 s): the stages finish what they hold (every classified frame becomes an
-        event or is counted), the publisher delivers what the broker acknowledges in time and
-        keeps the rest in its spool."""
+        """Within STOP_S (1.2 s): the stages finish what they hold (every classified frame
+        becomes an event or is counted), the publisher delivers what the broker acknowledges
+        in time and keeps the rest in its spool."""
         deadline = time.monotonic() + STOP_S
         self.stop.set()
         self.notifier.stopping()

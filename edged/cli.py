@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import Daemon
     from edged.signals import install_signal_handlers
 
-    cfg = _load(args)
+    cfg = load_config(args.config, check_files=True)  # what check-config refuses, run refuses
     set_context(device=cfg.device.id)
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -48,30 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    problems = check_files(cfg)
-    if problems:
-        raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
+    cfg = load_config(args.config, check_files=True)
     print(f"{args.config or DEFAULT_CONFIG_PATH}: valid (device {cfg.device.id})")
     return EXIT_OK
-
-
-def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
-    """Checks that need the file system: paths that must exist."""
-    problems: list[tuple[str, str, Any]] = []
-    for key in ("path", "labels", "cpu_path"):
-        value = getattr(cfg.model, key)
-        if value and not Path(value).is_file():
-            problems.append((f"model.{key}", "no such file", value))
-    for key in ("password_file", "ca_file", "cert_file", "key_file"):
-        value = getattr(cfg.mqtt, key)
-        if value and not Path(value).is_file():
-            problems.append((f"mqtt.{key}", "no such file", value))
-    if cfg.capture.type == "replay":
-        for i, value in enumerate(cfg.capture.paths):
-            if not Path(value).exists():
-                problems.append((f"capture.paths.{i}", "does not exist", value))
-    return problems
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -197,6 +197,8 @@ class MqttConfig(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
+        if v != v.strip() or any(c.isspace() for c in v):
+            raise ValueError("the URL contains a space or another blank character")
         try:
             broker_address(v)
         except BrokerUrlError as exc:
@@ -206,8 +208,17 @@ class MqttConfig(_Section):
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttConfig:
+        problems = []
         if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together")
+            problems.append("cert_file and key_file go together")
+        tls_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k)]
+        if tls_files and self.url.startswith("mqtt://"):
+            problems.append(
+                f"{' and '.join(tls_files)} need{'s' if len(tls_files) == 1 else ''} an "
+                f"mqtts:// url (TLS), not {self.url!r}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -295,6 +306,8 @@ def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "literal_error":
             msg = f"invalid value; {msg.lower()}"
         value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
@@ -304,14 +317,56 @@ def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
     return ConfigError(source, problems)
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def file_problems(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Paths in the (raw) configuration that must exist and do not.  Works on the raw data,
+    so that a missing file is reported together with every schema error."""
+    problems: list[tuple[str, str, Any]] = []
+    sections = {
+        "model": ("path", "labels", "cpu_path"),
+        "mqtt": ("password_file", "ca_file", "cert_file", "key_file"),
+    }
+    for name, keys in sections.items():
+        section = _section(data, name)
+        for key in keys:
+            value = section.get(key)
+            if isinstance(value, str) and value and not Path(value).is_file():
+                problems.append((f"{name}.{key}", "no such file", value))
+    capture = _section(data, "capture")
+    paths = capture.get("paths")
+    if capture.get("type", "replay") == "replay" and isinstance(paths, list):
+        for i, value in enumerate(paths):
+            if isinstance(value, str) and not Path(value).exists():
+                problems.append((f"capture.paths.{i}", "does not exist", value))
+    return problems
+
+
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", *, check_files: bool = False
+) -> Config:
+    """The validated config; ConfigError lists every problem (with ``check_files``, also the
+    paths that do not exist)."""
+    missing = file_problems(data) if check_files else []
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise _from_validation_error(source, exc) from None
+        error = _from_validation_error(source, exc)
+        raise ConfigError(source, error.problems + missing) from None
+    if missing:
+        raise ConfigError(source, missing)
+    return cfg
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_files: bool = False,
+) -> Config:
     """Read the TOML file (a missing default file is an empty config) and the environment."""
     environ = os.environ if environ is None else environ
     explicit = path is not None
@@ -325,7 +380,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(str(cfg_path), [("(file)", "no such file", _MISSING)]) from None
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(str(cfg_path), [("(file)", str(exc), _MISSING)]) from None
-    return parse_config(apply_env(data, environ), str(cfg_path))
+    return parse_config(apply_env(data, environ), str(cfg_path), check_files=check_files)
 
 
 def read_secret(path: str, credential: str, environ: Mapping[str, str] | None = None) -> str | None:
