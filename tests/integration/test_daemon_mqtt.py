@@ -12,7 +12,6 @@ import jsonschema
 import pytest
 
 from edged.publish.spool import Spool
-
 from tests.support import (
     IMAGES,
     ROOT,

@@ -81,7 +81,7 @@ def test_tls_files_on_a_plain_url_are_refused(key: str):
     data = {"mqtt": {"url": "mqtt://broker:1883", key: "x.pem"}}
     if key == "cert_file":
         data["mqtt"]["key_file"] = "x.key"
-    with pytest.raises(ConfigError, match="needs? an mqtts:// url"):
+    with pytest.raises(ConfigError, match=r"needs? an mqtts:// url"):
         parse_config(data)
 
 
