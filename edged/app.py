@@ -1,47 +1,37 @@
 """Wires the stages together: capture+preprocess -> infer -> classify -> publish, with health
-and the watchdog beside them.  One stop event ends every thread."""
+and the watchdog beside them.  One stop event ends every thread.  Nothing here formats a
+message or decides a policy: those live in their stage (``publish/``, ``health/``,
+``wire.py``) and in the :class:`~edged.engine.Engine`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import os
 import queue
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
-import psutil
 
 from edged import __version__
 from edged.capture import FrameSource, open_source
 from edged.config import Config, read_secret
-from edged.devices import list_edge_tpus, tpu_temperature_c
-from edged.health import Notifier, Stats, cpu_temp_c, throttled
-from edged.infer import Engine, open_engine
+from edged.engine import Engine, Result, Work, open_engine
+from edged.health import Notifier, Stats
+from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.events import PublishPolicy, build_event
-from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
+from edged.wire import Health, Suffix
 
 log = logging.getLogger(__name__)
 
-_END = object()
 STOP_S = 1.2  # SIGTERM to exit, whatever the broker does (bench/stop.py)
-
-
-@dataclass
-class _Work:
-    number: int
-    source: str
-    tensor: npt.NDArray[np.generic]
 
 
 class Daemon:
@@ -62,32 +52,30 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.notifier = notifier or Notifier()
         self.stats = Stats()
+        self.run_id = str(uuid.uuid4())  # in every event and health report of this run
+        self.health = HealthReporter(cfg.device.id, self.stats, self.run_id)
         self.exit_code = 0
         self.engine: Engine | None = None
         self.source: FrameSource | None = None
         self._publisher = publisher
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)
-        self.run_id = str(uuid.uuid4())  # in every event and health report of this run
         self._infer_done = threading.Event()
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
-        engine = open_engine(self.cfg.model, self.cfg.classify)
-        try:
-            spec = engine.backend.input_spec
-            frac = engine.cfg.crop_fraction if engine.cfg.crop == "center" else 1.0
-            size = (math.ceil(spec.width / frac), math.ceil(spec.height / frac))
-            source = open_source(self.cfg.capture, size)
-        except BaseException:
-            engine.close()
-            raise
-        publisher = self._publisher
-        if publisher is None:
-            password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
-            publisher = MqttPublisher(
-                self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
-            )
+        """Engine, source and publisher, in that order; a failure at any step closes what
+        the earlier steps opened (no worker process or shared memory is left behind)."""
+        with contextlib.ExitStack() as stack:
+            engine = open_engine(self.cfg.model, self.cfg.classify)
+            stack.callback(engine.close)
+            source = open_source(self.cfg.capture, engine.capture_size())
+            stack.callback(source.close)
+            publisher = self._publisher
+            if publisher is None:
+                password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
+                publisher = MqttPublisher(
+                    self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
+                )
+            stack.pop_all()  # run() owns them from here
         return engine, source, publisher
 
     def _spool_path(self) -> Path | None:
@@ -114,8 +102,9 @@ class Daemon:
             log.warning(
                 "inference falls back to %s: %s", engine.backend.name, engine.fallback_reason
             )
-        work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
-        results: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        # None marks the end of the frames
+        work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
+        results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
         publisher.start()
         threads = [
             threading.Thread(
@@ -186,7 +175,7 @@ class Daemon:
             stats.events_filtered,
         )
 
-    def _guard(self, fn: Any, *args: Any) -> None:
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
         except Exception:
@@ -195,16 +184,16 @@ class Daemon:
             self.stop.set()
 
     # -- stages --------------------------------------------------------------------------
-    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Any]) -> None:
+    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Work | None]) -> None:
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
             try:
-                tensor = engine.preprocess(frame.image)
+                prepared = engine.prepare(frame.image)
             except ImageError as exc:
                 source.skipped += 1
                 log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                 continue
-            item = _Work(frame.number, frame.source, tensor)
+            item = Work(frame.number, frame.source, prepared)
             if source.live:
                 while True:  # the newest frame wins; a stale one is dropped and counted
                     try:
@@ -218,9 +207,9 @@ class Daemon:
                             pass
             elif not self._put(work, item):
                 return
-        self._put(work, _END)
+        self._put(work, None)
 
-    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+    def _put(self, q: queue.Queue[Any], item: object) -> bool:
         while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.2)
@@ -229,7 +218,9 @@ class Daemon:
                 continue
         return False
 
-    def _infer(self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]) -> None:
+    def _infer(
+        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
+    ) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
         starts the next frame while this thread reads the last result), in order."""
         try:
@@ -238,9 +229,9 @@ class Daemon:
             self._infer_done.set()
 
     def _infer_frames(
-        self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]
+        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
     ) -> None:
-        pending: deque[_Work] = deque()
+        pending: deque[Work] = deque()
         ended = False
         while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
             while not ended and not self.stop.is_set() and len(pending) < engine.depth:
@@ -248,33 +239,33 @@ class Daemon:
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
                 except queue.Empty:
                     break
-                if item is _END:
+                if item is None:
                     ended = True
                     break
                 try:
-                    engine.submit(item.tensor)
+                    engine.submit(item.input)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
                     continue
                 pending.append(item)
             if not pending:
                 if ended:
-                    self._put(results, _END)
+                    self._put(results, None)
                     return
                 continue
             item = pending.popleft()
             try:
-                result, ms, backend = engine.collect()
+                outcome = engine.collect()
             except (RuntimeError, ValueError) as exc:
                 self._lost(item, exc)
                 continue
-            self.stats.record_inference(ms)
-            self._result(results, (item.number, item.source, result, ms, backend))
+            self.stats.record_inference(outcome.ms)
+            self._result(results, Result(item.number, item.source, outcome))
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
-                self._put(results, _END)
+                self._put(results, None)
                 return
 
-    def _result(self, results: queue.Queue[Any], item: Any) -> None:
+    def _result(self, results: queue.Queue[Result | None], item: Result) -> None:
         """The publish stage only appends to the spool, so this waits at most moments."""
         try:
             results.put(item, timeout=2.0)
@@ -282,11 +273,11 @@ class Daemon:
             self.stats.frames_lost += 1
             log.error("a classified frame is lost: the publish stage does not take it")
 
-    def _lost(self, item: _Work, exc: Exception) -> None:
+    def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
         log.error("inference failed on frame %d: %s", item.number, exc)
 
-    def _publish(self, publisher: Publisher, results: queue.Queue[Any]) -> None:
+    def _publish(self, publisher: Publisher, results: queue.Queue[Result | None]) -> None:
         cfg = self.cfg
         engine = self.engine
         assert engine is not None
@@ -298,16 +289,16 @@ class Daemon:
                 if self.stop.is_set() and self._infer_done.is_set():
                     return
                 continue
-            if item is _END:
+            if item is None:
                 log.info(
                     "frame source finished" if self.max_frames is None else "frame limit reached"
                 )
                 self.stop.set()
                 continue
-            number, source, result, ms, backend = item
+            outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
-            if not policy.should_publish(result, time.monotonic()):
+            if not policy.should_publish(outcome.classification, time.monotonic()):
                 self.stats.events_filtered += 1
                 continue
             self.stats.events_created += 1
@@ -315,15 +306,15 @@ class Daemon:
                 device=cfg.device.id,
                 run_id=self.run_id,
                 seq=self.stats.events_created,
-                frame=number,
-                source=source,
-                result=result,
+                frame=item.number,
+                source=item.source,
+                result=outcome.classification,
                 model=engine.model.name,
-                backend=backend,
-                inference_ms=ms,
+                backend=outcome.backend,
+                inference_ms=outcome.ms,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
-            log.debug("event seq %d (frame %d) spooled", event.seq, number)
+            log.debug("event seq %d (frame %d) spooled", event.seq, item.number)
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -348,46 +339,13 @@ class Daemon:
                 return
 
     def health_payload(self, publisher: Publisher) -> Health:
-        engine = self.engine
-        try:
-            cpu = round(self._process.cpu_percent(None), 1)
-            rss = round(self._process.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            cpu, rss = None, None
-        backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
-        return Health(
-            device=self.cfg.device.id,
-            version=__version__,
-            run_id=self.run_id,
-            ts=utc_now(),
-            uptime_s=round(self.stats.uptime_s(), 1),
+        source = self.source
+        return self.health.report(
+            self.engine,
+            publisher,
+            source.skipped if source else 0,
             state=self._state(),
-            source_live=self.source.live if self.source else None,
-            **backend,
-            model=engine.model.name if engine else None,
-            model_sha256=engine.model.sha256 if engine else None,
-            tpus=[TpuInfo(type=t.type, path=t.path) for t in list_edge_tpus()],
-            tpu_temp_c=tpu_temperature_c(),
-            fps=round(self.stats.fps(), 2),
-            inference_ms=Percentiles(**self.stats.latency_ms()),
-            frames_captured=self.stats.frames_captured,
-            frames_processed=self.stats.frames_processed,
-            frames_dropped=self.stats.frames_dropped,
-            frames_lost=self.stats.frames_lost,
-            frames_skipped=self.source.skipped if self.source else 0,
-            events_published=publisher.published,
-            events_waiting=publisher.backlog,
-            events_resent=publisher.resent,
-            events_evicted=publisher.evicted,
-            events_filtered=self.stats.events_filtered,
-            spool=publisher.spool_kind,
-            mqtt_reconnects=publisher.reconnects,
-            mqtt_dropped=publisher.dropped,
-            cpu_percent=cpu,
-            rss_mb=rss,
-            cpu_temp_c=cpu_temp_c(),
-            throttled=throttled(),
-            pid=os.getpid(),
+            source_live=source.live if source else None,
         )
 
     def _state(self) -> str:

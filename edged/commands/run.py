@@ -1,0 +1,47 @@
+"""``edged run`` (the daemon) and ``edged check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from edged.commands.common import EXIT_OK, add_config
+from edged.config import DEFAULT_CONFIG_PATH, load_config
+from edged.logsetup import set_context
+from edged.signals import install_signal_handlers
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.app import Daemon
+
+    cfg = load_config(args.config, check_files=True)  # what check-config refuses, run refuses
+    set_context(device=cfg.device.id)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    daemon = Daemon(cfg, max_frames=args.frames, stop=stop)
+    return daemon.run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every problem at once: schema, cross-field and missing files (exit 2)."""
+    cfg = load_config(args.config, check_files=True)
+    print(f"{args.config or DEFAULT_CONFIG_PATH}: valid (device {cfg.device.id})")
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the daemon")
+    add_config(p)
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop cleanly after N frames have been classified and published",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 2 on errors")
+    add_config(p)
+    p.set_defaults(func=cmd_check_config)
