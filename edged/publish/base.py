@@ -34,9 +34,6 @@ class Publisher(ABC):
     @abstractmethod
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
 
-    def poll(self) -> None:  # noqa: B027 - optional hook
-        """Periodic work, called by the publishing thread when it has nothing to publish."""
-
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for everything published to be acknowledged."""
         return True
