@@ -42,15 +42,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
     args = parser.parse_args()
-    print(f"{'devices':>8}{'fleet status s':>16}{'listed':>8}{'with version':>14}{'mosquitto_sub s':>17}")
+    head = ("devices", "fleet status s", "listed", "with version", "mosquitto_sub s")
+    print("".join(f"{h:>{w}}" for h, w in zip(head, (8, 16, 8, 14, 17), strict=True)))
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix="edged-fleet-") as tmp:
             broker = Mosquitto(Path(tmp)).start()
             try:
                 publish_fleet(broker.port, n, version="0.1.0")
-                took, out = timed(
-                    [sys.executable, "-m", "edged", "fleet", "status", "--json", "--url", broker.url]
-                )
+                status = ["fleet", "status", "--json", "--url", broker.url]
+                took, out = timed([sys.executable, "-m", "edged", *status])
                 rows = json.loads(out)
                 versions = sum(1 for r in rows if r["version"] == "0.1.0")
                 sub = shutil.which("mosquitto_sub") or "mosquitto_sub"
