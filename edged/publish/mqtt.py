@@ -52,6 +52,7 @@ ONLINE = wire.ONLINE.encode()
 OFFLINE = wire.OFFLINE.encode()
 COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after publish()
 WINDOW = 100  # events handed to paho and not yet acknowledged
+LEGACY_SPOOL = "mqtt-spool.jsonl"  # where releases before the spool kept events at a stop
 
 
 class MqttConfigError(ValueError):
@@ -141,6 +142,11 @@ class MqttPublisher(Publisher):
             max_rows=cfg.max_queued,
             retry_s=spool_retry_s,
         )
+        legacy = spool_path.with_name(LEGACY_SPOOL) if spool_path is not None else None
+        if legacy is not None and legacy.exists():
+            log.info(
+                "MQTT: %d event(s) taken over from %s", self.spool.import_lines(legacy), legacy
+            )
         self.callback_errors = 0
         self.published = 0  # this run's events the broker acknowledged
         self.resent = 0  # events of earlier runs the broker acknowledged

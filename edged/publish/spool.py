@@ -23,6 +23,7 @@ one thread that owns the spool.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
@@ -160,6 +161,29 @@ class Spool:
                 self.problem,
                 self.max_rows,
             )
+
+    def import_lines(self, legacy: Path) -> int:
+        """Take over the events an earlier release kept at a clean stop (one JSON object per
+        line: topic, payload, qos), oldest first, and remove that file; how many were taken."""
+        try:
+            lines = legacy.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            log.error("cannot read the earlier event spool %s: %s", legacy, exc)
+            return 0
+        taken = 0
+        for line in lines:
+            try:
+                item = json.loads(line)
+                self.add(str(item["topic"]), str(item["payload"]).encode(), int(item["qos"]))
+                taken += 1
+            except (ValueError, KeyError, TypeError):
+                log.warning("earlier event spool %s: unreadable line skipped", legacy)
+        self.commit()
+        self.first_id = self._next_id  # they belong to an earlier run
+        if self.durable:
+            with contextlib.suppress(OSError):
+                legacy.unlink()
+        return taken
 
     # -- any thread -------------------------------------------------------------------------
     def add(self, topic: str, payload: bytes, qos: int) -> Spooled:

@@ -287,3 +287,20 @@ def test_the_spool_is_bounded_on_disk_and_keeps_what_is_in_flight(tmp_path: Path
 )
 def test_connect_errors_in_words(exc: BaseException, words: str) -> None:
     assert describe_connect_error(exc, False, "") == words
+
+
+def test_events_an_earlier_release_kept_at_stop_are_taken_over(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    legacy = tmp_path / "mqtt-spool.jsonl"
+    lines = [
+        json.dumps({"topic": "events", "payload": event(i).decode(), "qos": 1}) for i in (1, 2)
+    ]
+    legacy.write_text("\n".join([*lines, "{cut off"]) + "\n")
+    pub = make(broker, tmp_path / "events.db")
+    publishers.append(pub)
+    assert not legacy.exists()
+    pub.start()
+    pub.publish("events", event(3), qos=1)
+    assert wait(lambda: pub.resent == 2 and pub.published == 1)
+    assert seqs(broker) == [1, 2, 3]
