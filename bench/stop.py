@@ -72,16 +72,25 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def one_stop(tmp: Path, case: str) -> float:
+def running(tmp: Path, events: int) -> tuple[Mosquitto, subprocess.Popen[bytes]]:
+    """A persistent broker and the daemon on it, once ``events`` events have arrived."""
     broker = Mosquitto(tmp, persistent=True).start()
     state = tmp / "state"
     state.mkdir(exist_ok=True)
     sub = Subscriber(broker.port)
     proc = start(tmp, config(tmp, broker.url), state)
+    arrived = sub.wait(lambda: len(sub.events()) >= events, 60)
+    sub.close()
+    if not arrived:
+        proc.kill()
+        broker.stop()
+        raise RuntimeError((tmp / "edged.log").read_text()[-2000:])
+    return broker, proc
+
+
+def one_stop(tmp: Path, case: str) -> float:
+    broker, proc = running(tmp, 20)
     try:
-        if not sub.wait(lambda: len(sub.events()) >= 20, 60):
-            raise RuntimeError((tmp / "edged.log").read_text()[-2000:])
-        sub.close()
         if case == "down":
             broker.stop()
             time.sleep(2.0)
@@ -104,14 +113,8 @@ def one_stop(tmp: Path, case: str) -> float:
 
 
 def memory(tmp: Path, outage: float) -> None:
-    broker = Mosquitto(tmp, persistent=True).start()
-    state = tmp / "state"
-    state.mkdir(exist_ok=True)
-    sub = Subscriber(broker.port)
-    proc = start(tmp, config(tmp, broker.url), state)
+    broker, proc = running(tmp, 40)
     try:
-        sub.wait(lambda: len(sub.events()) >= 40, 60)
-        sub.close()
         time.sleep(10)
         before = rss_mb(proc.pid)
         print(f"RSS before the outage: {before:.1f} MB")

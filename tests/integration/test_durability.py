@@ -46,6 +46,25 @@ class Run:
         return [int(m) for m in re.findall(r"event seq (\d+) \(frame", self.text())]
 
 
+def looping_config(tmp_path: Path, url: str, mqtt_extra: str = "") -> Path:
+    """One photo in a loop at FPS (a live source), the bundled model, device cam-1."""
+    return write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "cam-1"
+[capture]
+type = "replay"
+paths = ["{PHOTO}"]
+loop = true
+fps = {FPS}
+[mqtt]
+url = "{url}"
+{mqtt_extra}
+""",
+    )
+
+
 def mount_tmpfs(path: Path, size: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
 
@@ -73,23 +92,8 @@ def test_every_event_arrives_through_restarts_kills_and_disk_faults(tmp_path: Pa
     mount_tmpfs(state, "16m")
     broker = Mosquitto(tmp_path, persistent=True).start()
     sub = Subscriber(broker.port, client_id="durability-check")
-    cfg = write_config(
-        tmp_path / "edged.toml",
-        f"""
-[device]
-id = "cam-1"
-[capture]
-type = "replay"
-paths = ["{PHOTO}"]
-loop = true
-fps = {FPS}
-[mqtt]
-url = "{broker.url}"
-reconnect_min_s = 0.5
-reconnect_max_s = 1
-[health]
-interval_s = 1
-""",
+    cfg = looping_config(
+        tmp_path, broker.url, "reconnect_min_s = 0.5\nreconnect_max_s = 1\n[health]\ninterval_s = 1"
     )
     runs: list[Run] = []
 
@@ -205,20 +209,7 @@ def test_sigterm_with_a_frozen_broker_stops_within_2s_and_keeps_the_events(
     assert broker.proc is not None
     state = tmp_path / "state"
     state.mkdir()
-    cfg = write_config(
-        tmp_path / "edged.toml",
-        f"""
-[device]
-id = "cam-1"
-[capture]
-type = "replay"
-paths = ["{PHOTO}"]
-loop = true
-fps = {FPS}
-[mqtt]
-url = "{broker.url}"
-""",
-    )
+    cfg = looping_config(tmp_path, broker.url)
     sub = Subscriber(broker.port, client_id="frozen-check")
     times = []
     try:
