@@ -325,11 +325,17 @@ class Daemon:
     def _health(self, publisher: Publisher) -> None:
         interval = self.cfg.health.interval_s
         wd = self.notifier.watchdog_s
-        tick = min(interval, wd / 2) if wd else interval
+        stall = self.cfg.health.stall_s
+        tick = min(interval, wd / 2, stall / 2) if wd else min(interval, stall / 2)
         next_health = time.monotonic()
         while True:
             now = time.monotonic()
-            if wd and self.stats.idle_for() < self.cfg.health.stall_s:
+            if not self.notifier.ready_sent and self.stats.uptime_s() >= stall:
+                # Started, but no frame classified: systemd's start must not hang on a source
+                # that delivers nothing; the watchdog and the health gate judge the frames.
+                log.warning("no frame classified %g s after start; reporting ready", stall)
+                self.notifier.ready(self._status_line())
+            if wd and self.stats.idle_for() < stall:
                 self.notifier.watchdog()
             if now >= next_health:
                 self._publish_health(publisher)
