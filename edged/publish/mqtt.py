@@ -52,6 +52,7 @@ ONLINE = wire.ONLINE.encode()
 OFFLINE = wire.OFFLINE.encode()
 COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after publish()
 WINDOW = 100  # events handed to paho and not yet acknowledged
+EARLY_ACK_S = 5.0
 LEGACY_SPOOL = "mqtt-spool.jsonl"  # where releases before the spool kept events at a stop
 
 
@@ -156,7 +157,9 @@ class MqttPublisher(Publisher):
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._inflight: dict[int, Spooled | _State] = {}  # by paho mid
-        self._early_acks: set[int] = set()
+        # acks paho reported before publish() returned the mid, with when (a mid never
+        # tracked, e.g. the offline status at stop, is forgotten after EARLY_ACK_S)
+        self._early_acks: dict[int, float] = {}
         self._cursor = 0  # the last spool id handed to paho
         self._resending = False  # paho still has to re-send what was in flight
         self._state: dict[str, tuple[bytes, int]] = {}  # retained, last value per topic
@@ -268,13 +271,12 @@ class MqttPublisher(Publisher):
 
     def _send_state(self, topic: str, payload: bytes, qos: int) -> None:
         info = self.client.publish(self.topic(topic), payload, qos=qos, retain=True)
-        if qos and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+        if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos and info.rc == mqtt.MQTT_ERR_NO_CONN):
             self._track(info.mid, _State(topic))
 
     def _track(self, mid: int, item: Spooled | _State) -> None:
         with self._lock:
-            if mid in self._early_acks:  # paho's thread saw the ack before publish() returned
-                self._early_acks.discard(mid)
+            if self._early_acks.pop(mid, None) is not None:  # acked before publish() returned
                 self._acked(item)
             else:
                 self._inflight[mid] = item
@@ -325,11 +327,7 @@ class MqttPublisher(Publisher):
                 info.rc == mqtt.MQTT_ERR_NO_CONN and row.qos > 0  # paho keeps it to re-send
             ):
                 self._cursor = row.id
-                if row.qos == 0 and info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published():
-                    with self._lock:
-                        self._acked(row)
-                else:
-                    self._track(info.mid, row)
+                self._track(info.mid, row)  # QoS 0 too: paho reports it once written
             elif info.rc == mqtt.MQTT_ERR_NO_CONN:
                 return  # QoS 0 with no connection: it stays in the spool
             else:
@@ -480,7 +478,10 @@ class MqttPublisher(Publisher):
             self._resending = False  # paho re-sends everything before it reads an ack
             item = self._inflight.pop(mid, None)
             if item is None:
-                self._early_acks.add(mid)
+                now = time.monotonic()
+                self._early_acks[mid] = now
+                for old in [m for m, t in self._early_acks.items() if now - t > EARLY_ACK_S]:
+                    del self._early_acks[old]
             else:
                 self._acked(item)
         self._wake.set()

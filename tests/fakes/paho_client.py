@@ -180,8 +180,11 @@ class FakeClient:
                     info.rc = mqtt.MQTT_ERR_NO_CONN
                     return info
                 self._deliver(mid, topic, payload, qos, retain, dup=False)
-                info._set_as_published()
-                return info
+        if qos == 0:  # paho reports a QoS 0 message once it is written, from its thread
+            info._set_as_published()
+            self.on_publish(self, None, mid, ReasonCode(PacketTypes.PUBACK, "Success"), None)
+            return info
+        with self._cond:
             self._out[mid] = (topic, payload, qos, retain, info)
             info.rc = mqtt.MQTT_ERR_SUCCESS if connected else mqtt.MQTT_ERR_NO_CONN
             if connected:

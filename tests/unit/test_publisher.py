@@ -304,3 +304,20 @@ def test_events_an_earlier_release_kept_at_stop_are_taken_over(
     pub.publish("events", event(3), qos=1)
     assert wait(lambda: pub.resent == 2 and pub.published == 1)
     assert seqs(broker) == [1, 2, 3]
+
+
+def test_qos0_events_leave_the_spool_once_written_and_wait_while_disconnected(
+    broker: FakeBroker, publishers: list[MqttPublisher]
+) -> None:
+    broker.up = False
+    pub = make(broker)
+    publishers.append(pub)
+    pub.start()
+    for i in range(1, 6):
+        pub.publish("events", event(i), qos=0)
+    time.sleep(0.1)
+    assert pub.backlog == 5 and seqs(broker) == []  # not handed to paho without a connection
+    broker.up = True
+    assert wait(lambda: pub.published == 5)
+    assert seqs(broker) == [1, 2, 3, 4, 5]
+    assert pub.backlog == 0 and not pub._inflight and not pub._early_acks
