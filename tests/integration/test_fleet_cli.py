@@ -104,55 +104,52 @@ def test_wait_needs_a_fresh_report_of_the_version(broker: Mosquitto) -> None:
     assert "timed out after 2 s" in proc.stderr and "cam-a" in proc.stderr
     assert "no health report since the wait began" in proc.stderr
 
-    # A fresh report of another version: still not.
-    def later(version: str, frames: tuple[int, ...] = (6,), fps: float = 2.0) -> None:
-        for n in frames:
-            time.sleep(1.5)
-            report = health(
-                "cam-a", version, datetime.now(UTC), frames_processed=n, fps=fps,
-                run_id="run-1", source_live=True, state="ok",
-            )  # fmt: skip
-            pub.publish("edged/cam-a/health", report, qos=1, retain=True).wait_for_publish()
+    def wait_while_reporting(
+        version: str, step: int, fps: float, *extra: str, timeout: str = "5"
+    ) -> subprocess.CompletedProcess[str]:
+        """`fleet wait` while the device reports every second, frames growing by ``step``."""
+        stop = threading.Event()
 
-    t = threading.Thread(target=later, args=("0.1.9",))
-    t.start()
-    proc = fleet_cli(
-        "wait", "--url", broker.url, "--device", "cam-a", "--version", "0.2.0", "--timeout", "4"
-    )
-    t.join()
+        def report() -> None:
+            frames = 0
+            while not stop.wait(1.0):
+                frames += step
+                payload = health(
+                    "cam-a", version, datetime.now(UTC), frames_processed=frames, fps=fps,
+                    run_id="run-1", source_live=True, state="ok",
+                )  # fmt: skip
+                pub.publish("edged/cam-a/health", payload, qos=1, retain=True).wait_for_publish()
+
+        t = threading.Thread(target=report)
+        t.start()
+        try:
+            return fleet_cli(
+                "wait", "--url", broker.url, "--device", "cam-a", "--version", "0.2.0",
+                "--timeout", timeout, *extra,
+            )  # fmt: skip
+        finally:
+            stop.set()
+            t.join()
+
+    # Fresh reports of another version: still not.
+    proc = wait_while_reporting("0.1.9", 6, 2.0)
     assert proc.returncode == 1
     assert "version 0.1.9" in proc.stderr
 
     # Fresh reports of the version, but no frame classified: "not classifying".
-    t = threading.Thread(target=later, args=("0.2.0", (0, 0), 0.0))
-    t.start()
-    proc = fleet_cli(
-        "wait", "--url", broker.url, "--device", "cam-a", "--version", "0.2.0", "--timeout", "5"
-    )
-    t.join()
+    proc = wait_while_reporting("0.2.0", 0, 0.0)
     assert proc.returncode == 1
     assert "not classifying: frames_processed stayed at 0 and fps is 0" in proc.stderr
 
-    # Two fresh reports of the version with frames growing, online: done.
-    t = threading.Thread(target=later, args=("0.2.0", (6, 12)))
-    t.start()
+    # Fresh reports of the version with frames growing, online: done.
     started = time.monotonic()
-    proc = fleet_cli(
-        "wait", "--url", broker.url, "--device", "cam-a", "--version", "0.2.0", "--timeout", "20"
-    )
-    t.join()
+    proc = wait_while_reporting("0.2.0", 6, 2.0, timeout="20")
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - started < 15
     assert "cam-a: online, classifying on cpu at 2 fps, version 0.2.0" in proc.stdout
 
     # The same, but another backend was asked for: it names the backend.
-    t = threading.Thread(target=later, args=("0.2.0", (18, 24)))
-    t.start()
-    proc = fleet_cli(
-        "wait", "--url", broker.url, "--device", "cam-a", "--version", "0.2.0",
-        "--backend", "edgetpu", "--timeout", "5",
-    )  # fmt: skip
-    t.join()
+    proc = wait_while_reporting("0.2.0", 6, 2.0, "--backend", "edgetpu")
     assert proc.returncode == 1
     assert "runs on backend cpu, expected edgetpu" in proc.stderr
     pub.disconnect()
