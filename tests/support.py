@@ -27,6 +27,16 @@ V2 = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
 V1_025 = MODELS / "mobilenet_v1_0.25_128_quant.tflite"
 
 
+def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,12 +150,7 @@ class Subscriber:
         return json.loads(health[-1][1]) if health else None
 
     def wait(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()
+        return wait_until(pred, timeout)
 
     def close(self) -> None:
         self.client.loop_stop()

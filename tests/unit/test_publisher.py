@@ -18,15 +18,11 @@ from edged.config import MqttConfig
 from edged.publish.mqtt import MqttPublisher, describe_connect_error
 from edged.publish.spool import Spool
 from tests.fakes.paho_client import FakeBroker
+from tests.support import wait_until
 
 
 def wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
+    return wait_until(pred, timeout, step=0.005)
 
 
 def event(seq: int) -> bytes:
