@@ -7,15 +7,30 @@ import threading
 from typing import Any
 
 from edged.commands.common import EXIT_OK, add_config
-from edged.config import DEFAULT_CONFIG_PATH, load_config
+from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from edged.infer.bundled import profile_model
+from edged.infer.model import ModelError
 from edged.logsetup import set_context
 from edged.signals import install_signal_handlers
+
+
+def load_checked(args: argparse.Namespace) -> Config:
+    """The config with every problem at once (schema, cross-field, missing files), then the
+    model profile, which needs the parsed config; ConfigError (exit 2) otherwise."""
+    cfg = load_config(args.config, check_files=True)
+    if not cfg.model.path:
+        try:
+            profile_model(cfg.model.profile, cfg.model.models_dir)
+        except ModelError as exc:
+            problem = ("model.profile", str(exc), cfg.model.profile)
+            raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), [problem]) from None
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import Daemon
 
-    cfg = load_config(args.config, check_files=True)  # what check-config refuses, run refuses
+    cfg = load_checked(args)  # what check-config refuses, run refuses
     set_context(device=cfg.device.id)
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -25,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Every problem at once: schema, cross-field and missing files (exit 2)."""
-    cfg = load_config(args.config, check_files=True)
+    cfg = load_checked(args)
     print(f"{args.config or DEFAULT_CONFIG_PATH}: valid (device {cfg.device.id})")
     return EXIT_OK
 
