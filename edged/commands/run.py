@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from pathlib import Path
 from typing import Any
 
 from edged.commands.common import EXIT_OK, add_config
@@ -18,13 +19,23 @@ def load_checked(args: argparse.Namespace) -> Config:
     """The config with every problem at once (schema, cross-field, missing files), then the
     model profile, which needs the parsed config; ConfigError (exit 2) otherwise."""
     cfg = load_config(args.config, check_files=True)
+    problems = check_files(cfg)
+    if problems:
+        raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
+    return cfg
+
+
+def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
+    """What only a parsed config can check: the models folder and the profile's model (the
+    other paths are checked with the schema, :func:`edged.config.file_problems`)."""
+    if cfg.model.models_dir and not Path(cfg.model.models_dir).is_dir():
+        return [("model.models_dir", "no such folder", cfg.model.models_dir)]
     if not cfg.model.path:
         try:
             profile_model(cfg.model.profile, cfg.model.models_dir)
         except ModelError as exc:
-            problem = ("model.profile", str(exc), cfg.model.profile)
-            raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), [problem]) from None
-    return cfg
+            return [("model.profile", str(exc), cfg.model.profile)]
+    return []
 
 
 def cmd_run(args: argparse.Namespace) -> int:
