@@ -7,41 +7,23 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edged.commands.common import EXIT_OK, add_config
+from edged.commands.common import EXIT_OK, add_config, positive_int
 from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from edged.engine import check_model
 from edged.infer.bundled import profile_model
 from edged.infer.model import ModelError
 from edged.logsetup import set_context
 from edged.signals import install_signal_handlers
 
 
-def load_checked(args: argparse.Namespace) -> Config:
-    """The config with every problem at once (schema, cross-field, missing files), then the
-    model profile, which needs the parsed config; ConfigError (exit 2) otherwise."""
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.app import Daemon
+
+    # what check-config refuses for the config and its files, run refuses
     cfg = load_config(args.config, check_files=True)
     problems = check_files(cfg)
     if problems:
         raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
-    return cfg
-
-
-def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
-    """What only a parsed config can check: the models folder and the profile's model (the
-    other paths are checked with the schema, :func:`edged.config.file_problems`)."""
-    if cfg.model.models_dir and not Path(cfg.model.models_dir).is_dir():
-        return [("model.models_dir", "no such folder", cfg.model.models_dir)]
-    if not cfg.model.path:
-        try:
-            profile_model(cfg.model.profile, cfg.model.models_dir)
-        except ModelError as exc:
-            return [("model.profile", str(exc), cfg.model.profile)]
-    return []
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from edged.app import Daemon
-
-    cfg = load_checked(args)  # what check-config refuses, run refuses
     set_context(device=cfg.device.id)
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -50,10 +32,55 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Every problem at once: schema, cross-field and missing files (exit 2)."""
-    cfg = load_checked(args)
-    print(f"{args.config or DEFAULT_CONFIG_PATH}: valid (device {cfg.device.id})")
+    """The config as ``run`` would load it (a missing default file is an error here), the
+    files it names, and the model opened as ``run`` would open it."""
+    path = args.config or DEFAULT_CONFIG_PATH
+    cfg = load_config(path, check_files=True)  # missing files come with the schema errors
+    problems = check_files(cfg)
+    described = ""
+    if not any(key.startswith("model.") for key, _, _ in problems):
+        try:
+            described = check_model(cfg.model)
+        except ModelError as exc:
+            problems.append(_model_problem(cfg, str(exc)))
+    if problems:
+        raise ConfigError(str(path), problems)
+    print(f"{path}: valid (device {cfg.device.id}; model {described})")
     return EXIT_OK
+
+
+def _model_problem(cfg: Config, message: str) -> tuple[str, str, Any]:
+    """The key a model error is about: sha256, labels, else the model file."""
+    if "sha256" in message:
+        return "model.sha256", message, cfg.model.sha256
+    if "labels" in message and cfg.model.labels:
+        return "model.labels", message, cfg.model.labels
+    return "model.path", message, cfg.model.path or "(bundled model)"
+
+
+def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
+    """Checks that need the file system: paths that must exist."""
+    problems: list[tuple[str, str, Any]] = []
+    for key in ("path", "labels", "cpu_path"):
+        value = getattr(cfg.model, key)
+        if value and not Path(value).is_file():
+            problems.append((f"model.{key}", "no such file", value))
+    if cfg.model.models_dir and not Path(cfg.model.models_dir).is_dir():
+        problems.append(("model.models_dir", "no such folder", cfg.model.models_dir))
+    elif not cfg.model.path:
+        try:
+            profile_model(cfg.model.profile, cfg.model.models_dir)
+        except ModelError as exc:
+            problems.append(("model.profile", str(exc), cfg.model.profile))
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        value = getattr(cfg.mqtt, key)
+        if value and not Path(value).is_file():
+            problems.append((f"mqtt.{key}", "no such file", value))
+    if cfg.capture.type == "replay":
+        for i, value in enumerate(cfg.capture.paths):
+            if not Path(value).exists():
+                problems.append((f"capture.paths.{i}", "does not exist", value))
+    return problems
 
 
 def register(sub: Any) -> None:
@@ -61,7 +88,7 @@ def register(sub: Any) -> None:
     add_config(p)
     p.add_argument(
         "--frames",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop cleanly after N frames have been classified and published",

@@ -12,6 +12,7 @@ class Publisher(ABC):
     resent = 0  # events kept from an earlier run that the broker acknowledged
     dropped = 0  # events given up (no spool at stop, or refused by the client library)
     reconnects = 0
+    lost_events = 0  # events neither delivered nor kept for the next start, known at stop
 
     @property
     def evicted(self) -> int:

@@ -547,6 +547,7 @@ class MqttPublisher(Publisher):
                 )
             else:
                 self.dropped += left
+                self.lost_events = left
                 log.warning(
                     "MQTT: %d event(s) not acknowledged before stop are lost (%s)",
                     left,
