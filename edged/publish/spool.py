@@ -340,6 +340,8 @@ class Spool:
     def after(self, cursor: int, limit: int) -> list[Spooled]:
         """Up to ``limit`` committed events with ids above ``cursor``, oldest first."""
         rows: list[Spooled] = []
+        with self._lock:
+            gone = self._acks | self._db_acks  # acknowledged, not removed yet: never again
         if self._db is not None and self._db_rows:
             try:
                 found = self._db.execute(
@@ -352,7 +354,7 @@ class Spool:
             rows = [
                 Spooled(int(rid), str(topic), bytes(payload), int(qos))
                 for rid, topic, payload, qos in found
-                if rid not in self._db_acks
+                if rid not in gone
             ]
             if len(found) == limit:
                 return rows
@@ -360,7 +362,7 @@ class Spool:
         for rid, row in self._mem.items():  # in id order: rows are added in order
             if len(rows) >= limit:
                 break
-            if rid > cursor:
+            if rid > cursor and rid not in gone:
                 rows.append(row)
         return rows
 
