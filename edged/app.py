@@ -11,6 +11,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,8 @@ from edged.wire import Health, Suffix
 
 log = logging.getLogger(__name__)
 
+STOP_S = 1.2  # SIGTERM to exit, whatever the broker does (bench/stop.py)
+
 
 class Daemon:
     """The edged daemon.  ``run()`` blocks until the stop event is set, the source ends or
@@ -55,12 +58,13 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.notifier = notifier or Notifier()
         self.stats = Stats()
-        self.health = HealthReporter(cfg.device.id, self.stats)
+        self.run_id = str(uuid.uuid4())  # in every event and health report of this run
+        self.health = HealthReporter(cfg.device.id, self.stats, self.run_id)
         self.exit_code = 0
         self.engine: Engine | None = None
         self.source: FrameSource | None = None
         self._publisher = publisher
-        self._seq = 0
+        self._infer_done = threading.Event()
         self.collector: Collector | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -90,16 +94,17 @@ class Daemon:
         if self.cfg.mqtt.spool_file:
             return Path(self.cfg.mqtt.spool_file)
         state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(state) / "mqtt-spool.jsonl" if state else None
+        return Path(state) / "events.db" if state else None
 
     def run(self) -> int:
         engine, source, publisher = self._open()
         self.engine, self.source, self._publisher = engine, source, publisher
         set_context(device=self.cfg.device.id, model=engine.model.name, backend=engine.backend.name)
         log.info(
-            "edged %s: device %s, model %s (sha256 %s…), backend %s, source %s",
+            "edged %s: device %s, run %s, model %s (sha256 %s…), backend %s, source %s",
             __version__,
             self.cfg.device.id,
+            self.run_id,
             engine.model.name,
             engine.model.sha256[:12],
             engine.backend.name,
@@ -146,30 +151,53 @@ class Daemon:
             while not self.stop.wait(0.5):
                 pass
         finally:
-            self.stop.set()
-            self.notifier.stopping()
-            for t in threads:
-                t.join(timeout=3.0)
-            source.close()
-            self._publish_health(publisher)
-            publisher.stop(timeout=5.0)
-            engine.close()
-            if self.max_frames is not None and publisher.lost_events:
-                # a bounded run is a job with a result: events that went nowhere fail it
-                log.error(
-                    "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
-                    "them for the next start)",
-                    publisher.lost_events,
-                )
-                self.exit_code = self.exit_code or 1
-            log.info(
-                "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
-                self.stats.frames_processed,
-                self.stats.frames_dropped,
-                source.skipped,
-                self.stats.events_published,
-            )
+            self._shut_down(threads, source, engine, publisher)
         return self.exit_code
+
+    def _shut_down(
+        self,
+        threads: list[threading.Thread],
+        source: FrameSource,
+        engine: Engine,
+        publisher: Publisher,
+    ) -> None:
+        """Within STOP_S (1.2 s): the stages finish what they hold (every classified frame
+        becomes an event or is counted), the publisher delivers what the broker acknowledges
+        in time and keeps the rest in its spool."""
+        deadline = time.monotonic() + STOP_S
+        self.stop.set()
+        self.notifier.stopping()
+        for t in threads:  # in pipeline order: each drains into the next
+            t.join(timeout=max(0.05, deadline - 0.8 - time.monotonic()))
+        source.close()
+        publisher.flush(deadline - 0.4 - time.monotonic())
+        self._publish_health(publisher)
+        publisher.stop(timeout=max(0.2, deadline - 0.1 - time.monotonic()))
+        engine.close()
+        if self.max_frames is not None and publisher.lost_events:
+            # a bounded run is a job with a result: events that went nowhere fail it
+            log.error(
+                "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
+                "them for the next start)",
+                publisher.lost_events,
+            )
+            self.exit_code = self.exit_code or 1
+        stats = self.stats
+        log.info(
+            "stopped: %d frames processed (%d dropped, %d lost, %d skipped inputs); %d events "
+            "(%d acknowledged, %d waiting in the spool, %d evicted, %d given up), %d held back "
+            "by the publish policy",
+            stats.frames_processed,
+            stats.frames_dropped,
+            stats.frames_lost,
+            source.skipped,
+            stats.events_created,
+            publisher.published,
+            publisher.backlog,
+            publisher.evicted,
+            publisher.dropped,
+            stats.events_filtered,
+        )
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -236,10 +264,18 @@ class Daemon:
     ) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
         starts the next frame while this thread reads the last result), in order."""
+        try:
+            self._infer_frames(engine, work, results)
+        finally:
+            self._infer_done.set()
+
+    def _infer_frames(
+        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
+    ) -> None:
         pending: deque[Work] = deque()
         ended = False
-        while not self.stop.is_set():
-            while not ended and len(pending) < engine.depth:
+        while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
+            while not ended and not self.stop.is_set() and len(pending) < engine.depth:
                 try:  # wait for a frame only when none is in flight
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
                 except queue.Empty:
@@ -265,7 +301,7 @@ class Daemon:
                 self._lost(item, exc)
                 continue
             self.stats.record_inference(outcome.ms)
-            self._put(results, Result(item.number, item.source, outcome, item.region))
+            self._result(results, Result(item.number, item.source, outcome, item.region))
             if self.max_frames is not None and self.stats.frames_processed >= self._limit():
                 self._put(results, None)
                 return
@@ -274,6 +310,14 @@ class Daemon:
         """``max_frames`` counts frames; each region of a frame is one inference."""
         assert self.max_frames is not None
         return self.max_frames * max(1, len(self.cfg.capture.regions))
+
+    def _result(self, results: queue.Queue[Result | None], item: Result) -> None:
+        """The publish stage only appends to the spool, so this waits at most moments."""
+        try:
+            results.put(item, timeout=2.0)
+        except queue.Full:
+            self.stats.frames_lost += 1
+            log.error("a classified frame is lost: the publish stage does not take it")
 
     def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
@@ -284,18 +328,19 @@ class Daemon:
         engine = self.engine
         assert engine is not None
         policies: dict[str | None, PublishPolicy] = {}  # one per region
-        while not self.stop.is_set():
+        while True:  # after the stop, until what the infer stage produced is published
             try:
-                item = results.get(timeout=0.2)
+                item = results.get(timeout=0.05 if self.stop.is_set() else 0.2)
             except queue.Empty:
-                publisher.poll()  # e.g. send what waited for a reconnect
+                if self.stop.is_set() and self._infer_done.is_set():
+                    return
                 continue
             if item is None:
                 log.info(
                     "frame source finished" if self.max_frames is None else "frame limit reached"
                 )
                 self.stop.set()
-                return
+                continue
             outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
@@ -310,11 +355,13 @@ class Daemon:
                     cfg.publish.confirm_frames,
                 )
             if not policy.should_publish(outcome.classification, time.monotonic()):
+                self.stats.events_filtered += 1
                 continue
-            self._seq += 1
+            self.stats.events_created += 1
             event = build_event(
                 device=cfg.device.id,
-                seq=self._seq,
+                run_id=self.run_id,
+                seq=self.stats.events_created,
                 frame=item.number,
                 source=item.source,
                 result=outcome.classification,
@@ -325,7 +372,7 @@ class Daemon:
                 confirmed_label=policy.confirmed,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
-            self.stats.events_published += 1
+            log.debug("event seq %d (frame %d) spooled", event.seq, item.number)
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -336,14 +383,20 @@ class Daemon:
     def _health(self, publisher: Publisher) -> None:
         interval = self.cfg.health.interval_s
         wd = self.notifier.watchdog_s
-        tick = min(interval, wd / 2) if wd else interval
+        stall = self._stall_s()
+        tick = min(interval, wd / 2, stall / 2) if wd else min(interval, stall / 2)
         if self.source is not None and self.source.stall_s is not None:
             tick = min(tick, 0.5)  # a source's state change is published at once
         next_health = time.monotonic()
         state = None
         while True:
             now = time.monotonic()
-            if wd and self.stats.idle_for() < self._stall_s():
+            if not self.notifier.ready_sent and self.stats.uptime_s() >= stall:
+                # Started, but no frame classified: systemd's start must not hang on a source
+                # that delivers nothing; the watchdog and the health gate judge the frames.
+                log.warning("no frame classified %g s after start; reporting ready", stall)
+                self.notifier.ready(self._status_line())
+            if wd and self.stats.idle_for() < stall:
                 self.notifier.watchdog()
             was, state = state, self.source.status().get("source_state") if self.source else None
             if now >= next_health or state != was:
@@ -362,8 +415,21 @@ class Daemon:
     def health_payload(self, publisher: Publisher) -> Health:
         source = self.source
         return self.health.report(
-            self.engine, publisher, source.skipped if source else 0, source=source
+            self.engine,
+            publisher,
+            source.skipped if source else 0,
+            source=source,
+            state=self._state(),
+            source_live=source.live if source else None,
         )
+
+    def _state(self) -> str:
+        if self.exit_code:
+            return "fault"
+        if self.stats.last_frame_at is None:
+            return "starting"
+        live = self.source is not None and self.source.live
+        return "stalled" if live and self.stats.idle_for() > self._stall_s() else "ok"
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()

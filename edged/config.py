@@ -369,16 +369,26 @@ class MqttConfig(_Section):
     reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
     spool_file: str = Field(
         "",
-        description="Where events the broker has not acknowledged are kept across a stop; "
-        "empty = $STATE_DIRECTORY/mqtt-spool.jsonl under systemd, else not kept.",
+        description="Write-ahead spool of events the broker has not acknowledged (SQLite); "
+        "empty = $STATE_DIRECTORY/events.db under systemd, else memory only.",
+    )
+    spool_max_mb: float = Field(
+        64.0,
+        gt=0.0,
+        le=65536.0,
+        description="Size bound of the spool; past it the oldest events are evicted (counted).",
     )
     max_queued: int = Field(
-        10000, ge=10, description="Events kept in memory while the broker is away."
+        10000,
+        ge=10,
+        description="Events kept in memory when there is no spool or its disk refuses writes.",
     )
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
+        if v != v.strip() or any(c.isspace() for c in v):
+            raise ValueError("the URL contains a space or another blank character")
         try:
             broker_address(v)
         except BrokerUrlError as exc:
@@ -388,8 +398,17 @@ class MqttConfig(_Section):
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttConfig:
+        problems = []
         if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together")
+            problems.append("cert_file and key_file go together")
+        tls_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k)]
+        if tls_files and self.url.startswith("mqtt://"):
+            problems.append(
+                f"{' and '.join(tls_files)} need{'s' if len(tls_files) == 1 else ''} an "
+                f"mqtts:// url (TLS), not {self.url!r}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -520,6 +539,8 @@ def _from_validation_error(
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "literal_error":
             msg = f"invalid value; {msg.lower()}"
         elif err["type"] == "value_error":
@@ -541,20 +562,64 @@ def _from_validation_error(
     return ConfigError(source, problems)
 
 
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def file_problems(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Paths in the (raw) configuration that must exist and do not.  Works on the raw data,
+    so that a missing file is reported together with every schema error."""
+    problems: list[tuple[str, str, Any]] = []
+    sections = {
+        "model": ("path", "labels", "cpu_path"),
+        "mqtt": ("password_file", "ca_file", "cert_file", "key_file"),
+    }
+    for name, keys in sections.items():
+        section = _section(data, name)
+        for key in keys:
+            value = section.get(key)
+            if isinstance(value, str) and value and not Path(value).is_file():
+                problems.append((f"{name}.{key}", "no such file", value))
+    models_dir = _section(data, "model").get("models_dir")
+    if isinstance(models_dir, str) and models_dir and not Path(models_dir).is_dir():
+        problems.append(("model.models_dir", "no such folder", models_dir))
+    capture = _section(data, "capture")
+    paths = capture.get("paths")
+    if capture.get("type", "replay") == "replay" and isinstance(paths, list):
+        for i, value in enumerate(paths):
+            if isinstance(value, str) and not Path(value).exists():
+                problems.append((f"capture.paths.{i}", "does not exist", value))
+    return problems
+
+
 def parse_config(
     data: dict[str, Any],
     source: str = "<config>",
     env: Mapping[tuple[str, str], str] | None = None,
+    *,
+    check_files: bool = False,
 ) -> Config:
     """Validate ``data``; ``env`` names the variables that set some of its keys, so that
-    their errors name the variable instead of the file."""
+    their errors name the variable instead of the file.  ConfigError lists every problem
+    (with ``check_files``, also the paths that do not exist)."""
+    missing = file_problems(data) if check_files else []
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise _from_validation_error(source, exc, env) from None
+        error = _from_validation_error(source, exc, env)
+        raise ConfigError(source, error.problems + missing) from None
+    if missing:
+        raise ConfigError(source, missing)
+    return cfg
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_files: bool = False,
+) -> Config:
     """Read the TOML file (a missing default file is an empty config) and the environment."""
     environ = os.environ if environ is None else environ
     explicit = path is not None
@@ -568,7 +633,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(str(cfg_path), [("(file)", "no such file", _MISSING)]) from None
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(str(cfg_path), [("(file)", str(exc), _MISSING)]) from None
-    return parse_config(apply_env(data, environ), str(cfg_path), env_overrides(environ))
+    return parse_config(
+        apply_env(data, environ), str(cfg_path), env_overrides(environ), check_files=check_files
+    )
 
 
 def read_secret(path: str, credential: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -163,8 +163,13 @@ class Event(Classified):
 
     schema_: str = _schema_field(EVENT_SCHEMA)
     device: str
-    seq: int = Field(description="Per run, from 1: a gap shows a lost event.")
-    ts: str = Field(description="RFC 3339 UTC.")
+    run_id: str | None = Field(
+        None,
+        description="UUID of the daemon run that classified it (new at every start); "
+        "(device, run_id, seq) identifies an event, also when it is delivered again.",
+    )
+    seq: int = Field(description="Per run, from 1: a gap within a run shows a lost event.")
+    ts: str = Field(description="RFC 3339 UTC, when it was classified (kept when re-sent).")
     frame: int = Field(description="Frame number from the source.")
     source: str = Field(description="Where the frame came from (file, camera).")
     region: str | None = Field(
@@ -220,8 +225,17 @@ class Health(_Payload):
     schema_: str = _schema_field(HEALTH_SCHEMA)
     device: str
     version: str = Field(description="edged version.")
+    run_id: str | None = Field(None, description="UUID of this daemon run (as in its events).")
     ts: str = Field(description="RFC 3339 UTC.")
     uptime_s: float
+    state: Literal["starting", "ok", "stalled", "fault"] | None = Field(
+        None,
+        description="starting: no frame classified yet; stalled: no frame for health.stall_s; "
+        "fault: a stage failed and the daemon is stopping.",
+    )
+    source_live: bool | None = Field(
+        None, description="The source is a camera (frames must keep coming), not files."
+    )
     backend: str | None = Field(description="Backend running now.")
     fallback_reason: str | None = Field(None, description="Why inference is not where wanted.")
     fallbacks: int = 0
@@ -253,9 +267,16 @@ class Health(_Payload):
         None, description="Undecodable packets and corrupt frames skipped."
     )
     source_error: str | None = Field(None, description="Why the source is not streaming.")
-    events_published: int
+    events_published: int = Field(description="This run's events the broker acknowledged.")
+    events_waiting: int = Field(0, description="Events not acknowledged yet (spool, in flight).")
+    events_resent: int = Field(0, description="Events of earlier runs acknowledged in this run.")
+    events_evicted: int = Field(0, description="Oldest events evicted from a full spool.")
+    events_filtered: int = Field(0, description="Classified frames the publish policy held back.")
+    spool: Literal["disk", "memory"] | None = Field(
+        None, description="Where waiting events are kept: disk, or memory (none or refused)."
+    )
     mqtt_reconnects: int
-    mqtt_dropped: int = 0
+    mqtt_dropped: int = Field(0, description="Events given up (never delivered, not kept).")
     cpu_percent: float | None
     rss_mb: float | None
     cpu_temp_c: float | None

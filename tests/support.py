@@ -69,6 +69,16 @@ def sample_bmp(dest: Path, sample: str = "chelsea_cat.jpg") -> Path:
     return out
 
 
+def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,12 +192,7 @@ class Subscriber:
         return json.loads(health[-1][1]) if health else None
 
     def wait(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()
+        return wait_until(pred, timeout)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -258,3 +263,37 @@ def rewire_outputs(src: Path, dst: Path, outputs: Callable[[Any], list[int]]) ->
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     dst.write_bytes(bytes(builder.Output()))
     return dst
+
+
+def publish_fleet(port: int, devices: int, version: str, prefix: str = "edged") -> None:
+    """Retained ``online`` and a health report for ``devices`` simulated devices (``sim-00001``
+    …), as their daemons would leave them on the broker; returns when the broker has them."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-sim-{time.monotonic_ns()}")
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    infos = []
+    try:
+        for i in range(1, devices + 1):
+            device = f"sim-{i:05d}"
+            health = {
+                "schema": "edged.health/1", "device": device, "version": version,
+                "run_id": f"00000000-0000-4000-8000-{i:012d}", "ts": ts, "uptime_s": 60.0,
+                "state": "ok", "source_live": True, "backend": "cpu",
+                "model": "efficientnet_lite0_int8.tflite", "fps": 15.0,
+                "inference_ms": {"p50": 30.0, "p95": 35.0}, "frames_captured": 900,
+                "frames_processed": 900, "frames_dropped": 0, "events_published": 900,
+                "mqtt_reconnects": 0, "cpu_percent": 80.0, "rss_mb": 120.0,
+                "cpu_temp_c": 55.0, "throttled": None, "pid": 1000 + i,
+            }  # fmt: skip
+            infos.append(client.publish(f"{prefix}/{device}/status", b"online", 1, retain=True))
+            infos.append(
+                client.publish(f"{prefix}/{device}/health", json.dumps(health), 1, retain=True)
+            )
+        for info in infos:
+            info.wait_for_publish(60)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -25,8 +25,9 @@ class HealthReporter:
     only (:func:`scan_edge_tpus`), never through libedgetpu, which must stay out of the
     daemon process."""
 
-    def __init__(self, device: str, stats: Stats) -> None:
+    def __init__(self, device: str, stats: Stats, run_id: str | None = None) -> None:
         self.device = device
+        self.run_id = run_id
         self.stats = stats
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first call only starts the measurement
@@ -37,6 +38,9 @@ class HealthReporter:
         publisher: Publisher,
         frames_skipped: int = 0,
         source: FrameSource | None = None,
+        *,
+        state: str | None = None,
+        source_live: bool | None = None,
     ) -> Health:
         """``source`` adds its own drops and fields (state, reconnects, fps of a camera
         that reconnects by itself)."""
@@ -50,8 +54,11 @@ class HealthReporter:
         return Health(
             device=self.device,
             version=__version__,
+            run_id=self.run_id,
             ts=utc_now(),
             uptime_s=round(stats.uptime_s(), 1),
+            state=state,
+            source_live=source_live,
             **backend,
             model=engine.model.name if engine else None,
             model_sha256=engine.model.sha256 if engine else None,
@@ -66,7 +73,12 @@ class HealthReporter:
             frames_skipped=frames_skipped,
             frames_static=stats.frames_static,
             **(source.status() if source else {}),
-            events_published=stats.events_published,
+            events_published=publisher.published,
+            events_waiting=publisher.backlog,
+            events_resent=publisher.resent,
+            events_evicted=publisher.evicted,
+            events_filtered=stats.events_filtered,
+            spool=publisher.spool_kind,
             mqtt_reconnects=publisher.reconnects,
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
