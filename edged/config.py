@@ -369,6 +369,19 @@ def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
     return ConfigError(source, problems)
 
 
+def describe_errors(model: type[BaseModel], exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem, as ``check-config`` prints them (key path, message, bad value),
+    with the valid keys of ``model`` named for an unknown key."""
+    lines = []
+    for loc, msg, value in _from_validation_error(prefix or "<value>", exc).problems:
+        path = f"{prefix}.{loc}" if prefix and loc != "(root)" else (prefix or loc)
+        if msg == "unknown key":
+            msg = f"unknown key; valid keys: {', '.join(model.model_fields)}"
+        shown = "" if value is _MISSING else f" (got {value!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return lines
+
+
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
