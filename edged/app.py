@@ -3,7 +3,6 @@ and the watchdog beside them.  One stop event ends every thread."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -12,7 +11,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ import psutil
 
 from edged import __version__
 from edged.capture import FrameSource, open_source
-from edged.classify import Classification
 from edged.config import Config, read_secret
 from edged.devices import list_edge_tpus, tpu_temperature_c
 from edged.health import Notifier, Stats, cpu_temp_c, throttled
@@ -30,46 +27,12 @@ from edged.infer import Engine, open_engine
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
+from edged.publish.events import PublishPolicy, build_event
+from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
 
 log = logging.getLogger(__name__)
 
-EVENT_SCHEMA = "edged.event/1"
-HEALTH_SCHEMA = "edged.health/1"
 _END = object()
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_payload(
-    *,
-    device: str,
-    seq: int,
-    frame: int,
-    source: str,
-    result: Classification,
-    model: str,
-    backend: str,
-    inference_ms: float,
-) -> dict[str, Any]:
-    top = result.top1
-    return {
-        "schema": EVENT_SCHEMA,
-        "device": device,
-        "seq": seq,
-        "ts": utc_now(),
-        "frame": frame,
-        "source": source,
-        "label": top.label if top else None,
-        "label_id": top.id if top else None,
-        "score": round(top.score, 5) if top else None,
-        "top_k": [c.as_dict() for c in result.top_k],
-        "ambiguous": result.ambiguous,
-        "model": model,
-        "backend": backend,
-        "inference_ms": round(inference_ms, 3),
-    }
 
 
 @dataclass
@@ -77,29 +40,6 @@ class _Work:
     number: int
     source: str
     tensor: npt.NDArray[np.generic]
-
-
-class PublishPolicy:
-    """every_frame, on_change (top-1 label changed) or interval, with a minimum score."""
-
-    def __init__(self, policy: str, interval_s: float, min_score: float) -> None:
-        self.policy = policy
-        self.interval_s = interval_s
-        self.min_score = min_score
-        self._last_label: str | None = None
-        self._last_at = float("-inf")
-
-    def should_publish(self, result: Classification, now: float) -> bool:
-        top = result.top1
-        if top is None or top.score < self.min_score:
-            return False
-        if self.policy == "on_change" and top.label == self._last_label:
-            return False
-        if self.policy == "interval" and now - self._last_at < self.interval_s:
-            return False
-        self._last_label = top.label
-        self._last_at = now
-        return True
 
 
 class Daemon:
@@ -326,7 +266,7 @@ class Daemon:
             if not policy.should_publish(result, time.monotonic()):
                 continue
             self._seq += 1
-            payload = event_payload(
+            event = build_event(
                 device=cfg.device.id,
                 seq=self._seq,
                 frame=number,
@@ -336,9 +276,7 @@ class Daemon:
                 backend=backend,
                 inference_ms=ms,
             )
-            publisher.publish(
-                "events", json.dumps(payload, separators=(",", ":")).encode(), qos=cfg.mqtt.qos
-            )
+            publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
             self.stats.events_published += 1
 
     def _status_line(self) -> str:
@@ -363,41 +301,41 @@ class Daemon:
             if self.stop.wait(min(tick, max(0.05, next_health - time.monotonic()))):
                 return
 
-    def health_payload(self, publisher: Publisher) -> dict[str, Any]:
+    def health_payload(self, publisher: Publisher) -> Health:
         engine = self.engine
         try:
             cpu = round(self._process.cpu_percent(None), 1)
             rss = round(self._process.memory_info().rss / 2**20, 1)
         except psutil.Error:
             cpu, rss = None, None
-        return {
-            "schema": HEALTH_SCHEMA,
-            "device": self.cfg.device.id,
-            "version": __version__,
-            "ts": utc_now(),
-            "uptime_s": round(self.stats.uptime_s(), 1),
-            **(engine.backend.status() if engine else {"backend": None}),
-            "model": engine.model.name if engine else None,
-            "model_sha256": engine.model.sha256 if engine else None,
-            "tpus": [{"type": t.type, "path": t.path} for t in list_edge_tpus()],
-            "tpu_temp_c": tpu_temperature_c(),
-            "fps": round(self.stats.fps(), 2),
-            "inference_ms": self.stats.latency_ms(),
-            "frames_captured": self.stats.frames_captured,
-            "frames_processed": self.stats.frames_processed,
-            "frames_dropped": self.stats.frames_dropped,
-            "frames_lost": self.stats.frames_lost,
-            "frames_skipped": self.source.skipped if self.source else 0,
-            "events_published": self.stats.events_published,
-            "mqtt_reconnects": publisher.reconnects,
-            "mqtt_dropped": publisher.dropped,
-            "cpu_percent": cpu,
-            "rss_mb": rss,
-            "cpu_temp_c": cpu_temp_c(),
-            "throttled": throttled(),
-            "pid": os.getpid(),
-        }
+        backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
+        return Health(
+            device=self.cfg.device.id,
+            version=__version__,
+            ts=utc_now(),
+            uptime_s=round(self.stats.uptime_s(), 1),
+            **backend,
+            model=engine.model.name if engine else None,
+            model_sha256=engine.model.sha256 if engine else None,
+            tpus=[TpuInfo(type=t.type, path=t.path) for t in list_edge_tpus()],
+            tpu_temp_c=tpu_temperature_c(),
+            fps=round(self.stats.fps(), 2),
+            inference_ms=Percentiles(**self.stats.latency_ms()),
+            frames_captured=self.stats.frames_captured,
+            frames_processed=self.stats.frames_processed,
+            frames_dropped=self.stats.frames_dropped,
+            frames_lost=self.stats.frames_lost,
+            frames_skipped=self.source.skipped if self.source else 0,
+            events_published=self.stats.events_published,
+            mqtt_reconnects=publisher.reconnects,
+            mqtt_dropped=publisher.dropped,
+            cpu_percent=cpu,
+            rss_mb=rss,
+            cpu_temp_c=cpu_temp_c(),
+            throttled=throttled(),
+            pid=os.getpid(),
+        )
 
     def _publish_health(self, publisher: Publisher) -> None:
-        payload = json.dumps(self.health_payload(publisher), separators=(",", ":"))
-        publisher.publish("health", payload.encode(), qos=1, retain=True)
+        payload = self.health_payload(publisher).to_json()
+        publisher.publish(Suffix.HEALTH, payload, qos=1, retain=True)

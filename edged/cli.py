@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from edged import __version__
@@ -37,17 +35,9 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import Daemon
+    from edged.signals import install_signal_handlers
 
     cfg = _load(args)
     set_context(device=cfg.device.id)
@@ -90,6 +80,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     from edged.infer import open_engine
     from edged.preprocess.image import ImageError, load_image
+    from edged.publish.events import classified_file
+    from edged.wire import ClassifiedFile
 
     cfg = _load(args)
     updates: dict[str, Any] = {}
@@ -104,7 +96,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.top_k:
         classify_cfg = classify_cfg.model_copy(update={"top_k": args.top_k})
     engine = open_engine(model_cfg, classify_cfg)
-    rows: list[dict[str, Any]] = []
+    rows: list[ClassifiedFile] = []
     failed = 0
     try:
         for image in args.images:
@@ -114,37 +106,32 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"edged: {exc}", file=sys.stderr)
                 continue
-            top = result.top1
             rows.append(
-                {
-                    "file": str(image),
-                    "label": top.label if top else None,
-                    "label_id": top.id if top else None,
-                    "score": round(top.score, 5) if top else None,
-                    "top_k": [c.as_dict() for c in result.top_k],
-                    "ambiguous": result.ambiguous,
-                    "model": engine.model.name,
-                    "backend": engine.backend.name,
-                    "inference_ms": round(ms, 3),
-                }
+                classified_file(
+                    str(image),
+                    result,
+                    model=engine.model.name,
+                    backend=engine.backend.name,
+                    inference_ms=ms,
+                )
             )
     finally:
         engine.close()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
     else:
         table = Table(title=f"{engine.model.name} on {engine.backend.name}")
         for col in ("file", "label", "score", "ambiguous", f"top {classify_cfg.top_k}", "ms"):
             table.add_column(col)
         for r in rows:
-            others = ", ".join(f"{c['label'].split(',')[0]} {c['score']:.2f}" for c in r["top_k"])
+            others = ", ".join(f"{c.label.split(',')[0]} {c.score:.2f}" for c in r.top_k)
             table.add_row(
-                Path(r["file"]).name,
-                str(r["label"]).split(",")[0],
-                f"{r['score']:.3f}" if r["score"] is not None else "-",
-                "yes" if r["ambiguous"] else "no",
+                Path(r.file).name,
+                str(r.label).split(",")[0],
+                f"{r.score:.3f}" if r.score is not None else "-",
+                "yes" if r.ambiguous else "no",
                 others,
-                f"{r['inference_ms']:.1f}",
+                f"{r.inference_ms:.1f}",
             )
         Console().print(table)
     return EXIT_ERROR if failed else EXIT_OK

@@ -12,7 +12,6 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from edged.wire import BrokerUrlError, broker_address
 
 DEFAULT_CONFIG_PATH = Path("/etc/edged/config.toml")
 ENV_PREFIX = "EDGED_"
@@ -188,12 +189,11 @@ class MqttConfig(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
-        if parts.username or parts.password:
-            raise ValueError("credentials do not belong in the URL: use username/password_file")
-        _ = parts.port  # raises on a bad port
+        try:
+            broker_address(v)
+        except BrokerUrlError as exc:
+            hint = ": use username/password_file" if "credentials" in str(exc) else ""
+            raise ValueError(f"{exc}{hint}") from None
         return v
 
     @model_validator(mode="after")

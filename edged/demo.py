@@ -5,7 +5,6 @@ given — with a subscriber showing the events live."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -17,7 +16,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
+from edged import wire
 from edged.config import apply_env, load_config, parse_config
+from edged.signals import install_signal_handlers
+from edged.wire import Suffix
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +89,27 @@ def _live_view(host: str, port: int, prefix: str, console: Console) -> mqtt.Clie
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edged-demo-viewer")
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
-        c.subscribe(f"{prefix}/+/#", qos=1)
+        for suffix in Suffix:
+            c.subscribe(wire.subscription(prefix, suffix), qos=1)
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
+        parsed = wire.parse_topic(prefix, msg.topic)
+        kind = parsed[1] if parsed else None
         try:
-            if kind == "events":
-                e = json.loads(msg.payload)
-                flag = " [yellow](ambiguous)[/]" if e["ambiguous"] else ""
+            if kind == Suffix.EVENTS:
+                e = wire.Event.model_validate_json(msg.payload)
+                flag = " [yellow](ambiguous)[/]" if e.ambiguous else ""
+                score = f"{e.score:.2f}" if e.score is not None else "-"
                 console.print(
-                    f"[dim]{msg.topic}[/] #{e['seq']} {e['source']}: "
-                    f"[bold]{str(e['label']).split(',')[0]}[/] {e['score']:.2f}{flag} "
-                    f"[dim]{e['backend']} {e['inference_ms']:.1f} ms[/]"
+                    f"[dim]{msg.topic}[/] #{e.seq} {e.source}: "
+                    f"[bold]{str(e.label).split(',')[0]}[/] {score}{flag} "
+                    f"[dim]{e.backend} {e.inference_ms:.1f} ms[/]"
                 )
-            elif kind == "health":
-                h = json.loads(msg.payload)
+            elif kind == Suffix.HEALTH:
+                h = wire.Health.model_validate_json(msg.payload)
                 console.print(
-                    f"[dim]{msg.topic}[/] fps={h['fps']} processed={h['frames_processed']} "
-                    f"p50={h['inference_ms']['p50']} ms cpu={h['cpu_percent']}%"
+                    f"[dim]{msg.topic}[/] fps={h.fps} processed={h.frames_processed} "
+                    f"p50={h.inference_ms.p50} ms cpu={h.cpu_percent}%"
                 )
             else:
                 console.print(f"[dim]{msg.topic}[/] {msg.payload.decode(errors='replace')}")
@@ -120,7 +125,6 @@ def _live_view(host: str, port: int, prefix: str, console: Console) -> mqtt.Clie
 
 def run_demo(frames: int | None, broker_url: str = "", config: Path | None = None) -> int:
     from edged.app import Daemon
-    from edged.cli import install_signal_handlers
 
     console = Console()
     broker: EmbeddedBroker | None = None
@@ -144,8 +148,8 @@ def run_demo(frames: int | None, broker_url: str = "", config: Path | None = Non
             ),
             "<demo defaults>",
         )
-    host, _, port = broker_url.split("://", 1)[1].partition(":")
-    viewer = _live_view(host, int(port or 1883), cfg.mqtt.topic_prefix, console)
+    address = wire.broker_address(broker_url)
+    viewer = _live_view(address.host, address.port, cfg.mqtt.topic_prefix, console)
     stop = threading.Event()
     install_signal_handlers(stop)
     console.print("[green]classifying the bundled samples; Ctrl-C stops[/]")

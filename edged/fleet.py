@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+
+from edged import wire
+from edged.wire import Suffix
 
 logger = logging.getLogger(__name__)
 
-HEALTH_SCHEMA = "edged.health/1"
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_PREFIX = "edged"
 PASSWORD_ENV = "EDGED_MQTT_PASSWORD_FILE"  # noqa: S105 - a variable name, not a secret
@@ -98,13 +99,7 @@ def format_ts(ts: datetime) -> str:
 
 def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
     """``(device, kind)`` for ``{prefix}/{device}/{kind}``; None for anything else."""
-    head = prefix.rstrip("/") + "/"
-    if not topic.startswith(head):
-        return None
-    rest = topic[len(head) :].split("/")
-    if len(rest) != 2 or not rest[0] or rest[1] not in ("status", "health"):
-        return None
-    return rest[0], rest[1]
+    return wire.parse_topic(prefix, topic, (Suffix.STATUS, Suffix.HEALTH))
 
 
 def _opt_float(data: dict[str, Any], key: str) -> float | None:
@@ -128,26 +123,20 @@ def _opt_str(data: dict[str, Any], key: str) -> str | None:
 
 def parse_health(payload: bytes) -> dict[str, Any]:
     """The health JSON as a dict; ValueError names what is wrong with it."""
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"health payload is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"health payload is a {type(data).__name__}, expected a JSON object")
-    schema = data.get("schema")
-    if schema != HEALTH_SCHEMA:
-        raise ValueError(f"health schema {schema!r}, expected {HEALTH_SCHEMA!r}")
+    data = wire.load_json_object(payload, "health")
+    wire.check_schema(data, wire.HEALTH_SCHEMA, "health")
     return data
 
 
 def apply_message(state: DeviceState, kind: str, payload: bytes, received: float) -> DeviceState:
     """``state`` updated with one status or health message (invalid health is ignored)."""
-    if kind == "status":
-        text = payload.decode("utf-8", "replace").strip().lower()
-        if text not in ("online", "offline"):
-            logger.warning("device %s: unexpected status %r", state.device, text)
+    if kind == Suffix.STATUS:
+        try:
+            status = wire.Status.parse(payload)
+        except ValueError as exc:
+            logger.warning("device %s: %s", state.device, exc)
             return replace(state, last_seen=received)
-        return replace(state, online=text == "online", last_seen=received)
+        return replace(state, online=status.online, last_seen=received)
     try:
         data = parse_health(payload)
     except ValueError as exc:
@@ -306,18 +295,12 @@ def read_password(path: str) -> str | None:
         raise FleetError(f"cannot read password file {path}: {exc.strerror}") from None
 
 
-def broker_address(url: str) -> tuple[str, int, bool]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise FleetError(f"bad broker URL {url!r}: expected mqtt://host[:port] or mqtts://host")
-    if parts.username or parts.password:
-        raise FleetError("credentials do not belong in the URL: use --username/--password-file")
-    tls = parts.scheme == "mqtts"
+def broker_address(url: str) -> wire.BrokerAddress:
     try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise FleetError(f"bad port in broker URL {url!r}") from None
-    return parts.hostname, port, tls
+        return wire.broker_address(url)
+    except wire.BrokerUrlError as exc:
+        hint = ": use --username/--password-file" if "credentials" in str(exc) else ""
+        raise FleetError(f"{exc}{hint}") from None
 
 
 def watch(
@@ -399,7 +382,7 @@ def _options(args: argparse.Namespace) -> BrokerOptions:
 def cmd_status(args: argparse.Namespace) -> int:
     opts = _options(args)
     view = FleetView(opts.prefix)
-    topics = [f"{opts.prefix}/+/status", f"{opts.prefix}/+/health"]
+    topics = [wire.subscription(opts.prefix, s) for s in (Suffix.STATUS, Suffix.HEALTH)]
     try:
         watch(opts, topics, view, lambda: False, args.wait)
     except FleetError as exc:
@@ -423,8 +406,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         print(f"edged fleet wait: bad --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
     view = FleetView(opts.prefix)
-    base = f"{opts.prefix}/{args.device}"
-    topics = [f"{base}/status", f"{base}/health"]
+    topics = [wire.topic(opts.prefix, args.device, s) for s in (Suffix.STATUS, Suffix.HEALTH)]
 
     def done() -> bool:
         return is_healthy(view.get(args.device), args.version, since)

@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged import wire
 from edged.config import MqttConfig
 from edged.publish.base import Publisher
 
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., None])
 
-ONLINE = b"online"
-OFFLINE = b"offline"
+ONLINE = wire.ONLINE.encode()
+OFFLINE = wire.OFFLINE.encode()
 
 
 class MqttConfigError(ValueError):
@@ -67,11 +67,8 @@ class MqttPublisher(Publisher):
         self.spool_path = spool_path
         self.cfg = cfg
         self.device_id = device_id
-        self.base = f"{cfg.topic_prefix.rstrip('/')}/{device_id}"
-        url = urlsplit(cfg.url)
-        self.host = url.hostname or "localhost"
-        self.tls = url.scheme == "mqtts"
-        self.port = url.port or (8883 if self.tls else 1883)
+        self.base = wire.device_topic(cfg.topic_prefix, device_id)
+        self.host, self.port, self.tls = wire.broker_address(cfg.url)
         self.callback_errors = 0
         self.published = 0
         self.dropped = 0
@@ -101,7 +98,7 @@ class MqttPublisher(Publisher):
         self.client.reconnect_delay_set(
             min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
         )
-        self.client.will_set(self.topic("status"), OFFLINE, qos=1, retain=True)
+        self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, password)
         elif password:
@@ -176,7 +173,7 @@ class MqttPublisher(Publisher):
             self._resending = bool(self._pending)
         self._connected.set()
         log.info("MQTT: connected to %s:%d", self.host, self.port)
-        self._send("status", ONLINE, qos=1, retain=True)
+        self._send(wire.Suffix.STATUS, ONLINE, qos=1, retain=True)
 
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -270,7 +267,7 @@ class MqttPublisher(Publisher):
         """Deliver what is queued (up to ``timeout``), publish ``offline``, disconnect."""
         if self.connected:
             self.flush(timeout)
-            info = self.client.publish(self.topic("status"), OFFLINE, qos=1, retain=True)
+            info = self.client.publish(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(min(timeout, 2.0))

@@ -6,11 +6,14 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.support import (
     IMAGES,
+    ROOT,
     V2,
     Mosquitto,
     Subscriber,
@@ -92,6 +95,11 @@ interval_s = 1
 
 
 @pytest.mark.usefixtures("fixtures")
+def published_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((ROOT / "docs" / "schema" / name).read_text())
+    return schema
+
+
 def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
     images = sorted(p.name for p in IMAGES.iterdir() if p.is_file() and p.suffix != "")
@@ -126,7 +134,10 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     # the non-image COPYRIGHT file was skipped with a warning, not a crash
     assert "skipping" in result.stderr and "COPYRIGHT" in result.stderr
 
+    for e in events:  # the published JSON Schema accepts what the daemon sends
+        jsonschema.validate(e, published_schema("event.json"))
     health = json.loads(retained(mosquitto.port, "edged/cam-1/health") or b"{}")
+    jsonschema.validate(health, published_schema("health.json"))
     assert health.keys() >= HEALTH_FIELDS
     assert health["schema"] == "edged.health/1"
     assert health["frames_processed"] == len(images)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edged.app import PublishPolicy
 from edged.classify import Classifier, Labels, dequantize
 from edged.config import ClassifyConfig
+from edged.publish.events import PublishPolicy
 
 
 def labels(n: int = 5, background: bool = False) -> Labels:

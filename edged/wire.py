@@ -1,0 +1,299 @@
+"""The MQTT wire format: topic layout, schema ids and payload models.
+
+Every producer and reader of edged's messages (the daemon, ``edged classify --json``, the demo,
+``edged fleet``) uses what is defined here, so a topic suffix, a schema id or a payload field
+has exactly one definition.  The JSON Schemas in ``docs/schema/`` are generated from these
+models (``python -m edged.wire docs/schema``); a test fails when they are out of date.
+
+Topics are ``{prefix}/{device}/{suffix}``:
+
+- ``status``: retained ``online`` / ``offline`` (also the last will);
+- ``events``: one :class:`Event` per published classification;
+- ``health``: a retained :class:`Health` report every ``health.interval_s``.
+
+The models accept fields they do not know (a newer sender), and new fields are added as
+optional ones, so readers of an older version keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# ---------------------------------------------------------------------------- topics
+
+
+class Suffix(StrEnum):
+    """The last level of every topic edged publishes."""
+
+    STATUS = "status"
+    EVENTS = "events"
+    HEALTH = "health"
+
+
+ONLINE = "online"
+OFFLINE = "offline"
+STATUS_VALUES = (ONLINE, OFFLINE)
+
+
+def topic(prefix: str, device: str, suffix: str) -> str:
+    """``{prefix}/{device}/{suffix}`` (a trailing ``/`` on the prefix is ignored)."""
+    return f"{device_topic(prefix, device)}/{suffix}"
+
+
+def device_topic(prefix: str, device: str) -> str:
+    """``{prefix}/{device}``: the base of one device's topics."""
+    return f"{prefix.rstrip('/')}/{device}"
+
+
+def subscription(prefix: str, suffix: str, device: str = "+") -> str:
+    """The filter for ``suffix`` of every device (or of ``device``)."""
+    return topic(prefix, device, suffix)
+
+
+def parse_topic(
+    prefix: str, value: str, suffixes: tuple[str, ...] = tuple(Suffix)
+) -> tuple[str, str] | None:
+    """``(device, suffix)`` for ``{prefix}/{device}/{suffix}`` with a suffix in ``suffixes``;
+    None for anything else."""
+    head = prefix.rstrip("/") + "/"
+    if not value.startswith(head):
+        return None
+    rest = value[len(head) :].split("/")
+    if len(rest) != 2 or not rest[0] or rest[1] not in suffixes:
+        return None
+    return rest[0], rest[1]
+
+
+# ---------------------------------------------------------------------------- broker URL
+
+
+class BrokerAddress(NamedTuple):
+    host: str
+    port: int
+    tls: bool
+
+
+class BrokerUrlError(ValueError):
+    """A broker URL that is not ``mqtt://host[:port]`` or ``mqtts://host[:port]``."""
+
+
+def broker_address(url: str) -> BrokerAddress:
+    """Host, port and TLS of ``mqtt://host[:port]`` / ``mqtts://host[:port]`` (IPv6 hosts in
+    brackets: ``mqtt://[::1]:1883``).  BrokerUrlError names what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise BrokerUrlError(
+            f"bad broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]"
+        )
+    if parts.username or parts.password:
+        raise BrokerUrlError("credentials do not belong in the URL")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise BrokerUrlError(f"bad port in broker URL {url!r}") from None
+    return BrokerAddress(parts.hostname, port, tls)
+
+
+# ---------------------------------------------------------------------------- payloads
+
+EVENT_SCHEMA = "edged.event/1"
+HEALTH_SCHEMA = "edged.health/1"
+
+
+def utc_now() -> str:
+    """Now as RFC 3339 UTC with milliseconds (``…Z``): the ``ts`` of every payload."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _schema_field(schema_id: str) -> Any:
+    return Field(
+        schema_id,
+        alias="schema",
+        pattern=f"^{re.escape(schema_id)}$",
+        json_schema_extra={"const": schema_id},
+        description="Schema id and version of this payload.",
+    )
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> bytes:
+        """Compact JSON, as published (``schema`` and ``device`` first)."""
+        data = self.model_dump(mode="json", by_alias=True)
+        head = {k: data.pop(k) for k in ("schema", "device") if k in data}
+        return json.dumps({**head, **data}, separators=(",", ":")).encode()
+
+
+class ClassScore(BaseModel):
+    """One class of a top-k list."""
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str
+    label_id: int
+    score: float
+
+
+class Classified(_Payload):
+    """What one classification says, whoever reports it."""
+
+    label: str | None = Field(description="Top-1 label; null when no class passed the filters.")
+    label_id: int | None = Field(description="Top-1 class id.")
+    score: float | None = Field(description="Top-1 probability, 0..1.")
+    top_k: list[ClassScore] = Field(description="The best classes, best first.")
+    ambiguous: bool = Field(description="The top two scores are closer than the margin.")
+    model: str = Field(description="File name of the model that ran.")
+    backend: str = Field(description="Backend that ran it: cpu or edgetpu.")
+    inference_ms: float = Field(description="Invoke time in milliseconds.")
+
+
+class Event(Classified):
+    """``{prefix}/{device}/events``: a classification the publish policy let through."""
+
+    schema_: str = _schema_field(EVENT_SCHEMA)
+    device: str
+    seq: int = Field(description="Per run, from 1: a gap shows a lost event.")
+    ts: str = Field(description="RFC 3339 UTC.")
+    frame: int = Field(description="Frame number from the source.")
+    source: str = Field(description="Where the frame came from (file, camera).")
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ClassifiedFile(Classified):
+    """One row of ``edged classify --json``."""
+
+    file: str
+
+
+class Percentiles(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    p50: float | None
+    p95: float | None
+
+
+class TpuInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="usb or pci.")
+    path: str = Field(description="Its sysfs or /dev path.")
+
+
+class Health(_Payload):
+    """``{prefix}/{device}/health`` (retained).  Readings a machine lacks are null."""
+
+    schema_: str = _schema_field(HEALTH_SCHEMA)
+    device: str
+    version: str = Field(description="edged version.")
+    ts: str = Field(description="RFC 3339 UTC.")
+    uptime_s: float
+    backend: str | None = Field(description="Backend running now.")
+    fallback_reason: str | None = Field(None, description="Why inference is not where wanted.")
+    fallbacks: int = 0
+    worker_restarts: int = 0
+    worker_pid: int | None = None
+    model: str | None
+    model_sha256: str | None
+    tpus: list[TpuInfo] = Field(default_factory=list, description="Edge TPUs attached.")
+    tpu_temp_c: float | None = None
+    fps: float
+    inference_ms: Percentiles
+    frames_captured: int
+    frames_processed: int
+    frames_dropped: int
+    frames_lost: int = 0
+    frames_skipped: int = 0
+    events_published: int
+    mqtt_reconnects: int
+    mqtt_dropped: int = 0
+    cpu_percent: float | None
+    rss_mb: float | None
+    cpu_temp_c: float | None
+    throttled: dict[str, Any] | None
+    pid: int
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Status(BaseModel):
+    """``{prefix}/{device}/status`` (retained): the plain text ``online`` or ``offline``."""
+
+    state: Literal["online", "offline"]
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Status:
+        """ValueError when the payload is neither ``online`` nor ``offline``."""
+        text = payload.decode("utf-8", "replace").strip().lower()
+        if text not in STATUS_VALUES:
+            raise ValueError(f"unexpected status {text!r}, expected one of {STATUS_VALUES}")
+        return cls.model_validate({"state": text})
+
+    @property
+    def online(self) -> bool:
+        return self.state == ONLINE
+
+    def to_payload(self) -> bytes:
+        return self.state.encode()
+
+
+def load_json_object(payload: bytes, what: str) -> dict[str, Any]:
+    """``payload`` as a JSON object; ValueError names what is wrong with it."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} payload is a {type(data).__name__}, expected a JSON object")
+    return data
+
+
+def check_schema(data: dict[str, Any], expected: str, what: str) -> None:
+    schema = data.get("schema")
+    if schema != expected:
+        raise ValueError(f"{what} schema {schema!r}, expected {expected!r}")
+
+
+# ---------------------------------------------------------------------------- JSON Schema
+
+SCHEMA_FILES: dict[str, type[BaseModel]] = {
+    "event.json": Event,
+    "health.json": Health,
+    "classify.json": ClassifiedFile,
+}
+
+
+def json_schemas() -> dict[str, str]:
+    """File name -> JSON Schema text of every payload (what ``docs/schema/`` holds)."""
+    out = {}
+    for name, model in SCHEMA_FILES.items():
+        schema = model.model_json_schema(by_alias=True)
+        out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write :func:`json_schemas` into ``directory``; the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in json_schemas().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m edged.wire docs/schema
+    for p in write_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schema")):
+        print(p)
