@@ -17,18 +17,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psutil
+from pydantic import BaseModel
 
 from edged import __version__
 from edged.capture import FrameSource, open_source
-from edged.config import Config, read_secret
+from edged.classify import Classifier
+from edged.config import Config, ModelConfig, read_secret
+from edged.control.live import LastResult, Live
+from edged.control.reload import load_checked
+from edged.control.remote import Remote
+from edged.control.request import CommandError
 from edged.devices import list_edge_tpus, tpu_temperature_c
 from edged.health import Notifier, Stats, cpu_temp_c, throttled
 from edged.infer import Engine, open_engine
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
-from edged.publish.events import PublishPolicy, build_event
-from edged.wire import Health, Percentiles, Suffix, TpuInfo, utc_now
+from edged.publish.events import PublishPolicy, build_event, classified_fields
+from edged.web.overlay import encode_jpeg
+from edged.wire import Health, Percentiles, State, Suffix, TpuInfo, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ class _Work:
     number: int
     source: str
     tensor: npt.NDArray[np.generic]
+    image: npt.NDArray[np.uint8]  # kept to preprocess again for a model swapped in meanwhile
+    engine: Engine
 
 
 class Daemon:
@@ -67,6 +76,10 @@ class Daemon:
         self._process = psutil.Process()
         self._process.cpu_percent(None)
         self._seq = 0
+        self.live = Live(cfg)
+        self.remote: Remote | None = None
+        self._next_engine: Engine | None = None  # handed from a reload to the infer thread
+        self._swapped = threading.Condition()
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
@@ -112,6 +125,22 @@ class Daemon:
             )
         work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
         results: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        remote = Remote(
+            self.cfg,
+            self.live,
+            publisher,
+            self,
+            health=lambda: self.health_payload(publisher),
+            healthy=self._flowing,
+        )
+        remote.attach()
+        try:
+            remote.start(self.stop)
+        except BaseException:
+            source.close()
+            engine.close()
+            raise
+        self.remote = remote
         publisher.start()
         threads = [
             threading.Thread(
@@ -147,9 +176,10 @@ class Daemon:
             for t in threads:
                 t.join(timeout=3.0)
             source.close()
+            remote.close()
             self._publish_health(publisher)
             publisher.stop(timeout=5.0)
-            engine.close()
+            (self.engine or engine).close()
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
                 self.stats.frames_processed,
@@ -171,13 +201,15 @@ class Daemon:
     def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Any]) -> None:
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
+            self.live.frame = frame
+            engine = self.engine or engine  # the model now running (a reload swaps it)
             try:
                 tensor = engine.preprocess(frame.image)
             except ImageError as exc:
                 source.skipped += 1
                 log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                 continue
-            item = _Work(frame.number, frame.source, tensor)
+            item = _Work(frame.number, frame.source, tensor, frame.image, engine)
             if source.live:
                 while True:  # the newest frame wins; a stale one is dropped and counted
                     try:
@@ -208,6 +240,8 @@ class Daemon:
         pending: deque[_Work] = deque()
         ended = False
         while not self.stop.is_set():
+            if self._next_engine is not None:
+                engine = self._swap(engine, pending, results)
             while not ended and len(pending) < engine.depth:
                 try:  # wait for a frame only when none is in flight
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
@@ -216,7 +250,11 @@ class Daemon:
                 if item is _END:
                     ended = True
                     break
+                if self.live.paused.is_set():
+                    continue  # paused: frames still flow to the status page, none is classified
                 try:
+                    if item.engine is not engine:  # preprocessed for the model swapped out
+                        item.tensor = engine.preprocess(item.image)
                     engine.submit(item.tensor)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
@@ -227,17 +265,37 @@ class Daemon:
                     self._put(results, _END)
                     return
                 continue
-            item = pending.popleft()
-            try:
-                result, ms, backend = engine.collect()
-            except (RuntimeError, ValueError) as exc:
-                self._lost(item, exc)
-                continue
-            self.stats.record_inference(ms)
-            self._put(results, (item.number, item.source, result, ms, backend))
+            self._collect(engine, pending.popleft(), results)
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
                 self._put(results, _END)
                 return
+
+    def _collect(self, engine: Engine, item: _Work, results: queue.Queue[Any]) -> None:
+        try:
+            result, ms, backend = engine.collect()
+        except (RuntimeError, ValueError) as exc:
+            self._lost(item, exc)
+            return
+        self.stats.record_inference(ms)
+        metrics = self.remote.metrics if self.remote else None
+        if metrics is not None:
+            metrics.observe_inference(ms)
+        self._put(results, (item.number, item.source, result, ms, backend, engine.model.name))
+
+    def _swap(self, engine: Engine, pending: deque[_Work], results: queue.Queue[Any]) -> Engine:
+        """In the infer thread, between frames: finish the frames in flight on the old
+        model (none is lost, events keep their order), then run the new one."""
+        while pending:
+            self._collect(engine, pending.popleft(), results)
+        with self._swapped:
+            new, self._next_engine = self._next_engine, None
+            assert new is not None
+            self.engine = new
+            self._swapped.notify_all()
+        engine.close()
+        set_context(model=new.model.name, backend=new.backend.name)
+        log.info("model %s (%s) now running", new.model.name, new.backend.name)
+        return new
 
     def _lost(self, item: _Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
@@ -247,7 +305,9 @@ class Daemon:
         cfg = self.cfg
         engine = self.engine
         assert engine is not None
-        policy = PublishPolicy(cfg.publish.policy, cfg.publish.interval_s, cfg.publish.min_score)
+        settings = self.live.settings.publish
+        policy = PublishPolicy(settings.policy, settings.interval_s, settings.min_score)
+        ha = self.remote.homeassistant if self.remote else None
         while not self.stop.is_set():
             try:
                 item = results.get(timeout=0.2)
@@ -260,10 +320,19 @@ class Daemon:
                 )
                 self.stop.set()
                 return
-            number, source, result, ms, backend = item
+            number, source, result, ms, backend, model = item
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
-            if not policy.should_publish(result, time.monotonic()):
+            now = time.monotonic()
+            self.live.last = LastResult(number, source, result, model, backend, ms, time.time())
+            if ha is not None and ha.throttle.due(
+                "", result.top1 and result.top1.label, result.ambiguous, now
+            ):
+                ha.publish_state(self._state(self.live.last))
+            if self.live.settings.publish is not settings:  # changed by a `set` command
+                settings = self.live.settings.publish
+                policy = PublishPolicy(settings.policy, settings.interval_s, settings.min_score)
+            if not policy.should_publish(result, now):
                 continue
             self._seq += 1
             event = build_event(
@@ -272,7 +341,7 @@ class Daemon:
                 frame=number,
                 source=source,
                 result=result,
-                model=engine.model.name,
+                model=model,
                 backend=backend,
                 inference_ms=ms,
             )
@@ -292,7 +361,7 @@ class Daemon:
         next_health = time.monotonic()
         while True:
             now = time.monotonic()
-            if wd and self.stats.idle_for() < self.cfg.health.stall_s:
+            if wd and self._flowing():
                 self.notifier.watchdog()
             if now >= next_health:
                 self._publish_health(publisher)
@@ -300,6 +369,10 @@ class Daemon:
                 next_health = now + interval
             if self.stop.wait(min(tick, max(0.05, next_health - time.monotonic()))):
                 return
+
+    def _flowing(self) -> bool:
+        """Frames flow (or classification is paused on purpose): the watchdog's test."""
+        return self.live.paused.is_set() or self.stats.idle_for() < self.cfg.health.stall_s
 
     def health_payload(self, publisher: Publisher) -> Health:
         engine = self.engine
@@ -334,8 +407,74 @@ class Daemon:
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
+            paused=self.live.paused.is_set(),
         )
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()
         publisher.publish(Suffix.HEALTH, payload, qos=1, retain=True)
+
+    # -- commands (edged.control.controller.Target) ---------------------------------------
+    def effective_config(self) -> Config:
+        return self.live.settings
+
+    def apply_settings(self, sections: dict[str, BaseModel]) -> None:
+        """New ``classify`` / ``publish`` sections, validated; they take effect from the
+        next frame and last until the daemon stops."""
+        settings = self.live.settings.model_copy(update=sections)
+        engine = self.engine
+        if "classify" in sections and engine is not None:
+            engine.classifier = Classifier(engine.labels, settings.classify)
+        self.live.settings = settings
+
+    def set_paused(self, paused: bool) -> bool:
+        was = self.live.paused.is_set()
+        if paused:
+            self.live.paused.set()
+        else:
+            self.live.paused.clear()
+        if was != paused:
+            log.info("classification %s", "paused" if paused else "resumed")
+        return was
+
+    def snapshot(self) -> tuple[bytes, State | None] | None:
+        frame, last = self.live.frame, self.live.last
+        if frame is None:
+            return None
+        return encode_jpeg(frame.image), None if last is None else self._state(last)
+
+    def _state(self, last: LastResult) -> State:
+        return State(
+            device=self.cfg.device.id,
+            ts=last.ts,
+            frame=last.frame,
+            **classified_fields(
+                last.result, model=last.model, backend=last.backend, inference_ms=last.inference_ms
+            ),
+        )
+
+    def reload_model(self, model: ModelConfig, timeout: float = 30.0) -> dict[str, Any]:
+        """Load ``model`` beside the running one, classify a test frame with it, and only
+        then hand it to the infer thread, which swaps between two frames."""
+        frame = self.live.frame
+        engine, check = load_checked(
+            model, self.live.settings.classify, None if frame is None else frame.image
+        )
+        with self._swapped:
+            self._next_engine = engine
+            swapped = self._swapped.wait_for(
+                lambda: self._next_engine is None or self.stop.is_set(), timeout
+            )
+            if self._next_engine is engine:  # the pipeline ended or is stuck
+                self._next_engine = None
+                engine.close()
+                raise CommandError("the pipeline did not take the new model; the old one stays")
+        del swapped
+        self.live.settings = self.live.settings.model_copy(update={"model": engine.cfg})
+        top = check.top1
+        return {
+            "model": engine.model.name,
+            "sha256": engine.model.sha256,
+            "backend": engine.backend.name,
+            "test_label": top.label if top else None,
+        }

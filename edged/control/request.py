@@ -14,9 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edged.config import ClassifyConfig, Config, ModelConfig, PublishConfig, describe_errors
+from edged.wire import COMMANDS, MAX_COMMAND_BYTES
 
-MAX_COMMAND_BYTES = 64 * 1024
-COMMANDS = ("set", "snapshot", "reload", "pause", "resume")
 # what `set` may change at run time, and the model each is validated by
 SETTABLE: dict[str, type[BaseModel]] = {"classify": ClassifyConfig, "publish": PublishConfig}
 # model keys that belong to the device rather than to one model file: a reload keeps them
@@ -141,7 +140,8 @@ def _reload(rid: str | None, body: dict[str, Any], current: Config) -> Request:
     try:
         model = ModelConfig.model_validate({**base, **changes}, strict=True)
     except ValidationError as exc:
-        raise CommandError("; ".join(describe_errors(ModelConfig, exc, "model")), rid, "reload")
+        problems = describe_errors(ModelConfig, exc, "model")
+        raise CommandError("; ".join(problems), rid, "reload") from None
     return Request("reload", rid, {"model": model}, body)
 
 

@@ -15,11 +15,16 @@ Configs are retained under ``{discovery_prefix}/{component}/{node}/{key}/config`
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from edged import __version__
+from edged import __version__, wire
+from edged.config import HomeAssistantConfig
+from edged.publish.base import Message, Publisher
+
+log = logging.getLogger(__name__)
 
 HA_STATUS = "status"  # {discovery_prefix}/status: Home Assistant's birth and last will
 ORIGIN = {"name": "edged", "sw_version": __version__}
@@ -114,20 +119,20 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             (("entity_category", "diagnostic"), ("icon", "mdi:chip")),
         ),
     ]
-    for region in regions:
-        out.append(
-            Entity(
-                "sensor",
-                f"label_{node_id(region)}",
-                f"Label {region}",
-                f"state/{region}",
-                "{{ value_json.label }}",
-                (
-                    ("json_attributes_template", "{{ {'top_k': value_json.top_k} | tojson }}"),
-                    ("icon", "mdi:tag-text"),
-                ),
-            )
+    out.extend(
+        Entity(
+            "sensor",
+            f"label_{node_id(region)}",
+            f"Label {region}",
+            f"state/{region}",
+            "{{ value_json.label }}",
+            (
+                ("json_attributes_template", "{{ {'top_k': value_json.top_k} | tojson }}"),
+                ("icon", "mdi:tag-text"),
+            ),
         )
+        for region in regions
+    )
     return out
 
 
@@ -212,8 +217,49 @@ class StateThrottle:
 
     def due(self, key: str, label: Any, ambiguous: Any, now: float) -> bool:
         last = self._last.get(key)
-        if last is not None and (last[0], last[1]) == (label, ambiguous):
-            if now - last[2] < self.interval_s:
-                return False
+        same = last is not None and (last[0], last[1]) == (label, ambiguous)
+        if same and last is not None and now - last[2] < self.interval_s:
+            return False
         self._last[key] = (label, ambiguous, now)
         return True
+
+
+class HomeAssistant:
+    """Announces the device (on every connect and whenever Home Assistant comes online) and
+    keeps the retained ``state`` topics its entities read."""
+
+    def __init__(
+        self, cfg: HomeAssistantConfig, publisher: Publisher, discovery: Discovery
+    ) -> None:
+        self.cfg = cfg
+        self.publisher = publisher
+        self.discovery = discovery
+        self.throttle = StateThrottle(cfg.state_interval_s)
+        self.announcements = 0
+
+    def attach(self) -> None:
+        """Hook into the publisher (before it starts)."""
+        self.publisher.on_connect(self.announce)
+        self.publisher.subscribe(self.discovery.status_topic, self._on_ha_status)
+
+    def announce(self) -> None:
+        messages = self.discovery.messages()
+        for topic, payload in messages:
+            self.publisher.send(topic, payload, qos=1, retain=True)
+        self.announcements += 1
+        log.info(
+            "Home Assistant: announced %d entities under %s",
+            len(messages),
+            self.discovery.discovery_prefix,
+        )
+
+    def _on_ha_status(self, message: Message) -> None:
+        if message.payload.strip().lower() == wire.ONLINE.encode():
+            self.announce()
+
+    def publish_state(self, state: wire.State) -> None:
+        """The latest classification, retained (the caller asks ``throttle.due`` first, so
+        that nothing is built for a frame that sends nothing)."""
+        key = state.region or ""
+        suffix = wire.Suffix.STATE if not key else f"{wire.Suffix.STATE}/{key}"
+        self.publisher.publish(suffix, state.to_json(), qos=0, retain=True)

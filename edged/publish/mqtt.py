@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edged import wire
 from edged.config import MqttConfig
-from edged.publish.base import Publisher
+from edged.publish.base import Message, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,10 @@ class MqttPublisher(Publisher):
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+        self._subscriptions: dict[str, Callable[[Message], None]] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._v5 = protocol == mqtt.MQTTv5
 
     def _quiet_after_stop(self, record: logging.LogRecord) -> bool:
         # paho's loop thread runs once more after a clean disconnect and logs that the
@@ -174,6 +180,55 @@ class MqttPublisher(Publisher):
         self._connected.set()
         log.info("MQTT: connected to %s:%d", self.host, self.port)
         self._send(wire.Suffix.STATUS, ONLINE, qos=1, retain=True)
+        for sub in self._subscriptions:
+            client.subscribe(sub, qos=1)
+        for hook in self._connect_hooks:
+            try:
+                hook()
+            except Exception:
+                self.callback_errors += 1
+                log.exception("error in an MQTT connect hook")
+
+    def subscribe(self, topic: str, handler: Callable[[Message], None]) -> None:
+        self._subscriptions[topic] = handler
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        self._connect_hooks.append(hook)
+
+    @_guarded
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        message = Message(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            response_topic=getattr(props, "ResponseTopic", None) or None,
+            correlation_data=getattr(props, "CorrelationData", None),
+            user_properties=tuple(getattr(props, "UserProperty", None) or ()),
+        )
+        for sub, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(sub, msg.topic):
+                handler(message)
+
+    def send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        user_properties: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        props = None
+        if self._v5 and (correlation_data is not None or user_properties):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+            if user_properties:
+                props.UserProperty = list(user_properties)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("MQTT: message to %s not sent: %s", topic, mqtt.error_string(info.rc))
 
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:

@@ -55,3 +55,10 @@ def render_jpeg(
     out = io.BytesIO()
     img.save(out, "JPEG", quality=quality)
     return out.getvalue()
+
+
+def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = 90) -> bytes:
+    """The frame as it is, JPEG-encoded (the snapshot command)."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image), "RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
