@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__
-from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, read_secret
 from edged.logsetup import set_context, setup_logging
 
 log = logging.getLogger("edged")
@@ -45,6 +45,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     install_signal_handlers(stop)
     daemon = Daemon(cfg, max_frames=args.frames, stop=stop)
     return daemon.run()
+
+
+def cmd_ha_remove(args: argparse.Namespace) -> int:
+    from edged.publish.homeassistant import remove
+
+    cfg = _load(args)
+    count = remove(cfg, read_secret(cfg.mqtt.password_file, "mqtt_password"))
+    print(
+        f"removed {count} Home Assistant entities of {cfg.device.id} "
+        f"under {cfg.homeassistant.discovery_prefix}/"
+    )
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -211,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="", help="use this broker instead of an embedded one")
     _add_config(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ha", help="Home Assistant discovery")
+    ha = p.add_subparsers(dest="ha_command", metavar="{remove}", required=True)
+    p = ha.add_parser(
+        "remove", help="remove this device's entities from Home Assistant (empty retained configs)"
+    )
+    _add_config(p)
+    p.set_defaults(func=cmd_ha_remove)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -16,19 +16,12 @@ from edged.config import Config, ConfigError, parse_listen, read_secret
 from edged.control.controller import Controller, Target
 from edged.control.live import Live
 from edged.health.metrics import CONTENT_TYPE, Metrics
-from edged.health.system import machine_model
 from edged.infer.runtime import get_runtime
 from edged.publish.base import Publisher
-from edged.publish.homeassistant import Discovery, HomeAssistant
+from edged.publish.homeassistant import HomeAssistant, discovery_for
 from edged.web import StatusPage, WebSource, WebStartError
 
 log = logging.getLogger(__name__)
-
-
-def regions_of(cfg: Config) -> tuple[str, ...]:
-    """Names of the capture's regions of interest, where the source has them."""
-    regions = getattr(cfg.capture, "regions", None) or ()
-    return tuple(str(getattr(r, "name", r)) for r in regions)
 
 
 class Remote:
@@ -66,13 +59,7 @@ class Remote:
             HomeAssistant(
                 cfg.homeassistant,
                 publisher,
-                Discovery(
-                    cfg.homeassistant.discovery_prefix,
-                    base,
-                    cfg.device.id,
-                    machine_model(),
-                    regions_of(cfg),
-                ),
+                discovery_for(cfg),
             )
             if cfg.homeassistant.discovery
             else None

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edged import __version__, wire
-from edged.config import HomeAssistantConfig
+from edged.config import Config, HomeAssistantConfig
+from edged.health.system import machine_model
 from edged.publish.base import Message, Publisher
 
 log = logging.getLogger(__name__)
@@ -263,3 +264,44 @@ class HomeAssistant:
         key = state.region or ""
         suffix = wire.Suffix.STATE if not key else f"{wire.Suffix.STATE}/{key}"
         self.publisher.publish(suffix, state.to_json(), qos=0, retain=True)
+
+
+def discovery_for(cfg: Config) -> Discovery:
+    """The discovery configs of the device ``cfg`` describes."""
+    return Discovery(
+        cfg.homeassistant.discovery_prefix,
+        wire.device_topic(cfg.mqtt.topic_prefix, cfg.device.id),
+        cfg.device.id,
+        machine_model(),
+        regions_of(cfg),
+    )
+
+
+def regions_of(cfg: Config) -> tuple[str, ...]:
+    """Names of the capture's regions of interest, where the source has them."""
+    regions = getattr(cfg.capture, "regions", None) or ()
+    return tuple(str(getattr(r, "name", r)) for r in regions)
+
+
+def remove(cfg: Config, password: str | None, timeout: float = 10.0) -> int:
+    """Publish an empty retained config for every entity of the device (Home Assistant then
+    deletes them); the number removed.  Connects as the device, without touching its status."""
+    from edged.publish.mqtt import MqttPublisher
+
+    mqtt_cfg = cfg.mqtt.model_copy(
+        update={"client_id": f"{cfg.mqtt.client_id or 'edged-' + cfg.device.id}-ha-remove"}
+    )
+    publisher = MqttPublisher(mqtt_cfg, cfg.device.id, password, status=False)
+    publisher.start()
+    try:
+        if not publisher.wait_connected(timeout):
+            raise ConnectionError(f"MQTT broker {cfg.mqtt.url} not reachable within {timeout:g} s")
+        infos = [
+            publisher.client.publish(topic, payload, qos=1, retain=True)
+            for topic, payload in discovery_for(cfg).removals()
+        ]
+        for info in infos:
+            info.wait_for_publish(timeout)
+        return len(infos)
+    finally:
+        publisher.stop(timeout=2.0)

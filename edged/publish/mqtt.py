@@ -65,7 +65,11 @@ class MqttPublisher(Publisher):
         device_id: str,
         password: str | None = None,
         spool_path: Path | None = None,
+        status: bool = True,
     ) -> None:
+        """``status=False``: a helper connection of the device (``edged ha remove``) that
+        neither announces ``online`` nor leaves a last will."""
+        self.status = status
         self.spool_path = spool_path
         self.cfg = cfg
         self.device_id = device_id
@@ -100,7 +104,8 @@ class MqttPublisher(Publisher):
         self.client.reconnect_delay_set(
             min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
         )
-        self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
+        if status:
+            self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, password)
         elif password:
@@ -179,7 +184,8 @@ class MqttPublisher(Publisher):
             self._resending = bool(self._pending)
         self._connected.set()
         log.info("MQTT: connected to %s:%d", self.host, self.port)
-        self._send(wire.Suffix.STATUS, ONLINE, qos=1, retain=True)
+        if self.status:
+            self._send(wire.Suffix.STATUS, ONLINE, qos=1, retain=True)
         for sub in self._subscriptions:
             client.subscribe(sub, qos=1)
         for hook in self._connect_hooks:
@@ -322,6 +328,7 @@ class MqttPublisher(Publisher):
         """Deliver what is queued (up to ``timeout``), publish ``offline``, disconnect."""
         if self.connected:
             self.flush(timeout)
+        if self.connected and self.status:
             info = self.client.publish(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 with contextlib.suppress(RuntimeError, ValueError):
