@@ -3,6 +3,7 @@ and the watchdog beside them.  One stop event ends every thread."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -130,7 +131,7 @@ class Daemon:
             self.live,
             publisher,
             self,
-            health=lambda: self.health_payload(publisher),
+            health=functools.partial(self.health_payload, publisher, psutil.Process()),
             healthy=self._flowing,
         )
         remote.attach()
@@ -374,11 +375,14 @@ class Daemon:
         """Frames flow (or classification is paused on purpose): the watchdog's test."""
         return self.live.paused.is_set() or self.stats.idle_for() < self.cfg.health.stall_s
 
-    def health_payload(self, publisher: Publisher) -> Health:
+    def health_payload(self, publisher: Publisher, process: psutil.Process | None = None) -> Health:
+        """``process``: a reader's own psutil handle, so that its cpu_percent window (time
+        since its last call) does not cut the health topic's."""
         engine = self.engine
+        process = process or self._process
         try:
-            cpu = round(self._process.cpu_percent(None), 1)
-            rss = round(self._process.memory_info().rss / 2**20, 1)
+            cpu = round(process.cpu_percent(None), 1)
+            rss = round(process.memory_info().rss / 2**20, 1)
         except psutil.Error:
             cpu, rss = None, None
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
