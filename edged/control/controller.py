@@ -70,7 +70,7 @@ class Controller:
         try:
             self._queue.put_nowait(message)
         except queue.Full:
-            self._reply(message, self._result(None, None, error="busy: too many commands waiting"))
+            self.reply(message, self._result(None, None, error="busy: too many commands waiting"))
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -78,7 +78,7 @@ class Controller:
                 message = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._reply(message, self.handle(message))
+            self.reply(message, self.handle(message))
 
     # -- one command ---------------------------------------------------------------------
     def handle(self, message: Message) -> wire.CommandResult:
@@ -165,7 +165,7 @@ class Controller:
             result=result or {},
         )
 
-    def _reply(self, message: Message, result: wire.CommandResult) -> None:
+    def reply(self, message: Message, result: wire.CommandResult) -> None:
         topic = message.response_topic or f"{self.base}/{wire.Suffix.CMD_RESULT}"
         self.publisher.send(
             topic, result.to_json(), qos=1, correlation_data=message.correlation_data
