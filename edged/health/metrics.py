@@ -138,6 +138,7 @@ class Metrics:
     def serve(self, host: str, port: int) -> tuple[str, int]:
         """Serve ``/metrics`` on ``host:port`` in a daemon thread; the bound address."""
         self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        self._thread.name = "edged-metrics"
         bound = self._server.server_address
         log.info("metrics: serving http://%s:%d/metrics", host, bound[1])
         return host, int(bound[1])
