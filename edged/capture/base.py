@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -58,19 +57,8 @@ class FrameSource(ABC):
 
 S = TypeVar("S", bound=type[FrameSource])
 SOURCES: dict[str, type[FrameSource]] = {}
-_MODULES = {"replay": "edged.capture.replay", "picamera2": "edged.capture.picamera2"}
 
 
 def register(cls: S) -> S:
     SOURCES[cls.type_key] = cls
     return cls
-
-
-def open_source(cfg: Any, input_size: tuple[int, int]) -> FrameSource:
-    """Build the source named by ``cfg.type``; ``input_size`` is the (width, height) the
-    preprocessing needs (the model input, enlarged by the center crop)."""
-    module = _MODULES.get(cfg.type)
-    if module is None:
-        raise ValueError(f"capture type {cfg.type!r} is unknown; valid: {', '.join(_MODULES)}")
-    importlib.import_module(module)
-    return SOURCES[cfg.type](cfg, input_size)  # type: ignore[call-arg]

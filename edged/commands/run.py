@@ -1,0 +1,68 @@
+"""``edged run`` (the daemon) and ``edged check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+from edged.commands.common import EXIT_OK, add_config, load
+from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError
+from edged.logsetup import set_context
+from edged.signals import install_signal_handlers
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.app import Daemon
+
+    cfg = load(args)
+    set_context(device=cfg.device.id)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    daemon = Daemon(cfg, max_frames=args.frames, stop=stop)
+    return daemon.run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    problems = check_files(cfg)
+    if problems:
+        raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
+    print(f"{args.config or DEFAULT_CONFIG_PATH}: valid (device {cfg.device.id})")
+    return EXIT_OK
+
+
+def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
+    """Checks that need the file system: paths that must exist."""
+    problems: list[tuple[str, str, Any]] = []
+    for key in ("path", "labels", "cpu_path"):
+        value = getattr(cfg.model, key)
+        if value and not Path(value).is_file():
+            problems.append((f"model.{key}", "no such file", value))
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        value = getattr(cfg.mqtt, key)
+        if value and not Path(value).is_file():
+            problems.append((f"mqtt.{key}", "no such file", value))
+    if cfg.capture.type == "replay":
+        for i, value in enumerate(cfg.capture.paths):
+            if not Path(value).exists():
+                problems.append((f"capture.paths.{i}", "does not exist", value))
+    return problems
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the daemon")
+    add_config(p)
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop cleanly after N frames have been classified and published",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 2 on errors")
+    add_config(p)
+    p.set_defaults(func=cmd_check_config)

@@ -1,0 +1,130 @@
+"""The package's import graph, read with ``ast``: no cycles, no dynamic loading of edged's own
+modules, and the layers stay where they belong."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+PACKAGE = ROOT / "edged"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _target(name: str) -> str | None:
+    """The edged module ``name`` refers to (``edged.x.y`` may be a name in ``edged.x``)."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def imports(module: str) -> set[str]:
+    """Every edged module ``module`` imports, at the top or inside a function."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{a.name}" for a in node.names]
+        for name in names:
+            target = _target(name) if name.startswith("edged") else None
+            if target is not None and target != module:
+                found.add(target)
+    return found
+
+
+GRAPH = {m: imports(m) for m in MODULES}
+
+
+def find_cycle() -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(GRAPH[m]):
+            if state.get(n) == 1:
+                return [*stack[stack.index(n) :], n]
+            if n not in state and (cycle := visit(n)) is not None:
+                return cycle
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(GRAPH):
+        if m not in state and (cycle := visit(m)) is not None:
+            return cycle
+    return None
+
+
+def test_the_walk_sees_imports() -> None:
+    assert "edged.config" in GRAPH["edged.app"]
+    assert "edged.wire" in GRAPH["edged.fleet"]
+
+
+def test_no_import_cycle() -> None:
+    cycle = find_cycle()
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+_MODULE_STRING = re.compile(r"^edged(\.\w+)+$")
+
+
+def test_no_dynamic_loading_of_edged_modules() -> None:
+    problems = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(n.value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if name == "__import__":
+                    problems.append(f"{module}:{node.lineno}: __import__")
+                if name == "import_module" and node.args:
+                    arg = node.args[0]
+                    if isinstance(arg, ast.Constant) and str(arg.value).startswith("edged"):
+                        problems.append(f"{module}:{node.lineno}: import_module({arg.value!r})")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and _MODULE_STRING.match(node.value)
+                and node.value in MODULES
+            ):
+                problems.append(f"{module}:{node.lineno}: module named in a string {node.value!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_cycle_finder_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(GRAPH, "edged.cli", {*GRAPH["edged.cli"], "edged.demo"})
+    monkeypatch.setitem(GRAPH, "edged.demo", {*GRAPH["edged.demo"], "edged.cli"})
+    cycle = find_cycle()
+    assert cycle is not None and cycle[0] == cycle[-1]
