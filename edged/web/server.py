@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from edged.web.overlay import render_jpeg
 
 log = logging.getLogger(__name__)
 
+PAGE = Path(__file__).with_name("page.html")
 _SECRET_WORDS = ("password", "secret", "token", "passphrase")
 REDACTED = "***"
 
@@ -179,7 +180,7 @@ class StatusPage:
         }
 
     def page(self) -> bytes:
-        html = resources.files("edged.web").joinpath("page.html").read_text(encoding="utf-8")
+        html = PAGE.read_text(encoding="utf-8")
         html = html.replace("{{device}}", _escape(self.device))
         html = html.replace("{{refresh_ms}}", str(int(self.cfg.refresh_s * 1000)))
         return html.encode()
