@@ -237,6 +237,7 @@ class Health(_Payload):
     cpu_temp_c: float | None
     throttled: dict[str, Any] | None
     pid: int
+    paused: bool = Field(False, description="Classification paused by a command.")
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
