@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import FIXTURES, Mosquitto
+from tests.support import FIXTURES, Mosquitto, acl_mosquitto
 
 
 class _ExceptionRecorder(logging.Handler):
@@ -44,6 +44,16 @@ def fixtures() -> Path:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A mosquitto with the fleet's ACL and the users of tests.support.ACL_USERS."""
+    broker = acl_mosquitto(tmp_path).start()
     try:
         yield broker
     finally:

@@ -279,8 +279,11 @@ class Operator:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.client.subscribe(
-            [(f"{self.base}/cmd/result/#", 1), (f"{self.base}/snapshot", 1),
-             (f"{self.base}/events", 1)]
+            [
+                (f"{self.base}/cmd/result/#", 1),
+                (f"{self.base}/snapshot", 1),
+                (f"{self.base}/events", 1),
+            ]
         )
         if not subscribed.wait(10):
             raise TimeoutError("operator could not subscribe")
@@ -339,3 +342,32 @@ class Operator:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def replay_config(
+    tmp_path: Path,
+    url: str,
+    *,
+    fps: float = 10,
+    paths: tuple[str, ...] = (),
+    username: str = "",
+    mqtt: str = "",
+    sections: str = "",
+    device: str = "cam-1",
+) -> Path:
+    """A daemon config replaying ``paths`` (default: the bundled photos) in a loop at ``fps``
+    to the broker ``url`` (as ``username``, password from ``tmp_path/pw-<username>`` as
+    acl_mosquitto writes it), ``mqtt`` (TOML lines) added to [mqtt] and ``sections`` (TOML)
+    appended."""
+    login = (
+        f'username = "{username}"\npassword_file = "{tmp_path / f"pw-{username}"}"\n'
+        if username
+        else ""
+    )
+    return write_config(
+        tmp_path / "edged.toml",
+        f'[device]\nid = "{device}"\n'
+        f'[capture]\ntype = "replay"\nloop = true\nfps = {fps}\npaths = {json.dumps(list(paths))}\n'
+        f'[mqtt]\nurl = "{url}"\n{login}{mqtt}\n'
+        f"[health]\ninterval_s = 1\n{sections}",
+    )

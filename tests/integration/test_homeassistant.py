@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,10 @@ import pytest
 from tests.support import (
     Mosquitto,
     Subscriber,
-    acl_mosquitto,
+    replay_config,
     run_edged,
     start_edged,
     stop_process,
-    write_config,
 )
 
 jinja2 = pytest.importorskip("jinja2")
@@ -36,35 +34,13 @@ ENTITY_REQUIRED = {
 DEVICE_REQUIRED = {"identifiers", "name", "model", "sw_version", "manufacturer"}
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = acl_mosquitto(tmp_path).start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 def ha_config(tmp_path: Path, port: int) -> Path:
-    return write_config(
-        tmp_path / "edged.toml",
-        f"""
-[device]
-id = "cam-1"
-[capture]
-type = "replay"
-loop = true
-fps = 5
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-username = "cam-1"
-password_file = "{tmp_path / "pw-cam-1"}"
-[health]
-interval_s = 1
-[homeassistant]
-discovery = true
-state_interval_s = 1
-""",
+    return replay_config(
+        tmp_path,
+        f"mqtt://127.0.0.1:{port}",
+        fps=5,
+        username="cam-1",
+        sections="[homeassistant]\ndiscovery = true\nstate_interval_s = 1\n",
     )
 
 
@@ -79,15 +55,15 @@ def configs(sub: Subscriber) -> dict[str, bytes]:
         return {t: p for t, p, _ in sub.messages if t.endswith("/config")}
 
 
-def test_discovery_availability_and_reannounce(tmp_path: Path, broker: Mosquitto) -> None:
+def test_discovery_availability_and_reannounce(tmp_path: Path, acl_broker: Mosquitto) -> None:
     ha = Subscriber(
-        broker.port, "homeassistant/#", username="homeassistant", password="pw-homeassistant"
+        acl_broker.port, "homeassistant/#", username="homeassistant", password="pw-homeassistant"
     )
     edged = Subscriber(
-        broker.port, "edged/#", username="homeassistant", password="pw-homeassistant"
+        acl_broker.port, "edged/#", username="homeassistant", password="pw-homeassistant"
     )
     proc = start_edged(
-        "run", "--config", str(ha_config(tmp_path, broker.port)), log=tmp_path / "edged.log"
+        "run", "--config", str(ha_config(tmp_path, acl_broker.port)), log=tmp_path / "edged.log"
     )
     try:
         assert ha.wait(lambda: len(configs(ha)) >= 7), (tmp_path / "edged.log").read_text()
@@ -129,7 +105,7 @@ def test_discovery_availability_and_reannounce(tmp_path: Path, broker: Mosquitto
             "backend",
         }
         state = json.loads(edged.on("state")[-1][1])
-        assert edged.on("state")[-1][2] or retained_state(broker)
+        assert edged.on("state")[-1][2] or retained_state(acl_broker)
         assert kinds["ambiguous"] == ("binary_sensor", "ON" if state["ambiguous"] else "OFF")
         assert kinds["backend"] == ("sensor", "cpu")
         float(kinds["score"][1])
@@ -138,7 +114,7 @@ def test_discovery_availability_and_reannounce(tmp_path: Path, broker: Mosquitto
 
         # configs are retained: a Home Assistant starting later finds them
         late = Subscriber(
-            broker.port,
+            acl_broker.port,
             "homeassistant/+/cam-1/+/config",
             username="homeassistant",
             password="pw-homeassistant",
@@ -161,11 +137,11 @@ def test_discovery_availability_and_reannounce(tmp_path: Path, broker: Mosquitto
     edged.close()
 
     # `edged ha remove`: empty retained configs remove every entity
-    done = run_edged("ha", "remove", "--config", str(ha_config(tmp_path, broker.port)))
+    done = run_edged("ha", "remove", "--config", str(ha_config(tmp_path, acl_broker.port)))
     assert done.returncode == 0, done.stderr
     assert "removed 7" in done.stdout
     after = Subscriber(
-        broker.port, "homeassistant/#", username="homeassistant", password="pw-homeassistant"
+        acl_broker.port, "homeassistant/#", username="homeassistant", password="pw-homeassistant"
     )
     time.sleep(1.0)
     assert not [m for m in after.messages if m[1]], "discovery configs left behind"

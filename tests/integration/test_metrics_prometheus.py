@@ -15,10 +15,10 @@ import pytest
 
 from tests.support import (
     free_port,
+    replay_config,
     start_edged,
     stop_process,
     wait_port,
-    write_config,
 )
 
 PROMETHEUS = shutil.which("prometheus")
@@ -26,20 +26,10 @@ PROMETHEUS = shutil.which("prometheus")
 
 def metrics_config(tmp_path: Path, metrics_port: int) -> Path:
     # no broker needed: the daemon keeps classifying while MQTT is unreachable
-    return write_config(
-        tmp_path / "edged.toml",
-        f"""
-[device]
-id = "cam-1"
-[capture]
-type = "replay"
-loop = true
-fps = 10
-[mqtt]
-url = "mqtt://127.0.0.1:{free_port()}"
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-""",
+    return replay_config(
+        tmp_path,
+        f"mqtt://127.0.0.1:{free_port()}",
+        sections=f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n',
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,43 +15,21 @@ from tests.support import (
     ROOT,
     Mosquitto,
     Operator,
-    acl_mosquitto,
+    replay_config,
     start_edged,
     stop_process,
-    write_config,
 )
 
 FP32 = ROOT / "models" / "efficientnet_lite0_fp32.tflite"
 INT8 = ROOT / "models" / "efficientnet_lite0_int8.tflite"
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = acl_mosquitto(tmp_path).start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 def daemon_config(tmp_path: Path, port: int, protocol: str) -> Path:
-    return write_config(
-        tmp_path / "edged.toml",
-        f"""
-[device]
-id = "cam-1"
-[capture]
-type = "replay"
-loop = true
-fps = 10
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-protocol = "{protocol}"
-username = "cam-1"
-password_file = "{tmp_path / "pw-cam-1"}"
-[health]
-interval_s = 1
-""",
+    return replay_config(
+        tmp_path,
+        f"mqtt://127.0.0.1:{port}",
+        username="cam-1",
+        mqtt=f'protocol = "{protocol}"',
     )
 
 
@@ -125,9 +102,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_commands_end_to_end(tmp_path: Path, broker: Mosquitto, protocol: str) -> None:
-    cfg = daemon_config(tmp_path, broker.port, protocol)
-    op = Operator(broker.port, protocol=protocol, username="operator", password="pw-operator")
+def test_commands_end_to_end(tmp_path: Path, acl_broker: Mosquitto, protocol: str) -> None:
+    cfg = daemon_config(tmp_path, acl_broker.port, protocol)
+    op = Operator(acl_broker.port, protocol=protocol, username="operator", password="pw-operator")
     proc = start_edged("run", "--config", str(cfg), log=tmp_path / "edged.log")
     try:
         assert wait_for(lambda: len(op.events()) >= 3), (tmp_path / "edged.log").read_text()
@@ -227,13 +204,13 @@ def test_commands_end_to_end(tmp_path: Path, broker: Mosquitto, protocol: str) -
     assert "command set (id s1) from" in log
 
 
-def test_acl_only_the_operator_commands(tmp_path: Path, broker: Mosquitto) -> None:
+def test_acl_only_the_operator_commands(tmp_path: Path, acl_broker: Mosquitto) -> None:
     """Another device, or the device itself, publishing on a cmd topic is refused by the
     broker: the daemon never sees it.  A device cannot write on another device's topics."""
-    cfg = daemon_config(tmp_path, broker.port, "5")
-    op = Operator(broker.port, username="operator", password="pw-operator")
-    other = Operator(broker.port, username="cam-2", password="pw-cam-2")
-    itself = Operator(broker.port, username="cam-1", password="pw-cam-1")
+    cfg = daemon_config(tmp_path, acl_broker.port, "5")
+    op = Operator(acl_broker.port, username="operator", password="pw-operator")
+    other = Operator(acl_broker.port, username="cam-2", password="pw-cam-2")
+    itself = Operator(acl_broker.port, username="cam-1", password="pw-cam-1")
     proc = start_edged("run", "--config", str(cfg), log=tmp_path / "edged.log")
     try:
         assert wait_for(lambda: len(op.events()) >= 2), (tmp_path / "edged.log").read_text()

@@ -18,11 +18,11 @@ import pytest
 from tests.support import (
     ROOT,
     free_port,
+    replay_config,
     run_edged,
     start_edged,
     stop_process,
     wait_port,
-    write_config,
 )
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,27 +33,19 @@ SAMPLE = ROOT / "edged" / "samples" / "coffee.jpg"  # espresso, stable
 def web_config(tmp_path: Path, web: str, metrics: str = "", password: bool = True) -> Path:
     pw = tmp_path / "web.pw"
     pw.write_text("s3cret-page\n")
-    (tmp_path / "mqtt.pw").write_text("mqtt-secret\n")
-    return write_config(
-        tmp_path / "edged.toml",
-        f"""
-[device]
-id = "cam-1"
-[capture]
-type = "replay"
-paths = ["{SAMPLE}"]
-loop = true
-fps = 5
-[mqtt]
-url = "mqtt://127.0.0.1:{free_port()}"
-username = "cam-1"
-password_file = "{tmp_path / "mqtt.pw"}"
-[web]
-listen = "{web}"
-refresh_s = 0.2
-{f'password_file = "{pw}"' if password else ""}
-{f'[metrics]{chr(10)}listen = "{metrics}"' if metrics else ""}
-""",
+    (tmp_path / "pw-cam-1").write_text("mqtt-secret\n")
+    sections = f'[web]\nlisten = "{web}"\nrefresh_s = 0.2\n'
+    if password:
+        sections += f'password_file = "{pw}"\n'
+    if metrics:
+        sections += f'[metrics]\nlisten = "{metrics}"\n'
+    return replay_config(
+        tmp_path,
+        f"mqtt://127.0.0.1:{free_port()}",
+        fps=5,
+        paths=(str(SAMPLE),),
+        username="cam-1",
+        sections=sections,
     )
 
 
