@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from edged.app import Daemon  # noqa: E402
 from edged.config import parse_config  # noqa: E402
-from edged.infer import open_engine  # noqa: E402
+from edged.engine import open_engine  # noqa: E402
 from edged.preprocess import load_image  # noqa: E402
 from tests.support import IMAGES, MODELS, Mosquitto  # noqa: E402
 

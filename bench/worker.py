@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from edged.app import Daemon  # noqa: E402
 from edged.config import parse_config  # noqa: E402
+from edged.engine import open_engine  # noqa: E402
 from edged.infer.bundled import default_model_path  # noqa: E402
 from edged.infer.cpu import CpuBackend  # noqa: E402
-from edged.infer.engine import open_engine  # noqa: E402
 from edged.infer.model import inspect_model  # noqa: E402
 from edged.infer.worker import WorkerBackend  # noqa: E402
 from edged.preprocess import load_image  # noqa: E402

@@ -1,22 +1,22 @@
 """Wires the stages together: capture+preprocess -> infer -> classify -> publish, with health
-and the watchdog beside them.  One stop event ends every thread."""
+and the watchdog beside them.  One stop event ends every thread.  Nothing here formats a
+message or decides a policy: those live in their stage (``publish/``, ``health/``,
+``wire.py``) and in the :class:`~edged.engine.Engine`."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import math
 import os
 import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import psutil
 from pydantic import BaseModel
 
@@ -28,28 +28,17 @@ from edged.control.live import LastResult, Live
 from edged.control.reload import load_checked
 from edged.control.remote import Remote
 from edged.control.request import CommandError
-from edged.devices import list_edge_tpus, tpu_temperature_c
-from edged.health import Notifier, Stats, cpu_temp_c, throttled
-from edged.infer import Engine, open_engine
+from edged.engine import Engine, Result, Work, open_engine
+from edged.health import Notifier, Stats
+from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.events import PublishPolicy, build_event, classified_fields
 from edged.web.overlay import encode_jpeg
-from edged.wire import Health, Percentiles, State, Suffix, TpuInfo, utc_now
+from edged.wire import Health, State, Suffix
 
 log = logging.getLogger(__name__)
-
-_END = object()
-
-
-@dataclass
-class _Work:
-    number: int
-    source: str
-    tensor: npt.NDArray[np.generic]
-    image: npt.NDArray[np.uint8]  # kept to preprocess again for a model swapped in meanwhile
-    engine: Engine
 
 
 class Daemon:
@@ -70,12 +59,11 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.notifier = notifier or Notifier()
         self.stats = Stats()
+        self.health = HealthReporter(cfg.device.id, self.stats)
         self.exit_code = 0
         self.engine: Engine | None = None
         self.source: FrameSource | None = None
         self._publisher = publisher
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)
         self._seq = 0
         self.live = Live(cfg)
         self.remote: Remote | None = None
@@ -84,21 +72,20 @@ class Daemon:
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
-        engine = open_engine(self.cfg.model, self.cfg.classify)
-        try:
-            spec = engine.backend.input_spec
-            frac = engine.cfg.crop_fraction if engine.cfg.crop == "center" else 1.0
-            size = (math.ceil(spec.width / frac), math.ceil(spec.height / frac))
-            source = open_source(self.cfg.capture, size)
-        except BaseException:
-            engine.close()
-            raise
-        publisher = self._publisher
-        if publisher is None:
-            password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
-            publisher = MqttPublisher(
-                self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
-            )
+        """Engine, source and publisher, in that order; a failure at any step closes what
+        the earlier steps opened (no worker process or shared memory is left behind)."""
+        with contextlib.ExitStack() as stack:
+            engine = open_engine(self.cfg.model, self.cfg.classify)
+            stack.callback(engine.close)
+            source = open_source(self.cfg.capture, engine.capture_size())
+            stack.callback(source.close)
+            publisher = self._publisher
+            if publisher is None:
+                password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
+                publisher = MqttPublisher(
+                    self.cfg.mqtt, self.cfg.device.id, password, spool_path=self._spool_path()
+                )
+            stack.pop_all()  # run() owns them from here
         return engine, source, publisher
 
     def _spool_path(self) -> Path | None:
@@ -124,8 +111,9 @@ class Daemon:
             log.warning(
                 "inference falls back to %s: %s", engine.backend.name, engine.fallback_reason
             )
-        work: queue.Queue[Any] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
-        results: queue.Queue[Any] = queue.Queue(maxsize=1024)
+        # None marks the end of the frames
+        work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
+        results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
         remote = Remote(
             self.cfg,
             self.live,
@@ -190,7 +178,7 @@ class Daemon:
             )
         return self.exit_code
 
-    def _guard(self, fn: Any, *args: Any) -> None:
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
         except Exception:
@@ -199,18 +187,18 @@ class Daemon:
             self.stop.set()
 
     # -- stages --------------------------------------------------------------------------
-    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Any]) -> None:
+    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Work | None]) -> None:
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
             self.live.frame = frame
             engine = self.engine or engine  # the model now running (a reload swaps it)
             try:
-                tensor = engine.preprocess(frame.image)
+                prepared = engine.prepare(frame.image)
             except ImageError as exc:
                 source.skipped += 1
                 log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                 continue
-            item = _Work(frame.number, frame.source, tensor, frame.image, engine)
+            item = Work(frame.number, frame.source, prepared, frame.image)
             if source.live:
                 while True:  # the newest frame wins; a stale one is dropped and counted
                     try:
@@ -224,9 +212,9 @@ class Daemon:
                             pass
             elif not self._put(work, item):
                 return
-        self._put(work, _END)
+        self._put(work, None)
 
-    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+    def _put(self, q: queue.Queue[Any], item: object) -> bool:
         while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.2)
@@ -235,10 +223,12 @@ class Daemon:
                 continue
         return False
 
-    def _infer(self, engine: Engine, work: queue.Queue[Any], results: queue.Queue[Any]) -> None:
+    def _infer(
+        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
+    ) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
         starts the next frame while this thread reads the last result), in order."""
-        pending: deque[_Work] = deque()
+        pending: deque[Work] = deque()
         ended = False
         while not self.stop.is_set():
             if self._next_engine is not None:
@@ -248,42 +238,44 @@ class Daemon:
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
                 except queue.Empty:
                     break
-                if item is _END:
+                if item is None:
                     ended = True
                     break
                 if self.live.paused.is_set():
-                    continue  # paused: frames still flow to the status page, none is classified
+                    continue  # paused: frames still reach the status page, none is classified
                 try:
-                    if item.engine is not engine:  # preprocessed for the model swapped out
-                        item.tensor = engine.preprocess(item.image)
-                    engine.submit(item.tensor)
+                    if item.input.spec != engine.backend.input_spec and item.image is not None:
+                        item = Work(item.number, item.source, engine.prepare(item.image))
+                    engine.submit(item.input)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
                     continue
                 pending.append(item)
             if not pending:
                 if ended:
-                    self._put(results, _END)
+                    self._put(results, None)
                     return
                 continue
             self._collect(engine, pending.popleft(), results)
             if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
-                self._put(results, _END)
+                self._put(results, None)
                 return
 
-    def _collect(self, engine: Engine, item: _Work, results: queue.Queue[Any]) -> None:
+    def _collect(self, engine: Engine, item: Work, results: queue.Queue[Result | None]) -> None:
         try:
-            result, ms, backend = engine.collect()
+            outcome = engine.collect()
         except (RuntimeError, ValueError) as exc:
             self._lost(item, exc)
             return
-        self.stats.record_inference(ms)
+        self.stats.record_inference(outcome.ms)
         metrics = self.remote.metrics if self.remote else None
         if metrics is not None:
-            metrics.observe_inference(ms)
-        self._put(results, (item.number, item.source, result, ms, backend, engine.model.name))
+            metrics.observe_inference(outcome.ms)
+        self._put(results, Result(item.number, item.source, outcome, engine.model.name))
 
-    def _swap(self, engine: Engine, pending: deque[_Work], results: queue.Queue[Any]) -> Engine:
+    def _swap(
+        self, engine: Engine, pending: deque[Work], results: queue.Queue[Result | None]
+    ) -> Engine:
         """In the infer thread, between frames: finish the frames in flight on the old
         model (none is lost, events keep their order), then run the new one."""
         while pending:
@@ -298,14 +290,12 @@ class Daemon:
         log.info("model %s (%s) now running", new.model.name, new.backend.name)
         return new
 
-    def _lost(self, item: _Work, exc: Exception) -> None:
+    def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
         log.error("inference failed on frame %d: %s", item.number, exc)
 
-    def _publish(self, publisher: Publisher, results: queue.Queue[Any]) -> None:
+    def _publish(self, publisher: Publisher, results: queue.Queue[Result | None]) -> None:
         cfg = self.cfg
-        engine = self.engine
-        assert engine is not None
         settings = self.live.settings.publish
         policy = PublishPolicy(settings.policy, settings.interval_s, settings.min_score)
         ha = self.remote.homeassistant if self.remote else None
@@ -315,36 +305,38 @@ class Daemon:
             except queue.Empty:
                 publisher.poll()  # e.g. send what waited for a reconnect
                 continue
-            if item is _END:
+            if item is None:
                 log.info(
                     "frame source finished" if self.max_frames is None else "frame limit reached"
                 )
                 self.stop.set()
                 return
-            number, source, result, ms, backend, model = item
+            outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
             now = time.monotonic()
-            self.live.last = LastResult(number, source, result, model, backend, ms, time.time())
+            last = LastResult(item, time.time())
+            self.live.last = last
+            top = outcome.classification.top1
             if ha is not None and ha.throttle.due(
-                "", result.top1 and result.top1.label, result.ambiguous, now
+                "", top and top.label, outcome.classification.ambiguous, now
             ):
-                ha.publish_state(self._state(self.live.last))
+                ha.publish_state(self._state(last))
             if self.live.settings.publish is not settings:  # changed by a `set` command
                 settings = self.live.settings.publish
                 policy = PublishPolicy(settings.policy, settings.interval_s, settings.min_score)
-            if not policy.should_publish(result, now):
+            if not policy.should_publish(outcome.classification, now):
                 continue
             self._seq += 1
             event = build_event(
                 device=cfg.device.id,
                 seq=self._seq,
-                frame=number,
-                source=source,
-                result=result,
-                model=model,
-                backend=backend,
-                inference_ms=ms,
+                frame=item.number,
+                source=item.source,
+                result=outcome.classification,
+                model=item.model,
+                backend=outcome.backend,
+                inference_ms=outcome.ms,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
             self.stats.events_published += 1
@@ -376,42 +368,14 @@ class Daemon:
         return self.live.paused.is_set() or self.stats.idle_for() < self.cfg.health.stall_s
 
     def health_payload(self, publisher: Publisher, process: psutil.Process | None = None) -> Health:
-        """``process``: a reader's own psutil handle, so that its cpu_percent window (time
-        since its last call) does not cut the health topic's."""
-        engine = self.engine
-        process = process or self._process
-        try:
-            cpu = round(process.cpu_percent(None), 1)
-            rss = round(process.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            cpu, rss = None, None
-        backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
-        return Health(
-            device=self.cfg.device.id,
-            version=__version__,
-            ts=utc_now(),
-            uptime_s=round(self.stats.uptime_s(), 1),
-            **backend,
-            model=engine.model.name if engine else None,
-            model_sha256=engine.model.sha256 if engine else None,
-            tpus=[TpuInfo(type=t.type, path=t.path) for t in list_edge_tpus()],
-            tpu_temp_c=tpu_temperature_c(),
-            fps=round(self.stats.fps(), 2),
-            inference_ms=Percentiles(**self.stats.latency_ms()),
-            frames_captured=self.stats.frames_captured,
-            frames_processed=self.stats.frames_processed,
-            frames_dropped=self.stats.frames_dropped,
-            frames_lost=self.stats.frames_lost,
-            frames_skipped=self.source.skipped if self.source else 0,
-            events_published=self.stats.events_published,
-            mqtt_reconnects=publisher.reconnects,
-            mqtt_dropped=publisher.dropped,
-            cpu_percent=cpu,
-            rss_mb=rss,
-            cpu_temp_c=cpu_temp_c(),
-            throttled=throttled(),
-            pid=os.getpid(),
+        """``process``: a reader's own psutil handle (the status page, metrics), so that
+        its cpu_percent window does not cut the health topic's."""
+        return self.health.report(
+            self.engine,
+            publisher,
+            self.source.skipped if self.source else 0,
             paused=self.live.paused.is_set(),
+            process=process,
         )
 
     def _publish_health(self, publisher: Publisher) -> None:
@@ -448,12 +412,16 @@ class Daemon:
         return encode_jpeg(frame.image), None if last is None else self._state(last)
 
     def _state(self, last: LastResult) -> State:
+        outcome = last.result.outcome
         return State(
             device=self.cfg.device.id,
             ts=last.ts,
-            frame=last.frame,
+            frame=last.result.number,
             **classified_fields(
-                last.result, model=last.model, backend=last.backend, inference_ms=last.inference_ms
+                outcome.classification,
+                model=last.result.model,
+                backend=outcome.backend,
+                inference_ms=outcome.ms,
             ),
         )
 
@@ -466,14 +434,11 @@ class Daemon:
         )
         with self._swapped:
             self._next_engine = engine
-            swapped = self._swapped.wait_for(
-                lambda: self._next_engine is None or self.stop.is_set(), timeout
-            )
+            self._swapped.wait_for(lambda: self._next_engine is None or self.stop.is_set(), timeout)
             if self._next_engine is engine:  # the pipeline ended or is stuck
                 self._next_engine = None
                 engine.close()
                 raise CommandError("the pipeline did not take the new model; the old one stays")
-        del swapped
         self.live.settings = self.live.settings.model_copy(update={"model": engine.cfg})
         top = check.top1
         return {

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +50,30 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+FAKE_PICAMERA2 = Path(__file__).resolve().parent / "fakes" / "picamera2_api"
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """The fake picamera2 package (tests/fakes/picamera2_api) in place of the real one, its
+    cameras showing a red 640x480 scene; ``.instances`` holds every camera opened."""
+    import numpy as np
+    from PIL import Image
+
+    img = tmp_path / "scene.png"
+    arr = np.zeros((480, 640, 3), np.uint8)
+    arr[..., 0] = 200  # red scene
+    Image.fromarray(arr).save(img)
+    monkeypatch.setenv("FAKE_PICAMERA2_IMAGE", str(img))
+    monkeypatch.syspath_prepend(str(FAKE_PICAMERA2))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    import picamera2
+
+    picamera2.instances.clear()
+    yield picamera2
+    sys.modules.pop("picamera2", None)
 
 
 @pytest.fixture

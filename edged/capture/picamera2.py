@@ -50,31 +50,35 @@ class Picamera2Source(FrameSource):
             self._cam: Any = Picamera2(cfg.camera_num)
         except (IndexError, RuntimeError) as exc:
             raise CameraError(f"camera {cfg.camera_num} cannot be opened: {exc}") from exc
-        small = {"size": (width, height), "format": RGB_FORMAT}
-        controls = {"FrameRate": cfg.fps}
-        if cfg.stream == "lores":
-            config = self._cam.create_video_configuration(
-                main={"size": (cfg.main_width, cfg.main_height), "format": RGB_FORMAT},
-                lores=small,
-                controls=controls,
-                buffer_count=4,
+        try:  # the camera is ours from here: a failed configure must not leave it open
+            small = {"size": (width, height), "format": RGB_FORMAT}
+            controls = {"FrameRate": cfg.fps}
+            if cfg.stream == "lores":
+                config = self._cam.create_video_configuration(
+                    main={"size": (cfg.main_width, cfg.main_height), "format": RGB_FORMAT},
+                    lores=small,
+                    controls=controls,
+                    buffer_count=4,
+                )
+            else:
+                config = self._cam.create_video_configuration(
+                    main=small, controls=controls, buffer_count=4
+                )
+            self._cam.align_configuration(config)
+            self._cam.configure(config)
+            size = config[cfg.stream]["size"]
+            log.info(
+                "camera %d: %s stream %sx%s %s at %g fps",
+                cfg.camera_num,
+                cfg.stream,
+                size[0],
+                size[1],
+                RGB_FORMAT,
+                cfg.fps,
             )
-        else:
-            config = self._cam.create_video_configuration(
-                main=small, controls=controls, buffer_count=4
-            )
-        self._cam.align_configuration(config)
-        self._cam.configure(config)
-        size = config[cfg.stream]["size"]
-        log.info(
-            "camera %d: %s stream %sx%s %s at %g fps",
-            cfg.camera_num,
-            cfg.stream,
-            size[0],
-            size[1],
-            RGB_FORMAT,
-            cfg.fps,
-        )
+        except BaseException:
+            self._cam.close()
+            raise
         self._started = False
 
     def describe(self) -> str:

@@ -15,7 +15,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edged.infer import open_engine
+    from edged.engine import open_engine
     from edged.preprocess.image import ImageError, load_image
     from edged.publish.events import classified_file
     from edged.wire import ClassifiedFile

@@ -79,7 +79,7 @@ def evaluate(
     """Top-1/top-5 accuracy with exactly the daemon's preprocessing and post-processing."""
     from rich.progress import Progress
 
-    from edged.infer import open_engine
+    from edged.engine import open_engine
     from edged.preprocess import load_image
 
     synsets = read_synsets(synsets_file) if synsets_file else None
@@ -188,7 +188,7 @@ def benchmark(model_cfg: ModelConfig, runs: int = 50, warmup: int = 5) -> dict[s
     throughput with frames in flight as the daemon keeps them."""
     import numpy as np
 
-    from edged.infer import open_engine
+    from edged.engine import open_engine
 
     t0 = time.perf_counter()
     engine = open_engine(model_cfg, ClassifyConfig())
@@ -267,7 +267,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edged.devices import list_cameras, list_edge_tpus, tpu_temperature_c
+    from edged.capture.cameras import list_cameras
+    from edged.health.devices import list_edge_tpus, tpu_temperature_c
 
     tpus = list_edge_tpus()
     cameras = list_cameras()

@@ -9,21 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from edged.capture.base import Frame
-from edged.classify import Classification
 from edged.config import Config
+from edged.engine import Result
 
 
 @dataclass(frozen=True)
 class LastResult:
     """The latest classification, as the publish stage saw it."""
 
-    frame: int
-    source: str
-    result: Classification
-    model: str
-    backend: str
-    inference_ms: float
-    wall: float  # time.time() when it was published
+    result: Result
+    wall: float  # time.time() when it reached the publish stage
 
     @property
     def ts(self) -> str:

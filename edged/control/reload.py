@@ -11,7 +11,7 @@ from edged.classify import Classification
 from edged.classify.topk import dequantize
 from edged.config import ClassifyConfig, ModelConfig
 from edged.control.request import CommandError
-from edged.infer import Engine, open_engine
+from edged.engine import Engine, open_engine
 from edged.infer.model import ModelError
 from edged.preprocess.image import ImageError, load_image
 

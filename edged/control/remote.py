@@ -141,18 +141,20 @@ class Remote:
         last = self.live.last
         if last is None:
             return None
-        top = last.result.top1
+        item = last.result
+        outcome = item.outcome
+        top = outcome.classification.top1
         return {
-            "frame": last.frame,
-            "source": last.source,
+            "frame": item.number,
+            "source": item.source,
             "ts": last.ts,
             "label": top.label if top else None,
             "score": round(top.score, 5) if top else None,
-            "top_k": [c.as_dict() for c in last.result.top_k],
-            "ambiguous": last.result.ambiguous,
-            "model": last.model,
-            "backend": last.backend,
-            "inference_ms": round(last.inference_ms, 3),
+            "top_k": [c.as_dict() for c in outcome.classification.top_k],
+            "ambiguous": outcome.classification.ambiguous,
+            "model": item.model,
+            "backend": outcome.backend,
+            "inference_ms": round(outcome.ms, 3),
         }
 
     def _metrics_snapshot(self) -> dict[str, Any]:

@@ -1,18 +1,16 @@
-"""Inference: load a model on a backend, and turn frames into classifications."""
+"""Inference backends: load a model on a device (CPU in-process, a worker process, the Edge
+TPU) and run preprocessed tensors.  Nothing here knows about pixels or classes; the
+:mod:`edged.engine` puts preprocessing, a backend and classification together."""
 
 from edged.infer.base import BACKENDS, InferenceBackend, OutputSpec, TFLiteBackend
-from edged.infer.engine import Engine, open_engine, resolve_model_config
 from edged.infer.model import ModelError, ModelFile, inspect_model
 
 __all__ = [
     "BACKENDS",
-    "Engine",
     "InferenceBackend",
     "ModelError",
     "ModelFile",
     "OutputSpec",
     "TFLiteBackend",
     "inspect_model",
-    "open_engine",
-    "resolve_model_config",
 ]

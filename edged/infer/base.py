@@ -16,7 +16,7 @@ import numpy.typing as npt
 from edged.config import ModelConfig
 from edged.infer.model import ModelError, ModelFile
 from edged.infer.runtime import get_runtime
-from edged.preprocess import InputSpec
+from edged.tensor import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,15 @@ class Inference(NamedTuple):
     spec: OutputSpec
     backend: str
     ms: float
+
+
+def check_spec(backend: InferenceBackend, spec: InputSpec | None) -> None:
+    if spec is not None and spec != backend.input_spec:
+        raise ValueError(
+            f"frame prepared for input {spec.width}x{spec.height} {spec.dtype}, "
+            f"{backend.name} wants {backend.input_spec.width}x{backend.input_spec.height} "
+            f"{backend.input_spec.dtype}"
+        )
 
 
 class InferenceBackend(ABC):
@@ -68,7 +77,9 @@ class InferenceBackend(ABC):
     def in_flight(self) -> int:
         return len(self._submitted)
 
-    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
+    def submit(self, tensor: npt.NDArray[np.generic], spec: InputSpec | None = None) -> None:
+        """Start one frame; ``spec``, when given, is the input spec it was prepared for."""
+        check_spec(self, spec)
         if self.in_flight >= self.depth:
             raise RuntimeError(f"{self.name}: {self.in_flight} frames in flight already")
         self._submitted.append(tensor)
@@ -83,6 +94,11 @@ class InferenceBackend(ABC):
     @property
     def name(self) -> str:
         return self.type_key
+
+    @property
+    def active_model(self) -> ModelFile:
+        """The model running now (a supervisor's CPU twin while its worker is down)."""
+        return self.model
 
     @abstractmethod
     def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]: ...

@@ -34,9 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.config import ModelConfig
-from edged.infer.base import Inference, InferenceBackend, OutputSpec
+from edged.infer.base import Inference, InferenceBackend, OutputSpec, check_spec
 from edged.infer.model import ModelError, ModelFile
-from edged.preprocess import InputSpec
+from edged.tensor import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,9 @@ class WorkerBackend(InferenceBackend):
     def invoke(self, tensor: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
         return self.infer(tensor).raw
 
-    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
+    def submit(self, tensor: npt.NDArray[np.generic], spec: InputSpec | None = None) -> None:
         """Copy the frame into a free slot and start it; returns at once."""
+        check_spec(self, spec)
         if self._closed:
             raise WorkerFault(f"{self.kind} worker is closed")
         if len(self._slots) >= SLOTS:

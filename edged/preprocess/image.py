@@ -5,13 +5,14 @@ Pure functions over numpy arrays and Pillow images: nothing here touches a devic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
+
+from edged.tensor import InputSpec
 
 CropMode = Literal["center", "none"]
 
@@ -25,30 +26,6 @@ RESAMPLE = {
 
 class ImageError(ValueError):
     """An image file that cannot be read or decoded."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model's input tensor wants.
-
-    ``scale``/``zero_point`` are the tensor's own quantization parameters (0/0 for float).
-    ``mean``/``std`` describe the normalization the model was trained with:
-    ``x = (pixel - mean) / std``.  When they are ``None`` on a quantized input, pixels are
-    fed unchanged (uint8) or shifted by 128 (int8), which is what quantized image
-    classifiers conventionally expect.
-    """
-
-    height: int
-    width: int
-    dtype: np.dtype[np.generic]
-    scale: float = 0.0
-    zero_point: int = 0
-    mean: float | None = None
-    std: float | None = None
-
-    @property
-    def quantized(self) -> bool:
-        return np.issubdtype(self.dtype, np.integer)
 
 
 def load_image(path: str | Path, min_size: tuple[int, int] | None = None) -> npt.NDArray[np.uint8]:

@@ -209,7 +209,7 @@ url = "{mosquitto.url}"
 @pytest.mark.usefixtures("fixtures")
 def test_ambiguity_defaults():
     from edged.config import parse_config
-    from edged.infer import open_engine
+    from edged.engine import open_engine
     from edged.preprocess import load_image
 
     def classify(model: Path, image: str):

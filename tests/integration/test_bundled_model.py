@@ -83,7 +83,7 @@ def test_runs_without_the_fixtures(tmp_path):
 @pytest.mark.usefixtures("fixtures")
 def test_sha256_is_checked_for_the_bundled_model(tmp_path):
     from edged.config import parse_config
-    from edged.infer import resolve_model_config
+    from edged.engine import resolve_model_config
 
     cfg = resolve_model_config(parse_config({}).model)
     assert cfg.sha256 == next(e["sha256"] for e in manifest()["models"]

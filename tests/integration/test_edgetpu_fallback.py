@@ -228,27 +228,28 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
     import numpy as np
 
     from edged.config import parse_config
-    from edged.infer import open_engine, supervisor
+    from edged.engine import open_engine
+    from edged.infer import supervisor
 
     cfg = parse_config({"model": {"path": str(V1_025), "backend": "edgetpu",
                                   "edgetpu_library": str(fake_lib)}})
-    engine = open_engine(cfg.model, cfg.classify)
+    timings = supervisor.Timings(restart_limit=3, restart_window_s=60.0, first_reprobe_s=0.05)
+    engine = open_engine(cfg.model, cfg.classify, timings)
     sup = engine.backend
     assert isinstance(sup, supervisor.Supervisor)
     tensor = np.zeros((1, 128, 128, 3), np.uint8)
     try:
-        for i in range(supervisor.RESTART_LIMIT):
-            deadline = time.monotonic() + 20
-            while sup.name != "edgetpu" and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert sup.name == "edgetpu", f"no return to the TPU after fault {i}"
+        for i in range(timings.restart_limit):
+            back = sup.wait_for(lambda s: s.name == "edgetpu", timeout=20)
+            assert back, f"no return to the TPU after fault {i}"
             os.kill(sup.worker_pid, signal.SIGKILL)
             _, _, backend = engine.infer_with_backend(tensor)
             assert backend == "cpu"
-        time.sleep(supervisor.FIRST_REPROBE_S * 3)
+        # given up: no re-probe comes back, even after many first-reprobe delays
+        assert not sup.wait_for(lambda s: s.name == "edgetpu", timeout=20 * timings.first_reprobe_s)
         assert sup.gave_up and sup.name == "cpu"
         assert "staying on the CPU" in sup.status()["fallback_reason"]
-        assert sup.status()["fallbacks"] == supervisor.RESTART_LIMIT
+        assert sup.status()["fallbacks"] == timings.restart_limit
     finally:
         engine.close()
 
@@ -256,7 +257,7 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
 @pytest.mark.usefixtures("fixtures")
 def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path):
     from edged.config import parse_config
-    from edged.infer import open_engine
+    from edged.engine import open_engine
     from edged.preprocess import load_image
 
     cfg = parse_config({"model": {"path": str(V1_025), "backend": "edgetpu",

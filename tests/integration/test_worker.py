@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edged.config import parse_config
+from edged.engine import open_engine
 from edged.infer.cpu import CpuBackend
-from edged.infer.engine import open_engine
 from edged.infer.model import inspect_model
 from edged.infer.worker import WorkerBackend, WorkerFault
 from edged.preprocess import load_image
@@ -149,7 +149,7 @@ def test_isolated_cpu_worker_is_restarted_after_a_kill() -> None:
     cfg = parse_config(
         {"model": {"path": str(MODELS / MODEL), "num_threads": 1, "isolate_cpu": True}}
     )
-    engine = open_engine(cfg.model, cfg.classify)
+    engine = open_engine(cfg.model, cfg.classify, supervisor.Timings(first_reprobe_s=0.05))
     sup = engine.backend
     assert isinstance(sup, supervisor.Supervisor)
     try:
@@ -165,9 +165,7 @@ def test_isolated_cpu_worker_is_restarted_after_a_kill() -> None:
         assert [b for _, _, b in got] == ["cpu", "cpu"]
         assert sup.worker_pid is None and sup.status()["fallbacks"] == 1
         assert "SIGKILL" in str(sup.status()["fallback_reason"])
-        deadline = time.monotonic() + 10
-        while sup.worker_pid is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert sup.wait_for(lambda s: s.worker_pid is not None, timeout=10)
         assert sup.worker_pid not in (None, pid)
         assert sup.status()["worker_restarts"] == 1 and sup.status()["fallback_reason"] is None
         assert engine.infer_with_backend(images[0])[0] == expected[0]

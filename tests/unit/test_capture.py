@@ -15,8 +15,6 @@ from PIL import Image
 from edged.capture import open_source
 from edged.config import parse_config
 
-FAKE_PICAMERA2 = Path(__file__).resolve().parents[1] / "fakes" / "picamera2_api"
-
 
 def _images(d: Path, n: int) -> list[Path]:
     out = []
@@ -81,22 +79,6 @@ def test_replay_missing_path_is_an_error(tmp_path: Path):
         open_source(cfg.capture, (32, 32))
 
 
-@pytest.fixture
-def fake_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    img = tmp_path / "scene.png"
-    arr = np.zeros((480, 640, 3), np.uint8)
-    arr[..., 0] = 200  # red scene
-    Image.fromarray(arr).save(img)
-    monkeypatch.setenv("FAKE_PICAMERA2_IMAGE", str(img))
-    monkeypatch.syspath_prepend(str(FAKE_PICAMERA2))
-    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
-    import picamera2
-
-    picamera2.instances.clear()
-    yield picamera2
-    sys.modules.pop("picamera2", None)
-
-
 def test_picamera2_streams_rgb_at_model_size(fake_picamera2):
     cfg = parse_config({"capture": {"type": "picamera2", "fps": 100}})
     src = open_source(cfg.capture, (224, 224))
@@ -144,3 +126,14 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch):
     cfg = parse_config({"capture": {"type": "picamera2"}})
     with pytest.raises(CameraError, match="python3-picamera2"):
         open_source(cfg.capture, (224, 224))
+
+
+def test_picamera2_closed_when_configure_fails(fake_picamera2, monkeypatch: pytest.MonkeyPatch):
+    def refuse(self, camera_config):
+        raise RuntimeError("Invalid configuration")
+
+    monkeypatch.setattr(fake_picamera2.Picamera2, "configure", refuse)
+    cfg = parse_config({"capture": {"type": "picamera2"}})
+    with pytest.raises(RuntimeError, match="Invalid configuration"):
+        open_source(cfg.capture, (224, 224))
+    assert fake_picamera2.instances[0].closed

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from edged.devices import (
-    Camera,
+from edged.capture.cameras import Camera, list_cameras
+from edged.health.devices import (
     DeviceSpec,
     EdgeTpu,
-    list_cameras,
     list_edge_tpus,
     parse_device_spec,
     select_tpu,
@@ -199,7 +198,7 @@ def test_failing_pycoral_is_logged_and_falls_back(
 
     install_pycoral(monkeypatch, broken)
     write(dev / "apex_0", "")
-    with caplog.at_level(logging.WARNING, logger="edged.devices"):
+    with caplog.at_level(logging.WARNING, logger="edged.health.devices"):
         assert list_edge_tpus(sysfs, dev) == [EdgeTpu("pci", str(dev / "apex_0"))]
     assert "libedgetpu.so.1: cannot open shared object file" in caplog.text
 
@@ -376,7 +375,7 @@ def test_picamera2_failure_is_logged_and_v4l2_still_listed(
 
     install_picamera2(monkeypatch, broken)
     add_video(sysfs, dev, 0, "uvcvideo")
-    with caplog.at_level(logging.WARNING, logger="edged.devices"):
+    with caplog.at_level(logging.WARNING, logger="edged.capture.cameras"):
         assert list_cameras(dev, sysfs) == [Camera("v4l2", str(dev / "video0"), "uvcvideo")]
     assert "no camera manager" in caplog.text
 
@@ -388,7 +387,7 @@ def test_picamera2_without_cameras(monkeypatch: pytest.MonkeyPatch, sysfs: Path,
 
 def test_import_loads_no_hardware_library() -> None:
     code = (
-        "import sys, edged.devices; "
+        "import sys, edged.health.devices, edged.capture.cameras; "
         "print(sorted(m for m in ('pycoral', 'picamera2', 'libcamera') if m in sys.modules))"
     )
     out = subprocess.run(

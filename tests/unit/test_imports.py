@@ -128,3 +128,33 @@ def test_cycle_finder_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(GRAPH, "edged.demo", {*GRAPH["edged.demo"], "edged.cli"})
     cycle = find_cycle()
     assert cycle is not None and cycle[0] == cycle[-1]
+
+
+def test_backends_do_not_reach_up() -> None:
+    """infer/ holds backends only: it never imports classify, preprocess or publish (the
+    engine above the stages puts them together)."""
+    forbidden = ("edged.classify", "edged.preprocess", "edged.publish", "edged.engine")
+    problems = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if m.startswith("edged.infer")
+        for t in targets
+        if t.startswith(forbidden)
+    ]
+    assert not problems, problems
+
+
+def test_nothing_reads_a_supervisors_privates() -> None:
+    """Only the supervisor touches its underscore attributes."""
+    problems = []
+    for module, path in MODULES.items():
+        if module == "edged.infer.supervisor":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("_cpu", "_worker", "_active", "_pending", "_restarts")
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+            ):
+                problems.append(f"{module}:{node.lineno}: .{node.attr}")
+    assert not problems, problems

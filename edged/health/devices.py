@@ -1,9 +1,11 @@
-"""Find the Coral Edge TPUs and cameras attached to this machine.
+"""Find the Coral Edge TPUs attached to this machine, and read their temperature.
 
-Everything here reads files (or asks pycoral / picamera2 when they are
-installed) and returns small immutable records; nothing is opened for I/O
-and nothing happens at import time. The ``sysfs`` and ``dev`` arguments
-exist so the scans can run against a fake tree.
+Everything here reads files (or, in :func:`list_edge_tpus` only, asks pycoral when Coral's
+package is installed) and returns small immutable records; nothing is opened for I/O and
+nothing happens at import time.  The daemon's health report uses :func:`scan_edge_tpus`,
+which reads sysfs and /dev only: asking pycoral would load libedgetpu into the daemon
+process, which the inference worker exists to keep it out of.  The ``sysfs`` and ``dev``
+arguments exist so the scans can run against a fake tree.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ CORAL_USB_IDS: frozenset[tuple[str, str]] = frozenset(
 TPU_TYPES: tuple[str, ...] = ("usb", "pci")
 
 _APEX_RE = re.compile(r"apex_(\d+)")
-_VIDEO_RE = re.compile(r"video(\d+)")
 _SPEC_RE = re.compile(r"(usb|pci)(?::(\d+))?")
 _SPEC_FORMS = "'' (first Edge TPU found), 'usb', 'usb:N', 'pci', 'pci:N' (N = 0, 1, ...)"
 
@@ -55,15 +56,6 @@ class DeviceSpec:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
 
-@dataclass(frozen=True)
-class Camera:
-    """A camera: ``kind`` is "picamera2" (libcamera) or "v4l2" (a /dev/video node)."""
-
-    kind: str
-    path: str
-    model: str
-
-
 # --- Edge TPUs -------------------------------------------------------------
 
 
@@ -77,6 +69,12 @@ def list_edge_tpus(sysfs: Path = Path("/sys"), dev: Path = Path("/dev")) -> list
     from_pycoral = _list_with_pycoral()
     if from_pycoral is not None:
         return from_pycoral
+    return scan_edge_tpus(sysfs, dev)
+
+
+def scan_edge_tpus(sysfs: Path = Path("/sys"), dev: Path = Path("/dev")) -> list[EdgeTpu]:
+    """The Edge TPUs from ``dev/apex_N`` (PCIe, by N) and Coral USB ids under ``sysfs`` (by
+    bus path), without loading any library."""
     return _list_pci(dev) + _list_usb(sysfs)
 
 
@@ -178,62 +176,6 @@ def select_tpu(spec: str, tpus: Sequence[EdgeTpu]) -> EdgeTpu | None:
     candidates = [t for t in tpus if parsed.type is None or t.type == parsed.type]
     index = parsed.index or 0
     return candidates[index] if index < len(candidates) else None
-
-
-# --- Cameras ---------------------------------------------------------------
-
-
-def list_cameras(dev: Path = Path("/dev"), sysfs: Path = Path("/sys")) -> list[Camera]:
-    """Cameras libcamera knows about (through picamera2, if installed), then V4L2 nodes.
-
-    On a Pi the V4L2 list also holds the ISP and codec nodes; their ``model``
-    (the sysfs name) tells them apart.
-    """
-    return _list_picamera2() + _list_v4l2(dev, sysfs)
-
-
-def _list_picamera2() -> list[Camera]:
-    try:
-        from picamera2 import Picamera2
-    except ImportError:
-        return []
-    except Exception as exc:  # picamera2 can fail in other ways when libcamera is broken
-        _LOG.warning("picamera2 could not be imported: %s", exc)
-        return []
-    try:
-        infos = Picamera2.global_camera_info()
-    except Exception as exc:
-        _LOG.warning("picamera2 could not list cameras: %s", exc)
-        return []
-    cameras: list[Camera] = []
-    for info in infos:
-        if not isinstance(info, dict):
-            continue
-        cameras.append(
-            Camera(
-                kind="picamera2",
-                path=str(info.get("Id", info.get("Num", ""))),
-                model=str(info.get("Model", "")),
-            )
-        )
-    return cameras
-
-
-def _list_v4l2(dev: Path, sysfs: Path) -> list[Camera]:
-    nodes: list[tuple[int, str]] = []
-    try:
-        entries = list(dev.iterdir())
-    except OSError:
-        return []
-    for entry in entries:
-        match = _VIDEO_RE.fullmatch(entry.name)
-        if match:
-            nodes.append((int(match.group(1)), entry.name))
-    cameras: list[Camera] = []
-    for _, name in sorted(nodes):
-        model = _read_text(sysfs / "class" / "video4linux" / name / "name") or ""
-        cameras.append(Camera(kind="v4l2", path=str(dev / name), model=model))
-    return cameras
 
 
 # --- sysfs reading -------------------------------------------------------

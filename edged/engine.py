@@ -1,12 +1,15 @@
-"""An :class:`Engine` is a loaded backend plus the preprocessing and post-processing that go
-with its model.  The daemon, ``edged classify``, ``edged eval`` and ``edged bench`` all use it,
-so they share one code path from pixels to classes."""
+"""An :class:`Engine` stands above the stages: a loaded inference backend plus the
+preprocessing and post-processing that go with its model, and the frame size it wants from
+capture.  The daemon, ``edged classify``, ``edged eval`` and ``edged bench`` all use it, so
+they share one code path from pixels to classes.  ``infer/`` holds the backends only."""
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -18,9 +21,10 @@ from edged.infer import edgetpu as _edgetpu  # noqa: F401
 from edged.infer.base import BACKENDS, Inference, InferenceBackend
 from edged.infer.bundled import default_model_path, manifest_entry
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
-from edged.infer.supervisor import Supervisor
+from edged.infer.supervisor import Supervisor, Timings
 from edged.infer.worker import WorkerBackend, WorkerFault
 from edged.preprocess import to_model_input
+from edged.tensor import InputSpec, ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,35 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
     return cfg.model_copy(update=updates) if updates else cfg
 
 
+class Outcome(NamedTuple):
+    """One frame's classification, its invoke milliseconds, and the backend that ran it."""
+
+    classification: Classification
+    ms: float
+    backend: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """A prepared frame on its way from capture to inference (with the frame itself, to
+    prepare it again for a model swapped in meanwhile)."""
+
+    number: int
+    source: str
+    input: ModelInput
+    image: npt.NDArray[np.uint8] | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A classified frame on its way from inference to publishing."""
+
+    number: int
+    source: str
+    outcome: Outcome
+    model: str = ""  # file name of the model that classified it
+
+
 @dataclass
 class Engine:
     backend: InferenceBackend
@@ -58,9 +91,7 @@ class Engine:
     @property
     def model(self) -> ModelFile:
         """The model now running (the CPU twin while an Edge TPU model is on the CPU)."""
-        if isinstance(self.backend, Supervisor):
-            return self.backend.active_model
-        return self.backend.model
+        return self.backend.active_model
 
     @property
     def fallback_reason(self) -> str | None:
@@ -71,22 +102,33 @@ class Engine:
     def labels(self) -> Labels:
         return self.classifier.labels
 
-    def preprocess(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:
-        return to_model_input(
+    def capture_size(self) -> tuple[int, int]:
+        """The (width, height) capture should deliver: the model input, enlarged by the
+        center crop so that cropping does not upscale."""
+        spec = self.backend.input_spec
+        frac = self.cfg.crop_fraction if self.cfg.crop == "center" else 1.0
+        return math.ceil(spec.width / frac), math.ceil(spec.height / frac)
+
+    def prepare(self, frame: npt.NDArray[np.uint8]) -> ModelInput:
+        """``frame`` as the tensor the backend wants now, with the spec it was made for."""
+        spec: InputSpec = self.backend.input_spec
+        tensor = to_model_input(
             frame,
-            self.backend.input_spec,
+            spec,
             crop=self.cfg.crop,
             crop_fraction=self.cfg.crop_fraction,
             resample=self.cfg.resample,
         )
+        return ModelInput(tensor, spec)
+
+    def preprocess(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:
+        return self.prepare(frame).tensor
 
     def infer(self, tensor: npt.NDArray[np.generic]) -> tuple[Classification, float]:
         result, ms, _ = self.infer_with_backend(tensor)
         return result, ms
 
-    def infer_with_backend(
-        self, tensor: npt.NDArray[np.generic]
-    ) -> tuple[Classification, float, str]:
+    def infer_with_backend(self, tensor: npt.NDArray[np.generic]) -> Outcome:
         """Classification, milliseconds, and the backend that ran it."""
         return self._classify(self.backend.infer(tensor))
 
@@ -95,16 +137,19 @@ class Engine:
         """How many frames to keep in flight (see :class:`InferenceBackend`)."""
         return self.backend.depth
 
-    def submit(self, tensor: npt.NDArray[np.generic]) -> None:
-        self.backend.submit(tensor)
+    def submit(self, tensor: npt.NDArray[np.generic] | ModelInput) -> None:
+        if isinstance(tensor, ModelInput):
+            self.backend.submit(tensor.tensor, tensor.spec)
+        else:
+            self.backend.submit(tensor)
 
-    def collect(self) -> tuple[Classification, float, str]:
+    def collect(self) -> Outcome:
         """The oldest submitted frame: classification, invoke milliseconds, backend."""
         return self._classify(self.backend.collect())
 
-    def _classify(self, result: Inference) -> tuple[Classification, float, str]:
+    def _classify(self, result: Inference) -> Outcome:
         raw, out, name, ms = result
-        return self.classifier(raw, out.scale, out.zero_point), ms, name
+        return Outcome(self.classifier(raw, out.scale, out.zero_point), ms, name)
 
     def classify_frame(self, frame: npt.NDArray[np.uint8]) -> tuple[Classification, float]:
         return self.infer(self.preprocess(frame))
@@ -143,7 +188,9 @@ def _cpu_model(model: ModelFile, cfg: ModelConfig) -> ModelFile | None:
     return twin
 
 
-def _cpu_backend(model: ModelFile, cfg: ModelConfig) -> InferenceBackend:
+def _cpu_backend(
+    model: ModelFile, cfg: ModelConfig, timings: Timings | None = None
+) -> InferenceBackend:
     """The CPU backend: in-process, or with ``model.isolate_cpu`` a worker process under a
     :class:`Supervisor` whose fallback (while the worker restarts) is the same model
     in-process."""
@@ -154,11 +201,13 @@ def _cpu_backend(model: ModelFile, cfg: ModelConfig) -> InferenceBackend:
         worker = WorkerBackend(model, cfg, "cpu")
     except WorkerFault as exc:
         log.warning("CPU worker unavailable (%s): inference runs in-process", exc.reason)
-        return Supervisor(model, cfg, worker=None, cpu=cpu, reason=exc.reason, kind="cpu")
-    return Supervisor(model, cfg, worker=worker, cpu=cpu, kind="cpu")
+        return Supervisor(
+            model, cfg, worker=None, cpu=cpu, reason=exc.reason, kind="cpu", timings=timings
+        )
+    return Supervisor(model, cfg, worker=worker, cpu=cpu, kind="cpu", timings=timings)
 
 
-def open_backend(cfg: ModelConfig) -> InferenceBackend:
+def open_backend(cfg: ModelConfig, timings: Timings | None = None) -> InferenceBackend:
     """Load the model where ``model.backend`` says.
 
     ``auto`` puts an Edge TPU model (told by its custom op, not its name) on the Edge TPU
@@ -174,7 +223,7 @@ def open_backend(cfg: ModelConfig) -> InferenceBackend:
                 f"{model.name} is an Edge TPU model and backend is 'cpu', but its CPU twin "
                 f"{str(cpu_twin(model))!r} does not exist (set model.cpu_path)"
             )
-        return _cpu_backend(cpu_file, cfg)
+        return _cpu_backend(cpu_file, cfg, timings)
     # the fallback runs in-process: it must work when the worker cannot
     cpu = BACKENDS["cpu"](cpu_file, cfg) if cpu_file is not None else None
     try:
@@ -193,24 +242,27 @@ def open_backend(cfg: ModelConfig) -> InferenceBackend:
             )
             raise ModelError(f"the Edge TPU backend cannot start: {exc.reason}{missing}") from exc
         log.warning("Edge TPU unavailable (%s): running %s on the CPU", exc.reason, cpu.model.name)
-        return Supervisor(model, cfg, worker=None, cpu=cpu, reason=exc.reason)
+        return Supervisor(model, cfg, worker=None, cpu=cpu, reason=exc.reason, timings=timings)
     if cpu is None:
         log.warning("%s has no CPU twin: no fallback if the Edge TPU fails", model.name)
-    return Supervisor(model, cfg, worker=tpu, cpu=cpu)
+    elif cpu.output_spec.classes != tpu.output_spec.classes:
+        tpu.close()
+        cpu.close()
+        raise ModelError(
+            f"CPU twin {cpu.model.name} outputs {cpu.output_spec.classes} classes, "
+            f"{model.name} {tpu.output_spec.classes}"
+        )
+    return Supervisor(model, cfg, worker=tpu, cpu=cpu, timings=timings)
 
 
-def open_engine(cfg: ModelConfig, classify: ClassifyConfig) -> Engine:
+def open_engine(
+    cfg: ModelConfig, classify: ClassifyConfig, timings: Timings | None = None
+) -> Engine:
+    """The engine for ``cfg``; ``timings`` pace a supervised worker (defaults otherwise)."""
     cfg = resolve_model_config(cfg)
-    backend = open_backend(cfg)
+    backend = open_backend(cfg, timings)
     try:
         labels = _labels_for(backend.model, cfg, backend.output_spec.classes)
-        if isinstance(backend, Supervisor) and backend._cpu is not None:
-            cpu = backend._cpu
-            if cpu.output_spec.classes != backend.output_spec.classes:
-                raise ModelError(
-                    f"CPU twin {cpu.model.name} outputs {cpu.output_spec.classes} classes, "
-                    f"{backend.model.name} {backend.output_spec.classes}"
-                )
     except ModelError:
         backend.close()
         raise

@@ -1,0 +1,78 @@
+"""The health report (``{prefix}/{device}/health``): pipeline counters, the backend's state,
+the process and the machine's readings, as a :class:`edged.wire.Health`."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from edged import __version__
+from edged.health.devices import scan_edge_tpus, tpu_temperature_c
+from edged.health.stats import Stats
+from edged.health.system import cpu_temp_c, throttled
+from edged.wire import Health, Percentiles, TpuInfo, utc_now
+
+if TYPE_CHECKING:
+    from edged.engine import Engine
+    from edged.publish import Publisher
+
+
+class HealthReporter:
+    """Builds health reports for one daemon.  Edge TPUs are found through sysfs and /dev
+    only (:func:`scan_edge_tpus`), never through libedgetpu, which must stay out of the
+    daemon process."""
+
+    def __init__(self, device: str, stats: Stats) -> None:
+        self.device = device
+        self.stats = stats
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first call only starts the measurement
+
+    def report(
+        self,
+        engine: Engine | None,
+        publisher: Publisher,
+        frames_skipped: int = 0,
+        *,
+        paused: bool = False,
+        process: psutil.Process | None = None,
+    ) -> Health:
+        """``process``: another reader's own psutil handle, so that its cpu_percent window
+        (the time since its last call) does not cut this one's."""
+        stats = self.stats
+        process = process or self._process
+        try:
+            cpu: float | None = round(process.cpu_percent(None), 1)
+            rss: float | None = round(process.memory_info().rss / 2**20, 1)
+        except psutil.Error:
+            cpu, rss = None, None
+        backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
+        return Health(
+            device=self.device,
+            version=__version__,
+            ts=utc_now(),
+            uptime_s=round(stats.uptime_s(), 1),
+            **backend,
+            model=engine.model.name if engine else None,
+            model_sha256=engine.model.sha256 if engine else None,
+            tpus=[TpuInfo(type=t.type, path=t.path) for t in scan_edge_tpus()],
+            tpu_temp_c=tpu_temperature_c(),
+            fps=round(stats.fps(), 2),
+            inference_ms=Percentiles(**stats.latency_ms()),
+            frames_captured=stats.frames_captured,
+            frames_processed=stats.frames_processed,
+            frames_dropped=stats.frames_dropped,
+            frames_lost=stats.frames_lost,
+            frames_skipped=frames_skipped,
+            events_published=stats.events_published,
+            mqtt_reconnects=publisher.reconnects,
+            mqtt_dropped=publisher.dropped,
+            cpu_percent=cpu,
+            rss_mb=rss,
+            cpu_temp_c=cpu_temp_c(),
+            throttled=throttled(),
+            pid=os.getpid(),
+            paused=paused,
+        )

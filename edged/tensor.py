@@ -1,0 +1,43 @@
+"""The tensor contract between preprocessing and inference: what a model's input wants
+(:class:`InputSpec`, reported by a backend) and a frame prepared for it (:class:`ModelInput`).
+Neither stage imports the other; both import this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model's input tensor wants.
+
+    ``scale``/``zero_point`` are the tensor's own quantization parameters (0/0 for float).
+    ``mean``/``std`` describe the normalization the model was trained with:
+    ``x = (pixel - mean) / std``.  When they are ``None`` on a quantized input, pixels are
+    fed unchanged (uint8) or shifted by 128 (int8), which is what quantized image
+    classifiers conventionally expect.
+    """
+
+    height: int
+    width: int
+    dtype: np.dtype[np.generic]
+    scale: float = 0.0
+    zero_point: int = 0
+    mean: float | None = None
+    std: float | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return np.issubdtype(self.dtype, np.integer)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A preprocessed 1xHxWxC tensor and the input spec it was made for: a backend runs it
+    only if that is its own spec (see :class:`edged.infer.supervisor.Supervisor`)."""
+
+    tensor: npt.NDArray[np.generic]
+    spec: InputSpec

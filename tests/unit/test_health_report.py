@@ -1,0 +1,68 @@
+"""The health report, built in-process as the daemon builds it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from edged import wire
+from edged.health import Stats
+from edged.health.report import HealthReporter
+from edged.publish import Publisher
+
+
+class CountingPublisher(Publisher):
+    reconnects = 2
+    dropped = 1
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+
+def test_report_is_a_valid_health_message() -> None:
+    stats = Stats()
+    stats.frames_captured = 3
+    report = HealthReporter("cam-1", stats).report(None, CountingPublisher(), frames_skipped=1)
+    data = json.loads(report.to_json())
+    assert data["schema"] == wire.HEALTH_SCHEMA and data["device"] == "cam-1"
+    assert data["frames_captured"] == 3 and data["frames_skipped"] == 1
+    assert data["mqtt_reconnects"] == 2 and data["mqtt_dropped"] == 1
+    assert wire.Health.model_validate_json(report.to_json()).backend is None
+
+
+def test_health_never_asks_libedgetpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Coral's pycoral enumerates TPUs through libedgetpu; loading that into the daemon
+    process would defeat the worker's crash isolation, so health must not call it."""
+    calls: list[str] = []
+
+    def list_edge_tpus() -> list[dict[str, str]]:
+        calls.append("list_edge_tpus")
+        return [{"type": "usb", "path": "/sys/bus/usb/devices/2-1"}]
+
+    package = types.ModuleType("pycoral")
+    utils = types.ModuleType("pycoral.utils")
+    edgetpu = types.ModuleType("pycoral.utils.edgetpu")
+    edgetpu.list_edge_tpus = list_edge_tpus  # type: ignore[attr-defined]
+    package.utils = utils  # type: ignore[attr-defined]
+    utils.edgetpu = edgetpu  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pycoral", package)
+    monkeypatch.setitem(sys.modules, "pycoral.utils", utils)
+    monkeypatch.setitem(sys.modules, "pycoral.utils.edgetpu", edgetpu)
+
+    from edged.health.devices import list_edge_tpus as discover
+
+    assert discover() and calls == ["list_edge_tpus"]  # the fake is reachable
+    calls.clear()
+    report = HealthReporter("cam-1", Stats()).report(None, CountingPublisher())
+    assert calls == []
+    assert all(t.path != "/sys/bus/usb/devices/2-1" for t in report.tpus)
