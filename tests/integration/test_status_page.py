@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -129,6 +130,17 @@ def test_lan_address_requires_a_password(tmp_path: Path) -> None:
     done = run_edged("run", "--config", str(cfg), timeout=60)
     assert done.returncode == 2, done.stderr
     assert "web.listen" in done.stderr and "password" in done.stderr
+
+
+def test_address_in_use_is_a_config_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = web_config(tmp_path, f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{port}")
+        done = run_edged("run", "--config", str(cfg), timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "metrics.listen" in done.stderr and "in use" in done.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt install chromium)")
