@@ -83,6 +83,12 @@ class Controller:
     # -- one command ---------------------------------------------------------------------
     def handle(self, message: Message) -> wire.CommandResult:
         sender = _sender(message)
+        if message.retain:  # it would run again at every reconnection
+            log.warning("retained command ignored (from %s): publish commands unretained", sender)
+            self._counted("invalid", False)
+            return self._result(
+                None, None, error="retained command ignored: publish commands without retain"
+            )
         try:
             request = parse_request(message.payload, self.target.effective_config())
         except CommandError as exc:
@@ -167,9 +173,12 @@ class Controller:
 
     def reply(self, message: Message, result: wire.CommandResult) -> None:
         topic = message.response_topic or f"{self.base}/{wire.Suffix.CMD_RESULT}"
-        self.publisher.send(
-            topic, result.to_json(), qos=1, correlation_data=message.correlation_data
-        )
+        try:
+            self.publisher.send(
+                topic, result.to_json(), qos=1, correlation_data=message.correlation_data
+            )
+        except ValueError as exc:  # e.g. a response topic with wildcards
+            log.warning("cannot reply on %r: %s", topic, exc)
 
     def _counted(self, cmd: str, ok: bool) -> None:
         if self._count is not None:

@@ -17,6 +17,7 @@ class Message:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     user_properties: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    retain: bool = False  # a retained message, delivered because we subscribed
 
 
 class Publisher(ABC):

@@ -210,6 +210,7 @@ class MqttPublisher(Publisher):
             response_topic=getattr(props, "ResponseTopic", None) or None,
             correlation_data=getattr(props, "CorrelationData", None),
             user_properties=tuple(getattr(props, "UserProperty", None) or ()),
+            retain=bool(msg.retain),
         )
         for sub, handler in self._subscriptions.items():
             if mqtt.topic_matches_sub(sub, msg.topic):

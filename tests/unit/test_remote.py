@@ -218,3 +218,6 @@ def test_controller_replies_to_everything() -> None:
         c.receive(Message("edged/cam-1/cmd", b'{"cmd":"pause"}'))
     assert any(b"busy" in p for _, p, _ in pub.sent)
     assert not target.applied
+    retained = Message("edged/cam-1/cmd", b'{"cmd":"set","classify":{"top_k":1}}', retain=True)
+    assert "retained command ignored" in str(c.handle(retained).error)
+    assert not target.applied
