@@ -13,9 +13,10 @@ by round, so drift on a shared machine hits them alike; medians are compared:
 - ``ref`` (with ``--ref REV``): the daemon of another revision (e.g. main, without remote
   operation), checked out into a temporary git worktree.
 
-Whole-process CPU on a shared machine is noisy (see the A/A control), so the servers' own
-threads (``edged-web``, ``edged-metrics``) are also accounted exactly: their CPU time over
-the window as a share of the process's.
+Whole-process CPU on a shared machine is noisy (see the A/A control), so what "on and idle"
+adds is also accounted exactly: the servers' own threads (``edged-web``, ``edged-metrics``,
+CPU from schedstat over the window, as a share of the process's), and the one per-frame
+addition, the inference histogram's ``observe()`` (timed alone, as a share of a frame).
 
     python bench/remote_cost.py [--frames 300] [--rounds 5] [--ref main]
 """
@@ -90,6 +91,17 @@ def server_cpu() -> float:
     return total / 1e9
 
 
+def observe_cost_us(n: int = 200_000) -> float:
+    """CPU microseconds of one inference-histogram observation (what metrics add per frame)."""
+    from edged.health.metrics import Metrics
+
+    metrics = Metrics(dict, "bench")
+    c0 = time.process_time()
+    for i in range(n):
+        metrics.observe_inference(10.0 + (i % 7))
+    return (time.process_time() - c0) / n * 1e6
+
+
 def measure(tree: Path, args: argparse.Namespace, broker_url: str, on: bool) -> dict[str, float]:
     cmd = [
         sys.executable,
@@ -149,6 +161,7 @@ def main() -> int:
                     ["git", "worktree", "remove", "--force", str(ref_tree)], cwd=ROOT, check=False
                 )
     med = {k: statistics.median(x["cpu_ms_per_frame"] for x in v) for k, v in runs.items()}
+    observe_us = observe_cost_us()
     report = {
         "frames_per_run": args.frames,
         "rounds": args.rounds,
@@ -158,6 +171,8 @@ def main() -> int:
         "on_idle_server_threads_cpu_share": round(
             statistics.median(x["server_share"] for x in runs["on_idle"]), 6
         ),
+        "histogram_observe_us": round(observe_us, 2),
+        "histogram_observe_share_of_frame": round(observe_us / 1000 / med["off"], 6),
     }
     if "ref" in med:
         report[f"off_vs_{args.ref}"] = round(med["off"] / med["ref"], 4)
