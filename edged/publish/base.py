@@ -36,14 +36,14 @@ class Publisher(ABC):
     def poll(self) -> None:  # noqa: B027 - optional hook
         """Periodic work, called by the publishing thread when it has nothing to publish."""
 
-    def subscribe(self, topic: str, handler: Callable[[Message], None]) -> None:
+    def subscribe(self, topic: str, handler: Callable[[Message], None]) -> None:  # noqa: B027
         """Receive messages on ``topic`` (absolute), subscribed again on every connect.
-        Called before ``start``; ``handler`` runs in the client's thread and must not block."""
-        raise NotImplementedError(f"{type(self).__name__} cannot subscribe")
+        Called before ``start``; ``handler`` runs in the client's thread and must not block.
+        A publisher that cannot receive ignores it (no commands then)."""
 
-    def on_connect(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` after every (re)connection, in the client's thread."""
-        raise NotImplementedError(f"{type(self).__name__} has no connection")
+    def on_connect(self, hook: Callable[[], None]) -> None:  # noqa: B027
+        """Run ``hook`` after every (re)connection, in the client's thread (never, for a
+        publisher without connections)."""
 
     def send(
         self,
