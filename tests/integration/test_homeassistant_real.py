@@ -27,6 +27,7 @@ from tests.support import (
 )
 
 HA_PYTHON = Path(os.environ.get("EDGED_HA_PYTHON", ROOT / ".venv-ha" / "bin" / "python"))
+HA_INSTALLED = any(HA_PYTHON.parent.parent.glob("lib/python3*/site-packages/homeassistant/core.py"))
 SAMPLE = ROOT / "edged" / "samples" / "coffee.jpg"
 
 
@@ -69,9 +70,7 @@ def ha_config_dir(path: Path, port: int) -> Path:
     return path
 
 
-@pytest.mark.skipif(
-    not HA_PYTHON.exists(), reason=f"Home Assistant not installed ({HA_PYTHON} missing)"
-)
+@pytest.mark.skipif(not HA_INSTALLED, reason=f"Home Assistant not installed beside {HA_PYTHON}")
 def test_home_assistant_discovers_the_device(tmp_path: Path, mosquitto: Mosquitto) -> None:
     hass_dir = ha_config_dir(tmp_path / "hass", mosquitto.port)
     states = Subscriber(mosquitto.port, "hass/#")
@@ -92,7 +91,7 @@ def test_home_assistant_discovers_the_device(tmp_path: Path, mosquitto: Mosquitt
     try:
         label = "hass/sensor/edged_cam_1_label/state"
         # Home Assistant first: edged announces on its birth message too
-        assert births.wait(lambda: (b"online" in [p for _, p, _ in births.messages]), 300), (
+        assert births.wait(lambda: b"online" in [p for _, p, _ in births.messages], 300), (
             tmp_path / "hass.log"
         ).read_text()[-3000:]
         edged = start_edged("run", "--config", str(cfg), log=tmp_path / "edged.log")
@@ -118,7 +117,8 @@ def test_home_assistant_discovers_the_device(tmp_path: Path, mosquitto: Mosquitt
         states.close()
         births.close()
     errors = [
-        line for line in (tmp_path / "hass.log").read_text().splitlines()
+        line
+        for line in (tmp_path / "hass.log").read_text().splitlines()
         if "ERROR" in line and "mqtt" in line.lower()
     ]
     assert not errors, errors
