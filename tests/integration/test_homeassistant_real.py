@@ -20,7 +20,6 @@ from tests.support import (
     ROOT,
     Mosquitto,
     Subscriber,
-    free_port,
     replay_config,
     start_edged,
     stop_process,
