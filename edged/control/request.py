@@ -32,6 +32,10 @@ DEVICE_MODEL_KEYS = (
 )
 
 
+# of those, the ones a command may not change: a delegate library is code to load
+DEVICE_ONLY_KEYS = ("edgetpu_library", "edgetpu_options", "edgetpu_device", "isolate_cpu")
+
+
 class CommandError(ValueError):
     """A command that cannot run; ``id`` and ``cmd`` are echoed in the reply when known."""
 
@@ -133,6 +137,14 @@ def _reload(rid: str | None, body: dict[str, Any], current: Config) -> Request:
         raise CommandError(
             f"reload: model.{' and model.'.join(missing)} required "
             '(e.g. {"model": {"path": "/var/lib/edged/models/m.tflite", "sha256": "…"}})',
+            rid,
+            "reload",
+        )
+    fixed = sorted(set(changes) & set(DEVICE_ONLY_KEYS))
+    if fixed:
+        raise CommandError(
+            f"reload: model.{', model.'.join(fixed)} cannot be changed by a command (it names "
+            "code to load or the device's own setup): set it in the config",
             rid,
             "reload",
         )

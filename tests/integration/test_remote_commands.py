@@ -231,3 +231,56 @@ def test_acl_only_the_operator_commands(tmp_path: Path, acl_broker: Mosquitto) -
     log = (tmp_path / "edged.log").read_text()
     assert "id x1" not in log and "id x2" not in log
     assert "command pause (id ok)" in log
+
+
+@pytest.mark.usefixtures("fixtures")
+@pytest.mark.parametrize(
+    ("model", "backend", "expected"),
+    [
+        ("mobilenet_v1_0.25_128_quant.tflite", "edgetpu", "edgetpu"),
+        ("mobilenet_v1_0.25_128_quant_edgetpu.tflite", "auto", "cpu"),
+    ],
+)
+def test_reload_to_an_edge_tpu_model(
+    tmp_path: Path, mosquitto: Mosquitto, model: str, backend: str, expected: str
+) -> None:
+    """Through the Edge TPU backend as at start: a model the (fake, pass-through) Edge TPU
+    delegate runs ends on "edgetpu"; an Edge TPU compiled model it cannot run falls back
+    to its CPU twin."""
+    import shutil
+
+    from tests.fakes.delegate import build_fake_delegate
+    from tests.support import IMAGES, MODELS
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the fake Edge TPU delegate")
+    lib = build_fake_delegate(tmp_path / "delegate")
+    path = MODELS / model
+    cfg = replay_config(
+        tmp_path,
+        mosquitto.url,
+        paths=(str(IMAGES / "parrot.jpg"),),
+        mqtt='protocol = "5"',
+        sections=(
+            f'[model]\nbackend = "auto"\nnum_threads = 1\nedgetpu_library = "{lib}"\n'
+            'edgetpu_options = { mode = "passthrough" }\n'
+        ),
+    )
+    op = Operator(mosquitto.port, protocol="5")
+    proc = start_edged("run", "--config", str(cfg), log=tmp_path / "edged.log")
+    try:
+        assert wait_for(lambda: len(op.events()) >= 2), (tmp_path / "edged.log").read_text()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        body = {"path": str(path), "sha256": digest, "backend": backend}
+        reply = op.request({"id": "t1", "cmd": "reload", "model": body}, timeout=60)
+        assert reply["ok"], reply
+        assert reply["result"]["backend"] == expected
+        assert reply["result"]["test_label"] == "macaw"
+        n = len(op.events())
+        assert wait_for(lambda: len(op.events()) >= n + 4)
+        last = op.events()[-1]
+        assert (last["backend"], last["label"]) == (expected, "macaw")
+        assert_no_gap(op.events())
+    finally:
+        assert stop_process(proc) == 0, (tmp_path / "edged.log").read_text()
+        op.close()

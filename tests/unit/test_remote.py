@@ -48,6 +48,10 @@ def test_set_is_validated_by_the_config_models_and_merged() -> None:
         ({"cmd": "reload", "model": {"sha256": "a" * 64}}, "model.path"),
         ({"cmd": "reload", "model": {"path": "m", "sha256": "a" * 64, "zz": 1}}, "model.zz"),
         ({"cmd": "resume", "model": {}}, "it takes none"),
+        (
+            {"cmd": "reload", "model": {"path": "m", "sha256": "a" * 64, "edgetpu_library": "x"}},
+            "model.edgetpu_library cannot be changed by a command",
+        ),
         ({"id": {"a": 1}, "cmd": "pause"}, "id must be a string or an integer"),
         ({"id": "x" * 200, "cmd": "pause"}, "longer than 128"),
     ],
