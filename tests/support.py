@@ -19,6 +19,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.publish import Publisher
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 MODELS = FIXTURES / "models"
@@ -371,3 +373,25 @@ def replay_config(
         f'[mqtt]\nurl = "{url}"\n{login}{mqtt}\n'
         f"[health]\ninterval_s = 1\n{sections}",
     )
+
+
+class FakePublisher(Publisher):
+    """An always-connected in-memory publisher recording what it is given."""
+
+    def __init__(self) -> None:
+        self.published_messages: list[tuple[str, bytes, int, bool]] = []
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.published_messages.append((topic, payload, qos, retain))
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def send(self, topic: str, payload: bytes, **kw: Any) -> None:
+        self.sent.append((topic, payload, kw.get("correlation_data")))

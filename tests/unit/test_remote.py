@@ -14,9 +14,10 @@ from edged.config import Config, ConfigError, ModelConfig, parse_config, parse_l
 from edged.control.controller import Controller
 from edged.control.request import CommandError, parse_request
 from edged.health.metrics import Metrics
-from edged.publish.base import Message, Publisher
+from edged.publish.base import Message
 from edged.publish.homeassistant import Discovery, StateThrottle, entities, node_id
 from edged.web import redact
+from tests.support import FakePublisher
 
 
 def err(payload: bytes | dict[str, Any], cfg: Config | None = None) -> CommandError:
@@ -157,24 +158,6 @@ def test_metrics_render() -> None:
     assert 'runtime="ai_edge_litert"' in text
 
 
-class _Recorder(Publisher):
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes | None]] = []
-
-    def start(self) -> None: ...
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    @property
-    def connected(self) -> bool:
-        return True
-
-    def send(self, topic: str, payload: bytes, **kw: Any) -> None:
-        self.sent.append((topic, payload, kw.get("correlation_data")))
-
-
 class _Target:
     def __init__(self) -> None:
         self.applied: list[dict[str, BaseModel]] = []
@@ -197,7 +180,7 @@ class _Target:
 
 @pytest.mark.allow_logged_exceptions
 def test_controller_replies_to_everything() -> None:
-    pub, target = _Recorder(), _Target()
+    pub, target = FakePublisher(), _Target()
     c = Controller(target, pub, device="cam-1", base="edged/cam-1")
     msg = Message("edged/cam-1/cmd", b'{"id":"1","cmd":"snapshot"}', "reply/here", b"c1")
     c.reply(msg, c.handle(msg))
