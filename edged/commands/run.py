@@ -44,6 +44,8 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():
             problems.append((f"mqtt.{key}", "no such file", value))
+    if cfg.web.password_file and not Path(cfg.web.password_file).is_file():
+        problems.append(("web.password_file", "no such file", cfg.web.password_file))
     if cfg.capture.type == "replay":
         for i, value in enumerate(cfg.capture.paths):
             if not Path(value).exists():
