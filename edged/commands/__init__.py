@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from edged import fleet
-from edged.commands import classify, demo, ha, run, tools, version
+from edged.commands import classify, demo, ha, models, run, tools, version
 
-MODULES = (run, classify, demo, version, tools, fleet, ha)
+MODULES = (run, classify, demo, version, tools, models, fleet, ha)
 
 
 def register_all(sub: Any) -> None:
