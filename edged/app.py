@@ -34,6 +34,7 @@ from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
+from edged.publish.collect import Collector
 from edged.publish.events import PublishPolicy, build_event, classified_fields
 from edged.web.overlay import encode_jpeg
 from edged.wire import Health, State, Suffix
@@ -69,6 +70,7 @@ class Daemon:
         self.remote: Remote | None = None
         self._next_engine: Engine | None = None  # handed from a reload to the infer thread
         self._swapped = threading.Condition()
+        self.collector: Collector | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
@@ -79,6 +81,11 @@ class Daemon:
             stack.callback(engine.close)
             source = open_source(self.cfg.capture, engine.capture_size())
             stack.callback(source.close)
+            if self.cfg.collect.dir:  # window: frames queued, in the backend, being published
+                window = 2 * (self.cfg.pipeline.queue_size + engine.depth) + 8
+                self.collector = Collector(
+                    self.cfg.collect, self.cfg.device.id, engine.model.name, window=window
+                )
             publisher = self._publisher
             if publisher is None:
                 password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
@@ -169,6 +176,14 @@ class Daemon:
             self._publish_health(publisher)
             publisher.stop(timeout=5.0)
             (self.engine or engine).close()
+            if self.max_frames is not None and publisher.lost_events:
+                # a bounded run is a job with a result: events that went nowhere fail it
+                log.error(
+                    "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
+                    "them for the next start)",
+                    publisher.lost_events,
+                )
+                self.exit_code = self.exit_code or 1
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
                 self.stats.frames_processed,
@@ -198,6 +213,8 @@ class Daemon:
                 source.skipped += 1
                 log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                 continue
+            if self.collector is not None:
+                self.collector.hold(frame.number, frame.image)
             item = Work(frame.number, frame.source, prepared, frame.image)
             if source.live:
                 while True:  # the newest frame wins; a stale one is dropped and counted
@@ -322,6 +339,8 @@ class Daemon:
                 "", top and top.label, outcome.classification.ambiguous, now
             ):
                 ha.publish_state(self._state(last))
+            if self.collector is not None:
+                self.collector.offer(item.number, item.source, outcome.classification)
             if self.live.settings.publish is not settings:  # changed by a `set` command
                 settings = self.live.settings.publish
                 policy = PublishPolicy(settings.policy, settings.interval_s, settings.min_score)
