@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -107,8 +108,11 @@ def test_status_page_http(tmp_path: Path) -> None:
         assert (status, body) == (200, b"ok\n")
         status, body, ctype = fetch(f"{base}/frame.jpg", good)
         assert status == 200 and ctype == "image/jpeg" and body[:3] == b"\xff\xd8\xff"
-        status, body, _ = fetch(f"{base}/api/status", good)
-        data = json.loads(body)
+        for _ in range(300):  # the first frame may be on screen before it is classified
+            data = json.loads(fetch(f"{base}/api/status", good)[1])
+            if data["classification"]:
+                break
+            time.sleep(0.1)
         assert data["classification"]["label"] == "espresso"
         assert data["health"]["schema"] == "edged.health/1"
         status, body, _ = fetch(f"{base}/api/config", good)
