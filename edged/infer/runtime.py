@@ -64,7 +64,11 @@ def native_log_to_debug() -> Iterator[None]:
     """
     with _fd2_lock, tempfile.TemporaryFile() as capture:
         sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep quiet
+            yield
+            return
         os.dup2(capture.fileno(), 2)
         try:
             yield
