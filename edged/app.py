@@ -6,6 +6,7 @@ message or decides a policy: those live in their stage (``publish/``, ``health/`
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -14,17 +15,25 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psutil
+from pydantic import BaseModel
 
 from edged import __version__
 from edged.capture import FrameSource, open_source
 from edged.capture.regions import regions_of
 from edged.capture.static import StaticScene
-from edged.config import Config, read_secret
+from edged.classify import Classifier
+from edged.config import Config, ModelConfig, read_secret
+from edged.control.live import LastResult, Live
+from edged.control.reload import load_checked
+from edged.control.remote import Remote
+from edged.control.request import CommandError
 from edged.engine import Engine, Result, Work, open_engine
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
@@ -32,8 +41,9 @@ from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.collect import Collector
-from edged.publish.events import PublishPolicy, build_event
-from edged.wire import Health, Suffix
+from edged.publish.events import PublishPolicy, build_event, classified_fields
+from edged.web.overlay import encode_jpeg
+from edged.wire import Health, State, Suffix
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,10 @@ class Daemon:
         self.source: FrameSource | None = None
         self._publisher = publisher
         self._infer_done = threading.Event()
+        self.live = Live(cfg)
+        self.remote: Remote | None = None
+        self._next_engine: Engine | None = None  # handed from a reload to the infer thread
+        self._swapped = threading.Condition()
         self.collector: Collector | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -118,6 +132,22 @@ class Daemon:
         parts = max(1, len(self.cfg.capture.regions))  # one work item per region
         work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size * parts)
         results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
+        remote = Remote(
+            self.cfg,
+            self.live,
+            publisher,
+            self,
+            health=functools.partial(self.health_payload, publisher, psutil.Process()),
+            healthy=self._flowing,
+        )
+        remote.attach()
+        try:
+            remote.start(self.stop)
+        except BaseException:
+            source.close()
+            engine.close()
+            raise
+        self.remote = remote
         publisher.start()
         threads = [
             threading.Thread(
@@ -170,10 +200,12 @@ class Daemon:
         for t in threads:  # in pipeline order: each drains into the next
             t.join(timeout=max(0.05, deadline - 0.8 - time.monotonic()))
         source.close()
+        if self.remote is not None:
+            self.remote.close()
         publisher.flush(deadline - 0.4 - time.monotonic())
         self._publish_health(publisher)
         publisher.stop(timeout=max(0.2, deadline - 0.1 - time.monotonic()))
-        engine.close()
+        (self.engine or engine).close()  # a reload may have swapped it
         if self.max_frames is not None and publisher.lost_events:
             # a bounded run is a job with a result: events that went nowhere fail it
             log.error(
@@ -215,11 +247,13 @@ class Daemon:
         crops = [] if source.cropped_region else regions_of(cfg.regions)
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
+            self.live.frame = frame  # what the status page and a snapshot show
             if static is not None and not static.changed(frame.image):
                 self.stats.record_static()
                 continue
             if self.collector is not None:
                 self.collector.hold(frame.number, frame.image)
+            engine = self.engine or engine  # the model now running (a reload swaps it)
             parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
                 (r.name, r.crop(frame.image)) for r in crops
             ]
@@ -230,7 +264,8 @@ class Daemon:
                     source.skipped += 1
                     log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                     break
-                if not self._hand_over(work, Work(frame.number, frame.source, prepared, region)):
+                item = Work(frame.number, frame.source, prepared, region=region, image=image)
+                if not self._hand_over(work, item):
                     return
         self._put(work, None)
 
@@ -275,6 +310,8 @@ class Daemon:
         pending: deque[Work] = deque()
         ended = False
         while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
+            if self._next_engine is not None:
+                engine = self._swap(engine, pending, results)
             while not ended and not self.stop.is_set() and len(pending) < engine.depth:
                 try:  # wait for a frame only when none is in flight
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
@@ -283,7 +320,11 @@ class Daemon:
                 if item is None:
                     ended = True
                     break
+                if self.live.paused.is_set():
+                    continue  # paused: frames still reach the status page, none is classified
                 try:
+                    if item.input.spec != engine.backend.input_spec and item.image is not None:
+                        item = Work(item.number, item.source, engine.prepare(item.image))
                     engine.submit(item.input)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
@@ -294,14 +335,7 @@ class Daemon:
                     self._put(results, None)
                     return
                 continue
-            item = pending.popleft()
-            try:
-                outcome = engine.collect()
-            except (RuntimeError, ValueError) as exc:
-                self._lost(item, exc)
-                continue
-            self.stats.record_inference(outcome.ms)
-            self._result(results, Result(item.number, item.source, outcome, item.region))
+            self._collect(engine, pending.popleft(), results)
             if self.max_frames is not None and self.stats.frames_processed >= self._limit():
                 self._put(results, None)
                 return
@@ -311,6 +345,19 @@ class Daemon:
         assert self.max_frames is not None
         return self.max_frames * max(1, len(self.cfg.capture.regions))
 
+    def _collect(self, engine: Engine, item: Work, results: queue.Queue[Result | None]) -> None:
+        try:
+            outcome = engine.collect()
+        except (RuntimeError, ValueError) as exc:
+            self._lost(item, exc)
+            return
+        self.stats.record_inference(outcome.ms)
+        metrics = self.remote.metrics if self.remote else None
+        if metrics is not None:
+            metrics.observe_inference(outcome.ms)
+        result = Result(item.number, item.source, outcome, region=item.region)
+        self._result(results, replace(result, model=engine.model.name))
+
     def _result(self, results: queue.Queue[Result | None], item: Result) -> None:
         """The publish stage only appends to the spool, so this waits at most moments."""
         try:
@@ -319,15 +366,32 @@ class Daemon:
             self.stats.frames_lost += 1
             log.error("a classified frame is lost: the publish stage does not take it")
 
+    def _swap(
+        self, engine: Engine, pending: deque[Work], results: queue.Queue[Result | None]
+    ) -> Engine:
+        """In the infer thread, between frames: finish the frames in flight on the old
+        model (none is lost, events keep their order), then run the new one."""
+        while pending:
+            self._collect(engine, pending.popleft(), results)
+        with self._swapped:
+            new, self._next_engine = self._next_engine, None
+            assert new is not None
+            self.engine = new
+            self._swapped.notify_all()
+        engine.close()
+        set_context(model=new.model.name, backend=new.backend.name)
+        log.info("model %s (%s) now running", new.model.name, new.backend.name)
+        return new
+
     def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
         log.error("inference failed on frame %d: %s", item.number, exc)
 
     def _publish(self, publisher: Publisher, results: queue.Queue[Result | None]) -> None:
         cfg = self.cfg
-        engine = self.engine
-        assert engine is not None
+        settings = self.live.settings.publish
         policies: dict[str | None, PublishPolicy] = {}  # one per region
+        ha = self.remote.homeassistant if self.remote else None
         while True:  # after the stop, until what the infer stage produced is published
             try:
                 item = results.get(timeout=0.05 if self.stop.is_set() else 0.2)
@@ -344,17 +408,28 @@ class Daemon:
             outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
+            now = time.monotonic()
+            last = LastResult(item, time.time())
+            self.live.last = last
+            top = outcome.classification.top1
+            if ha is not None and ha.throttle.due(
+                "", top and top.label, outcome.classification.ambiguous, now
+            ):
+                ha.publish_state(self._ha_state(last))
             if self.collector is not None:
                 self.collector.offer(item.number, item.source, outcome.classification)
+            if self.live.settings.publish is not settings:  # changed by a `set` command
+                settings = self.live.settings.publish
+                policies.clear()
             policy = policies.get(item.region)
             if policy is None:
                 policy = policies[item.region] = PublishPolicy(
-                    cfg.publish.policy,
-                    cfg.publish.interval_s,
-                    cfg.publish.min_score,
-                    cfg.publish.confirm_frames,
+                    settings.policy,
+                    settings.interval_s,
+                    settings.min_score,
+                    settings.confirm_frames,
                 )
-            if not policy.should_publish(outcome.classification, time.monotonic()):
+            if not policy.should_publish(outcome.classification, now):
                 self.stats.events_filtered += 1
                 continue
             self.stats.events_created += 1
@@ -365,7 +440,7 @@ class Daemon:
                 frame=item.number,
                 source=item.source,
                 result=outcome.classification,
-                model=engine.model.name,
+                model=item.model,
                 backend=outcome.backend,
                 inference_ms=outcome.ms,
                 region=item.region,
@@ -396,7 +471,7 @@ class Daemon:
                 # that delivers nothing; the watchdog and the health gate judge the frames.
                 log.warning("no frame classified %g s after start; reporting ready", stall)
                 self.notifier.ready(self._status_line())
-            if wd and self.stats.idle_for() < stall:
+            if wd and self._flowing():
                 self.notifier.watchdog()
             was, state = state, self.source.status().get("source_state") if self.source else None
             if now >= next_health or state != was:
@@ -412,25 +487,99 @@ class Daemon:
         own = self.source.stall_s if self.source is not None else None
         return max(self.cfg.health.stall_s, own or 0.0)
 
-    def health_payload(self, publisher: Publisher) -> Health:
+    def _flowing(self) -> bool:
+        """Frames flow (or classification is paused on purpose): the watchdog's test."""
+        return self.live.paused.is_set() or self.stats.idle_for() < self._stall_s()
+
+    def health_payload(self, publisher: Publisher, process: psutil.Process | None = None) -> Health:
+        """``process``: a reader's own psutil handle (the status page, metrics), so that
+        its cpu_percent window does not cut the health topic's."""
         source = self.source
         return self.health.report(
             self.engine,
             publisher,
             source.skipped if source else 0,
             source=source,
-            state=self._state(),
+            state=self._health_state(),
             source_live=source.live if source else None,
+            paused=self.live.paused.is_set(),
+            process=process,
         )
 
-    def _state(self) -> str:
+    def _health_state(self) -> str:
         if self.exit_code:
             return "fault"
         if self.stats.last_frame_at is None:
             return "starting"
         live = self.source is not None and self.source.live
-        return "stalled" if live and self.stats.idle_for() > self._stall_s() else "ok"
+        return "stalled" if live and not self._flowing() else "ok"
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()
         publisher.publish(Suffix.HEALTH, payload, qos=1, retain=True)
+
+    # -- commands (edged.control.controller.Target) ---------------------------------------
+    def effective_config(self) -> Config:
+        return self.live.settings
+
+    def apply_settings(self, sections: dict[str, BaseModel]) -> None:
+        """New ``classify`` / ``publish`` sections, validated; they take effect from the
+        next frame and last until the daemon stops."""
+        settings = self.live.settings.model_copy(update=sections)
+        engine = self.engine
+        if "classify" in sections and engine is not None:
+            engine.classifier = Classifier(engine.labels, settings.classify)
+        self.live.settings = settings
+
+    def set_paused(self, paused: bool) -> bool:
+        was = self.live.paused.is_set()
+        if paused:
+            self.live.paused.set()
+        else:
+            self.live.paused.clear()
+        if was != paused:
+            log.info("classification %s", "paused" if paused else "resumed")
+        return was
+
+    def snapshot(self) -> tuple[bytes, State | None] | None:
+        frame, last = self.live.frame, self.live.last
+        if frame is None:
+            return None
+        return encode_jpeg(frame.image), None if last is None else self._ha_state(last)
+
+    def _ha_state(self, last: LastResult) -> State:
+        outcome = last.result.outcome
+        return State(
+            device=self.cfg.device.id,
+            ts=last.ts,
+            frame=last.result.number,
+            **classified_fields(
+                outcome.classification,
+                model=last.result.model,
+                backend=outcome.backend,
+                inference_ms=outcome.ms,
+            ),
+        )
+
+    def reload_model(self, model: ModelConfig, timeout: float = 30.0) -> dict[str, Any]:
+        """Load ``model`` beside the running one, classify a test frame with it, and only
+        then hand it to the infer thread, which swaps between two frames."""
+        frame = self.live.frame
+        engine, check = load_checked(
+            model, self.live.settings.classify, None if frame is None else frame.image
+        )
+        with self._swapped:
+            self._next_engine = engine
+            self._swapped.wait_for(lambda: self._next_engine is None or self.stop.is_set(), timeout)
+            if self._next_engine is engine:  # the pipeline ended or is stuck
+                self._next_engine = None
+                engine.close()
+                raise CommandError("the pipeline did not take the new model; the old one stays")
+        self.live.settings = self.live.settings.model_copy(update={"model": engine.cfg})
+        top = check.top1
+        return {
+            "model": engine.model.name,
+            "sha256": engine.model.sha256,
+            "backend": engine.backend.name,
+            "test_label": top.label if top else None,
+        }

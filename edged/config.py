@@ -439,6 +439,75 @@ class PipelineConfig(_Section):
     queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages.")
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to (host, port); ValueError naming what is expected."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port such as 127.0.0.1:8080, not {value!r}")
+    return host, int(port)
+
+
+def _check_listen(value: str) -> str:
+    if value:
+        parse_listen(value)
+    return value
+
+
+class MetricsConfig(_Section):
+    listen: str = Field(
+        "",
+        description="Serve Prometheus metrics on host:port (e.g. 127.0.0.1:9108); empty = off.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        return _check_listen(v)
+
+
+class WebConfig(_Section):
+    listen: str = Field(
+        "",
+        description="Serve the status page on host:port (e.g. 127.0.0.1:8080); empty = off. "
+        "Any address other than loopback requires a password.",
+    )
+    username: str = Field("edged", min_length=1, description="Basic auth user name.")
+    password_file: str = Field(
+        "",
+        description="File holding the basic auth password; empty = "
+        "$CREDENTIALS_DIRECTORY/web_password; neither = no auth (loopback only).",
+    )
+    refresh_s: float = Field(
+        1.0, ge=0.1, le=60.0, description="How often the page fetches a new frame."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        return _check_listen(v)
+
+
+class HomeAssistantConfig(_Section):
+    discovery: bool = Field(False, description="Announce the device to Home Assistant.")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[^#+]+$", description="Home Assistant's discovery prefix."
+    )
+    state_interval_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600.0,
+        description="The retained state (label, score) is re-sent at most this often while "
+        "the label stays the same; a change is sent at once.",
+    )
+
+
+class CommandsConfig(_Section):
+    enabled: bool = Field(
+        True, description="Accept commands on {topic_prefix}/{device}/cmd (see the ACL)."
+    )
+
+
 class CollectConfig(_Section):
     dir: str = Field(
         "", description="Folder for collected frames (JPEG + JSON sidecar); empty = off."
@@ -474,6 +543,11 @@ class Config(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+
     collect: CollectConfig = Field(default_factory=CollectConfig)
 
 
@@ -591,6 +665,19 @@ def file_problems(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
             if isinstance(value, str) and not Path(value).exists():
                 problems.append((f"capture.paths.{i}", "does not exist", value))
     return problems
+
+
+def describe_errors(model: type[BaseModel], exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem, as ``check-config`` prints them (key path, message, bad value),
+    with the valid keys of ``model`` named for an unknown key."""
+    lines = []
+    for loc, msg, value in _from_validation_error(prefix or "<value>", exc).problems:
+        path = f"{prefix}.{loc}" if prefix and loc != "(root)" else (prefix or loc)
+        if msg == "unknown key":
+            msg = f"unknown key; valid keys: {', '.join(model.model_fields)}"
+        shown = "" if value is _MISSING else f" (got {value!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return lines
 
 
 def parse_config(

@@ -80,6 +80,8 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = cfg.capture.password_file
         if value and not Path(value).is_file():
             problems.append(("capture.password_file", "no such file", value))
+    if cfg.web.password_file and not Path(cfg.web.password_file).is_file():
+        problems.append(("web.password_file", "no such file", cfg.web.password_file))
     if cfg.capture.type == "replay":
         for i, value in enumerate(cfg.capture.paths):
             if not Path(value).exists():

@@ -41,13 +41,17 @@ class HealthReporter:
         *,
         state: str | None = None,
         source_live: bool | None = None,
+        paused: bool = False,
+        process: psutil.Process | None = None,
     ) -> Health:
         """``source`` adds its own drops and fields (state, reconnects, fps of a camera
-        that reconnects by itself)."""
+        that reconnects by itself).  ``process``: another reader's own psutil handle, so that
+        its cpu_percent window (the time since its last call) does not cut this one's."""
         stats = self.stats
+        process = process or self._process
         try:
-            cpu: float | None = round(self._process.cpu_percent(None), 1)
-            rss: float | None = round(self._process.memory_info().rss / 2**20, 1)
+            cpu: float | None = round(process.cpu_percent(None), 1)
+            rss: float | None = round(process.memory_info().rss / 2**20, 1)
         except psutil.Error:
             cpu, rss = None, None
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
@@ -86,4 +90,5 @@ class HealthReporter:
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
+            paused=paused,
         )

@@ -38,10 +38,12 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edged import wire
 from edged.config import MqttConfig
-from edged.publish.base import Publisher
+from edged.publish.base import Message, Publisher
 from edged.publish.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
@@ -124,12 +126,16 @@ class MqttPublisher(Publisher):
         password: str | None = None,
         spool_path: Path | None = None,
         *,
+        status: bool = True,
         client_factory: Callable[..., Any] = mqtt.Client,
         commit_s: float = COMMIT_S,
         window: int = WINDOW,
         spool_retry_s: float = 5.0,
         probe: Callable[[str, int], bool] = speaks_tls,
     ) -> None:
+        """``status=False``: a helper connection of the device (``edged ha remove``) that
+        neither announces ``online`` nor leaves a last will."""
+        self.status = status
         self.cfg = cfg
         self.device_id = device_id
         self.base = wire.device_topic(cfg.topic_prefix, device_id)
@@ -184,7 +190,8 @@ class MqttPublisher(Publisher):
         self.client.on_log = self._on_log
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)  # bounded here: window + retained state
-        self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
+        if status:
+            self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, password)
         elif password:
@@ -204,6 +211,10 @@ class MqttPublisher(Publisher):
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self._subscriptions: dict[str, Callable[[Message], None]] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._v5 = protocol == mqtt.MQTTv5
 
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -435,11 +446,62 @@ class MqttPublisher(Publisher):
             self._resending = any(isinstance(i, Spooled) for i in self._inflight.values())
             state = dict(self._state)
         self._end_outage()
-        self._send_state(wire.Suffix.STATUS, ONLINE, 1)
+        if self.status:
+            self._send_state(wire.Suffix.STATUS, ONLINE, 1)
         for topic, (payload, qos) in state.items():
             self._send_state(topic, payload, qos)
         self._connected.set()
         self._wake.set()
+        for sub in self._subscriptions:
+            client.subscribe(sub, qos=1)
+        for hook in self._connect_hooks:
+            try:
+                hook()
+            except Exception:
+                self.callback_errors += 1
+                log.exception("error in an MQTT connect hook")
+
+    def subscribe(self, topic: str, handler: Callable[[Message], None]) -> None:
+        self._subscriptions[topic] = handler
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        self._connect_hooks.append(hook)
+
+    @_guarded
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        message = Message(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            response_topic=getattr(props, "ResponseTopic", None) or None,
+            correlation_data=getattr(props, "CorrelationData", None),
+            user_properties=tuple(getattr(props, "UserProperty", None) or ()),
+            retain=bool(msg.retain),
+        )
+        for sub, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(sub, msg.topic):
+                handler(message)
+
+    def send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        user_properties: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        props = None
+        if self._v5 and (correlation_data is not None or user_properties):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+            if user_properties:
+                props.UserProperty = list(user_properties)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("MQTT: message to %s not sent: %s", topic, mqtt.error_string(info.rc))
 
     def _end_outage(self) -> None:
         since, self._outage_since = self._outage_since, None
@@ -523,7 +585,7 @@ class MqttPublisher(Publisher):
         self._wake.set()
         for t in self._threads[1:]:
             t.join(max(0.05, deadline - reserve / 2 - time.monotonic()))
-        if self._connected.is_set() and not self._stalled:
+        if self.status and self._connected.is_set() and not self._stalled:
             info = self.client.publish(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
             until = min(deadline - reserve / 2, time.monotonic() + 0.2)
             while not info.is_published() and time.monotonic() < until:
