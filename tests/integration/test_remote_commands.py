@@ -110,7 +110,6 @@ def test_commands_end_to_end(tmp_path: Path, acl_broker: Mosquitto, protocol: st
         assert wait_for(lambda: len(op.events()) >= 3), (tmp_path / "edged.log").read_text()
 
         # every bad input: an error reply naming the problem; nothing changes
-        before = op.events()[-1]
         for payload, message, rid in BAD_INPUTS:
             reply = op.request(payload)
             assert reply["ok"] is False, reply
@@ -120,7 +119,8 @@ def test_commands_end_to_end(tmp_path: Path, acl_broker: Mosquitto, protocol: st
         assert proc.poll() is None
         n = len(op.events())
         assert wait_for(lambda: len(op.events()) >= n + 3)
-        assert len(op.events()[-1]["top_k"]) == len(before["top_k"]) == 5
+        # top_k is still 5 (a photo with fewer non-zero scores reports fewer classes)
+        assert max(len(e["top_k"]) for e in op.events()[n:]) == 5
 
         # set: validated by the config's models, effective from the next frames
         reply = op.request({"id": "s1", "cmd": "set", "classify": {"top_k": 2}})
