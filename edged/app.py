@@ -25,7 +25,7 @@ from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
-from edged.publish.events import PublishPolicy, build_event
+from edged.publish.events import PublishPolicy, event_json
 from edged.wire import Health, Suffix
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ class Daemon:
             if not policy.should_publish(outcome.classification, time.monotonic()):
                 continue
             self._seq += 1
-            event = build_event(
+            payload = event_json(
                 device=cfg.device.id,
                 seq=self._seq,
                 frame=item.number,
@@ -266,7 +266,7 @@ class Daemon:
                 backend=outcome.backend,
                 inference_ms=outcome.ms,
             )
-            publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
+            publisher.publish(Suffix.EVENTS, payload, qos=cfg.mqtt.qos)
             self.stats.events_published += 1
 
     def _status_line(self) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from edged.classify import Classification
-from edged.wire import ClassifiedFile, ClassScore, Event, utc_now
+from edged.wire import EVENT_SCHEMA, ClassifiedFile, ClassScore, Event, utc_now
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class PublishPolicy:
@@ -69,6 +72,43 @@ def build_event(
         source=source,
         **classified_fields(result, model=model, backend=backend, inference_ms=inference_ms),
     )
+
+
+def event_json(
+    *,
+    device: str,
+    seq: int,
+    frame: int,
+    source: str,
+    result: Classification,
+    model: str,
+    backend: str,
+    inference_ms: float,
+) -> bytes:
+    """``build_event(...).to_json()``, byte for byte, without building and dumping a
+    pydantic model: the daemon sends one per frame."""
+    top = result.top1
+    return _compact(
+        {
+            "schema": EVENT_SCHEMA,
+            "device": device,
+            "label": top.label if top else None,
+            "label_id": top.id if top else None,
+            "score": round(top.score, 5) if top else None,
+            "top_k": [
+                {"label": c.label, "label_id": c.id, "score": round(c.score, 5)}
+                for c in result.top_k
+            ],
+            "ambiguous": result.ambiguous,
+            "model": model,
+            "backend": backend,
+            "inference_ms": round(inference_ms, 3),
+            "seq": seq,
+            "ts": utc_now(),
+            "frame": frame,
+            "source": source,
+        }
+    ).encode()
 
 
 def classified_file(

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from edged.classify import Class, Classification
+from edged.publish import events
+from edged.wire import Event
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        Classification((Class(3, "tabby, cat", 0.8123456), Class(7, 'say "hi"', 0.1)), False),
+        Classification((), True),
+    ],
+)
+def test_event_json_is_the_event_models_json(monkeypatch, result: Classification) -> None:
+    monkeypatch.setattr(events, "utc_now", lambda: "2026-11-27T09:00:00.123Z")
+    fields = dict(
+        device="cam-1",
+        seq=4,
+        frame=17,
+        source="ü.jpg",
+        result=result,
+        model="m.tflite",
+        backend="edgetpu",
+        inference_ms=2.71828,
+    )
+    fast = events.event_json(**fields)  # type: ignore[arg-type]
+    assert fast == events.build_event(**fields).to_json()  # type: ignore[arg-type]
+    assert Event.model_validate_json(fast).seq == 4
