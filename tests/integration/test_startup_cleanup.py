@@ -4,6 +4,7 @@ worker process, shared-memory segment or camera is left behind."""
 from __future__ import annotations
 
 import os
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,22 @@ def children() -> list[psutil.Process]:
     return out
 
 
-def segments() -> set[str]:
-    return {p.name for p in SHM.iterdir()} if SHM.is_dir() else set()
+@pytest.fixture
+def created(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the shared-memory segments the worker creates in this test (other processes
+    on the machine may create their own meanwhile, so /dev/shm as a whole is no measure)."""
+    import edged.infer.worker as worker
+
+    names: list[str] = []
+
+    class Recording(SharedMemory):
+        def __init__(self, name: str | None = None, create: bool = False, size: int = 0) -> None:
+            super().__init__(name=name, create=create, size=size)
+            if create:
+                names.append(self.name)
+
+    monkeypatch.setattr(worker, "SharedMemory", Recording)
+    return names
 
 
 def daemon(tmp_path: Path, capture: dict[str, Any], mqtt: dict[str, Any]) -> Daemon:
@@ -48,50 +63,47 @@ def daemon(tmp_path: Path, capture: dict[str, Any], mqtt: dict[str, Any]) -> Dae
     return Daemon(cfg, max_frames=1)
 
 
-def assert_nothing_left(before: set[str]) -> None:
+def assert_nothing_left(created: list[str]) -> None:
     assert children() == [], "a worker process was left running"
-    leaked = {s for s in segments() - before if s.startswith("psm_")}
+    leaked = [name for name in created if (SHM / name.lstrip("/")).exists()]
     assert not leaked, f"shared memory left behind: {leaked}"
 
 
-def test_the_worker_and_its_memory_exist_while_running(tmp_path: Path) -> None:
+def test_the_worker_and_its_memory_exist_while_running(created: list[str]) -> None:
     """The check below can see a leak: a started engine has both."""
     from edged.engine import open_engine
 
     cfg = parse_config({"model": {"isolate_cpu": True, "num_threads": 1}})
-    before = segments()
     engine = open_engine(cfg.model, cfg.classify)
     try:
         assert children(), "no worker process"
-        assert segments() - before, "no shared-memory segment"
+        assert created and all((SHM / n.lstrip("/")).exists() for n in created)
     finally:
         engine.close()
-    assert_nothing_left(before)
+    assert_nothing_left(created)
 
 
-def test_engine_step_fails(tmp_path: Path) -> None:
+def test_engine_step_fails(tmp_path: Path, created: list[str]) -> None:
     from edged.infer.model import ModelError
 
-    before = segments()
     d = daemon(tmp_path, {"type": "replay"}, {})
     d.cfg = d.cfg.model_copy(
         update={"model": d.cfg.model.model_copy(update={"path": str(tmp_path / "none.tflite")})}
     )
     with pytest.raises((ModelError, FileNotFoundError)):
         d.run()
-    assert_nothing_left(before)
+    assert_nothing_left(created)
 
 
-def test_source_step_fails(tmp_path: Path) -> None:
-    before = segments()
+def test_source_step_fails(tmp_path: Path, created: list[str]) -> None:
     d = daemon(tmp_path, {"type": "replay", "paths": [str(tmp_path / "missing")]}, {})
     with pytest.raises(FileNotFoundError):
         d.run()
-    assert_nothing_left(before)
+    assert created, "the worker never started"
+    assert_nothing_left(created)
 
 
-def test_secret_step_fails(tmp_path: Path, fake_picamera2: Any) -> None:
-    before = segments()
+def test_secret_step_fails(tmp_path: Path, fake_picamera2: Any, created: list[str]) -> None:
     d = daemon(
         tmp_path,
         {"type": "picamera2"},
@@ -99,20 +111,21 @@ def test_secret_step_fails(tmp_path: Path, fake_picamera2: Any) -> None:
     )
     with pytest.raises(FileNotFoundError):
         d.run()
-    assert_nothing_left(before)
+    assert created, "the worker never started"
+    assert_nothing_left(created)
     assert fake_picamera2.instances[0].closed, "the camera was left open"
 
 
-def test_publisher_step_fails(tmp_path: Path, fake_picamera2: Any) -> None:
+def test_publisher_step_fails(tmp_path: Path, fake_picamera2: Any, created: list[str]) -> None:
     from edged.publish.mqtt import MqttConfigError
 
     password = tmp_path / "password"
     password.write_text("s3cret\n")
     os.chmod(password, 0o600)
-    before = segments()
     # a password without a user name: the publisher's constructor refuses it
     d = daemon(tmp_path, {"type": "picamera2"}, {"password_file": str(password)})
     with pytest.raises(MqttConfigError):
         d.run()
-    assert_nothing_left(before)
+    assert created, "the worker never started"
+    assert_nothing_left(created)
     assert fake_picamera2.instances[0].closed, "the camera was left open"

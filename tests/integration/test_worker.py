@@ -149,7 +149,7 @@ def test_isolated_cpu_worker_is_restarted_after_a_kill() -> None:
     cfg = parse_config(
         {"model": {"path": str(MODELS / MODEL), "num_threads": 1, "isolate_cpu": True}}
     )
-    engine = open_engine(cfg.model, cfg.classify, supervisor.Timings(first_reprobe_s=0.05))
+    engine = open_engine(cfg.model, cfg.classify)
     sup = engine.backend
     assert isinstance(sup, supervisor.Supervisor)
     try:

@@ -22,6 +22,7 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+TREES = {m: ast.parse(p.read_text(encoding="utf-8")) for m, p in MODULES.items()}
 
 
 def _target(name: str) -> str | None:
@@ -35,7 +36,7 @@ def _target(name: str) -> str | None:
 
 def imports(module: str) -> set[str]:
     """Every edged module ``module`` imports, at the top or inside a function."""
-    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    tree = TREES[module]
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -95,8 +96,7 @@ _MODULE_STRING = re.compile(r"^edged(\.\w+)+$")
 
 def test_no_dynamic_loading_of_edged_modules() -> None:
     problems = []
-    for module, path in MODULES.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+    for module, tree in TREES.items():
         docstrings = {
             id(n.value)
             for n in ast.walk(tree)
@@ -147,10 +147,10 @@ def test_backends_do_not_reach_up() -> None:
 def test_nothing_reads_a_supervisors_privates() -> None:
     """Only the supervisor touches its underscore attributes."""
     problems = []
-    for module, path in MODULES.items():
+    for module, tree in TREES.items():
         if module == "edged.infer.supervisor":
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Attribute)
                 and node.attr in ("_cpu", "_worker", "_active", "_pending", "_restarts")

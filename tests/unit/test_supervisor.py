@@ -3,6 +3,7 @@ on a backend whose input spec it was prepared for, and its timings are parameter
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -13,10 +14,16 @@ import pytest
 from edged.config import ModelConfig
 from edged.infer.base import Inference, InferenceBackend, OutputSpec
 from edged.infer.bundled import default_model_path
-from edged.infer.model import inspect_model
+from edged.infer.model import ModelFile, inspect_model
 from edged.infer.supervisor import Supervisor, Timings
 from edged.infer.worker import WorkerFault
 from edged.tensor import InputSpec
+
+
+@functools.cache
+def bundled_model() -> ModelFile:
+    return inspect_model(default_model_path())
+
 
 TPU_SPEC = InputSpec(224, 224, np.dtype(np.uint8), 1 / 128, 128)
 CPU_SPEC = InputSpec(224, 224, np.dtype(np.int8), 1 / 128, 0)
@@ -29,7 +36,7 @@ class StandIn(InferenceBackend):
     type_key = "stand-in"
 
     def __init__(self, name: str, spec: InputSpec) -> None:
-        super().__init__(inspect_model(default_model_path()), ModelConfig())
+        super().__init__(bundled_model(), ModelConfig())
         self._name = name
         self.input_spec, self.output_spec = spec, OUT
         self.ran: list[npt.NDArray[Any]] = []
