@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from edged import __version__
 from edged.health.devices import scan_edge_tpus, tpu_temperature_c
 from edged.health.stats import Stats
-from edged.health.system import cpu_temp_c, throttled
+from edged.health.system import ProcessMeter, cpu_temp_c, throttled
 from edged.wire import Health, Percentiles, TpuInfo, utc_now
 
 if TYPE_CHECKING:
@@ -27,18 +25,14 @@ class HealthReporter:
     def __init__(self, device: str, stats: Stats) -> None:
         self.device = device
         self.stats = stats
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)  # the first call only starts the measurement
+        self._process = ProcessMeter()
 
     def report(
         self, engine: Engine | None, publisher: Publisher, frames_skipped: int = 0
     ) -> Health:
         stats = self.stats
-        try:
-            cpu: float | None = round(self._process.cpu_percent(None), 1)
-            rss: float | None = round(self._process.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            cpu, rss = None, None
+        cpu = round(self._process.cpu_percent(), 1)
+        rss = self._process.rss_mb()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
         return Health(
             device=self.device,
@@ -61,7 +55,7 @@ class HealthReporter:
             mqtt_reconnects=publisher.reconnects,
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
-            rss_mb=rss,
+            rss_mb=round(rss, 1) if rss is not None else None,
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
