@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from edged.classify import Classification
-from edged.wire import EVENT_SCHEMA, ClassifiedFile, ClassScore, Event, utc_now
+from edged.wire import EVENT_SCHEMA, ClassifiedFile, ClassScore, utc_now
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -53,27 +53,6 @@ def classified_fields(
     }
 
 
-def build_event(
-    *,
-    device: str,
-    seq: int,
-    frame: int,
-    source: str,
-    result: Classification,
-    model: str,
-    backend: str,
-    inference_ms: float,
-) -> Event:
-    return Event(
-        device=device,
-        seq=seq,
-        ts=utc_now(),
-        frame=frame,
-        source=source,
-        **classified_fields(result, model=model, backend=backend, inference_ms=inference_ms),
-    )
-
-
 def event_json(
     *,
     device: str,
@@ -85,8 +64,8 @@ def event_json(
     backend: str,
     inference_ms: float,
 ) -> bytes:
-    """``build_event(...).to_json()``, byte for byte, without building and dumping a
-    pydantic model: the daemon sends one per frame."""
+    """An :class:`~edged.wire.Event` as published: byte for byte its ``to_json()``, without
+    building and dumping a pydantic model (the daemon sends one per frame)."""
     top = result.top1
     return _compact(
         {

@@ -27,5 +27,15 @@ def test_event_json_is_the_event_models_json(monkeypatch, result: Classification
         inference_ms=2.71828,
     )
     fast = events.event_json(**fields)  # type: ignore[arg-type]
-    assert fast == events.build_event(**fields).to_json()  # type: ignore[arg-type]
-    assert Event.model_validate_json(fast).seq == 4
+    model = Event(
+        device="cam-1",
+        seq=4,
+        ts="2026-11-27T09:00:00.123Z",
+        frame=17,
+        source="ü.jpg",
+        **events.classified_fields(
+            result, model="m.tflite", backend="edgetpu", inference_ms=2.71828
+        ),
+    )
+    assert fast == model.to_json()
+    assert Event.model_validate_json(fast) == model
