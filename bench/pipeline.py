@@ -205,8 +205,14 @@ def process_run(
             time.sleep(0.05)
         curve.append((time.monotonic() - start, _rss_mb(proc.pid)))
     finally:
+        stopping = time.monotonic()
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        curve.append((-(time.monotonic() - stopping), float("nan")))  # stop time, marked < 0
         sub.loop_stop()
         sub.disconnect()
         notify.sock.close()
@@ -373,6 +379,7 @@ def main() -> int:
         rows.append(
             (f"Edge TPU latency {ms} ms: CPU per frame (daemon + worker, ms)", "", f"{cpu:.2f}", "")
         )
+    stop_s = -curve.pop()[0]
     rss = max(v for _, v in curve)
     rows.append(
         (
@@ -388,6 +395,7 @@ def main() -> int:
     rows.append(
         ("time to first event (s)", "<= 1.0", f"{first:.2f}", "met" if first <= 1.0 else "not met")
     )
+    rows.append(("stop after SIGTERM (s)", "", f"{stop_s:.2f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("measure", "goal", "figure", "")
     print(
