@@ -6,7 +6,8 @@ input, the models taking turns in a few rounds so that a busy spell on the machi
 alike.  The table gives the median and the 95th percentile, and each model's median as a
 ratio of ``mobilenet_v2_1.0_224_quant`` at the same thread count.
 
-    .venv/bin/python bench/models_speed.py [--runs 100] [--warmup 10] [--rounds 5] [MODEL ...]
+    .venv/bin/python bench/models_speed.py [--runs 100] [--warmup 10] [--rounds 5]
+        [--baseline FILE_NAME] [MODEL ...]
 
 Run it on an otherwise idle machine: other work on the same cores shows up in the figures.
 """
@@ -30,6 +31,8 @@ BASELINE = "mobilenet_v2_1.0_224_quant.tflite"
 DEFAULT_MODELS = [
     ROOT / "models" / "efficientnet_lite0_int8.tflite",
     ROOT / "models" / "efficientnet_lite0_fp32.tflite",
+    ROOT / "models" / "efficientnet_lite1_int8.tflite",
+    ROOT / "models" / "efficientnet_lite2_int8.tflite",
     FIXTURE_MODELS / "mobilenet_v1_0.25_128_quant.tflite",
     FIXTURE_MODELS / "mobilenet_v1_0.75_192_quant.tflite",
     FIXTURE_MODELS / BASELINE,
@@ -124,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)"
     )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help=f"file name of the model the ratios are against (default {BASELINE})",
+    )
     args = parser.parse_args(argv)
 
     models = args.models or DEFAULT_MODELS
@@ -155,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{path.name:<{width}}  {path.stat().st_size / 1e6:5.1f}"
         for threads in args.threads:
             t = results[(path.name, threads)]
-            base = results.get((BASELINE, threads))
+            base = results.get((args.baseline, threads))
             ratio = f"{t.median_ms / base.median_ms:6.2f}" if base else f"{'-':>6}"
             line += f"  {t.median_ms:10.2f} {t.p95_ms:8.2f} {ratio}"
         print(line)
-    if not any(p.name == BASELINE for p in models):
-        print(f"(ratio: {BASELINE} was not measured)")
+    if not any(p.name == args.baseline for p in models):
+        print(f"(ratio: {args.baseline} was not measured)")
     else:
-        print(f"ratio = median / median of {BASELINE} at the same thread count")
+        print(f"ratio = median / median of {args.baseline} at the same thread count")
     return 0
 
 

@@ -95,7 +95,21 @@ CaptureConfig = Annotated[
 
 
 class ModelConfig(_Section):
-    path: str = Field("", description="TFLite model; empty = the bundled default model.")
+    profile: Literal["fast", "balanced", "accurate"] = Field(
+        "fast",
+        description=(
+            "Bundled model by speed/accuracy trade-off: fast (EfficientNet-Lite0 int8), "
+            "balanced (Lite1 int8), accurate (Lite2 int8); model.path overrides it."
+        ),
+    )
+    path: str = Field("", description="TFLite model; empty = the model of model.profile.")
+    models_dir: str = Field(
+        "",
+        description=(
+            "Folder of installed models, searched for the profile's model after the "
+            "models bundled with edged; empty = only those."
+        ),
+    )
     labels: str = Field("", description="Labels file; empty = labels embedded in the model.")
     sha256: str = Field(
         "",

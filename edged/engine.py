@@ -19,7 +19,7 @@ from edged.config import ClassifyConfig, ModelConfig
 from edged.infer import cpu as _cpu  # noqa: F401  (registers the backend)
 from edged.infer import edgetpu as _edgetpu  # noqa: F401
 from edged.infer.base import BACKENDS, Inference, InferenceBackend
-from edged.infer.bundled import default_model_path, manifest_entry
+from edged.infer.bundled import manifest_entry, profile_model
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
 from edged.infer.supervisor import Supervisor, Timings
 from edged.infer.worker import WorkerBackend, WorkerFault
@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
-    """Fill in the bundled model and its manifest's preprocessing where the config is silent."""
+    """Fill in the profile's model and its manifest's preprocessing where the config is
+    silent.  A model chosen by profile must match the manifest's sha256."""
     updates: dict[str, object] = {}
-    path = Path(cfg.path) if cfg.path else default_model_path()
-    if not cfg.path:
+    if cfg.path:
+        entry = manifest_entry(Path(cfg.path))
+    else:
+        path, entry = profile_model(cfg.profile, cfg.models_dir)
         updates["path"] = str(path)
-    entry = manifest_entry(path)
     if entry:
         given = cfg.model_fields_set
         norm = entry.get("normalization", {})

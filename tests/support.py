@@ -25,6 +25,15 @@ MODELS = FIXTURES / "models"
 IMAGES = FIXTURES / "images"
 V2 = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
 V1_025 = MODELS / "mobilenet_v1_0.25_128_quant.tflite"
+# The fixture photos and the ImageNet classes (any of them) an ImageNet model must give them,
+# as ../shared/fixtures/README.md lists them.
+PHOTO_CLASSES = {
+    "parrot.jpg": {"macaw"},
+    "bird.bmp": {"chickadee"},
+    "dragonfly.bmp": {"dragonfly"},
+    "hot_dog.jpg": {"hotdog"},
+    "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
+}
 
 
 def free_port() -> int:

@@ -9,6 +9,8 @@ from typing import Any
 
 from edged.commands.common import EXIT_OK, add_config, load
 from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError
+from edged.infer.bundled import profile_model
+from edged.infer.model import ModelError
 from edged.logsetup import set_context
 from edged.signals import install_signal_handlers
 
@@ -40,6 +42,13 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.model, key)
         if value and not Path(value).is_file():
             problems.append((f"model.{key}", "no such file", value))
+    if cfg.model.models_dir and not Path(cfg.model.models_dir).is_dir():
+        problems.append(("model.models_dir", "no such folder", cfg.model.models_dir))
+    elif not cfg.model.path:
+        try:
+            profile_model(cfg.model.profile, cfg.model.models_dir)
+        except ModelError as exc:
+            problems.append(("model.profile", str(exc), cfg.model.profile))
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():

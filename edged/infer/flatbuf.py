@@ -82,6 +82,10 @@ class Table:
         start, n = self._vector(field_id, 4)
         return [float(x) for x in struct.unpack_from(f"<{n}f", self.buf, start)]
 
+    def ints(self, field_id: int) -> list[int]:
+        start, n = self._vector(field_id, 4)
+        return [int(x) for x in struct.unpack_from(f"<{n}i", self.buf, start)]
+
     def bytes_(self, field_id: int) -> bytes:
         start, n = self._vector(field_id, 1)
         return self.buf[start : start + n]
@@ -100,6 +104,24 @@ MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS, MODEL_BUFFERS, MODEL_METADATA = 1, 2, 4, 
 OPCODE_CUSTOM_CODE = 1
 METADATA_NAME, METADATA_BUFFER = 0, 1
 BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
+
+
+SUBGRAPH_TENSORS, SUBGRAPH_INPUTS = 0, 1
+TENSOR_SHAPE, TENSOR_TYPE = 0, 1
+TENSOR_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 9: "int8"}
+
+
+def input_tensor(model: Table) -> tuple[list[int], str]:
+    """Shape and element type of the first subgraph's first input."""
+    subgraphs = model.tables(MODEL_SUBGRAPHS)
+    if not subgraphs:
+        raise FlatbufferError("no subgraph")
+    tensors, inputs = subgraphs[0].tables(SUBGRAPH_TENSORS), subgraphs[0].ints(SUBGRAPH_INPUTS)
+    if not inputs or not 0 <= inputs[0] < len(tensors):
+        raise FlatbufferError("no input tensor")
+    tensor = tensors[inputs[0]]
+    kind = int(tensor.scalar(TENSOR_TYPE, "b"))
+    return tensor.ints(TENSOR_SHAPE), TENSOR_TYPES.get(kind, f"type {kind}")
 
 
 def custom_ops(model: Table) -> list[str]:

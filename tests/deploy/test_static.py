@@ -173,3 +173,80 @@ def test_example_device_configs_are_valid(name: str) -> None:
 
     path = REPO / "deploy" / "config" / f"{name}.toml"
     parse_config(tomllib.loads(path.read_text()), str(path))
+
+
+def _local_play(tmp_path: Path, tasks: str, extra_vars: dict[str, object]) -> str:
+    """Run ``tasks`` of the role against localhost with the role's defaults."""
+    import json
+
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+        f"  vars_files: [{ANSIBLE_DIR / 'roles/edged/defaults/main.yml'}]\n"
+        f"  tasks:\n{tasks}\n"
+        "  handlers:\n    - name: Restart edged\n      ansible.builtin.debug: {msg: restart}\n"
+    )
+    proc = subprocess.run(
+        [
+            deploy_tool("ansible-playbook"),
+            "-i",
+            "localhost,",
+            playbook,
+            "-e",
+            json.dumps(extra_vars),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+    )
+    return f"rc={proc.returncode}\n{proc.stdout}{proc.stderr}"
+
+
+def test_role_installs_the_accurate_model_checked_against_the_manifest(tmp_path: Path) -> None:
+    """``edged_model: lite2`` copies the int8 Lite2 model, checks it against the manifest and
+    renders a configuration that selects it by profile."""
+    import getpass
+    import sys
+    import tomllib
+
+    models_dir = tmp_path / "models"
+    role = ANSIBLE_DIR / "roles" / "edged"
+    tasks = (
+        f"    - ansible.builtin.import_tasks: {role / 'tasks/models.yml'}\n"
+        "    - ansible.builtin.template:\n"
+        f"        src: {role / 'templates/config.toml.j2'}\n"
+        f"        dest: {tmp_path / 'config.toml'}\n"
+        "        mode: '0644'\n"
+    )
+    common = {
+        "edged_models_dir": str(models_dir),
+        "edged_user": getpass.getuser(),
+        "edged_release": "test",
+        "edged_device_id": "cam-1",
+        "edged_model_source_dir": str(REPO / "models"),
+        "ansible_python_interpreter": str(deploy_tool("python")),
+    }
+    out = _local_play(tmp_path, tasks, {**common, "edged_model": "lite2"})
+    assert out.startswith("rc=0"), out[-4000:]
+    assert (models_dir / "efficientnet_lite2_int8.tflite").is_file()
+    config = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert config["model"]["profile"] == "accurate"
+    assert config["model"]["models_dir"] == str(models_dir)
+    sys.path.insert(0, str(REPO))
+    from edged.config import parse_config
+    from edged.engine import resolve_model_config
+
+    resolved = resolve_model_config(parse_config(config).model)
+    assert Path(resolved.path).name == "efficientnet_lite2_int8.tflite"
+
+    # a source whose model does not match the manifest is refused
+    bad = tmp_path / "bad-source"
+    shutil.copytree(REPO / "models", bad, ignore=shutil.ignore_patterns("*.py", "*fp32*"))
+    with (bad / "efficientnet_lite2_int8.tflite").open("ab") as fh:
+        fh.write(b"\0")
+    out = _local_play(
+        tmp_path, tasks, {**common, "edged_model": "lite2", "edged_model_source_dir": str(bad)}
+    )
+    assert not out.startswith("rc=0") and "the manifest lists" in out, out[-4000:]

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import (
     IMAGES,
+    PHOTO_CLASSES,
     ROOT,
     V2,
     Mosquitto,
@@ -25,14 +26,7 @@ from tests.support import (
     write_config,
 )
 
-EXPECTED = {
-    "parrot.jpg": {"macaw"},
-    "bird.bmp": {"chickadee"},
-    "dragonfly.bmp": {"dragonfly"},
-    "hot_dog.jpg": {"hotdog"},
-    "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
-    "cat_720p.jpg": {"Egyptian cat", "tabby", "tiger cat"},
-}
+EXPECTED = {**PHOTO_CLASSES, "cat_720p.jpg": {"Egyptian cat", "tabby", "tiger cat"}}
 EVENT_FIELDS = {
     "schema",
     "device",

@@ -1,0 +1,46 @@
+"""``edged models``: the model-choice table (the rows and the measuring are in
+:mod:`edged.models_table`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from edged.commands.common import EXIT_OK, add_config, load
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edged.health.devices import list_edge_tpus
+    from edged.models_table import list_models, measure, render
+
+    cfg = load(args).model
+    if args.threads:
+        cfg = cfg.model_copy(update={"num_threads": args.threads})
+    rows = list_models(cfg.models_dir)
+    edgetpu = bool(args.bench and list_edge_tpus())
+    if args.bench:
+        rows = measure(rows, cfg, edgetpu=edgetpu)
+    threads = cfg.num_threads if args.bench else None
+    if args.json:
+        report = {"threads": threads, "edgetpu": edgetpu, "models": [r.as_dict() for r in rows]}
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: no wrapping at 80 columns
+        console = Console(width=200)
+    console.print(render(rows, threads, edgetpu))
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "models", help="edged's and the installed models: input, size, accuracy, latency here"
+    )
+    add_config(p)
+    p.add_argument("--bench", action="store_true", help="measure each installed model here")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the config's)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
