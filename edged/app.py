@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psutil
 from pydantic import BaseModel
 
 from edged import __version__
@@ -37,11 +36,12 @@ from edged.control.request import CommandError
 from edged.engine import Engine, Result, Work, open_engine
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
+from edged.health.system import ProcessMeter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.collect import Collector
-from edged.publish.events import PublishPolicy, build_event, classified_fields
+from edged.publish.events import PublishPolicy, classified_fields, event_json
 from edged.web.overlay import encode_jpeg
 from edged.wire import Health, State, Suffix
 
@@ -137,7 +137,7 @@ class Daemon:
             self.live,
             publisher,
             self,
-            health=functools.partial(self.health_payload, publisher, psutil.Process()),
+            health=functools.partial(self.health_payload, publisher, ProcessMeter()),
             healthy=self._flowing,
         )
         remote.attach()
@@ -433,7 +433,7 @@ class Daemon:
                 self.stats.events_filtered += 1
                 continue
             self.stats.events_created += 1
-            event = build_event(
+            payload = event_json(
                 device=cfg.device.id,
                 run_id=self.run_id,
                 seq=self.stats.events_created,
@@ -446,8 +446,7 @@ class Daemon:
                 region=item.region,
                 confirmed_label=policy.confirmed,
             )
-            publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
-            log.debug("event seq %d (frame %d) spooled", event.seq, item.number)
+            publisher.publish(Suffix.EVENTS, payload, qos=cfg.mqtt.qos)
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -491,8 +490,8 @@ class Daemon:
         """Frames flow (or classification is paused on purpose): the watchdog's test."""
         return self.live.paused.is_set() or self.stats.idle_for() < self._stall_s()
 
-    def health_payload(self, publisher: Publisher, process: psutil.Process | None = None) -> Health:
-        """``process``: a reader's own psutil handle (the status page, metrics), so that
+    def health_payload(self, publisher: Publisher, process: ProcessMeter | None = None) -> Health:
+        """``process``: a reader's own meter (the status page, metrics), so that
         its cpu_percent window does not cut the health topic's."""
         source = self.source
         return self.health.report(

@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from edged import __version__
 from edged.health.devices import scan_edge_tpus, tpu_temperature_c
 from edged.health.stats import Stats
-from edged.health.system import cpu_temp_c, throttled
+from edged.health.system import ProcessMeter, cpu_temp_c, throttled
 from edged.wire import Health, Percentiles, TpuInfo, utc_now
 
 if TYPE_CHECKING:
@@ -29,8 +27,7 @@ class HealthReporter:
         self.device = device
         self.run_id = run_id
         self.stats = stats
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)  # the first call only starts the measurement
+        self._process = ProcessMeter()
 
     def report(
         self,
@@ -42,18 +39,18 @@ class HealthReporter:
         state: str | None = None,
         source_live: bool | None = None,
         paused: bool = False,
-        process: psutil.Process | None = None,
+        process: ProcessMeter | None = None,
     ) -> Health:
         """``source`` adds its own drops and fields (state, reconnects, fps of a camera
-        that reconnects by itself).  ``process``: another reader's own psutil handle, so that
+        that reconnects by itself).  ``process``: another reader's own meter, so that
         its cpu_percent window (the time since its last call) does not cut this one's."""
         stats = self.stats
-        process = process or self._process
-        try:
-            cpu: float | None = round(process.cpu_percent(None), 1)
-            rss: float | None = round(process.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            cpu, rss = None, None
+        if process is not None:  # another reader's own handle (status page, metrics)
+            cpu: float | None = round(process.cpu_percent(), 1)
+            rss = process.rss_mb()
+        else:
+            cpu = round(self._process.cpu_percent(), 1)
+            rss = self._process.rss_mb()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
         return Health(
             device=self.device,
@@ -86,7 +83,7 @@ class HealthReporter:
             mqtt_reconnects=publisher.reconnects,
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
-            rss_mb=rss,
+            rss_mb=round(rss, 1) if rss is not None else None,
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),

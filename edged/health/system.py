@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -72,3 +74,30 @@ def machine_model(path: Path = DEVICE_TREE_MODEL) -> str:
         import platform
 
         return platform.machine() or "unknown"
+
+
+class ProcessMeter:
+    """This process's CPU use since the last reading (percent of one core) and its resident
+    memory, from ``os.times()`` and ``/proc/self/statm`` (no psutil in the daemon)."""
+
+    def __init__(self, statm: Path = Path("/proc/self/statm")) -> None:
+        self.statm = statm
+        self._last = (time.monotonic(), self._cpu_s())
+
+    @staticmethod
+    def _cpu_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def cpu_percent(self) -> float:
+        now, cpu = time.monotonic(), self._cpu_s()
+        then, before = self._last
+        self._last = (now, cpu)
+        return 100.0 * (cpu - before) / (now - then) if now > then else 0.0
+
+    def rss_mb(self) -> float | None:
+        try:
+            pages = int(self.statm.read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -96,7 +96,8 @@ def crop_box(width: int, height: int, fraction: float) -> tuple[int, int, int, i
 
 
 def _quantize_params(spec: InputSpec) -> tuple[float, float] | None:
-    """(multiplier, offset) so that ``tensor = pixel * multiplier + offset``; None = raw."""
+    """(multiplier, offset) so that ``tensor = pixel * multiplier + offset``; None = raw
+    (uint8 pixels unchanged, or for int8 ``pixel - 128``, one XOR with 0x80)."""
     if spec.quantized:
         if spec.mean is None or spec.std is None:
             return None
@@ -104,8 +105,10 @@ def _quantize_params(spec: InputSpec) -> tuple[float, float] | None:
             raise ValueError("quantized input without a scale")
         mult = 1.0 / (spec.std * spec.scale)
         offset = spec.zero_point - spec.mean * mult
-        if spec.dtype == np.uint8 and max(abs(offset), abs(255 * (mult - 1) + offset)) <= 1.0:
-            return None  # within one step of the identity: feed the pixels unchanged
+        # within one step of the identity (uint8) or of x - 128 (int8): no arithmetic
+        raw = 0.0 if spec.dtype == np.uint8 else -128.0
+        if max(abs(offset - raw), abs(255 * (mult - 1) + offset - raw)) <= 1.0:
+            return None
         return mult, offset
     mean = 127.5 if spec.mean is None else spec.mean
     std = 127.5 if spec.std is None else spec.std
@@ -119,7 +122,11 @@ def to_model_input(
     crop_fraction: float = 1.0,
     resample: str = "bilinear",
 ) -> npt.NDArray[np.generic]:
-    """Crop, resize and convert an HxWx3 uint8 RGB frame to a 1xHxWx3 model input."""
+    """Crop, resize and convert an HxWx3 uint8 RGB frame to a 1xHxWx3 model input.
+
+    A frame already at the model's input size is taken as framed by its source (the Pi
+    camera's ISP crops with ``ScalerCrop`` and scales): it is neither cropped nor resized.
+    """
     if frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
         raise ImageError(
             f"expected an HxWx3 uint8 RGB frame, got shape={frame.shape} dtype={frame.dtype}"
@@ -128,7 +135,7 @@ def to_model_input(
         frame = frame[:, :, :3]
     h, w = frame.shape[:2]
     target = (spec.width, spec.height)
-    if (w, h) != target or (crop == "center" and crop_fraction < 1.0):
+    if (w, h) != target:
         im = Image.fromarray(frame)
         box = crop_box(w, h, crop_fraction) if crop == "center" else (0, 0, w, h)
         if (box[2] - box[0], box[3] - box[1]) == target:
@@ -142,8 +149,8 @@ def to_model_input(
     if params is None:
         if spec.dtype == np.uint8:
             out = pixels
-        else:  # int8 without normalization: shift into the signed range
-            out = (pixels.astype(np.int16) - 128).astype(np.int8)
+        else:  # int8: pixel - 128 is the pixel with its top bit flipped
+            out = np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
     else:
         mult, offset = params
         x = pixels.astype(np.float32) * np.float32(mult) + np.float32(offset)

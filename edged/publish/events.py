@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from edged.classify import Classification
 from edged.publish.confirm import Confirmer
-from edged.wire import ClassifiedFile, ClassScore, Event, utc_now
+from edged.wire import EVENT_SCHEMA, ClassifiedFile, ClassScore, utc_now
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class PublishPolicy:
@@ -64,7 +67,7 @@ def classified_fields(
     }
 
 
-def build_event(
+def event_json(
     *,
     device: str,
     run_id: str,
@@ -77,18 +80,34 @@ def build_event(
     inference_ms: float,
     region: str | None = None,
     confirmed_label: str | None = None,
-) -> Event:
-    return Event(
-        device=device,
-        run_id=run_id,
-        seq=seq,
-        ts=utc_now(),
-        frame=frame,
-        source=source,
-        region=region,
-        confirmed_label=confirmed_label,
-        **classified_fields(result, model=model, backend=backend, inference_ms=inference_ms),
-    )
+) -> bytes:
+    """An :class:`~edged.wire.Event` as published: byte for byte its ``to_json()``, without
+    building and dumping a pydantic model (the daemon sends one per frame)."""
+    top = result.top1
+    return _compact(
+        {
+            "schema": EVENT_SCHEMA,
+            "device": device,
+            "label": top.label if top else None,
+            "label_id": top.id if top else None,
+            "score": round(top.score, 5) if top else None,
+            "top_k": [
+                {"label": c.label, "label_id": c.id, "score": round(c.score, 5)}
+                for c in result.top_k
+            ],
+            "ambiguous": result.ambiguous,
+            "model": model,
+            "backend": backend,
+            "inference_ms": round(inference_ms, 3),
+            "run_id": run_id,
+            "seq": seq,
+            "ts": utc_now(),
+            "frame": frame,
+            "source": source,
+            "region": region,
+            "confirmed_label": confirmed_label,
+        }
+    ).encode()
 
 
 def classified_file(

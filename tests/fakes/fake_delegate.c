@@ -15,16 +15,25 @@
  *   abort_on_prepare=1 abort() when the interpreter applies the delegate
  *   hang_on_prepare=1  block forever when the interpreter applies the delegate
  *   fail_on_prepare=1  return kTfLiteError from Prepare
+ *   latency_ms=N       (passthrough mode) claim the whole graph, like the Edge TPU
+ *                      compiler's single custom op: each invoke sleeps N ms of wall
+ *                      time (N may be fractional), uses almost no CPU, and writes a
+ *                      valid class vector: one class (the invoke count modulo the
+ *                      number of classes) at the highest value, every other at the
+ *                      lowest.  This stands in for a USB or PCIe Coral's latency.
  *
- * No TensorFlow headers are needed: the struct below mirrors the start of
- * TfLiteDelegate in tensorflow/lite/core/c/common.h. The runtime only reads
- * the fields it knows, and calloc leaves any later ones zero.
+ * No TensorFlow headers are needed: the structs below mirror the start of
+ * TfLiteDelegate, TfLiteContext, TfLiteTensor and TfLiteNode and the whole of
+ * TfLiteRegistration in tensorflow/lite/core/c/common.h, whose field order is
+ * kept stable ("new values only at the end"). The runtime only reads the fields
+ * it knows, and calloc leaves any later ones zero.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAKE_EXPORT __attribute__((visibility("default")))
@@ -44,18 +53,144 @@ typedef struct TfLiteDelegate {
 } TfLiteDelegate;
 
 typedef struct {
+  int size;
+  int data[];
+} TfLiteIntArray;
+
+enum { kTfLiteFloat32 = 1, kTfLiteUInt8 = 3, kTfLiteInt8 = 9 };
+
+typedef struct {
+  int type;
+  void* data;
+  TfLiteIntArray* dims;
+  float scale;
+  int32_t zero_point;
+  int allocation_type;
+  size_t bytes;
+} TfLiteTensor; /* the start of it */
+
+typedef struct {
+  TfLiteIntArray* inputs;
+  TfLiteIntArray* outputs;
+  TfLiteIntArray* intermediates;
+  TfLiteIntArray* temporaries;
+  void* user_data;
+} TfLiteNode; /* the start of it */
+
+typedef struct TfLiteContext TfLiteContext;
+
+typedef struct {
+  void* (*init)(TfLiteContext* context, const char* buffer, size_t length);
+  void (*free)(TfLiteContext* context, void* buffer);
+  TfLiteStatus (*prepare)(TfLiteContext* context, TfLiteNode* node);
+  TfLiteStatus (*invoke)(TfLiteContext* context, TfLiteNode* node);
+  const char* (*profiling_string)(const TfLiteContext* context, const TfLiteNode* node);
+  int32_t builtin_code;
+  const char* custom_name;
+  int version;
+  void* registration_external;
+  void* async_kernel;
+  uint64_t inplace_operator;
+  void* reserved[4]; /* zero: room for fields a newer runtime may read */
+} TfLiteRegistration;
+
+struct TfLiteContext {
+  size_t tensors_size;
+  TfLiteStatus (*GetExecutionPlan)(TfLiteContext* context, TfLiteIntArray** execution_plan);
+  TfLiteTensor* tensors_unused; /* indexed through tensor_at(): the real struct is larger */
+  void* impl_;
+  void* ResizeTensor;
+  void (*ReportError)(TfLiteContext* context, const char* format, ...);
+  void* AddTensors;
+  void* GetNodeAndRegistration;
+  TfLiteStatus (*ReplaceNodeSubsetsWithDelegateKernels)(TfLiteContext* context,
+                                                        TfLiteRegistration registration,
+                                                        const TfLiteIntArray* nodes_to_replace,
+                                                        TfLiteDelegate* delegate);
+};
+
+typedef struct {
   int abort_on_prepare;
   int hang_on_prepare;
   int fail_on_prepare;
   unsigned long prepare_calls;
+  double latency_ms;
+  unsigned long invokes;
 } FakeState;
 
 static int is_true(const char* value) {
   return strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "True") == 0;
 }
 
-static TfLiteStatus fake_prepare(void* context, TfLiteDelegate* delegate) {
+/* TfLiteTensor is 112 bytes on 64-bit builds of the runtime; it is an array element,
+ * so its full size matters, not only the fields read here. */
+#define TENSOR_SIZE 112
+
+static TfLiteTensor* tensor_at(TfLiteContext* context, int index) {
+  return (TfLiteTensor*)((char*)context->tensors_unused + (size_t)index * TENSOR_SIZE);
+}
+
+static void* latency_init(TfLiteContext* context, const char* buffer, size_t length) {
   (void)context;
+  (void)length;
+  /* buffer is a TfLiteDelegateParams, whose first field is the delegate */
+  TfLiteDelegate* delegate = *(TfLiteDelegate* const*)buffer;
+  return delegate->data_;
+}
+
+static TfLiteStatus latency_node_prepare(TfLiteContext* context, TfLiteNode* node) {
+  (void)context;
+  (void)node;
+  return kTfLiteOk;
+}
+
+static TfLiteStatus latency_invoke(TfLiteContext* context, TfLiteNode* node) {
+  FakeState* state = (FakeState*)node->user_data;
+  struct timespec pause_for;
+  pause_for.tv_sec = (time_t)(state->latency_ms / 1000.0);
+  pause_for.tv_nsec = (long)((state->latency_ms - pause_for.tv_sec * 1000.0) * 1e6);
+  while (nanosleep(&pause_for, &pause_for) != 0) {
+  }
+  unsigned long call = state->invokes++;
+  for (int i = 0; i < node->outputs->size; i++) {
+    TfLiteTensor* out = tensor_at(context, node->outputs->data[i]);
+    if (out->data == NULL || out->bytes == 0) {
+      continue;
+    }
+    if (out->type == kTfLiteFloat32) {
+      size_t n = out->bytes / sizeof(float);
+      float* values = (float*)out->data;
+      for (size_t j = 0; j < n; j++) {
+        values[j] = 0.0f;
+      }
+      values[call % n] = 1.0f;
+    } else if (out->type == kTfLiteInt8) {
+      memset(out->data, 0x80, out->bytes);
+      ((int8_t*)out->data)[call % out->bytes] = 127;
+    } else {
+      memset(out->data, 0, out->bytes);
+      ((uint8_t*)out->data)[call % out->bytes] = 255;
+    }
+  }
+  return kTfLiteOk;
+}
+
+static TfLiteStatus claim_whole_graph(TfLiteContext* context, TfLiteDelegate* delegate) {
+  TfLiteIntArray* plan = NULL;
+  if (context->GetExecutionPlan(context, &plan) != kTfLiteOk || plan == NULL) {
+    return kTfLiteError;
+  }
+  TfLiteRegistration kernel;
+  memset(&kernel, 0, sizeof kernel);
+  kernel.init = latency_init;
+  kernel.prepare = latency_node_prepare;
+  kernel.invoke = latency_invoke;
+  kernel.custom_name = "fake_edgetpu_latency";
+  kernel.version = 1;
+  return context->ReplaceNodeSubsetsWithDelegateKernels(context, kernel, plan, delegate);
+}
+
+static TfLiteStatus fake_prepare(void* context, TfLiteDelegate* delegate) {
   FakeState* state = (FakeState*)delegate->data_;
   state->prepare_calls++;
   if (state->abort_on_prepare) {
@@ -68,6 +203,9 @@ static TfLiteStatus fake_prepare(void* context, TfLiteDelegate* delegate) {
   }
   if (state->fail_on_prepare) {
     return kTfLiteError;
+  }
+  if (state->latency_ms > 0) {
+    return claim_whole_graph((TfLiteContext*)context, delegate);
   }
   /* Claim nothing: ReplaceNodeSubsetsWithDelegateKernels is never called. */
   return kTfLiteOk;
@@ -83,7 +221,7 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
                                                           size_t n,
                                                           void (*report_error)(const char*)) {
   const char* mode = "passthrough";
-  FakeState options = {0, 0, 0, 0};
+  FakeState options = {0, 0, 0, 0, 0.0, 0};
   char message[256];
 
   /* The Python binding declares the count as a C int; keep the low 32 bits. */
@@ -99,6 +237,15 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
       options.hang_on_prepare = is_true(value);
     } else if (strcmp(key, "fail_on_prepare") == 0) {
       options.fail_on_prepare = is_true(value);
+    } else if (strcmp(key, "latency_ms") == 0) {
+      char* end = NULL;
+      options.latency_ms = strtod(value, &end);
+      if (end == value || *end != '\0' || options.latency_ms < 0) {
+        snprintf(message, sizeof message,
+                 "fake edgetpu: bad latency_ms '%s': a number of milliseconds >= 0", value);
+        report(report_error, message);
+        return NULL;
+      }
     }
     /* Unknown keys (e.g. "device" as libedgetpu takes) are ignored. */
   }

@@ -56,3 +56,22 @@ def test_health_never_asks_libedgetpu(monkeypatch: pytest.MonkeyPatch) -> None:
     report = HealthReporter("cam-1", Stats()).report(None, CountingPublisher())
     assert calls == []
     assert all(t.path != "/sys/bus/usb/devices/2-1" for t in report.tpus)
+
+
+def test_process_meter_reads_cpu_and_rss(tmp_path) -> None:
+    import os
+    import time
+
+    from edged.health.system import ProcessMeter
+
+    meter = ProcessMeter()
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert meter.cpu_percent() > 5.0
+    rss = meter.rss_mb()
+    assert rss is not None and 5 < rss < 4096
+    statm = tmp_path / "statm"
+    statm.write_text(f"100 {2**20 // os.sysconf('SC_PAGE_SIZE') * 3} 0 0 0 0 0\n")
+    assert ProcessMeter(statm).rss_mb() == 3.0
+    assert ProcessMeter(tmp_path / "absent").rss_mb() is None

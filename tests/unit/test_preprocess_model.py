@@ -65,3 +65,21 @@ def test_inspect_rejects_non_models(tmp_path: Path):
     p.write_bytes(b"\x10\x00\x00\x00TFL3" + b"\xff" * 8)
     with pytest.raises(ModelError, match="truncated or corrupt"):
         inspect_model(p)
+
+
+def test_int8_x_minus_128_is_one_xor_and_matches_the_arithmetic():
+    # the bundled model: scale 1/128, zero point -1, mean 127, std 128 -> exactly x - 128
+    spec = InputSpec(4, 4, np.dtype(np.int8), 1 / 128, -1, 127.0, 128.0)
+    pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3) * 5
+    out = to_model_input(pixels, spec, crop="none")
+    assert out.dtype == np.int8 and out.shape == (1, 4, 4, 3)
+    assert (out[0].astype(int) == pixels.astype(int) - 128).all()
+
+
+def test_a_frame_at_the_model_size_is_not_cropped_again():
+    spec = InputSpec(8, 8, np.dtype(np.uint8))
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    out = to_model_input(pixels, spec, crop="center", crop_fraction=0.875)
+    assert (out[0] == pixels).all()
+    larger = np.repeat(np.repeat(pixels, 2, axis=0), 2, axis=1)  # 16x16: cropped, then scaled
+    assert to_model_input(larger, spec, crop="center", crop_fraction=0.5).shape == (1, 8, 8, 3)
