@@ -1,18 +1,23 @@
-"""systemd's notify protocol: READY=1, STATUS=, WATCHDOG=1.
+"""systemd's notify protocol: READY=1, STATUS=, WATCHDOG=1, STOPPING=1.
 
-Uses ``systemd.daemon.notify`` when systemd-python is importable, else writes the datagram
-to ``$NOTIFY_SOCKET`` itself.  Without a notify socket every call is a no-op.
+The datagram is written to ``$NOTIFY_SOCKET`` by edged itself, never through
+systemd-python's ``systemd.daemon.notify``: that one blocks in ``sendmsg`` while holding the
+GIL, so a notify socket whose queue is full (a reader that stopped reading, a busy PID 1)
+froze every thread of the daemon, its SIGTERM handler included.  A send here waits at most
+``SEND_TIMEOUT_S`` with the GIL released; a message that does not fit by then is dropped, with
+one warning until a send succeeds again.  Without a notify socket every call is a no-op.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 0.1  # stop() sends STOPPING=1 inside its 2 s budget
 
 
 def _socket_sender(address: str) -> Callable[[str], None]:
@@ -21,6 +26,7 @@ def _socket_sender(address: str) -> Callable[[str], None]:
 
     def send(message: str) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(SEND_TIMEOUT_S)
             sock.connect(address)
             sock.sendall(message.encode())
 
@@ -31,19 +37,8 @@ class Notifier:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
-        self._send: Callable[[str], None] | None = None
-        if address and environ is not None:
-            self._send = _socket_sender(address)  # an explicit environment: speak it directly
-        elif address:
-            try:
-                daemon = importlib.import_module("systemd.daemon")
-
-                def send(message: str) -> None:
-                    daemon.notify(message)
-
-                self._send = send
-            except ImportError:
-                self._send = _socket_sender(address)
+        self._send: Callable[[str], None] | None = _socket_sender(address) if address else None
+        self._failing = False
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         valid_pid = not pid or pid == str(os.getpid())
@@ -59,8 +54,19 @@ class Notifier:
             return
         try:
             self._send(message)
-        except OSError as exc:
-            log.warning("sd_notify(%s) failed: %s", message.split("=")[0], exc)
+        except OSError as exc:  # socket.timeout included: the reader's queue is full
+            if not self._failing:
+                log.warning(
+                    "sd_notify(%s) failed: %s; notify messages are dropped until the socket "
+                    "takes them again",
+                    message.split("=")[0],
+                    exc or "timed out",
+                )
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("sd_notify works again")
+            self._failing = False
 
     def ready(self, status: str) -> None:
         if not self.ready_sent:

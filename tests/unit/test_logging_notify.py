@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
-from edged.health.notify import Notifier
+from edged.health.notify import SEND_TIMEOUT_S, Notifier
 from edged.logsetup import CONTEXT, set_context
 
 
@@ -39,28 +40,38 @@ def test_notify_socket_protocol(tmp_path: Path):
         server.close()
 
 
-def test_notify_goes_through_systemd_python_when_present(tmp_path: Path, monkeypatch):
-    daemon = pytest.importorskip(
-        "systemd.daemon", reason="systemd-python not installed (optional: edged[systemd])"
-    )
-    calls: list[str] = []
-    real = daemon.notify
-
-    def spy(message: str) -> bool:
-        calls.append(message)
-        return real(message)
-
-    monkeypatch.setattr(daemon, "notify", spy)
+def test_a_full_notify_socket_drops_messages_without_blocking(
+    tmp_path: Path, monkeypatch, caplog
+):
+    """Under systemd too (the process environment): a reader that stopped reading costs each
+    message at most the send timeout, and one warning, never a blocked thread."""
     path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(path))
-    server.settimeout(2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     try:
-        n = Notifier()  # the process environment, as under systemd
-        n.ready("backend=cpu model=m fps=2.0")
-        assert server.recv(4096).decode() == "READY=1\nSTATUS=backend=cpu model=m fps=2.0"
-        assert calls == ["READY=1\nSTATUS=backend=cpu model=m fps=2.0"]
+        n = Notifier()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+            filler.setblocking(False)
+            filler.connect(str(path))
+            with pytest.raises(BlockingIOError):
+                while True:
+                    filler.send(b"STATUS=filler")
+        t0 = time.monotonic()
+        for _ in range(5):
+            n.status("fps=1.0")
+        n.stopping()
+        assert time.monotonic() - t0 < 6 * SEND_TIMEOUT_S + 1.0
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "sd_notify(STATUS) failed" in warnings[0].getMessage()
+        server.setblocking(False)
+        while True:  # the reader catches up: messages flow again
+            try:
+                server.recv(4096)
+            except BlockingIOError:
+                break
+        n.status("fps=2.0")
+        assert server.recv(4096) == b"STATUS=fps=2.0"
     finally:
         server.close()
 
