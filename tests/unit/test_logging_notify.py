@@ -40,9 +40,7 @@ def test_notify_socket_protocol(tmp_path: Path):
         server.close()
 
 
-def test_a_full_notify_socket_drops_messages_without_blocking(
-    tmp_path: Path, monkeypatch, caplog
-):
+def test_a_full_notify_socket_drops_messages_without_blocking(tmp_path: Path, monkeypatch, caplog):
     """Under systemd too (the process environment): a reader that stopped reading costs each
     message at most the send timeout, and one warning, never a blocked thread."""
     path = tmp_path / "notify.sock"
