@@ -3,31 +3,66 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# libsystemd-dev, pkg-config and python3-dev build systemd-python (the dev extras)
-APT_PACKAGES := python3-venv python3-dev mosquitto mosquitto-clients openssl gcc pkg-config libsystemd-dev
+# `make run` needs only a working venv (Debian splits ensurepip into python3-venv);
+# the tests also start real brokers (mosquitto), make TLS certificates (openssl) and build a
+# fake Edge TPU delegate (gcc, libc6-dev)
+APT_RUN := python3-venv
+APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev
+# `make run FRAMES=8` stops the demo after 8 classified frames
+FRAMES ?=
+# pip for the editable install; setuptools' note that an editable install maps edged.models
+# to models/ through an import finder is information, not a problem
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-version-check
 
-.PHONY: run venv system-deps test test-unit test-integration test-deploy lint format bench clean
+.PHONY: run venv venv-run system-deps system-deps-run test test-unit test-integration \
+	test-deploy lint format bench clean
 
-$(BIN)/edged: pyproject.toml
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) system-deps
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+# apt_install(packages): install the missing ones (with sudo unless root), or say which
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null || { [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; }; then \
+	    echo "edged needs these system packages:$$missing (apt-get install$$missing)" >&2; exit 1; \
+	  fi; \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	    || { echo "could not install:$$missing (apt-get install$$missing)" >&2; exit 1; }; \
+	fi
+endef
+
+# The venv for running: edged with its embedded broker (amqtt).  `python3 -m venv --help`
+# works without ensurepip, so ask for ensurepip itself.
+$(VENV)/.run: pyproject.toml setup.py
+	@$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || $(MAKE) --no-print-directory system-deps-run
+	@[ -x $(BIN)/pip ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[broker]'
 	@touch $@
 
-venv: $(BIN)/edged
+# ... and for developing: the test and lint tools on top.  systemd-python (journald
+# fields) is optional and builds from source: installed where libsystemd-dev is present.
+$(VENV)/.dev: $(VENV)/.run
+	$(PIP) install --quiet -e '.[dev]'
+	@if pkg-config --exists libsystemd 2>/dev/null; then \
+	  $(PIP) install --quiet -e '.[dev,systemd]' >/dev/null 2>&1 \
+	    || echo "note: systemd-python did not build (optional; needs python3-dev and gcc)"; \
+	fi
+	@touch $@
+
+venv-run: $(VENV)/.run
+venv: $(VENV)/.dev
 
 ## run: the daemon on its embedded defaults (bundled model, sample photos, embedded broker)
-run: venv
-	$(BIN)/edged demo
+run: venv-run
+	$(BIN)/edged demo $(if $(FRAMES),--frames $(FRAMES))
 
-## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, venv, libsystemd-dev)
+## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, python3-venv)
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(APT_TEST))
+
+system-deps-run:
+	$(call apt_install,$(APT_RUN))
 
 ## test: unit and integration tests (a real mosquitto is started by the tests)
 test: system-deps venv

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine (root) for the deployment tests (pytest -m deploy):
-# system packages, the controller venv .venv-deploy, and the cached root of the simulator.
+# system packages (with qemu-user-static for the arm64 checks), the controller venv
+# .venv-deploy, and the cached root of the simulator.
 #
 #   deploy/ci-setup.sh            everything
 #   deploy/ci-setup.sh --no-root  skip building the simulator's Debian root (about a minute;
@@ -18,7 +19,16 @@ apt-get install -y --no-install-recommends \
     mosquitto mosquitto-clients \
     openssh-client \
     python3 python3-venv python3-pip \
-    ca-certificates tar iproute2
+    ca-certificates tar iproute2 git make \
+    qemu-user-static binfmt-support
+
+# arm64 roots run under qemu through binfmt_misc (the F flag lets containers use it)
+if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
+[[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] ||
+    echo "ci-setup.sh: warning: qemu-aarch64 is not registered with binfmt_misc" >&2
 
 # Debian starts mosquitto on port 1883; the tests start brokers of their own on free ports.
 

@@ -25,6 +25,7 @@ from edged.health.report import HealthReporter
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
+from edged.publish.collect import Collector
 from edged.publish.events import PublishPolicy, build_event
 from edged.wire import Health, Suffix
 
@@ -55,6 +56,7 @@ class Daemon:
         self.source: FrameSource | None = None
         self._publisher = publisher
         self._seq = 0
+        self.collector: Collector | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _open(self) -> tuple[Engine, FrameSource, Publisher]:
@@ -65,6 +67,11 @@ class Daemon:
             stack.callback(engine.close)
             source = open_source(self.cfg.capture, engine.capture_size())
             stack.callback(source.close)
+            if self.cfg.collect.dir:  # window: frames queued, in the backend, being published
+                window = 2 * (self.cfg.pipeline.queue_size + engine.depth) + 8
+                self.collector = Collector(
+                    self.cfg.collect, self.cfg.device.id, engine.model.name, window=window
+                )
             publisher = self._publisher
             if publisher is None:
                 password = read_secret(self.cfg.mqtt.password_file, "mqtt_password")
@@ -138,6 +145,14 @@ class Daemon:
             self._publish_health(publisher)
             publisher.stop(timeout=5.0)
             engine.close()
+            if self.max_frames is not None and publisher.lost_events:
+                # a bounded run is a job with a result: events that went nowhere fail it
+                log.error(
+                    "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
+                    "them for the next start)",
+                    publisher.lost_events,
+                )
+                self.exit_code = self.exit_code or 1
             log.info(
                 "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
                 self.stats.frames_processed,
@@ -165,6 +180,8 @@ class Daemon:
                 source.skipped += 1
                 log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                 continue
+            if self.collector is not None:
+                self.collector.hold(frame.number, frame.image)
             item = Work(frame.number, frame.source, prepared)
             if source.live:
                 while True:  # the newest frame wins; a stale one is dropped and counted
@@ -253,6 +270,8 @@ class Daemon:
             outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
+            if self.collector is not None:
+                self.collector.offer(item.number, item.source, outcome.classification)
             if not policy.should_publish(outcome.classification, time.monotonic()):
                 continue
             self._seq += 1

@@ -9,9 +9,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edged import __version__
 from edged.commands import register_all
 from edged.commands.common import EXIT_CONFIG, EXIT_ERROR, EXIT_MODEL, EXIT_OK
+from edged.commands.version import VersionAction
 from edged.config import ConfigError
 from edged.logsetup import setup_logging
 
@@ -22,9 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edged", description="Classify camera frames with TFLite; publish over MQTT."
     )
-    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, including the TFLite runtime's own messages",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_all(sub)
@@ -36,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging("DEBUG" if args.verbose else args.log_level)
     try:
         code: int = args.func(args)
         return code

@@ -31,7 +31,9 @@ ENV_PREFIX = "EDGED_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has types, so "5" is not a number and "yes" is not a boolean (an int is
+    # still a valid float)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _hostname() -> str:
@@ -165,7 +167,12 @@ class ClassifyConfig(_Section):
     ambiguity_margin: float = Field(
         0.1, ge=0.0, le=1.0, description="Top-1 minus top-2 below this is ambiguous."
     )
-    allow: list[str] = Field(default_factory=list, description="Only these labels (empty = all).")
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Only these labels (empty = all); a label matches by its full text or any "
+        "of its comma-separated names.  Allowed classes scoring under min_score (or zero) are "
+        "not reported: a frame without one reports no class and publishes no event.",
+    )
     deny: list[str] = Field(default_factory=list, description="Never these labels.")
 
 
@@ -237,6 +244,32 @@ class PipelineConfig(_Section):
     queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages.")
 
 
+class CollectConfig(_Section):
+    dir: str = Field(
+        "", description="Folder for collected frames (JPEG + JSON sidecar); empty = off."
+    )
+    max_mb: float = Field(
+        500.0, gt=0.0, description="Largest size of the folder; the oldest frames go first."
+    )
+    ambiguous: bool = Field(False, description="Keep frames whose classification is ambiguous.")
+    below_score: float = Field(
+        0.0, ge=0.0, le=1.0, description="Keep frames whose top-1 score is below this; 0 = off."
+    )
+    classes: list[str] = Field(
+        default_factory=list, description="Keep frames whose top-1 label is one of these."
+    )
+    every_s: float = Field(0.0, ge=0.0, description="Keep one frame every N seconds; 0 = off.")
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> CollectConfig:
+        if self.dir and not (self.ambiguous or self.below_score or self.classes or self.every_s):
+            raise ValueError(
+                "dir is set but no rule selects frames: set ambiguous, below_score, classes "
+                "or every_s"
+            )
+        return self
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)
@@ -246,6 +279,7 @@ class Config(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    collect: CollectConfig = Field(default_factory=CollectConfig)
 
 
 class ConfigError(Exception):
@@ -275,18 +309,25 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay ``EDGED_<SECTION>__<KEY>=value`` variables onto the file's data."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for name, raw in sorted(environ.items()):
+def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """``{(section, key): variable name}`` for every ``EDGED_<SECTION>__<KEY>`` variable."""
+    found: dict[tuple[str, str], str] = {}
+    for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if not section or not key:
-            continue
+        if section and key:
+            found[(section, key)] = name
+    return found
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``EDGED_<SECTION>__<KEY>=value`` variables onto the file's data."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, key), name in env_overrides(environ).items():
         target = out.setdefault(section, {})
         if isinstance(target, dict):
-            target[key] = _parse_env_value(raw)
+            target[key] = _parse_env_value(environ[name])
     return out
 
 
@@ -295,7 +336,9 @@ def _locate(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(root)"
 
 
-def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
+def _from_validation_error(
+    source: str, exc: ValidationError, env: Mapping[tuple[str, str], str] | None = None
+) -> ConfigError:
     problems: list[tuple[str, str, Any]] = []
     for err in exc.errors(include_url=False):
         msg = err["msg"]
@@ -303,18 +346,34 @@ def _from_validation_error(source: str, exc: ValidationError) -> ConfigError:
             msg = "unknown key"
         elif err["type"] == "literal_error":
             msg = f"invalid value; {msg.lower()}"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
         if isinstance(value, dict):
             value = _MISSING
-        problems.append((_locate(err["loc"]), msg, value))
+        where = _locate(err["loc"])
+        parts = where.split(".")
+        if len(parts) >= 2:
+            variables = [v for k, v in (env or {}).items() if k == (parts[0], parts[1])]
+        else:  # a whole section that does not exist
+            variables = [v for k, v in (env or {}).items() if k[0] == parts[0]]
+        if variables:
+            where = f"{where} (from {', '.join('$' + v for v in variables)})"
+        problems.append((where, msg, value))
     return ConfigError(source, problems)
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+def parse_config(
+    data: dict[str, Any],
+    source: str = "<config>",
+    env: Mapping[tuple[str, str], str] | None = None,
+) -> Config:
+    """Validate ``data``; ``env`` names the variables that set some of its keys, so that
+    their errors name the variable instead of the file."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _from_validation_error(source, exc) from None
+        raise _from_validation_error(source, exc, env) from None
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -331,7 +390,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(str(cfg_path), [("(file)", "no such file", _MISSING)]) from None
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(str(cfg_path), [("(file)", str(exc), _MISSING)]) from None
-    return parse_config(apply_env(data, environ), str(cfg_path))
+    return parse_config(apply_env(data, environ), str(cfg_path), env_overrides(environ))
 
 
 def read_secret(path: str, credential: str, environ: Mapping[str, str] | None = None) -> str | None:

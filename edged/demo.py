@@ -17,7 +17,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from edged import wire
-from edged.config import apply_env, load_config, parse_config
+from edged.config import (
+    Config,
+    MqttConfig,
+    apply_env,
+    env_overrides,
+    load_config,
+    parse_config,
+    read_secret,
+)
 from edged.signals import install_signal_handlers
 from edged.wire import Suffix
 
@@ -68,7 +76,7 @@ class EmbeddedBroker:
 
     def start(self) -> None:
         for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
         self._thread.start()
         self._ready.wait(15)
         if self._error is not None:
@@ -85,8 +93,17 @@ class EmbeddedBroker:
         self._thread.join(timeout=5)
 
 
-def _live_view(host: str, port: int, prefix: str, console: Console) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edged-demo-viewer")
+def _live_view(mqtt_cfg: MqttConfig, console: Console, offline: threading.Event) -> mqtt.Client:
+    """Print every message of the daemon on ``mqtt_cfg``'s broker (its TLS and user too);
+    set ``offline`` on the daemon's last status, which comes after all of its events."""
+    prefix = mqtt_cfg.topic_prefix
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edged-demo-viewer-{os.getpid()}")
+    address = wire.broker_address(mqtt_cfg.url)
+    if address.tls:
+        client.tls_set(ca_certs=mqtt_cfg.ca_file or None)
+    if mqtt_cfg.username:
+        password = read_secret(mqtt_cfg.password_file, "mqtt_password")
+        client.username_pw_set(mqtt_cfg.username, password)
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, reason: Any, p: Any) -> None:
         for suffix in Suffix:
@@ -112,49 +129,73 @@ def _live_view(host: str, port: int, prefix: str, console: Console) -> mqtt.Clie
                     f"p50={h.inference_ms.p50} ms cpu={h.cpu_percent}%"
                 )
             else:
-                console.print(f"[dim]{msg.topic}[/] {msg.payload.decode(errors='replace')}")
+                text = msg.payload.decode(errors="replace")
+                console.print(f"[dim]{msg.topic}[/] {text}")
+                if kind == Suffix.STATUS and text == "offline":
+                    offline.set()
         except (ValueError, KeyError, TypeError) as exc:
             console.print(f"[red]unreadable message on {msg.topic}: {exc}[/]")
 
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect(host, port)
+    client.connect(address.host, address.port)
     client.loop_start()
     return client
 
 
+def demo_config(broker_url: str, config: Path | None) -> Config:
+    """The config file's settings (with ``broker_url`` in place of its broker when given),
+    else the demo's defaults: bundled samples looped at 2 fps to ``broker_url``."""
+    if config is not None:
+        cfg = load_config(config)
+        if broker_url:
+            mqtt_cfg = cfg.mqtt.model_copy(update={"url": broker_url})
+            cfg = cfg.model_copy(update={"mqtt": mqtt_cfg})
+        return cfg
+    return parse_config(
+        apply_env(
+            {
+                "device": {"id": "demo"},
+                "capture": {"type": "replay", "loop": True, "fps": 2.0},
+                "health": {"interval_s": 5.0},
+                "mqtt": {"url": broker_url},
+            },
+            os.environ,
+        ),
+        "<demo defaults>",
+        env_overrides(os.environ),
+    )
+
+
 def run_demo(frames: int | None, broker_url: str = "", config: Path | None = None) -> int:
+    """Run the daemon and show what it publishes.  With ``config``, its broker (or
+    ``broker_url``) is used and watched; without, an embedded broker unless ``broker_url``."""
     from edged.app import Daemon
 
-    console = Console()
+    # one event per line, also when piped (no wrapping at 80 columns)
+    console = Console(soft_wrap=True)
     broker: EmbeddedBroker | None = None
-    if not broker_url:
+    if config is None and not broker_url:
         broker = EmbeddedBroker(free_port())
         broker.start()
         broker_url = f"mqtt://127.0.0.1:{broker.port}"
         console.print(f"[green]embedded MQTT broker on {broker_url}[/]")
-    if config is not None:
-        cfg = load_config(config)
-    else:
-        cfg = parse_config(
-            apply_env(
-                {
-                    "device": {"id": "demo"},
-                    "capture": {"type": "replay", "loop": True, "fps": 2.0},
-                    "health": {"interval_s": 5.0},
-                    "mqtt": {"url": broker_url},
-                },
-                os.environ,
-            ),
-            "<demo defaults>",
-        )
-    address = wire.broker_address(broker_url)
-    viewer = _live_view(address.host, address.port, cfg.mqtt.topic_prefix, console)
+    try:
+        cfg = demo_config(broker_url, config)
+        offline = threading.Event()
+        viewer = _live_view(cfg.mqtt, console, offline)
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        raise
     stop = threading.Event()
     install_signal_handlers(stop)
-    console.print("[green]classifying the bundled samples; Ctrl-C stops[/]")
+    source = "the bundled samples" if config is None else str(config)
+    console.print(f"[green]classifying {source}, watching {cfg.mqtt.url}; Ctrl-C stops[/]")
     try:
         code = Daemon(cfg, max_frames=frames, stop=stop).run()
+        if code == 0:
+            offline.wait(5.0)  # show the events still on their way
     finally:
         viewer.loop_stop()
         viewer.disconnect()

@@ -6,7 +6,6 @@ they share one code path from pixels to classes.  ``infer/`` holds the backends 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +22,7 @@ from edged.infer.bundled import manifest_entry, profile_model
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
 from edged.infer.supervisor import Supervisor, Timings
 from edged.infer.worker import WorkerBackend, WorkerFault
-from edged.preprocess import to_model_input
+from edged.preprocess import ImageSource, decode_size, prepare, to_model_input
 from edged.tensor import InputSpec, ModelInput
 
 log = logging.getLogger(__name__)
@@ -102,11 +101,9 @@ class Engine:
         return self.classifier.labels
 
     def capture_size(self) -> tuple[int, int]:
-        """The (width, height) capture should deliver: the model input, enlarged by the
-        center crop so that cropping does not upscale."""
-        spec = self.backend.input_spec
-        frac = self.cfg.crop_fraction if self.cfg.crop == "center" else 1.0
-        return math.ceil(spec.width / frac), math.ceil(spec.height / frac)
+        """The (width, height) capture should deliver, and image files may be decoded down
+        to: the model input, enlarged by the center crop so that cropping does not upscale."""
+        return decode_size(self.backend.input_spec, self.cfg.crop, self.cfg.crop_fraction)
 
     def prepare(self, frame: npt.NDArray[np.uint8]) -> ModelInput:
         """``frame`` as the tensor the backend wants now, with the spec it was made for."""
@@ -122,6 +119,17 @@ class Engine:
 
     def preprocess(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:
         return self.prepare(frame).tensor
+
+    def load(self, source: ImageSource) -> npt.NDArray[np.generic]:
+        """An image file (path or bytes) as this model's input, exactly as the daemon
+        prepares it (:func:`edged.preprocess.prepare`)."""
+        return prepare(
+            source,
+            self.backend.input_spec,
+            crop=self.cfg.crop,
+            crop_fraction=self.cfg.crop_fraction,
+            resample=self.cfg.resample,
+        )
 
     def infer(self, tensor: npt.NDArray[np.generic]) -> tuple[Classification, float]:
         result, ms, _ = self.infer_with_backend(tensor)
@@ -266,3 +274,23 @@ def open_engine(
         backend.close()
         raise
     return Engine(backend, Classifier(labels, classify), cfg)
+
+
+def check_model(cfg: ModelConfig) -> str:
+    """What :func:`open_engine` would refuse, found without starting anything: the file is
+    a readable TFLite model with the configured sha256, it has one class-vector output,
+    and the labels count its classes.  An Edge TPU model is loaded through its CPU twin
+    (nothing here touches a device); without a twin only the file itself is checked.
+    Raises ModelError; returns a short description of the model."""
+    cfg = resolve_model_config(cfg)
+    model = inspect_model(cfg.path, cfg.sha256)
+    cpu_file = _cpu_model(model, cfg)
+    if cpu_file is None:
+        return f"{model.name} (Edge TPU; no CPU twin to check its output)"
+    backend = BACKENDS["cpu"](cpu_file, cfg.model_copy(update={"num_threads": 1}))
+    try:
+        classes = backend.output_spec.classes
+        labels = _labels_for(model, cfg, classes)
+    finally:
+        backend.close()
+    return f"{model.name}, {classes} classes, {labels.source}"

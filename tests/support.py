@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+# The shared fixtures (other models, Edge TPU twins, the calibration set); point
+# EDGED_TEST_FIXTURES at an empty directory to run the tests as a fresh clone does.
+FIXTURES = Path(os.environ.get("EDGED_TEST_FIXTURES") or ROOT.parent / "shared" / "fixtures")
 MODELS = FIXTURES / "models"
 IMAGES = FIXTURES / "images"
 V2 = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
@@ -34,6 +37,36 @@ PHOTO_CLASSES = {
     "hot_dog.jpg": {"hotdog"},
     "cat.bmp": {"Egyptian cat", "tabby", "tiger cat"},
 }
+
+# What the project ships: the bundled model and the sample photos
+BUNDLED = ROOT / "models" / "efficientnet_lite0_int8.tflite"
+SAMPLES = ROOT / "edged" / "samples"
+# the bundled model's confident top-1 on a sample, and the samples' top-1 labels
+CONFIDENT = SAMPLES / "coffee.jpg"
+CONFIDENT_LABEL = "espresso"
+SAMPLE_TOP1 = {
+    "astronaut.jpg": "football helmet",
+    "chelsea_cat.jpg": "tiger cat",
+    "coffee.jpg": "espresso",
+    "rocket.jpg": "missile",
+}
+
+
+def need(path: Path) -> Path:
+    """A shared fixture file, or skip the test naming the one that is missing."""
+    if not path.exists():
+        pytest.skip(f"needs the shared fixture {path.name} (not in {path.parent})")
+    return path
+
+
+def sample_bmp(dest: Path, sample: str = "chelsea_cat.jpg") -> Path:
+    """A sample photo saved as BMP: a second, non-JPEG decoding path."""
+    from PIL import Image
+
+    out = dest / (Path(sample).stem + ".bmp")
+    with Image.open(SAMPLES / sample) as im:
+        im.convert("RGB").save(out)
+    return out
 
 
 def free_port() -> int:

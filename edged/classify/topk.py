@@ -116,10 +116,12 @@ class Classifier:
         ambiguous = (
             first < self.cfg.ambiguity_threshold or first - second < self.cfg.ambiguity_margin
         )
+        # a reported class scores at least min_score, and more than nothing: with allow set,
+        # a frame whose allowed classes all score zero reports no class (and no event)
         top = tuple(
             Class(i, self.labels.names[i], s)
             for i, s in candidates[: self.cfg.top_k]
-            if s >= self.cfg.min_score
+            if s >= self.cfg.min_score and s > 0.0
         )
         return Classification(top, ambiguous)
 

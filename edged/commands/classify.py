@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edged.commands.common import EXIT_ERROR, EXIT_OK, add_config, load
+from edged.commands.common import EXIT_ERROR, EXIT_OK, add_config, config_int, load
+from edged.config import ClassifyConfig
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -16,9 +17,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edged.engine import open_engine
-    from edged.preprocess.image import ImageError, load_image
+    from edged.preprocess import ImageError
     from edged.publish.events import classified_file
-    from edged.wire import ClassifiedFile
+    from edged.wire import ClassifiedFile, UnclassifiedFile
 
     cfg = load(args)
     updates: dict[str, Any] = {}
@@ -30,18 +31,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
         updates["backend"] = args.backend
     model_cfg = cfg.model.model_copy(update=updates) if updates else cfg.model
     classify_cfg = cfg.classify
-    if args.top_k:
+    if args.top_k is not None:
         classify_cfg = classify_cfg.model_copy(update={"top_k": args.top_k})
     engine = open_engine(model_cfg, classify_cfg)
-    rows: list[ClassifiedFile] = []
+    rows: list[ClassifiedFile | UnclassifiedFile] = []
     failed = 0
     try:
         for image in args.images:
             try:
-                result, ms = engine.classify_frame(load_image(image))
+                result, ms = engine.infer(engine.load(image))
             except ImageError as exc:
                 failed += 1
                 print(f"edged: {exc}", file=sys.stderr)
+                rows.append(UnclassifiedFile(file=str(image), error=str(exc)))
                 continue
             rows.append(
                 classified_file(
@@ -61,6 +63,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
         for col in ("file", "label", "score", "ambiguous", f"top {classify_cfg.top_k}", "ms"):
             table.add_column(col)
         for r in rows:
+            if isinstance(r, UnclassifiedFile):
+                table.add_row(Path(r.file).name, "[red]error[/]", "-", "-", r.error, "-")
+                continue
             others = ", ".join(f"{c.label.split(',')[0]} {c.score:.2f}" for c in r.top_k)
             table.add_row(
                 Path(r.file).name,
@@ -80,7 +85,13 @@ def register(sub: Any) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--model", type=Path, help="TFLite model (default: from config, else bundled)")
     p.add_argument("--labels", type=Path, help="labels file (default: embedded in the model)")
-    p.add_argument("--top-k", type=int, default=0, metavar="K")
+    p.add_argument(
+        "--top-k",
+        type=config_int("classify", ClassifyConfig, "top_k"),
+        default=None,
+        metavar="K",
+        help="classes per image (default: classify.top_k)",
+    )
     p.add_argument("--backend", choices=["auto", "cpu", "edgetpu"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_classify)

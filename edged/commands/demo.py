@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edged.commands.common import add_config
+from edged.commands.common import add_config, positive_int
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -19,7 +19,9 @@ def register(sub: Any) -> None:
         "demo",
         help="run on the bundled model and samples with an embedded broker, showing events live",
     )
-    p.add_argument("--frames", type=int, default=None, metavar="N")
+    p.add_argument(
+        "--frames", type=positive_int, default=None, metavar="N", help="stop after N frames"
+    )
     p.add_argument("--broker", default="", help="use this broker instead of an embedded one")
     add_config(p)
     p.set_defaults(func=cmd_demo)

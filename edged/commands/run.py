@@ -7,8 +7,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edged.commands.common import EXIT_OK, add_config, load
-from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError
+from edged.commands.common import EXIT_OK, add_config, load, positive_int
+from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from edged.engine import check_model
 from edged.infer.bundled import profile_model
 from edged.infer.model import ModelError
 from edged.logsetup import set_context
@@ -27,12 +28,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = load(args)
+    """The config as ``run`` would load it (a missing default file is an error here), the
+    files it names, and the model opened as ``run`` would open it."""
+    path = args.config or DEFAULT_CONFIG_PATH
+    cfg = load_config(path)
     problems = check_files(cfg)
+    described = ""
+    if not any(key.startswith("model.") for key, _, _ in problems):
+        try:
+            described = check_model(cfg.model)
+        except ModelError as exc:
+            problems.append(_model_problem(cfg, str(exc)))
     if problems:
-        raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
-    print(f"{args.config or DEFAULT_CONFIG_PATH}: valid (device {cfg.device.id})")
+        raise ConfigError(str(path), problems)
+    print(f"{path}: valid (device {cfg.device.id}; model {described})")
     return EXIT_OK
+
+
+def _model_problem(cfg: Config, message: str) -> tuple[str, str, Any]:
+    """The key a model error is about: sha256, labels, else the model file."""
+    if "sha256" in message:
+        return "model.sha256", message, cfg.model.sha256
+    if "labels" in message and cfg.model.labels:
+        return "model.labels", message, cfg.model.labels
+    return "model.path", message, cfg.model.path or "(bundled model)"
 
 
 def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
@@ -65,7 +84,7 @@ def register(sub: Any) -> None:
     add_config(p)
     p.add_argument(
         "--frames",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop cleanly after N frames have been classified and published",

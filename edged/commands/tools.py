@@ -7,15 +7,20 @@ import argparse
 import csv
 import itertools
 import json
+import logging
 import math
 import resource
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edged.commands.common import config_int, int_between, positive_int
 from edged.config import ClassifyConfig, ModelConfig, load_config
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -70,6 +75,28 @@ def _norm(label: str) -> set[str]:
     return {p.strip().lower() for p in label.split(",")} | {label.strip().lower()}
 
 
+def _known_classes(
+    items: list[tuple[Path, str | int]], labels: Sequence[str], model: str
+) -> list[tuple[Path, str | int]]:
+    """Drop the images of folders whose name matches no label of the model, with one
+    warning per folder: such a folder is not a class, and would only count as misses."""
+    names: set[str] = set()
+    for label in labels:
+        names |= _norm(label)
+    unknown = Counter(t for _, t in items if isinstance(t, str) and not _norm(t) & names)
+    for folder, count in sorted(unknown.items()):
+        log.warning(
+            "eval: folder %r matches no label of %s: its %d image(s) are skipped",
+            folder,
+            model,
+            count,
+        )
+    kept = [(p, t) for p, t in items if not (isinstance(t, str) and t in unknown)]
+    if not kept:
+        raise ValueError(f"no folder matches a label of {model}: nothing to evaluate")
+    return kept
+
+
 def evaluate(
     directory: Path,
     model_cfg: ModelConfig,
@@ -80,7 +107,7 @@ def evaluate(
     from rich.progress import Progress
 
     from edged.engine import open_engine
-    from edged.preprocess import load_image
+    from edged.preprocess import ImageError
 
     synsets = read_synsets(synsets_file) if synsets_file else None
     items = labelled_images(directory, synsets)
@@ -90,18 +117,31 @@ def evaluate(
             "named <synset>_... with --synsets)"
         )
     engine = open_engine(model_cfg, ClassifyConfig(top_k=5, min_score=0.0))
+    try:
+        items = _known_classes(items, engine.labels.names, engine.model.name)
+    except ValueError:
+        engine.close()
+        raise
     # 1001-class ImageNet models put 'background' at 0: class i of a synset file is output i+1
     offset = 1 if engine.labels.background == 0 else 0
-    top1 = top5 = 0
+    top1 = top5 = skipped = 0
     per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     backends: Counter[str] = Counter()
     latencies: list[float] = []
+    per_image: list[dict[str, Any]] = []
     try:
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"{engine.model.name}", total=len(items))
             for path, truth in items:
-                result, ms, backend = engine.infer_with_backend(engine.preprocess(load_image(path)))
+                try:
+                    tensor = engine.load(path)
+                except ImageError as exc:  # skipped and counted, as replay does
+                    log.warning("skipping %s: %s", path, exc)
+                    skipped += 1
+                    bar.advance(task)
+                    continue
+                result, ms, backend = engine.infer_with_backend(tensor)
                 backends[backend] += 1
                 latencies.append(ms)
                 if isinstance(truth, int):
@@ -117,6 +157,14 @@ def evaluate(
                     name = truth
                 top1 += hit1
                 top5 += hit5
+                per_image.append(
+                    {
+                        "file": str(path),
+                        "class": name,
+                        "top_k": [c.as_dict() for c in result.top_k],
+                        "hit": hit1,
+                    }
+                )
                 per_class[name][0] += 1
                 per_class[name][1] += hit1
                 if not hit1 and result.top1 is not None:
@@ -124,12 +172,15 @@ def evaluate(
                 bar.advance(task)
     finally:
         engine.close()
-    n = len(items)
+    n = len(items) - skipped
+    if n == 0:
+        raise ValueError(f"{directory}: none of the {len(items)} images could be read")
     worst = sorted(per_class.items(), key=lambda kv: (kv[1][1] / kv[1][0], kv[0]))
     return {
         "model": engine.model.name,
         "backend": backends.most_common(1)[0][0],
         "images": n,
+        "skipped": skipped,
         "top1": round(top1 / n, 4),
         "top5": round(top5 / n, 4),
         "median_inference_ms": round(statistics.median(latencies), 3),
@@ -142,6 +193,7 @@ def evaluate(
             }
             for c, (t, h) in worst[:10]
         ],
+        "per_image": per_image,
     }
 
 
@@ -152,6 +204,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.directory, _model_cfg(args), args.synsets, progress=not args.json)
     if not args.confusion:
         report.pop("worst_classes")
+    if not args.per_image:
+        report.pop("per_image")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -307,7 +361,9 @@ def register(sub: Any) -> None:
         p.add_argument("--config", "-c", type=Path, default=None, help="TOML config file")
         p.add_argument("--model", type=Path, help="TFLite model (default: config, else bundled)")
         p.add_argument("--backend", choices=["auto", "cpu", "edgetpu"])
-        p.add_argument("--threads", type=int, help="CPU threads")
+        p.add_argument(
+            "--threads", type=config_int("model", ModelConfig, "num_threads"), help="CPU threads"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("eval", help="top-1/top-5 accuracy on labelled images")
@@ -317,12 +373,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--labels", type=Path, help="labels file (default: embedded in the model)")
     p.add_argument("--confusion", action="store_true", help="show the worst classes")
+    p.add_argument(
+        "--per-image", action="store_true", help="with --json: every image's top-k classes"
+    )
     common(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="inference latency, as TFLite's benchmark_model reports it")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs")
+    p.add_argument("--warmup", type=int_between(0, None), default=5, help="untimed runs first")
     common(p)
     p.set_defaults(func=cmd_bench)
 

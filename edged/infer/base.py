@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from edged.config import ModelConfig
 from edged.infer.model import ModelError, ModelFile
-from edged.infer.runtime import get_runtime
+from edged.infer.runtime import get_runtime, native_log_to_debug
 from edged.tensor import InputSpec
 
 log = logging.getLogger(__name__)
@@ -163,12 +163,13 @@ class TFLiteBackend(InferenceBackend):
         try:
             # Delegates prepare the graph here already, so an Edge TPU model that meets a
             # delegate without its custom op fails in the constructor, not at allocation.
-            self._interp = runtime.Interpreter(
-                model_path=str(model.path),
-                num_threads=cfg.num_threads,
-                experimental_delegates=delegates or None,
-            )
-            self._interp.allocate_tensors()
+            with native_log_to_debug():
+                self._interp = runtime.Interpreter(
+                    model_path=str(model.path),
+                    num_threads=cfg.num_threads,
+                    experimental_delegates=delegates or None,
+                )
+                self._interp.allocate_tensors()
         except ValueError as exc:
             raise ModelError(f"cannot load model {str(model.path)!r}: {exc}") from exc
         except RuntimeError as exc:

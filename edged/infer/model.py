@@ -62,13 +62,13 @@ def _embedded_labels(path: Path) -> tuple[str, ...] | None:
             text = zf.read(preferred[0]).decode("utf-8", "replace")
     except (zipfile.BadZipFile, OSError, KeyError):
         return None
-    return tuple(_parse_label_lines(text.splitlines()))
+    return tuple(parse_label_lines(text.splitlines()))
 
 
 _ID_LINE = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
 
 
-def _parse_label_lines(lines: list[str]) -> list[str]:
+def parse_label_lines(lines: list[str]) -> list[str]:
     """Plain lines, or ``id label`` / ``id: label`` lines (ids may leave gaps)."""
     lines = [ln.rstrip("\r\n") for ln in lines]
     while lines and not lines[-1].strip():
@@ -86,7 +86,7 @@ def read_labels(path: str | Path) -> list[str]:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read labels file {str(path)!r}: {exc}") from exc
-    labels = _parse_label_lines(text.splitlines())
+    labels = parse_label_lines(text.splitlines())
     if not labels:
         raise ModelError(f"labels file {str(path)!r} is empty")
     return labels

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -42,3 +48,60 @@ def get_runtime() -> Runtime:
         "no TFLite runtime found; install ai-edge-litert (pip install ai-edge-litert). Tried: "
         + "; ".join(errors)
     )
+
+
+_fd2_lock = threading.Lock()
+
+
+@contextmanager
+def native_log_to_debug() -> Iterator[None]:
+    """Route what the runtime's C++ logger writes to file descriptor 2 while a model loads
+    ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.") into this module's log:
+    its INFO lines at debug level (shown with ``--verbose``), anything else back to stderr.
+
+    The runtime has no Python switch for its minimal logger, so the descriptor itself is
+    redirected; whatever else the process wrote meanwhile is passed on afterwards.
+    """
+    with _fd2_lock, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep quiet
+            yield
+            return
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            other = []
+            for line in text.splitlines(keepends=True):
+                if line.startswith("INFO: "):
+                    log.debug("runtime: %s", line[6:].rstrip())
+                else:
+                    other.append(line)
+            if other:
+                sys.stderr.write("".join(other))
+                sys.stderr.flush()
+
+
+# the distribution that ships each runtime module
+DISTRIBUTIONS = {
+    "ai_edge_litert": "ai-edge-litert",
+    "tflite_runtime": "tflite-runtime",
+    "tensorflow.lite": "tensorflow",
+}
+
+
+def runtime_version(runtime: Runtime) -> str | None:
+    """The installed version of the runtime's distribution, when packaging knows it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTIONS[runtime.name])
+    except (KeyError, PackageNotFoundError):
+        return None

@@ -1,6 +1,28 @@
-"""Turn an RGB frame into the tensor a model expects (crop, resize, normalize, quantize)."""
+"""Turn an image into the tensor a model expects (decode, crop, resize, normalize, quantize).
 
-from edged.preprocess.image import crop_box, load_image, to_model_input
+:func:`prepare` is the one entry point from a file (path or bytes) to a model input; the
+daemon's capture stage uses its two halves, :func:`load_image` at :func:`decode_size`, then
+:func:`to_model_input`.
+"""
+
+from edged.preprocess.image import (
+    ImageError,
+    ImageSource,
+    crop_box,
+    decode_size,
+    load_image,
+    prepare,
+    to_model_input,
+)
 from edged.tensor import InputSpec
 
-__all__ = ["InputSpec", "crop_box", "load_image", "to_model_input"]
+__all__ = [
+    "ImageError",
+    "ImageSource",
+    "InputSpec",
+    "crop_box",
+    "decode_size",
+    "load_image",
+    "prepare",
+    "to_model_input",
+]

@@ -5,6 +5,8 @@ Pure functions over numpy arrays and Pillow images: nothing here touches a devic
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from edged.tensor import InputSpec
 
 CropMode = Literal["center", "none"]
+ImageSource = str | Path | bytes
 
 RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -28,20 +31,57 @@ class ImageError(ValueError):
     """An image file that cannot be read or decoded."""
 
 
-def load_image(path: str | Path, min_size: tuple[int, int] | None = None) -> npt.NDArray[np.uint8]:
-    """Decode an image file to an HxWx3 uint8 RGB array, or raise :class:`ImageError`.
+def load_image(
+    source: ImageSource, min_size: tuple[int, int] | None = None
+) -> npt.NDArray[np.uint8]:
+    """Decode an image file (a path, or its bytes) to an HxWx3 uint8 RGB array, or raise
+    :class:`ImageError`.
 
     With ``min_size`` (width, height), a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
-    1/8) that keeps both sides at least that large: far less work for a small model input.
+    1/8) that keeps both sides at least that large: far less work and memory for a small
+    model input (a 24-megapixel photo decodes to 3 megapixels or less).
     """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             if min_size is not None and im.format == "JPEG":
                 im.draft("RGB", min_size)
             im.load()
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot decode image {str(path)!r}: {exc}") from exc
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise ImageError(f"cannot decode image {name!r}: {exc}") from exc
+
+
+def decode_size(
+    spec: InputSpec, crop: CropMode = "center", crop_fraction: float = 1.0
+) -> tuple[int, int]:
+    """The smallest (width, height) an image may be decoded at and still give the model full
+    resolution: the input size, enlarged by the center crop's share of the image."""
+    fraction = crop_fraction if crop == "center" else 1.0
+    return math.ceil(spec.width / fraction), math.ceil(spec.height / fraction)
+
+
+def prepare(
+    source: ImageSource,
+    spec: InputSpec,
+    crop: CropMode = "center",
+    crop_fraction: float = 1.0,
+    resample: str = "bilinear",
+) -> npt.NDArray[np.generic]:
+    """An image file (path or bytes) as the 1xHxWx3 tensor ``spec`` wants.
+
+    The one way from a file to a model input: the daemon's replay source (decode with
+    :func:`decode_size`, then :func:`to_model_input`), ``edged classify`` and ``edged eval``
+    all give a model the same numbers for the same file.
+    """
+    frame = load_image(source, decode_size(spec, crop, crop_fraction))
+    return to_model_input(frame, spec, crop, crop_fraction, resample)
 
 
 def crop_box(width: int, height: int, fraction: float) -> tuple[int, int, int, int]:

@@ -11,6 +11,7 @@ class Publisher(ABC):
     published = 0  # messages the broker acknowledged (QoS 0: handed to the socket)
     dropped = 0  # messages that could not be queued or were still unsent at stop
     reconnects = 0
+    lost_events = 0  # events neither delivered nor kept for the next start, known at stop
 
     @abstractmethod
     def start(self) -> None: ...

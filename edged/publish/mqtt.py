@@ -277,6 +277,8 @@ class MqttPublisher(Publisher):
         if undelivered:
             spooled = self._spool(undelivered)
             self.dropped += len(undelivered) - spooled
+            events = sum(1 for t, _, _, r in undelivered if t == wire.Suffix.EVENTS and not r)
+            self.lost_events = events - spooled
             log.warning(
                 "MQTT: %d message(s) not delivered before stop%s",
                 len(undelivered),

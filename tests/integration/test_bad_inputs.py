@@ -6,17 +6,19 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from tests.support import (
-    IMAGES,
-    V1_025,
+    BUNDLED,
+    CONFIDENT,
+    CONFIDENT_LABEL,
+    SAMPLES,
     V2,
     Mosquitto,
     Subscriber,
+    need,
     retained,
     rewire_outputs,
     run_edged,
+    sample_bmp,
 )
 
 
@@ -79,11 +81,10 @@ def test_env_override_and_check_config_ok(tmp_path: Path):
     assert r.returncode == 2 and "model.num_threads" in r.stderr
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_truncated_model(tmp_path: Path):
     bad = tmp_path / "truncated.tflite"
-    bad.write_bytes(V2.read_bytes()[:200_000])
-    r = run_edged("classify", "--model", str(bad), str(IMAGES / "parrot.jpg"))
+    bad.write_bytes(BUNDLED.read_bytes()[:200_000])
+    r = run_edged("classify", "--model", str(bad), str(CONFIDENT))
     assert r.returncode == 3
     assert "truncated.tflite" in r.stderr and "model error" in r.stderr
 
@@ -100,95 +101,90 @@ def test_text_file_named_tflite(tmp_path: Path):
     assert "is not a TFLite model" in r.stderr and "notes.tflite" in r.stderr
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_model_without_a_class_vector(tmp_path: Path):
     def a_feature_map(sg):
+        # the last 7x7 feature map before pooling
         return [
-            next(
+            max(
                 i
                 for i, t in enumerate(sg.tensors)
-                if t.shape is not None and len(t.shape) == 4 and t.shape[1] == 8 and t.type == 3
+                if t.shape is not None and len(t.shape) == 4 and t.shape[1] == 7
             )
         ]
 
-    feature_map = rewire_outputs(V1_025, tmp_path / "features.tflite", a_feature_map)
-    r = run_edged("classify", "--model", str(feature_map), str(IMAGES / "parrot.jpg"))
+    feature_map = rewire_outputs(BUNDLED, tmp_path / "features.tflite", a_feature_map)
+    r = run_edged("classify", "--model", str(feature_map), str(CONFIDENT))
     assert r.returncode == 3 and "is not a class vector" in r.stderr, r.stderr
     multi = rewire_outputs(
-        V1_025,
+        BUNDLED,
         tmp_path / "detector.tflite",
         lambda sg: [*sg.outputs, sg.outputs[0] - 1, sg.outputs[0] - 2],
     )
-    r = run_edged("classify", "--model", str(multi), str(IMAGES / "parrot.jpg"))
+    r = run_edged("classify", "--model", str(multi), str(CONFIDENT))
     assert r.returncode == 3 and "has 3 outputs" in r.stderr and "detection" in r.stderr
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_labels_file_length_mismatch(tmp_path: Path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class {i}" for i in range(10)) + "\n")
-    r = run_edged(
-        "classify", "--model", str(V2), "--labels", str(labels), str(IMAGES / "parrot.jpg")
-    )
+    r = run_edged("classify", "--model", str(BUNDLED), "--labels", str(labels), str(CONFIDENT))
     assert r.returncode == 3
-    assert "has 10 labels" in r.stderr and "outputs 1001 classes" in r.stderr
+    assert "has 10 labels" in r.stderr and "outputs 1000 classes" in r.stderr
 
 
-@pytest.mark.usefixtures("fixtures")
+def _bundled_labels() -> tuple[str, ...]:
+    from edged.infer import inspect_model
+
+    names = inspect_model(BUNDLED).embedded_labels
+    assert names is not None and len(names) == 1000
+    return names
+
+
 def test_labels_file_formats(tmp_path: Path):
-    names = (IMAGES.parent / "models" / "imagenet_labels.txt").read_text().splitlines()
+    names = _bundled_labels()
     labels = tmp_path / "ids.txt"
-    labels.write_text("".join(f"{i}: {n}\n" for i, n in enumerate(names)))
-    r = run_edged(
-        "classify",
-        "--json",
-        "--model",
-        str(V2),
-        "--labels",
-        str(labels),
-        str(IMAGES / "parrot.jpg"),
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)[0]["label"] == "macaw"
+    for line in ("{i}: {n}\n", "{i} {n}\n", "{n}\n"):
+        labels.write_text("".join(line.format(i=i, n=n) for i, n in enumerate(names)))
+        r = run_edged(
+            "classify", "--json", "--model", str(BUNDLED), "--labels", str(labels), str(CONFIDENT)
+        )
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)[0]["label"] == CONFIDENT_LABEL, line
+
+
+def test_labels_file_without_background_for_a_1001_class_model(tmp_path: Path):
+    names = need(V2.parent / "imagenet_labels.txt").read_text().splitlines()
+    labels = tmp_path / "ids.txt"
     # a 1000-line file for the 1001-output model: index 0 is background
     labels.write_text("".join(f"{n}\n" for n in names[1:]))
     r = run_edged(
-        "classify",
-        "--json",
-        "--model",
-        str(V2),
-        "--labels",
-        str(labels),
-        str(IMAGES / "parrot.jpg"),
+        "classify", "--json", "--model", str(need(V2)), "--labels", str(labels), str(CONFIDENT)
     )
-    assert json.loads(r.stdout)[0]["label_id"] == 89
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["label_id"] == names.index("espresso")
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_sha256_mismatch_is_refused(tmp_path: Path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[model]\npath = "{V2}"\nsha256 = "{"0" * 64}"\n')
-    r = run_edged("classify", "-c", str(cfg), str(IMAGES / "parrot.jpg"))
+    cfg.write_text(f'[model]\npath = "{BUNDLED}"\nsha256 = "{"0" * 64}"\n')
+    r = run_edged("classify", "-c", str(cfg), str(CONFIDENT))
     assert r.returncode == 3 and "sha256" in r.stderr and "0" * 64 in r.stderr
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_directory_with_corrupt_images(tmp_path: Path, mosquitto: Mosquitto):
     d = tmp_path / "frames"
     d.mkdir()
-    shutil.copy(IMAGES / "parrot.jpg", d / "01_parrot.jpg")
-    (d / "02_truncated.jpg").write_bytes((IMAGES / "hot_dog.jpg").read_bytes()[:3000])
+    shutil.copy(CONFIDENT, d / "01_parrot.jpg")
+    (d / "02_truncated.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes()[:3000])
     (d / "03_empty.png").write_bytes(b"")
     (d / "04_text.jpg").write_text("not a jpeg")
-    shutil.copy(IMAGES / "bird.bmp", d / "05_bird.bmp")
+    shutil.move(sample_bmp(tmp_path), d / "05_bird.bmp")
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"""
 [device]
 id = "dir"
 [capture]
 paths = ["{d}"]
-[model]
-path = "{V2}"
 [mqtt]
 url = "{mosquitto.url}"
 """)
@@ -206,21 +202,18 @@ url = "{mosquitto.url}"
         assert f"skipping {d / name}" in r.stderr
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_ambiguity_defaults():
     from edged.config import parse_config
     from edged.engine import open_engine
-    from edged.preprocess import load_image
 
-    def classify(model: Path, image: str):
-        cfg = parse_config({"model": {"path": str(model)}})
-        engine = open_engine(cfg.model, cfg.classify)
-        try:
-            return engine.classify_frame(load_image(IMAGES / image))[0]
-        finally:
-            engine.close()
-
-    cat = classify(V1_025, "cat.bmp")
+    cfg = parse_config({})
+    engine = open_engine(cfg.model, cfg.classify)
+    try:
+        # a cat the model hesitates over (tiger cat, Egyptian cat), a clear espresso
+        cat = engine.infer(engine.load(SAMPLES / "chelsea_cat.jpg"))[0]
+        coffee = engine.infer(engine.load(CONFIDENT))[0]
+    finally:
+        engine.close()
     assert cat.ambiguous
-    parrot = classify(V2, "parrot.jpg")
-    assert not parrot.ambiguous and parrot.top1 is not None and parrot.top1.label == "macaw"
+    assert not coffee.ambiguous and coffee.top1 is not None
+    assert coffee.top1.label == CONFIDENT_LABEL

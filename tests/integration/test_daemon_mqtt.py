@@ -1,4 +1,4 @@
-"""The daemon end to end: real photos, a real TFLite model, a real mosquitto."""
+"""The daemon end to end: the bundled model on the sample photos, a real mosquitto."""
 
 from __future__ import annotations
 
@@ -9,24 +9,41 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 
 from tests.support import (
-    IMAGES,
-    PHOTO_CLASSES,
+    BUNDLED,
+    CONFIDENT,
+    CONFIDENT_LABEL,
     ROOT,
-    V2,
+    SAMPLE_TOP1,
+    SAMPLES,
     Mosquitto,
     Subscriber,
     free_port,
     retained,
     run_edged,
+    sample_bmp,
     start_edged,
     stop_process,
     write_config,
 )
 
-EXPECTED = {**PHOTO_CLASSES, "cat_720p.jpg": {"Egyptian cat", "tabby", "tiger cat"}}
+CATS = {"Egyptian cat", "tabby", "tiger cat"}
+EXPECTED = {**{name: {label} for name, label in SAMPLE_TOP1.items()}, "chelsea_cat.bmp": CATS}
+EXPECTED["chelsea_cat.jpg"] = CATS
+
+
+def footage(tmp_path: Path) -> Path:
+    """The sample photos, one of them as BMP, and a file that is no image."""
+    d = tmp_path / "footage"
+    d.mkdir()
+    for photo in SAMPLES.glob("*.jpg"):
+        (d / photo.name).write_bytes(photo.read_bytes())
+    sample_bmp(d)
+    (d / "COPYRIGHT").write_text((SAMPLES / "LICENSES.md").read_text())
+    return d
+
+
 EVENT_FIELDS = {
     "schema",
     "device",
@@ -65,7 +82,7 @@ HEALTH_FIELDS = {
 
 
 def config(tmp_path: Path, url: str, capture: str = "", extra: str = "") -> Path:
-    capture = capture or f'paths = ["{IMAGES}"]'
+    capture = capture or f'paths = ["{footage(tmp_path)}"]'
     return write_config(
         tmp_path / "edged.toml",
         f"""
@@ -75,7 +92,6 @@ id = "cam-1"
 type = "replay"
 {capture}
 [model]
-path = "{V2}"
 num_threads = 2
 [mqtt]
 url = "{url}"
@@ -88,7 +104,6 @@ interval_s = 1
     )
 
 
-@pytest.mark.usefixtures("fixtures")
 def published_schema(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = json.loads((ROOT / "docs" / "schema" / name).read_text())
     return schema
@@ -96,9 +111,10 @@ def published_schema(name: str) -> dict[str, Any]:
 
 def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
-    images = sorted(p.name for p in IMAGES.iterdir() if p.is_file() and p.suffix != "")
+    cfg = config(tmp_path, mosquitto.url)
+    images = sorted(p.name for p in (tmp_path / "footage").iterdir() if p.suffix != "")
     try:
-        result = run_edged("run", "-c", str(config(tmp_path, mosquitto.url)))
+        result = run_edged("run", "-c", str(cfg))
         assert result.returncode == 0, result.stderr
         assert sub.wait(lambda: len(sub.events()) >= len(images) and bool(sub.on("status")))
         time.sleep(0.3)
@@ -110,7 +126,7 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     for e in events:
         assert e.keys() >= EVENT_FIELDS
         assert e["schema"] == "edged.event/1" and e["device"] == "cam-1"
-        assert e["backend"] == "cpu" and e["model"] == V2.name
+        assert e["backend"] == "cpu" and e["model"] == BUNDLED.name
         assert e["ts"].endswith("Z") and e["inference_ms"] > 0
         assert e["top_k"][0] == {
             "label": e["label"],
@@ -124,7 +140,7 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     for name, allowed in EXPECTED.items():
         short = by_source[name]["label"].split(",")[0]
         assert short in allowed, (name, by_source[name]["label"])
-    assert not by_source["parrot.jpg"]["ambiguous"]
+    assert not by_source[CONFIDENT.name]["ambiguous"]
     # the non-image COPYRIGHT file was skipped with a warning, not a crash
     assert "skipping" in result.stderr and "COPYRIGHT" in result.stderr
 
@@ -145,13 +161,10 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
 
 
 def _start_looping(tmp_path: Path, url: str, name: str = "edged.log"):
-    cfg = config(
-        tmp_path, url, capture=f'paths = ["{IMAGES / "parrot.jpg"}"]\nloop = true\nfps = 20'
-    )
+    cfg = config(tmp_path, url, capture=f'paths = ["{CONFIDENT}"]\nloop = true\nfps = 20')
     return start_edged("run", "-c", str(cfg), log=tmp_path / name)
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
     proc = _start_looping(tmp_path, mosquitto.url)
@@ -167,7 +180,6 @@ def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosqu
             proc.kill()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto: Mosquitto):
     sub = Subscriber(mosquitto.port)
     proc = _start_looping(tmp_path, mosquitto.url)
@@ -187,14 +199,12 @@ def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto
             proc.kill()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
     port = free_port()
     cfg = config(
         tmp_path,
         f"mqtt://127.0.0.1:{port}",
-        capture=f'paths = ["{IMAGES / "parrot.jpg"}", "{IMAGES / "bird.bmp"}"]\n'
-        "loop = true\nfps = 5",
+        capture=f'paths = ["{CONFIDENT}", "{sample_bmp(tmp_path)}"]\nloop = true\nfps = 5',
     )
     proc = start_edged("run", "-c", str(cfg), "--frames", "25", log=tmp_path / "edged.log")
     broker = Mosquitto(tmp_path, port=port)
@@ -211,7 +221,7 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
         seqs = [e["seq"] for e in sub.events()]
         # events classified while the broker was away were queued and delivered in order
         assert seqs == list(range(1, 26))
-        assert sub.events()[0]["label"] == "macaw"
+        assert sub.events()[0]["label"] == CONFIDENT_LABEL
     finally:
         if sub:
             sub.close()
@@ -220,7 +230,6 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
         broker.stop()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
     """The broker goes away while frames flow and comes back: the daemon keeps classifying,
     and the subscriber (a persistent session on a persistent broker) gets every event once,
@@ -229,8 +238,7 @@ def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
     cfg = config(
         tmp_path,
         broker.url,
-        capture=f'paths = ["{IMAGES / "parrot.jpg"}", "{IMAGES / "bird.bmp"}"]\n'
-        "loop = true\nfps = 20",
+        capture=f'paths = ["{CONFIDENT}", "{sample_bmp(tmp_path)}"]\nloop = true\nfps = 20',
     )
     sub = Subscriber(broker.port, client_id="test-restart")
     proc = start_edged("run", "-c", str(cfg), "--frames", "120", log=tmp_path / "edged.log")
@@ -256,13 +264,16 @@ def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
         broker.stop()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_undelivered_events_survive_a_restart(tmp_path: Path):
     port = free_port()
     state = tmp_path / "state"
     state.mkdir()
-    cfg = config(tmp_path, f"mqtt://127.0.0.1:{port}",
-                 capture=f'paths = ["{IMAGES / "parrot.jpg"}"]\nloop = true')
+    # paced, so that each event has a timestamp of its own (kept through the spool)
+    cfg = config(
+        tmp_path,
+        f"mqtt://127.0.0.1:{port}",
+        capture=f'paths = ["{CONFIDENT}"]\nloop = true\nfps = 50',
+    )
     env = {"STATE_DIRECTORY": str(state)}
     first = run_edged("run", "-c", str(cfg), "--frames", "4", env=env)
     assert first.returncode == 0, first.stderr
@@ -283,3 +294,28 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path):
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 1, 2]
     assert len({e["ts"] for e in events[:4]}) == 4
     assert not spool.exists()
+
+
+def test_readme_allow_example_reports_only_cats_above_min_score(
+    tmp_path: Path, mosquitto: Mosquitto
+):
+    """EDGED_CLASSIFY__ALLOW='["tabby", "tiger cat", "Egyptian cat"]' with a min_score: the
+    cat photo gives an event, the espresso, the rocket and the astronaut none."""
+    sub = Subscriber(mosquitto.port)
+    env = {
+        "EDGED_CLASSIFY__ALLOW": '["tabby", "tiger cat", "Egyptian cat"]',
+        "EDGED_CLASSIFY__MIN_SCORE": "0.1",
+    }
+    try:
+        cfg = config(tmp_path, mosquitto.url, capture=f'paths = ["{SAMPLES}"]')
+        r = run_edged("run", "-c", str(cfg), env=env)
+        assert r.returncode == 0, r.stderr
+        assert sub.wait(lambda: bool(sub.on("status")) and len(sub.on("health")) >= 1)
+        time.sleep(0.3)
+        events = sub.events()
+    finally:
+        sub.close()
+    assert [e["source"] for e in events] == ["chelsea_cat.jpg"]
+    assert events[0]["label"].split(",")[0] in CATS
+    assert all(c["score"] >= 0.1 for e in events for c in e["top_k"])
+    assert {c["label"].split(",")[0] for c in events[0]["top_k"]} <= CATS

@@ -20,17 +20,23 @@ import pytest
 
 from tests.fakes.delegate import build_fake_delegate
 from tests.support import (
-    IMAGES,
+    BUNDLED,
+    CONFIDENT,
+    CONFIDENT_LABEL,
     MODELS,
+    SAMPLES,
     V1_025,
     Mosquitto,
     Subscriber,
     freeze_child,
+    need,
     run_edged,
+    sample_bmp,
     start_edged,
     stop_process,
 )
 
+# An Edge TPU compiled model and its CPU twin: only the shared fixtures have one
 EDGETPU_TWIN = MODELS / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 
 
@@ -49,53 +55,48 @@ def lib_env(lib: Path, mode: str = "passthrough") -> dict[str, str]:
             "EDGED_MODEL__EDGETPU_OPTIONS": f'{{mode = "{mode}"}}'}
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_working_tpu_runs_on_edgetpu(fake_lib: Path):
-    code, rows, err = classify_json("--backend", "edgetpu", "--model", str(V1_025),
-                                    str(IMAGES / "parrot.jpg"), env=lib_env(fake_lib))
+    code, rows, err = classify_json("--backend", "edgetpu", "--model", str(BUNDLED),
+                                    str(CONFIDENT), env=lib_env(fake_lib))
     assert code == 0, err
-    assert rows[0]["backend"] == "edgetpu" and rows[0]["label"] == "macaw"
+    assert rows[0]["backend"] == "edgetpu" and rows[0]["label"] == CONFIDENT_LABEL
 
 
-@pytest.mark.usefixtures("fixtures")
 @pytest.mark.parametrize(("mode", "reason"), [
     ("null", "ValueError: Failed to load delegate"),
     ("abort", "killed by SIGABRT while loading"),
     ("passthrough", "RuntimeError: Encountered unresolved custom op: edgetpu-custom-op"),
 ])
 def test_auto_falls_back_to_cpu_twin_with_one_warning(fake_lib: Path, mode: str, reason: str):
-    code, rows, err = classify_json("--model", str(EDGETPU_TWIN), str(IMAGES / "parrot.jpg"),
+    code, rows, err = classify_json("--model", str(need(EDGETPU_TWIN)), str(CONFIDENT),
                                     env=lib_env(fake_lib, mode))
     assert code == 0, err
     assert rows[0]["backend"] == "cpu" and rows[0]["model"] == V1_025.name
     assert err.count("WARNING") == 1 and reason in err, err
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_forced_edgetpu_that_cannot_start_exits_3(fake_lib: Path):
-    code, _, err = classify_json("--backend", "edgetpu", "--model", str(V1_025),
-                                 str(IMAGES / "parrot.jpg"), env=lib_env(fake_lib, "null"))
+    code, _, err = classify_json("--backend", "edgetpu", "--model", str(BUNDLED),
+                                 str(CONFIDENT), env=lib_env(fake_lib, "null"))
     assert code == 3 and "the Edge TPU backend cannot start: ValueError" in err
-    code, _, err = classify_json("--backend", "edgetpu", "--model", str(V1_025),
-                                 str(IMAGES / "parrot.jpg"))  # the real libedgetpu: absent
+    code, _, err = classify_json("--backend", "edgetpu", "--model", str(BUNDLED),
+                                 str(CONFIDENT))  # the real libedgetpu: absent
     assert code == 3 and "OSError" in err and "libedgetpu.so.1" in err
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_edgetpu_model_without_tpu_or_twin(tmp_path: Path):
     lone = tmp_path / "lonely_edgetpu.tflite"
-    shutil.copy(EDGETPU_TWIN, lone)
-    code, _, err = classify_json("--model", str(lone), str(IMAGES / "parrot.jpg"))
+    shutil.copy(need(EDGETPU_TWIN), lone)
+    code, _, err = classify_json("--model", str(lone), str(CONFIDENT))
     assert code == 3
     assert str(tmp_path / "lonely.tflite") in err and "does not exist" in err
-    code, _, err = classify_json("--backend", "cpu", "--model", str(lone),
-                                 str(IMAGES / "parrot.jpg"))
+    code, _, err = classify_json("--backend", "cpu", "--model", str(lone), str(CONFIDENT))
     assert code == 3 and "lonely.tflite" in err
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_edgetpu_twins_give_the_cpu_models_classes():
-    images = [str(p) for p in sorted(IMAGES.iterdir()) if p.suffix in (".jpg", ".bmp")]
+    need(EDGETPU_TWIN)
+    images = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
     for twin in sorted(MODELS.glob("*_edgetpu.tflite")):
         cpu_model = MODELS / twin.name.replace("_edgetpu", "")
         c1, tpu_rows, e1 = classify_json("--model", str(twin), *images)
@@ -106,13 +107,13 @@ def test_edgetpu_twins_give_the_cpu_models_classes():
 
 
 def _daemon(tmp_path: Path, broker: Mosquitto, lib: Path, timeout: float = 2.0, fps: int = 20,
-            model: Path = V1_025):
+            model: Path = BUNDLED):
     cfg = tmp_path / "tpu.toml"
     cfg.write_text(f"""
 [device]
 id = "tpu-1"
 [capture]
-paths = ["{IMAGES / 'parrot.jpg'}", "{IMAGES / 'bird.bmp'}"]
+paths = ["{CONFIDENT}", "{sample_bmp(tmp_path)}"]
 loop = true
 fps = {fps}
 [model]
@@ -137,7 +138,7 @@ def _worker_pid(sub: Subscriber) -> int:
 
 
 def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, timeout: float,
-                 budget: float, fps: int = 20, model: Path = V1_025) -> None:
+                 budget: float, fps: int = 20, model: Path = BUNDLED) -> None:
     sub = Subscriber(mosquitto.port)
     proc = _daemon(tmp_path, mosquitto, lib, timeout, fps, model)
     try:
@@ -171,38 +172,36 @@ def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, time
     assert final["events_published"] == len(events)
 
 
-@pytest.mark.usefixtures("fixtures")
 @pytest.mark.parametrize(
-    ("fps", "model"),
+    "fps",
     [
-        (20, V1_025),  # paced: the worker waits for frames, one in flight
+        20,  # paced: the worker waits for frames, one in flight
         # unpaced, a model slower than decoding the images: two frames in flight at the kill
-        (0, MODELS / "mobilenet_v2_1.0_224_quant.tflite"),
+        0,
     ],
     ids=["paced", "saturated"],
 )
 def test_worker_kill9_mid_run_falls_back_and_returns(tmp_path: Path, mosquitto: Mosquitto,
-                                                    fake_lib: Path, fps: int, model: Path):
+                                                    fake_lib: Path, fps: int):
     _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0,
-                 fps=fps, model=model)
+                 fps=fps)
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_worker_sigstop_mid_run_times_out_and_returns(tmp_path: Path, mosquitto: Mosquitto,
                                                      fake_lib: Path):
     # the timeout (2 s) fires, then the switch to the CPU takes under 1 s
     _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGSTOP, timeout=2.0, budget=3.0)
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_start_failure_is_reported_in_health(tmp_path: Path, mosquitto: Mosquitto,
                                              fake_lib: Path):
+    need(EDGETPU_TWIN)
     cfg = tmp_path / "auto.toml"
     cfg.write_text(f"""
 [device]
 id = "auto-1"
 [capture]
-paths = ["{IMAGES / 'parrot.jpg'}"]
+paths = ["{CONFIDENT}"]
 [model]
 path = "{EDGETPU_TWIN}"
 edgetpu_library = "{fake_lib}"
@@ -221,10 +220,9 @@ url = "{mosquitto.url}"
     assert health and health["backend"] == "cpu" and health["fallbacks"] == 1
     assert health["fallback_reason"].startswith("ValueError: Failed to load delegate")
     assert health["tpus"] == [] and health["tpu_temp_c"] is None
-    assert sub.events()[0]["backend"] == "cpu" and sub.events()[0]["label"] == "macaw"
+    assert sub.events()[0]["backend"] == "cpu" and sub.events()[0]["label"] == CONFIDENT_LABEL
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
     import numpy as np
 
@@ -232,13 +230,14 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
     from edged.engine import open_engine
     from edged.infer import supervisor
 
-    cfg = parse_config({"model": {"path": str(V1_025), "backend": "edgetpu",
+    cfg = parse_config({"model": {"path": str(BUNDLED), "backend": "edgetpu",
                                   "edgetpu_library": str(fake_lib)}})
     timings = supervisor.Timings(restart_limit=3, restart_window_s=60.0, first_reprobe_s=0.05)
     engine = open_engine(cfg.model, cfg.classify, timings)
     sup = engine.backend
     assert isinstance(sup, supervisor.Supervisor)
-    tensor = np.zeros((1, 128, 128, 3), np.uint8)
+    spec = sup.input_spec
+    tensor = np.zeros((1, spec.height, spec.width, 3), spec.dtype)
     try:
         for i in range(timings.restart_limit):
             back = sup.wait_for(lambda s: s.name == "edgetpu", timeout=20)
@@ -255,17 +254,15 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
         engine.close()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path):
     from edged.config import parse_config
     from edged.engine import open_engine
-    from edged.preprocess import load_image
 
-    cfg = parse_config({"model": {"path": str(V1_025), "backend": "edgetpu",
+    cfg = parse_config({"model": {"path": str(BUNDLED), "backend": "edgetpu",
                                   "edgetpu_library": str(fake_lib), "num_threads": 1}})
     engine = open_engine(cfg.model, cfg.classify)
     try:
-        images = [engine.preprocess(load_image(IMAGES / n)) for n in ("parrot.jpg", "bird.bmp")]
+        images = [engine.load(p) for p in (CONFIDENT, SAMPLES / "rocket.jpg")]
         expected = [engine.infer_with_backend(t) for t in images]
         assert [b for _, _, b in expected] == ["edgetpu", "edgetpu"]
         assert engine.depth == 2
@@ -279,7 +276,7 @@ def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path
         got = [engine.collect(), engine.collect()]
         assert [b for _, _, b in got] == ["cpu", "cpu"]
         assert [r.top1.label for r, _, _ in got] == [r.top1.label for r, _, _ in expected]
-        assert got[0][0].top1.label == "macaw" != got[1][0].top1.label  # so order shows
+        assert got[0][0].top1.label == CONFIDENT_LABEL != got[1][0].top1.label  # so order shows
         status = engine.backend.status()
         assert status["fallbacks"] == 1 and "SIGKILL" in status["fallback_reason"]
         assert engine.depth == 1  # in-process CPU twin

@@ -23,24 +23,19 @@ import numpy as np
 import pytest
 
 from tests.fakes.delegate import build_fake_delegate, prepare_calls
+from tests.support import BUNDLED, CONFIDENT, CONFIDENT_LABEL, MODELS, need
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 Image = pytest.importorskip("PIL.Image")
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-CPU_MODEL = FIXTURES / "models" / "mobilenet_v2_1.0_224_quant.tflite"
-TPU_MODEL = FIXTURES / "models" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
-LABELS = FIXTURES / "models" / "imagenet_labels.txt"
-PHOTO = FIXTURES / "images" / "parrot.jpg"
+CPU_MODEL = BUNDLED
+# an Edge TPU compiled model: only in the shared fixtures
+TPU_MODEL = MODELS / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+PHOTO = CONFIDENT
 
-pytestmark = [
-    pytest.mark.skipif(
-        not FIXTURES.is_dir(), reason=f"model/image fixtures not found at {FIXTURES}"
-    ),
-    pytest.mark.skipif(
-        shutil.which("gcc") is None, reason="gcc is needed to build the fake delegate"
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    shutil.which("gcc") is None, reason="gcc is needed to build the fake delegate"
+)
 
 # Runs in a child process: load the fake delegate with options from argv,
 # then build an interpreter with it, printing a line after each step.
@@ -80,10 +75,11 @@ def fake_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def parrot() -> np.ndarray[Any, np.dtype[np.uint8]]:
+def parrot() -> np.ndarray[Any, np.dtype[np.int8]]:
+    """The photo as the bundled model's int8 input."""
     with Image.open(PHOTO) as image:
         rgb = image.convert("RGB").resize((224, 224))
-    return np.asarray(rgb, dtype=np.uint8)[np.newaxis]
+    return (np.asarray(rgb, dtype=np.int16) - 128).astype(np.int8)[np.newaxis]
 
 
 def classify(model: Path, image: np.ndarray[Any, Any], delegates: list[Any] | None) -> np.ndarray:
@@ -123,11 +119,13 @@ def test_passthrough_runs_everything_on_cpu_kernels(fake_lib: Path, parrot: np.n
     # Prepare ran once (when the interpreter applied the delegate), claimed no
     # nodes, and the CPU kernels gave bit-identical scores.
     assert prepare_calls(fake_lib, delegate) == 1
-    assert delegated.dtype == np.uint8
-    assert delegated.shape == (1, 1001)
+    assert delegated.dtype == np.int8
+    assert delegated.shape == (1, 1000)
     np.testing.assert_array_equal(delegated, plain)
-    labels = LABELS.read_text().splitlines()
-    assert labels[int(delegated.argmax())] == "macaw"
+    from edged.infer import inspect_model
+
+    labels = inspect_model(CPU_MODEL).embedded_labels
+    assert labels is not None and labels[int(delegated.argmax())] == CONFIDENT_LABEL
 
 
 def test_explicit_passthrough_mode_and_unknown_keys_are_accepted(fake_lib: Path) -> None:
@@ -196,7 +194,7 @@ def test_edgetpu_model_with_passthrough_fails_at_construction(fake_lib: Path) ->
     # the unresolved Edge TPU custom op fails inside Interpreter(), not later.
     delegate = litert.load_delegate(str(fake_lib))
     with pytest.raises(RuntimeError) as excinfo:
-        litert.Interpreter(model_path=str(TPU_MODEL), experimental_delegates=[delegate])
+        litert.Interpreter(model_path=str(need(TPU_MODEL)), experimental_delegates=[delegate])
     assert str(excinfo.value) == (
         "Encountered unresolved custom op: edgetpu-custom-op.\n"
         "See instructions: https://www.tensorflow.org/lite/guide/ops_custom "
@@ -205,7 +203,7 @@ def test_edgetpu_model_with_passthrough_fails_at_construction(fake_lib: Path) ->
 
 
 def test_edgetpu_model_without_delegate_fails_at_allocate(fake_lib: Path) -> None:
-    interpreter = litert.Interpreter(model_path=str(TPU_MODEL))
+    interpreter = litert.Interpreter(model_path=str(need(TPU_MODEL)))
     with pytest.raises(RuntimeError, match=r"unresolved custom op: edgetpu-custom-op\."):
         interpreter.allocate_tensors()
 

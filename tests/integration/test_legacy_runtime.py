@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import IMAGES, ROOT, V2
+from tests.support import BUNDLED, CONFIDENT, CONFIDENT_LABEL, ROOT, SAMPLES
 
 LEGACY = ROOT / ".venv-legacy"
 
@@ -31,25 +31,23 @@ def legacy_python() -> Path:
     return py
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_tflite_runtime_with_numpy1(legacy_python: Path):
     env = {**os.environ, "PYTHONPATH": ""}
     v = subprocess.run([str(legacy_python), "-m", "edged", "version"], capture_output=True,
                        text=True, env=env, check=True)
     assert "runtime: tflite_runtime 2.14.0" in v.stdout and "numpy 1." in v.stdout
     r = subprocess.run([str(legacy_python), "-m", "edged", "classify", "--json", "--model",
-                        str(V2), str(IMAGES / "parrot.jpg"), str(IMAGES / "bird.bmp")],
+                        str(BUNDLED), str(CONFIDENT), str(SAMPLES / "rocket.jpg")],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert [row["label"] for row in rows] == ["macaw", "chickadee"]
+    assert [row["label"] for row in rows] == [CONFIDENT_LABEL, "missile"]
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_bundled_model_on_the_legacy_runtime(legacy_python: Path):
     r = subprocess.run([str(legacy_python), "-m", "edged", "classify", "--json",
-                        str(IMAGES / "parrot.jpg")], capture_output=True, text=True,
+                        str(CONFIDENT)], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)[0]
-    assert row["model"] == "efficientnet_lite0_int8.tflite" and row["label"] == "macaw"
+    assert row["model"] == "efficientnet_lite0_int8.tflite" and row["label"] == CONFIDENT_LABEL

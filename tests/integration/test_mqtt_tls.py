@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
-    IMAGES,
-    V1_025,
+    CONFIDENT,
     Mosquitto,
     Subscriber,
     free_port,
@@ -101,11 +100,9 @@ def _config(tmp_path: Path, port: int, password: str) -> Path:
 [device]
 id = "tls-1"
 [capture]
-paths = ["{IMAGES / "parrot.jpg"}"]
+paths = ["{CONFIDENT}"]
 loop = true
 fps = 10
-[model]
-path = "{V1_025}"
 [mqtt]
 url = "mqtts://127.0.0.1:{port}"
 ca_file = "{tmp_path / "ca.crt"}"
@@ -117,7 +114,6 @@ reconnect_max_s = 2
     return cfg
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitto):
     sub = Subscriber(
         tls_broker.port, ca_file=str(tmp_path / "ca.crt"), username="cam", password="s3cret-pw"
@@ -137,7 +133,6 @@ def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitt
     assert "s3cret-pw" not in (tmp_path / "edged.log").read_text()
 
 
-@pytest.mark.usefixtures("fixtures")
 def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, tls_broker: Mosquitto):
     proc = start_edged(
         "run", "-c", str(_config(tmp_path, tls_broker.port, "wrong")), log=tmp_path / "edged.log"

@@ -18,21 +18,19 @@ from edged.engine import open_engine
 from edged.infer.cpu import CpuBackend
 from edged.infer.model import inspect_model
 from edged.infer.worker import WorkerBackend, WorkerFault
-from edged.preprocess import load_image
-from tests.support import IMAGES, MODELS, freeze_child
+from tests.support import BUNDLED, CONFIDENT, SAMPLES, freeze_child
 
-pytestmark = pytest.mark.usefixtures("fixtures")
-
-MODEL = "mobilenet_v1_0.25_128_quant.tflite"
+MODEL = BUNDLED
+OTHER = SAMPLES / "chelsea_cat.jpg"
 
 
 def open_pair(timeout: float = 2.0) -> tuple[CpuBackend, WorkerBackend, np.ndarray]:
     cfg = parse_config(
-        {"model": {"path": str(MODELS / MODEL), "num_threads": 1, "inference_timeout_s": timeout}}
+        {"model": {"path": str(MODEL), "num_threads": 1, "inference_timeout_s": timeout}}
     )
-    mf = inspect_model(MODELS / MODEL)
+    mf = inspect_model(MODEL)
     engine = open_engine(cfg.model, cfg.classify)
-    tensor = engine.preprocess(load_image(IMAGES / "parrot.jpg"))
+    tensor = engine.load(CONFIDENT)
     engine.close()
     return CpuBackend(mf, cfg.model), WorkerBackend(mf, cfg.model, "cpu"), tensor
 
@@ -67,7 +65,7 @@ def test_worker_gives_the_same_output_as_in_process() -> None:
 def test_two_frames_in_flight_come_back_in_order() -> None:
     inproc, worker, parrot = open_pair()
     engine = open_engine(worker.cfg, parse_config({}).classify)
-    bird = engine.preprocess(load_image(IMAGES / "bird.bmp"))
+    bird = engine.load(OTHER)
     engine.close()
     try:
         assert worker.depth == 2
@@ -154,13 +152,13 @@ def test_isolated_cpu_worker_is_restarted_after_a_kill() -> None:
     from edged.infer import supervisor
 
     cfg = parse_config(
-        {"model": {"path": str(MODELS / MODEL), "num_threads": 1, "isolate_cpu": True}}
+        {"model": {"path": str(MODEL), "num_threads": 1, "isolate_cpu": True}}
     )
     engine = open_engine(cfg.model, cfg.classify)
     sup = engine.backend
     assert isinstance(sup, supervisor.Supervisor)
     try:
-        images = [engine.preprocess(load_image(IMAGES / n)) for n in ("parrot.jpg", "bird.bmp")]
+        images = [engine.load(p) for p in (CONFIDENT, OTHER)]
         expected = [engine.infer_with_backend(t)[0] for t in images]
         pid = sup.worker_pid
         assert pid is not None and pid != os.getpid() and engine.depth == 2

@@ -62,6 +62,22 @@ def test_allow_deny_and_min_score():
     assert [c.label for c in r.top_k] == ["tabby, tabby cat"]
 
 
+def test_allow_never_reports_a_class_under_min_score_or_at_zero():
+    names = ["tabby, tabby cat", "hotdog", "rocket"]
+    lab = Labels.build(names, 3, "t", "m")
+    hotdog = np.array([0.0, 0.98, 0.02], np.float32)
+    r = Classifier(lab, ClassifyConfig(allow=["tabby"]))(hotdog)
+    assert r.top_k == () and r.top1 is None
+    r = Classifier(lab, ClassifyConfig(allow=["tabby"], min_score=0.3))(
+        np.array([0.2, 0.8, 0.0], np.float32)
+    )
+    assert r.top_k == ()
+    r = Classifier(lab, ClassifyConfig(allow=["tabby"], min_score=0.3))(
+        np.array([0.6, 0.4, 0.0], np.float32)
+    )
+    assert [(c.label, c.score) for c in r.top_k] == [("tabby, tabby cat", pytest.approx(0.6))]
+
+
 def test_logits_become_probabilities():
     r = Classifier(labels(3), ClassifyConfig(top_k=3))(np.array([2.0, -1.0, 5.0], np.float32))
     assert sum(c.score for c in r.top_k) == pytest.approx(1.0, abs=1e-5)

@@ -74,3 +74,52 @@ def test_secret_from_file_or_credentials_directory(tmp_path: Path):
     assert read_secret("", "mqtt_password", {}) is None
     with pytest.raises(FileNotFoundError):
         read_secret(str(tmp_path / "missing"), "mqtt_password", {})
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("capture", "loop", "yes"),
+        ("classify", "top_k", "5"),
+        ("mqtt", "keepalive", "30"),
+        ("model", "num_threads", 2.0),
+        ("capture", "paths", "/data"),
+        ("classify", "allow", "cat"),
+    ],
+)
+def test_toml_values_are_not_coerced_across_types(section: str, key: str, value: object):
+    with pytest.raises(ConfigError) as info:
+        parse_config({section: {key: value}})
+    [(loc, msg, got)] = info.value.problems
+    assert loc.startswith(f"{section}.{key}") and got == value
+    assert "valid" in msg
+
+
+def test_ints_are_valid_floats_and_the_right_types_pass():
+    cfg = parse_config({"capture": {"fps": 2, "loop": True}, "classify": {"top_k": 3}})
+    assert cfg.capture.fps == 2.0 and cfg.capture.loop is True and cfg.classify.top_k == 3
+
+
+def test_errors_from_the_environment_name_the_variable(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[mqtt]\nkeepalive = 1\n")
+    env = {"EDGED_CLASSIFY__TOP_K": '"5"', "EDGED_MODEL__BOGUS": "1", "EDGED_NOPE__X": "1"}
+    with pytest.raises(ConfigError) as info:
+        load_config(f, env)
+    text = info.value.render()
+    assert "classify.top_k (from $EDGED_CLASSIFY__TOP_K): Input should be a valid integer" in text
+    assert "model.bogus (from $EDGED_MODEL__BOGUS): unknown key" in text
+    assert "nope (from $EDGED_NOPE__X): unknown key" in text
+    # the file's own mistake is the file's
+    assert "  mqtt.keepalive: Input should be greater than or equal to 5" in text
+    # env values are TOML literals: an unquoted number is a number
+    ok = tmp_path / "ok.toml"
+    ok.write_text("")
+    assert load_config(ok, {"EDGED_CLASSIFY__TOP_K": "5"}).classify.top_k == 5
+
+
+def test_messages_carry_no_pydantic_prefix():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mqtt": {"url": "http://x"}})
+    assert "Value error" not in info.value.render()
+    assert "mqtt.url: bad broker URL 'http://x': expected mqtt://" in info.value.render()

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.infer.model import ModelError, _parse_label_lines, inspect_model
+from edged.infer.model import ModelError, inspect_model, parse_label_lines
 from edged.preprocess import InputSpec, crop_box, to_model_input
 from edged.preprocess.image import ImageError
 
@@ -49,10 +49,10 @@ def test_bad_frame():
 
 
 def test_label_formats():
-    assert _parse_label_lines(["cat", "dog", ""]) == ["cat", "dog"]
-    assert _parse_label_lines(["0 cat", "1  dog"]) == ["cat", "dog"]
-    assert _parse_label_lines(["0: cat", "2: bird"]) == ["cat", "1", "bird"]
-    assert _parse_label_lines(["3 little pigs", "wolf"]) == ["3 little pigs", "wolf"]
+    assert parse_label_lines(["cat", "dog", ""]) == ["cat", "dog"]
+    assert parse_label_lines(["0 cat", "1  dog"]) == ["cat", "dog"]
+    assert parse_label_lines(["0: cat", "2: bird"]) == ["cat", "1", "bird"]
+    assert parse_label_lines(["3 little pigs", "wolf"]) == ["3 little pigs", "wolf"]
 
 
 def test_inspect_rejects_non_models(tmp_path: Path):

@@ -1,0 +1,96 @@
+"""A newcomer's first hour: the README's two commands on a fresh Debian 12.
+
+Starts from a pristine debootstrap root (Debian bookworm minbase plus make, which a user
+types the commands with), clones this repository's HEAD into it, and inside systemd-nspawn
+runs ``make run FRAMES=8`` and ``make test`` as root, with no ../shared fixtures.  Each
+command must install what it needs by itself.
+
+The pristine root is cached as a tarball under .deploy-cache/ (git-ignored, tests/deploy/
+roots.py); every run unpacks a fresh copy, so nothing installed by an earlier run is seen.
+pip's download cache is kept beside it so that a warm run does not fetch the same wheels
+again.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.roots import (
+    CACHE,
+    REPO,
+    fresh_root,
+    nspawn,
+    pristine_tarball,
+    require_tools,
+    scratch,
+    tail,
+)
+
+pytestmark = pytest.mark.deploy
+
+# what a newcomer has before the README's first command: Debian's python3 and make
+INCLUDE = "python3,make"
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+CA_IN_ROOT = "/usr/local/share/edged-host-ca.crt"
+CHECKOUT = "/root/edged"
+
+
+def in_root(
+    root: Path, command: str, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    pip_cache = CACHE / "pip-cache"
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    options = [
+        f"--bind-ro={HOST_CA}:{CA_IN_ROOT}",
+        f"--bind={pip_cache}:/root/.cache/pip",
+        f"--setenv=PIP_CERT={CA_IN_ROOT}",
+        "--setenv=PIP_DEFAULT_TIMEOUT=180",
+    ]
+    return nspawn(root, command, timeout=timeout, options=options, chdir=CHECKOUT)
+
+
+def test_make_run_and_make_test_on_a_fresh_debian(capsys: pytest.CaptureFixture[str]) -> None:
+    require_tools("git")
+    with scratch("newcomer") as work:
+        _newcomer(work, capsys)
+
+
+def _newcomer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not HOST_CA.is_file():
+        pytest.fail(f"the newcomer check needs the host's CA bundle {HOST_CA}")
+    t0 = time.monotonic()
+    tarball = pristine_tarball("amd64", INCLUDE)
+    root = fresh_root(tarball, tmp_path / "root")
+    prepared = time.monotonic() - t0
+    subprocess.run(
+        ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(root / CHECKOUT.lstrip("/"))],
+        check=True,
+        capture_output=True,
+    )
+    assert not (root / "root" / "shared").exists()
+
+    run, run_s = in_root(root, "make run FRAMES=8 2>&1", timeout=1200)
+    with capsys.disabled():
+        print(f"\nnewcomer: root ready in {prepared:.0f} s; `make run FRAMES=8` took {run_s:.0f} s")
+    assert run.returncode == 0, f"make run FRAMES=8 failed\n{tail(run)}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
+    events = re.findall(r"edged/demo/events #(\d+) (\S+): (.+?) (0\.\d\d|1\.00)", text)
+    assert len(events) == 8, f"expected 8 classified events\n{tail(run)}"
+    assert "XNNPACK" not in run.stdout, "the runtime's INFO line leaked into the output"
+
+    test, test_s = in_root(root, "make test 2>&1", timeout=2400)
+    summary = test.stdout.strip().splitlines()[-1] if test.stdout.strip() else ""
+    with capsys.disabled():
+        print(f"newcomer: `make test` took {test_s:.0f} s: {summary}")
+    assert test.returncode == 0, f"make test failed\n{tail(test)}"
+    counts = dict(
+        (k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
+    )
+    assert counts.get("passed", 0) > 0 and not counts.get("failed") and not counts.get("error")
+    total = counts["passed"] + counts.get("skipped", 0)
+    assert counts.get("skipped", 0) <= total // 10, f"too many tests skipped: {summary}"
