@@ -5,9 +5,12 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # `make run` needs only a working venv (Debian splits ensurepip into python3-venv);
 # the tests also start real brokers (mosquitto), make TLS certificates (openssl) and build a
-# fake Edge TPU delegate (gcc, libc6-dev)
+# fake Edge TPU delegate (gcc, libc6-dev); GStreamer's RTSP server (the system python3-gi,
+# x264 from plugins-ugly) and ffmpeg serve the camera streams of tests/integration/test_stream.py
 APT_RUN := python3-venv
-APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev
+APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev \
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  gstreamer1.0-plugins-ugly ffmpeg
 # `make run FRAMES=8` stops the demo after 8 classified frames
 FRAMES ?=
 # pip for the editable install; setuptools' note that an editable install maps edged.models
@@ -57,7 +60,7 @@ venv: $(VENV)/.dev
 run: venv-run
 	$(BIN)/edged demo $(if $(FRAMES),--frames $(FRAMES))
 
-## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, python3-venv)
+## system-deps: Debian packages the tests need (mosquitto, openssl, gcc, python3-venv, an RTSP server, ffmpeg)
 system-deps:
 	$(call apt_install,$(APT_TEST))
 

@@ -16,8 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from edged import __version__
 from edged.capture import FrameSource, open_source
+from edged.capture.regions import regions_of
+from edged.capture.static import StaticScene
 from edged.config import Config, read_secret
 from edged.engine import Engine, Result, Work, open_engine
 from edged.health import Notifier, Stats
@@ -105,7 +110,8 @@ class Daemon:
                 "inference falls back to %s: %s", engine.backend.name, engine.fallback_reason
             )
         # None marks the end of the frames
-        work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size)
+        parts = max(1, len(self.cfg.capture.regions))  # one work item per region
+        work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size * parts)
         results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
         publisher.start()
         threads = [
@@ -133,6 +139,9 @@ class Daemon:
         ]
         for t in threads:
             t.start()
+        if source.stall_s is not None:
+            # a camera that is away at start is waited for: the service is up meanwhile
+            self.notifier.ready(self._status_line())
         try:
             while not self.stop.wait(0.5):
                 pass
@@ -172,31 +181,46 @@ class Daemon:
 
     # -- stages --------------------------------------------------------------------------
     def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Work | None]) -> None:
+        cfg = self.cfg.capture
+        static = StaticScene(cfg.static_threshold, cfg.static_max_s) if cfg.skip_static else None
+        # regions the CPU crops; a source that crops on the device names its one region
+        crops = [] if source.cropped_region else regions_of(cfg.regions)
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
-            try:
-                prepared = engine.prepare(frame.image)
-            except ImageError as exc:
-                source.skipped += 1
-                log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
+            if static is not None and not static.changed(frame.image):
+                self.stats.record_static()
                 continue
             if self.collector is not None:
                 self.collector.hold(frame.number, frame.image)
-            item = Work(frame.number, frame.source, prepared)
-            if source.live:
-                while True:  # the newest frame wins; a stale one is dropped and counted
-                    try:
-                        work.put_nowait(item)
-                        break
-                    except queue.Full:
-                        try:
-                            work.get_nowait()
-                            self.stats.frames_dropped += 1
-                        except queue.Empty:
-                            pass
-            elif not self._put(work, item):
-                return
+            parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
+                (r.name, r.crop(frame.image)) for r in crops
+            ]
+            for region, image in parts or [(source.cropped_region, frame.image)]:
+                try:
+                    prepared = engine.prepare(image)
+                except ImageError as exc:
+                    source.skipped += 1
+                    log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
+                    break
+                if not self._hand_over(work, Work(frame.number, frame.source, prepared, region)):
+                    return
         self._put(work, None)
+
+    def _hand_over(self, work: queue.Queue[Work | None], item: Work) -> bool:
+        """Queue a frame (or one region of it) for inference; False once stopping."""
+        source = self.source
+        if source is None or not source.live:
+            return self._put(work, item)
+        while True:  # the newest frame wins; a stale one is dropped and counted
+            try:
+                work.put_nowait(item)
+                return True
+            except queue.Full:
+                try:
+                    work.get_nowait()
+                    self.stats.frames_dropped += 1
+                except queue.Empty:
+                    pass
 
     def _put(self, q: queue.Queue[Any], item: object) -> bool:
         while not self.stop.is_set():
@@ -241,10 +265,15 @@ class Daemon:
                 self._lost(item, exc)
                 continue
             self.stats.record_inference(outcome.ms)
-            self._put(results, Result(item.number, item.source, outcome))
-            if self.max_frames is not None and self.stats.frames_processed >= self.max_frames:
+            self._put(results, Result(item.number, item.source, outcome, item.region))
+            if self.max_frames is not None and self.stats.frames_processed >= self._limit():
                 self._put(results, None)
                 return
+
+    def _limit(self) -> int:
+        """``max_frames`` counts frames; each region of a frame is one inference."""
+        assert self.max_frames is not None
+        return self.max_frames * max(1, len(self.cfg.capture.regions))
 
     def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
@@ -254,7 +283,7 @@ class Daemon:
         cfg = self.cfg
         engine = self.engine
         assert engine is not None
-        policy = PublishPolicy(cfg.publish.policy, cfg.publish.interval_s, cfg.publish.min_score)
+        policies: dict[str | None, PublishPolicy] = {}  # one per region
         while not self.stop.is_set():
             try:
                 item = results.get(timeout=0.2)
@@ -272,6 +301,14 @@ class Daemon:
                 self.notifier.ready(self._status_line())
             if self.collector is not None:
                 self.collector.offer(item.number, item.source, outcome.classification)
+            policy = policies.get(item.region)
+            if policy is None:
+                policy = policies[item.region] = PublishPolicy(
+                    cfg.publish.policy,
+                    cfg.publish.interval_s,
+                    cfg.publish.min_score,
+                    cfg.publish.confirm_frames,
+                )
             if not policy.should_publish(outcome.classification, time.monotonic()):
                 continue
             self._seq += 1
@@ -284,6 +321,8 @@ class Daemon:
                 model=engine.model.name,
                 backend=outcome.backend,
                 inference_ms=outcome.ms,
+                region=item.region,
+                confirmed_label=policy.confirmed,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
             self.stats.events_published += 1
@@ -298,20 +337,33 @@ class Daemon:
         interval = self.cfg.health.interval_s
         wd = self.notifier.watchdog_s
         tick = min(interval, wd / 2) if wd else interval
+        if self.source is not None and self.source.stall_s is not None:
+            tick = min(tick, 0.5)  # a source's state change is published at once
         next_health = time.monotonic()
+        state = None
         while True:
             now = time.monotonic()
-            if wd and self.stats.idle_for() < self.cfg.health.stall_s:
+            if wd and self.stats.idle_for() < self._stall_s():
                 self.notifier.watchdog()
-            if now >= next_health:
+            was, state = state, self.source.status().get("source_state") if self.source else None
+            if now >= next_health or state != was:
                 self._publish_health(publisher)
                 self.notifier.status(self._status_line())
                 next_health = now + interval
             if self.stop.wait(min(tick, max(0.05, next_health - time.monotonic()))):
                 return
 
+    def _stall_s(self) -> float:
+        """No frame for this long stops the watchdog pings.  A source that reconnects by
+        itself may be away for its own, longer ``stall_s`` first."""
+        own = self.source.stall_s if self.source is not None else None
+        return max(self.cfg.health.stall_s, own or 0.0)
+
     def health_payload(self, publisher: Publisher) -> Health:
-        return self.health.report(self.engine, publisher, self.source.skipped if self.source else 0)
+        source = self.source
+        return self.health.report(
+            self.engine, publisher, source.skipped if source else 0, source=source
+        )
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()

@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -48,7 +49,67 @@ class DeviceConfig(_Section):
     )
 
 
-class ReplayCaptureConfig(_Section):
+class RegionConfig(_Section):
+    """A rectangle of the frame, in fractions of its width and height, classified alone."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$",
+        description="Name carried by the region's events (letters, digits, _ . -).",
+    )
+    x: float = Field(0.0, description="Left edge, 0..1 of the frame width.")
+    y: float = Field(0.0, description="Top edge, 0..1 of the frame height.")
+    width: float = Field(1.0, description="Width, a fraction of the frame width.")
+    height: float = Field(1.0, description="Height, a fraction of the frame height.")
+
+    @model_validator(mode="after")
+    def _check_box(self) -> RegionConfig:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(
+                f"region {self.name!r} has no area (width {self.width:g}, height "
+                f"{self.height:g}); both must be > 0"
+            )
+        for edge, start, size in (("x", self.x, self.width), ("y", self.y, self.height)):
+            if start < 0 or start + size > 1.0 + 1e-9:
+                axis = "width" if edge == "x" else "height"
+                raise ValueError(
+                    f"region {self.name!r} reaches outside the frame: {edge} {start:g} + "
+                    f"{axis} {size:g} must lie within 0..1"
+                )
+        return self
+
+
+class _CaptureCommon(_Section):
+    """What every source offers: regions of interest and skipping unchanged scenes."""
+
+    regions: list[RegionConfig] = Field(
+        default_factory=list,
+        description="Regions of interest ([[capture.regions]]); each is classified on its "
+        "own and its events carry its name.  None = the whole frame.",
+    )
+    skip_static: bool = Field(
+        False, description="Do not classify frames that look like the last classified one."
+    )
+    static_threshold: float = Field(
+        0.02,
+        gt=0.0,
+        le=1.0,
+        description="Mean absolute difference of a small greyscale thumbnail (0..1) below "
+        "which a frame counts as unchanged.",
+    )
+    static_max_s: float = Field(
+        60.0, gt=0.0, description="Classify at least this often even when nothing changes."
+    )
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_names(cls, v: list[RegionConfig]) -> list[RegionConfig]:
+        names = [r.name for r in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"region names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+
+class ReplayCaptureConfig(_CaptureCommon):
     type: Literal["replay"] = "replay"
     paths: list[str] = Field(
         default_factory=list,
@@ -64,7 +125,7 @@ class ReplayCaptureConfig(_Section):
     recursive: bool = Field(False, description="Descend into sub-directories.")
 
 
-class Picamera2CaptureConfig(_Section):
+class Picamera2CaptureConfig(_CaptureCommon):
     type: Literal["picamera2"]
     camera_num: int = Field(0, ge=0, description="Index of the camera (Picamera2(camera_num)).")
     width: int = Field(0, ge=0, le=4096, description="Frame width; 0 = the model's input width.")
@@ -79,6 +140,111 @@ class Picamera2CaptureConfig(_Section):
     )
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any user name and password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+
+
+class StreamCaptureConfig(_CaptureCommon):
+    type: Literal["stream"]
+    url: str = Field(
+        description="rtsp://, rtsps://, http:// or https:// URL of the camera's stream "
+        "(RTSP, MJPEG, or anything FFmpeg reads); no credentials in it."
+    )
+    username: str = Field("", description="User name for the camera, if it needs one.")
+    password_file: str = Field(
+        "",
+        description="File holding the camera's password; empty = "
+        "$CREDENTIALS_DIRECTORY/camera_password.",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP over TCP (interleaved, survives NAT and loss) or UDP."
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="Give up on a connection attempt after this long."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="No data for this long = the stream is lost."
+    )
+    reconnect_min_s: float = Field(0.5, gt=0.0, le=60.0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(
+        10.0, gt=0.0, le=600.0, description="Longest reconnect delay (backoff doubles, jittered)."
+    )
+    stall_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="How long the stream may be away (reconnecting) before the systemd "
+        "watchdog is no longer fed and the service is restarted.",
+    )
+    ffmpeg_options: dict[str, str] = Field(
+        default_factory=dict, description="Extra FFmpeg options for the input (advanced)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in STREAM_SCHEMES or not parts.hostname:
+            raise ValueError("expected rtsp://, rtsps://, http:// or https:// followed by a host")
+        if parts.username or parts.password:
+            raise ValueError(
+                "credentials do not belong in the URL: use capture.username and "
+                "capture.password_file (or the camera_password credential)"
+            )
+        _ = parts.port  # raises on a bad port
+        return v
+
+    @model_validator(mode="after")
+    def _check_times(self) -> StreamCaptureConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.reconnect_max_s >= self.stall_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s:g}) must be shorter than stall_s "
+                f"({self.stall_s:g}), or the watchdog restarts the service before a reconnect"
+            )
+        return self
+
+
+class V4l2CaptureConfig(_CaptureCommon):
+    type: Literal["v4l2"]
+    device: str = Field(
+        "/dev/video0",
+        description="The camera: /dev/videoN, or a stable /dev/v4l/by-id/... name "
+        "(a bare by-id name is looked up there).",
+    )
+    input_format: Literal["mjpeg", "yuyv"] = Field(
+        "mjpeg", description="What the camera sends: mjpeg (compressed) or yuyv (raw 4:2:2)."
+    )
+    width: int = Field(
+        0, ge=0, le=8192, description="Mode width; 0 = the smallest mode covering the model input."
+    )
+    height: int = Field(0, ge=0, le=8192, description="Mode height; 0 = chosen with width.")
+    fps: float = Field(15.0, gt=0.0, le=240.0, description="Frame rate asked of the camera.")
+    stall_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="How long the camera may be away (unplugged, reopening) before the "
+        "systemd watchdog is no longer fed.",
+    )
+
+    @model_validator(mode="after")
+    def _check_size(self) -> V4l2CaptureConfig:
+        if bool(self.width) != bool(self.height):
+            raise ValueError("width and height go together (both 0 = automatic)")
+        return self
+
+
+CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream")
+
+
 def _capture_type(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("type", "replay"))
@@ -87,11 +253,14 @@ def _capture_type(value: Any) -> str:
 
 CaptureConfig = Annotated[
     Annotated[ReplayCaptureConfig, Tag("replay")]
-    | Annotated[Picamera2CaptureConfig, Tag("picamera2")],
+    | Annotated[Picamera2CaptureConfig, Tag("picamera2")]
+    | Annotated[V4l2CaptureConfig, Tag("v4l2")]
+    | Annotated[StreamCaptureConfig, Tag("stream")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",
-        custom_error_message="invalid capture type; valid types: 'replay', 'picamera2'",
+        custom_error_message="invalid capture type; valid types: "
+        + ", ".join(repr(t) for t in CAPTURE_TYPES),
     ),
 ]
 
@@ -231,6 +400,13 @@ class PublishConfig(_Section):
     )
     interval_s: float = Field(10.0, gt=0.0, description="For policy 'interval'.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="No event below this top-1 score.")
+    confirm_frames: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="A new label (per region) counts as a change only after this many "
+        "consecutive classified frames agree on it above min_score.",
+    )
 
 
 class HealthConfig(_Section):
@@ -332,7 +508,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
 
 
 def _locate(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("replay", "picamera2")]
+    parts = [str(p) for p in loc if p not in CAPTURE_TYPES]
     return ".".join(parts) or "(root)"
 
 
@@ -351,6 +527,8 @@ def _from_validation_error(
         value = err.get("input", _MISSING) if err["type"] != "missing" else _MISSING
         if isinstance(value, dict):
             value = _MISSING
+        elif isinstance(value, str) and "://" in value:
+            value = redact_url(value)  # never echo a password written into a URL
         where = _locate(err["loc"])
         parts = where.split(".")
         if len(parts) >= 2:

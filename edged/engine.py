@@ -69,6 +69,7 @@ class Work:
     number: int
     source: str
     input: ModelInput
+    region: str | None = None  # the capture.regions name; None = the whole frame
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Result:
     number: int
     source: str
     outcome: Outcome
+    region: str | None = None
 
 
 @dataclass

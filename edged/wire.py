@@ -167,6 +167,14 @@ class Event(Classified):
     ts: str = Field(description="RFC 3339 UTC.")
     frame: int = Field(description="Frame number from the source.")
     source: str = Field(description="Where the frame came from (file, camera).")
+    region: str | None = Field(
+        None, description="The capture.regions name classified; null = the whole frame."
+    )
+    confirmed_label: str | None = Field(
+        None,
+        description="The region's state: its last label confirmed by publish.confirm_frames "
+        "consecutive frames (label is this frame's raw top-1).",
+    )
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -230,6 +238,21 @@ class Health(_Payload):
     frames_dropped: int
     frames_lost: int = 0
     frames_skipped: int = 0
+    frames_static: int = Field(
+        0, description="Frames not classified: unchanged since the last classified one."
+    )
+    source_state: Literal["connecting", "streaming", "reconnecting", "failed"] | None = Field(
+        None, description="Of a camera that reconnects by itself (v4l2, stream); else null."
+    )
+    source_reconnects: int | None = Field(None, description="Times the source came back.")
+    source_fps: float | None = Field(None, description="Frames decoded per second (5 s).")
+    source_dropped: int | None = Field(
+        None, description="Decoded frames replaced by newer ones before they were classified."
+    )
+    source_corrupt: int | None = Field(
+        None, description="Undecodable packets and corrupt frames skipped."
+    )
+    source_error: str | None = Field(None, description="Why the source is not streaming.")
     events_published: int
     mqtt_reconnects: int
     mqtt_dropped: int = 0

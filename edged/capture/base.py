@@ -7,7 +7,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,9 +34,18 @@ class FrameSource(ABC):
 
     type_key: ClassVar[str]
     live: bool = False
+    # A source that can be away for a while and come back by itself (a network stream, a USB
+    # camera) sets how long it may be away before the systemd watchdog stops being fed.
+    stall_s: float | None = None
+    # A source that crops its one region on the device (picamera2's ScalerCrop) names it:
+    # its frames are that region already.
+    cropped_region: str | None = None
+    # ... and such a source class wants the model's input size, not one enlarged for regions
+    crops_one_region: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.skipped = 0  # unreadable inputs, counted and logged
+        self.dropped = 0  # frames the source replaced by newer ones before they were taken
         self.closed = False
 
     @abstractmethod
@@ -53,6 +62,10 @@ class FrameSource(ABC):
 
     def describe(self) -> str:
         return self.type_key
+
+    def status(self) -> dict[str, Any]:
+        """Fields this source adds to the health message (none by default)."""
+        return {}
 
 
 S = TypeVar("S", bound=type[FrameSource])

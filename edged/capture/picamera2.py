@@ -8,6 +8,7 @@ when this source is opened, never at import time.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edged.capture.base import Frame, FrameSource, register
-from edged.config import Picamera2CaptureConfig
+from edged.config import Picamera2CaptureConfig, RegionConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,18 @@ class CameraError(RuntimeError):
     pass
 
 
+def _covering(want: tuple[int, int], aspect: float) -> tuple[int, int]:
+    """The smallest (width, height) of the given aspect that covers ``want``, even-sized."""
+    width = max(want[0], math.ceil(want[1] * aspect))
+    height = max(want[1], math.ceil(width / aspect))
+    return width + width % 2, height + height % 2
+
+
 @register
 class Picamera2Source(FrameSource):
     type_key = "picamera2"
     live = True
+    crops_one_region = True
 
     def __init__(self, cfg: Picamera2CaptureConfig, input_size: tuple[int, int]) -> None:
         super().__init__()
@@ -51,6 +60,11 @@ class Picamera2Source(FrameSource):
         except (IndexError, RuntimeError) as exc:
             raise CameraError(f"camera {cfg.camera_num} cannot be opened: {exc}") from exc
         try:  # the camera is ours from here: a failed configure must not leave it open
+            region = cfg.regions[0] if len(cfg.regions) == 1 else None
+            if region is not None and not cfg.width:
+                # the ISP scales the region, not the frame: keep the region's own aspect
+                pw, ph = self._cam.camera_properties["PixelArraySize"]
+                width, height = _covering(input_size, region.width * pw / (region.height * ph))
             small = {"size": (width, height), "format": RGB_FORMAT}
             controls = {"FrameRate": cfg.fps}
             if cfg.stream == "lores":
@@ -76,10 +90,31 @@ class Picamera2Source(FrameSource):
                 RGB_FORMAT,
                 cfg.fps,
             )
+            if region is not None:
+                self._crop_on_isp(region)
         except BaseException:
             self._cam.close()
             raise
         self._started = False
+
+    def _crop_on_isp(self, region: RegionConfig) -> None:
+        """One region: the ISP crops it (``ScalerCrop``, in pixel-array coordinates within
+        the configured mode's largest crop), so the CPU never sees the rest of the frame."""
+        _, (x0, y0, w, h), _ = self._cam.camera_controls["ScalerCrop"]
+        rect = (
+            x0 + round(region.x * w),
+            y0 + round(region.y * h),
+            max(1, round(region.width * w)),
+            max(1, round(region.height * h)),
+        )
+        self._cam.set_controls({"ScalerCrop": rect})
+        self.cropped_region = region.name
+        log.info(
+            "camera %d: region %r cropped by the ISP: ScalerCrop %s",
+            self.cfg.camera_num,
+            region.name,
+            rect,
+        )
 
     def describe(self) -> str:
         return f"picamera2 (camera {self.cfg.camera_num}, {self.cfg.stream} stream)"

@@ -72,6 +72,10 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():
             problems.append((f"mqtt.{key}", "no such file", value))
+    if cfg.capture.type == "stream":
+        value = cfg.capture.password_file
+        if value and not Path(value).is_file():
+            problems.append(("capture.password_file", "no such file", value))
     if cfg.capture.type == "replay":
         for i, value in enumerate(cfg.capture.paths):
             if not Path(value).exists():

@@ -333,7 +333,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
                     "edge_tpus": [{"type": t.type, "path": t.path} for t in tpus],
                     "tpu_temp_c": tpu_temperature_c(),
                     "cameras": [
-                        {"kind": c.kind, "path": c.path, "model": c.model} for c in cameras
+                        {
+                            "kind": c.kind,
+                            "path": c.path,
+                            "model": c.model,
+                            "by_id": c.by_id,
+                            "modes": [
+                                {
+                                    "format": m.format,
+                                    "width": m.width,
+                                    "height": m.height,
+                                    "fps": list(m.fps),
+                                }
+                                for m in c.modes
+                            ],
+                        }
+                        for c in cameras
                     ],
                 },
                 indent=2,
@@ -348,12 +363,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
         table.add_row(t.type, t.path)
     console.print(table if tpus else "no Edge TPU found")
     table = Table(title="cameras")
-    for col in ("kind", "path", "model"):
+    for col in ("kind", "path", "model", "modes"):
         table.add_column(col)
     for c in cameras:
-        table.add_row(c.kind, c.path, c.model)
+        path = f"{c.path}\n{c.by_id}" if c.by_id else c.path
+        table.add_row(c.kind, path, c.model, _modes_text(c.modes))
     console.print(table if cameras else "no camera found")
     return 0
+
+
+def _modes_text(modes: Any) -> str:
+    """One line per format: its sizes, smallest first, and the rates of the largest."""
+    lines: dict[str, list[str]] = {}
+    rates: dict[str, str] = {}
+    for m in modes:
+        lines.setdefault(m.format, []).append(f"{m.width}x{m.height}")
+        if m.fps:
+            rates[m.format] = "/".join(f"{f:g}" for f in m.fps)
+    return "\n".join(
+        f"{fmt}: {' '.join(sizes)}" + (f" @ {rates[fmt]} fps" if fmt in rates else "")
+        for fmt, sizes in lines.items()
+    )
 
 
 def register(sub: Any) -> None:

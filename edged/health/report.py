@@ -15,6 +15,7 @@ from edged.health.system import cpu_temp_c, throttled
 from edged.wire import Health, Percentiles, TpuInfo, utc_now
 
 if TYPE_CHECKING:
+    from edged.capture import FrameSource
     from edged.engine import Engine
     from edged.publish import Publisher
 
@@ -31,8 +32,14 @@ class HealthReporter:
         self._process.cpu_percent(None)  # the first call only starts the measurement
 
     def report(
-        self, engine: Engine | None, publisher: Publisher, frames_skipped: int = 0
+        self,
+        engine: Engine | None,
+        publisher: Publisher,
+        frames_skipped: int = 0,
+        source: FrameSource | None = None,
     ) -> Health:
+        """``source`` adds its own drops and fields (state, reconnects, fps of a camera
+        that reconnects by itself)."""
         stats = self.stats
         try:
             cpu: float | None = round(self._process.cpu_percent(None), 1)
@@ -54,9 +61,11 @@ class HealthReporter:
             inference_ms=Percentiles(**stats.latency_ms()),
             frames_captured=stats.frames_captured,
             frames_processed=stats.frames_processed,
-            frames_dropped=stats.frames_dropped,
+            frames_dropped=stats.frames_dropped + (source.dropped if source else 0),
             frames_lost=stats.frames_lost,
             frames_skipped=frames_skipped,
+            frames_static=stats.frames_static,
+            **(source.status() if source else {}),
             events_published=stats.events_published,
             mqtt_reconnects=publisher.reconnects,
             mqtt_dropped=publisher.dropped,

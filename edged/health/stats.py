@@ -18,6 +18,8 @@ class Stats:
         self.frames_lost = 0  # in flight when an inference failed
         self.events_published = 0
         self.last_frame_at: float | None = None  # monotonic time of the last processed frame
+        self.frames_static = 0  # not classified: unchanged since the last classified frame
+        self.last_static_at: float | None = None  # (capture thread) the last such frame
         self._latency: deque[float] = deque(maxlen=window)
         self._done: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
@@ -50,7 +52,13 @@ class Stats:
         p50, p95 = np.percentile(values, [50, 95])
         return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
 
+    def record_static(self) -> None:
+        """A frame skipped as unchanged: progress all the same (the source is alive)."""
+        self.frames_static += 1
+        self.last_static_at = time.monotonic()
+
     def idle_for(self) -> float:
-        """Seconds since the last processed frame (since start when none yet)."""
-        ref = self.last_frame_at if self.last_frame_at is not None else self.started
-        return time.monotonic() - ref
+        """Seconds since the last processed (or skipped as unchanged) frame; since start
+        when none yet."""
+        seen = [t for t in (self.last_frame_at, self.last_static_at) if t is not None]
+        return time.monotonic() - max(seen, default=self.started)

@@ -5,28 +5,42 @@ from __future__ import annotations
 from typing import Any
 
 from edged.classify import Classification
+from edged.publish.confirm import Confirmer
 from edged.wire import ClassifiedFile, ClassScore, Event, utc_now
 
 
 class PublishPolicy:
-    """every_frame, on_change (top-1 label changed) or interval, with a minimum score."""
+    """every_frame, on_change or interval, with a minimum score, for one region (or the
+    whole frame).
 
-    def __init__(self, policy: str, interval_s: float, min_score: float) -> None:
+    ``on_change`` publishes when the *confirmed* label changes: with ``confirm_frames`` = N
+    a new label must be the top-1 of N consecutive frames, each at least ``min_score``
+    (N = 1: every change of the top-1 label).  ``every_frame`` and ``interval`` publish
+    the raw classification; ``confirmed`` is the confirmed label all the same.
+    """
+
+    def __init__(
+        self, policy: str, interval_s: float, min_score: float, confirm_frames: int = 1
+    ) -> None:
         self.policy = policy
         self.interval_s = interval_s
         self.min_score = min_score
-        self._last_label: str | None = None
+        self._confirmer = Confirmer(confirm_frames, min_score)
         self._last_at = float("-inf")
 
+    @property
+    def confirmed(self) -> str | None:
+        return self._confirmer.confirmed
+
     def should_publish(self, result: Classification, now: float) -> bool:
+        changed = self._confirmer.update(result)
         top = result.top1
         if top is None or top.score < self.min_score:
             return False
-        if self.policy == "on_change" and top.label == self._last_label:
+        if self.policy == "on_change" and not changed:
             return False
         if self.policy == "interval" and now - self._last_at < self.interval_s:
             return False
-        self._last_label = top.label
         self._last_at = now
         return True
 
@@ -60,6 +74,8 @@ def build_event(
     model: str,
     backend: str,
     inference_ms: float,
+    region: str | None = None,
+    confirmed_label: str | None = None,
 ) -> Event:
     return Event(
         device=device,
@@ -67,6 +83,8 @@ def build_event(
         ts=utc_now(),
         frame=frame,
         source=source,
+        region=region,
+        confirmed_label=confirmed_label,
         **classified_fields(result, model=model, backend=backend, inference_ms=inference_ms),
     )
 

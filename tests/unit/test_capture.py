@@ -128,6 +128,36 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch):
         open_source(cfg.capture, (224, 224))
 
 
+def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2, tmp_path: Path):
+    """One region on picamera2: ScalerCrop on the sensor, frames are the region itself."""
+    arr = np.zeros((480, 640, 3), np.uint8)
+    arr[:, :320, 0] = 200  # red left half
+    arr[:, 320:, 2] = 200  # blue right half
+    Image.fromarray(arr).save(tmp_path / "scene.png")
+    region = {"name": "right", "x": 0.5, "width": 0.5}
+    cfg = parse_config({"capture": {"type": "picamera2", "fps": 100, "regions": [region]}})
+    src = open_source(cfg.capture, (224, 224))
+    cam = fake_picamera2.instances[0]
+    assert cam.controls["ScalerCrop"] == (2304, 0, 2304, 2592)
+    assert src.cropped_region == "right"
+    # the stream has the region's aspect (2304:2592) and covers the model input
+    assert cam.camera_config["main"]["size"] == (224, 252)
+    frame = next(iter(src.frames(threading.Event())))
+    assert frame.image.shape == (252, 224, 3)
+    assert frame.image[:, :, 2].min() == 200 and frame.image[:, :, 0].max() == 0  # all blue
+    src.close()
+
+
+def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2):
+    regions = [{"name": "a", "width": 0.5}, {"name": "b", "x": 0.5, "width": 0.5}]
+    cfg = parse_config({"capture": {"type": "picamera2", "fps": 100, "regions": regions}})
+    src = open_source(cfg.capture, (224, 224))
+    cam = fake_picamera2.instances[0]
+    assert "ScalerCrop" not in cam.controls and src.cropped_region is None
+    assert cam.camera_config["main"]["size"] == (448, 224)  # each half covers 224
+    src.close()
+
+
 def test_picamera2_closed_when_configure_fails(fake_picamera2, monkeypatch: pytest.MonkeyPatch):
     def refuse(self, camera_config):
         raise RuntimeError("Invalid configuration")

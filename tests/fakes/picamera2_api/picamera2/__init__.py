@@ -4,10 +4,15 @@ It honours the parts of the real API that edged uses, with the real signatures:
 ``Picamera2(camera_num=0)``, ``create_video_configuration(main={}, lores=None, raw={},
 transform=..., colour_space=..., buffer_count=6, controls={}, display="main", encode="main",
 queue=True, sensor={}, use_case="video")`` returning a dict per stream, ``align_configuration``,
-``configure``, ``start``, ``capture_array(name="main")``, ``stop``, ``close`` (idempotent) and
-``Picamera2.global_camera_info()``.  Frames are drawn from an image given by
-``FAKE_PICAMERA2_IMAGE`` (scaled to the configured stream size), in the memory order the real
-library produces for the requested format: "BGR888" is R,G,B per pixel, "RGB888" is B,G,R.
+``configure``, ``start``, ``capture_array(name="main")``, ``stop``, ``close`` (idempotent),
+``Picamera2.global_camera_info()``, the ``camera_properties`` dict (``PixelArraySize``,
+``ScalerCropMaximum``), the ``camera_controls`` dict (control -> (min, max, default); for
+``ScalerCrop`` rectangles (x, y, width, height) in pixel-array coordinates) and
+``set_controls``: a ``ScalerCrop`` crops that rectangle of the sensor (the image is laid over
+the whole pixel array) before the stream is scaled, as the ISP does.  Frames are drawn from
+an image given by ``FAKE_PICAMERA2_IMAGE`` (scaled to the configured stream size), in the
+memory order the real library produces for the requested format: "BGR888" is R,G,B per
+pixel, "RGB888" is B,G,R.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 FORMATS = {"BGR888", "RGB888", "XBGR8888", "XRGB8888", "YUV420"}
+PIXEL_ARRAY = (4608, 2592)  # imx708 (Camera Module 3)
 instances: list[Picamera2] = []
 
 
@@ -34,7 +40,29 @@ class Picamera2:
         self.closed = False
         self.captured = 0
         self.close_calls = 0
+        self.controls: dict[str, Any] = {}
+        full = (0, 0, *PIXEL_ARRAY)
+        self.camera_properties: dict[str, Any] = {
+            "Model": "imx708",
+            "PixelArraySize": PIXEL_ARRAY,
+            "ScalerCropMaximum": full,
+        }
+        self.camera_controls: dict[str, Any] = {
+            "ScalerCrop": ((0, 0, 64, 64), full, full),
+            "FrameRate": (1.0, 120.0, 30.0),
+        }
         instances.append(self)
+
+    def set_controls(self, controls: dict[str, Any]) -> None:
+        for name, value in controls.items():
+            if name not in self.camera_controls:
+                raise RuntimeError(f"Control {name} is not advertised by libcamera")
+            if name == "ScalerCrop":
+                x, y, w, h = (int(v) for v in value)
+                _, (mx, my, mw, mh), _ = self.camera_controls["ScalerCrop"]
+                if w <= 0 or h <= 0 or x < mx or y < my or x + w > mx + mw or y + h > my + mh:
+                    raise RuntimeError(f"ScalerCrop {value} outside {(mx, my, mw, mh)}")
+            self.controls[name] = value
 
     @staticmethod
     def global_camera_info() -> list[dict[str, Any]]:
@@ -89,7 +117,14 @@ class Picamera2:
         time.sleep(1.0 / float(self.camera_config["controls"].get("FrameRate", 30)))
         w, h = stream["size"]
         with Image.open(os.environ["FAKE_PICAMERA2_IMAGE"]) as im:
-            rgb = np.asarray(im.convert("RGB").resize((w, h)))
+            im = im.convert("RGB")
+            crop = self.controls.get("ScalerCrop")
+            if crop is not None:  # the sensor rectangle, mapped onto the image
+                sx, sy = im.width / PIXEL_ARRAY[0], im.height / PIXEL_ARRAY[1]
+                x, y, cw, ch = crop
+                im = im.crop((round(x * sx), round(y * sy), round((x + cw) * sx),
+                              round((y + ch) * sy)))
+            rgb = np.asarray(im.resize((w, h)))
         self.captured += 1
         if stream["format"] == "BGR888":
             return rgb.copy()
