@@ -6,24 +6,34 @@ message or decides a policy: those live in their stage (``publish/``, ``health/`
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psutil
+from pydantic import BaseModel
 
 from edged import __version__
 from edged.capture import FrameSource, open_source
 from edged.capture.regions import regions_of
 from edged.capture.static import StaticScene
-from edged.config import Config, read_secret
+from edged.classify import Classifier
+from edged.config import Config, ModelConfig, read_secret
+from edged.control.live import LastResult, Live
+from edged.control.reload import load_checked
+from edged.control.remote import Remote
+from edged.control.request import CommandError
 from edged.engine import Engine, Result, Work, open_engine
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
@@ -31,10 +41,13 @@ from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.collect import Collector
-from edged.publish.events import PublishPolicy, build_event
-from edged.wire import Health, Suffix
+from edged.publish.events import PublishPolicy, build_event, classified_fields
+from edged.web.overlay import encode_jpeg
+from edged.wire import Health, State, Suffix
 
 log = logging.getLogger(__name__)
+
+STOP_S = 1.2  # SIGTERM to exit, whatever the broker does (bench/stop.py)
 
 
 class Daemon:
@@ -55,12 +68,17 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.notifier = notifier or Notifier()
         self.stats = Stats()
-        self.health = HealthReporter(cfg.device.id, self.stats)
+        self.run_id = str(uuid.uuid4())  # in every event and health report of this run
+        self.health = HealthReporter(cfg.device.id, self.stats, self.run_id)
         self.exit_code = 0
         self.engine: Engine | None = None
         self.source: FrameSource | None = None
         self._publisher = publisher
-        self._seq = 0
+        self._infer_done = threading.Event()
+        self.live = Live(cfg)
+        self.remote: Remote | None = None
+        self._next_engine: Engine | None = None  # handed from a reload to the infer thread
+        self._swapped = threading.Condition()
         self.collector: Collector | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -90,16 +108,17 @@ class Daemon:
         if self.cfg.mqtt.spool_file:
             return Path(self.cfg.mqtt.spool_file)
         state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(state) / "mqtt-spool.jsonl" if state else None
+        return Path(state) / "events.db" if state else None
 
     def run(self) -> int:
         engine, source, publisher = self._open()
         self.engine, self.source, self._publisher = engine, source, publisher
         set_context(device=self.cfg.device.id, model=engine.model.name, backend=engine.backend.name)
         log.info(
-            "edged %s: device %s, model %s (sha256 %s…), backend %s, source %s",
+            "edged %s: device %s, run %s, model %s (sha256 %s…), backend %s, source %s",
             __version__,
             self.cfg.device.id,
+            self.run_id,
             engine.model.name,
             engine.model.sha256[:12],
             engine.backend.name,
@@ -113,6 +132,22 @@ class Daemon:
         parts = max(1, len(self.cfg.capture.regions))  # one work item per region
         work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size * parts)
         results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
+        remote = Remote(
+            self.cfg,
+            self.live,
+            publisher,
+            self,
+            health=functools.partial(self.health_payload, publisher, psutil.Process()),
+            healthy=self._flowing,
+        )
+        remote.attach()
+        try:
+            remote.start(self.stop)
+        except BaseException:
+            source.close()
+            engine.close()
+            raise
+        self.remote = remote
         publisher.start()
         threads = [
             threading.Thread(
@@ -146,30 +181,55 @@ class Daemon:
             while not self.stop.wait(0.5):
                 pass
         finally:
-            self.stop.set()
-            self.notifier.stopping()
-            for t in threads:
-                t.join(timeout=3.0)
-            source.close()
-            self._publish_health(publisher)
-            publisher.stop(timeout=5.0)
-            engine.close()
-            if self.max_frames is not None and publisher.lost_events:
-                # a bounded run is a job with a result: events that went nowhere fail it
-                log.error(
-                    "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
-                    "them for the next start)",
-                    publisher.lost_events,
-                )
-                self.exit_code = self.exit_code or 1
-            log.info(
-                "stopped: %d frames processed, %d dropped, %d skipped inputs, %d events",
-                self.stats.frames_processed,
-                self.stats.frames_dropped,
-                source.skipped,
-                self.stats.events_published,
-            )
+            self._shut_down(threads, source, engine, publisher)
         return self.exit_code
+
+    def _shut_down(
+        self,
+        threads: list[threading.Thread],
+        source: FrameSource,
+        engine: Engine,
+        publisher: Publisher,
+    ) -> None:
+        """Within STOP_S (1.2 s): the stages finish what they hold (every classified frame
+        becomes an event or is counted), the publisher delivers what the broker acknowledges
+        in time and keeps the rest in its spool."""
+        deadline = time.monotonic() + STOP_S
+        self.stop.set()
+        self.notifier.stopping()
+        for t in threads:  # in pipeline order: each drains into the next
+            t.join(timeout=max(0.05, deadline - 0.8 - time.monotonic()))
+        source.close()
+        if self.remote is not None:
+            self.remote.close()
+        publisher.flush(deadline - 0.4 - time.monotonic())
+        self._publish_health(publisher)
+        publisher.stop(timeout=max(0.2, deadline - 0.1 - time.monotonic()))
+        (self.engine or engine).close()  # a reload may have swapped it
+        if self.max_frames is not None and publisher.lost_events:
+            # a bounded run is a job with a result: events that went nowhere fail it
+            log.error(
+                "%d event(s) were neither delivered nor kept (set mqtt.spool_file to keep "
+                "them for the next start)",
+                publisher.lost_events,
+            )
+            self.exit_code = self.exit_code or 1
+        stats = self.stats
+        log.info(
+            "stopped: %d frames processed (%d dropped, %d lost, %d skipped inputs); %d events "
+            "(%d acknowledged, %d waiting in the spool, %d evicted, %d given up), %d held back "
+            "by the publish policy",
+            stats.frames_processed,
+            stats.frames_dropped,
+            stats.frames_lost,
+            source.skipped,
+            stats.events_created,
+            publisher.published,
+            publisher.backlog,
+            publisher.evicted,
+            publisher.dropped,
+            stats.events_filtered,
+        )
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -187,11 +247,13 @@ class Daemon:
         crops = [] if source.cropped_region else regions_of(cfg.regions)
         for frame in source.frames(self.stop):
             self.stats.frames_captured += 1
+            self.live.frame = frame  # what the status page and a snapshot show
             if static is not None and not static.changed(frame.image):
                 self.stats.record_static()
                 continue
             if self.collector is not None:
                 self.collector.hold(frame.number, frame.image)
+            engine = self.engine or engine  # the model now running (a reload swaps it)
             parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
                 (r.name, r.crop(frame.image)) for r in crops
             ]
@@ -202,7 +264,8 @@ class Daemon:
                     source.skipped += 1
                     log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                     break
-                if not self._hand_over(work, Work(frame.number, frame.source, prepared, region)):
+                item = Work(frame.number, frame.source, prepared, region=region, image=image)
+                if not self._hand_over(work, item):
                     return
         self._put(work, None)
 
@@ -236,10 +299,20 @@ class Daemon:
     ) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
         starts the next frame while this thread reads the last result), in order."""
+        try:
+            self._infer_frames(engine, work, results)
+        finally:
+            self._infer_done.set()
+
+    def _infer_frames(
+        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
+    ) -> None:
         pending: deque[Work] = deque()
         ended = False
-        while not self.stop.is_set():
-            while not ended and len(pending) < engine.depth:
+        while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
+            if self._next_engine is not None:
+                engine = self._swap(engine, pending, results)
+            while not ended and not self.stop.is_set() and len(pending) < engine.depth:
                 try:  # wait for a frame only when none is in flight
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
                 except queue.Empty:
@@ -247,7 +320,11 @@ class Daemon:
                 if item is None:
                     ended = True
                     break
+                if self.live.paused.is_set():
+                    continue  # paused: frames still reach the status page, none is classified
                 try:
+                    if item.input.spec != engine.backend.input_spec and item.image is not None:
+                        item = Work(item.number, item.source, engine.prepare(item.image))
                     engine.submit(item.input)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
@@ -258,14 +335,7 @@ class Daemon:
                     self._put(results, None)
                     return
                 continue
-            item = pending.popleft()
-            try:
-                outcome = engine.collect()
-            except (RuntimeError, ValueError) as exc:
-                self._lost(item, exc)
-                continue
-            self.stats.record_inference(outcome.ms)
-            self._put(results, Result(item.number, item.source, outcome, item.region))
+            self._collect(engine, pending.popleft(), results)
             if self.max_frames is not None and self.stats.frames_processed >= self._limit():
                 self._put(results, None)
                 return
@@ -275,57 +345,109 @@ class Daemon:
         assert self.max_frames is not None
         return self.max_frames * max(1, len(self.cfg.capture.regions))
 
+    def _collect(self, engine: Engine, item: Work, results: queue.Queue[Result | None]) -> None:
+        try:
+            outcome = engine.collect()
+        except (RuntimeError, ValueError) as exc:
+            self._lost(item, exc)
+            return
+        self.stats.record_inference(outcome.ms)
+        metrics = self.remote.metrics if self.remote else None
+        if metrics is not None:
+            metrics.observe_inference(outcome.ms)
+        result = Result(item.number, item.source, outcome, region=item.region)
+        self._result(results, replace(result, model=engine.model.name))
+
+    def _result(self, results: queue.Queue[Result | None], item: Result) -> None:
+        """The publish stage only appends to the spool, so this waits at most moments."""
+        try:
+            results.put(item, timeout=2.0)
+        except queue.Full:
+            self.stats.frames_lost += 1
+            log.error("a classified frame is lost: the publish stage does not take it")
+
+    def _swap(
+        self, engine: Engine, pending: deque[Work], results: queue.Queue[Result | None]
+    ) -> Engine:
+        """In the infer thread, between frames: finish the frames in flight on the old
+        model (none is lost, events keep their order), then run the new one."""
+        while pending:
+            self._collect(engine, pending.popleft(), results)
+        with self._swapped:
+            new, self._next_engine = self._next_engine, None
+            assert new is not None
+            self.engine = new
+            self._swapped.notify_all()
+        engine.close()
+        set_context(model=new.model.name, backend=new.backend.name)
+        log.info("model %s (%s) now running", new.model.name, new.backend.name)
+        return new
+
     def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
         log.error("inference failed on frame %d: %s", item.number, exc)
 
     def _publish(self, publisher: Publisher, results: queue.Queue[Result | None]) -> None:
         cfg = self.cfg
-        engine = self.engine
-        assert engine is not None
+        settings = self.live.settings.publish
         policies: dict[str | None, PublishPolicy] = {}  # one per region
-        while not self.stop.is_set():
+        ha = self.remote.homeassistant if self.remote else None
+        while True:  # after the stop, until what the infer stage produced is published
             try:
-                item = results.get(timeout=0.2)
+                item = results.get(timeout=0.05 if self.stop.is_set() else 0.2)
             except queue.Empty:
-                publisher.poll()  # e.g. send what waited for a reconnect
+                if self.stop.is_set() and self._infer_done.is_set():
+                    return
                 continue
             if item is None:
                 log.info(
                     "frame source finished" if self.max_frames is None else "frame limit reached"
                 )
                 self.stop.set()
-                return
+                continue
             outcome = item.outcome
             if not self.notifier.ready_sent:
                 self.notifier.ready(self._status_line())
+            now = time.monotonic()
+            last = LastResult(item, time.time())
+            self.live.last = last
+            top = outcome.classification.top1
+            if ha is not None and ha.throttle.due(
+                "", top and top.label, outcome.classification.ambiguous, now
+            ):
+                ha.publish_state(self._ha_state(last))
             if self.collector is not None:
                 self.collector.offer(item.number, item.source, outcome.classification)
+            if self.live.settings.publish is not settings:  # changed by a `set` command
+                settings = self.live.settings.publish
+                policies.clear()
             policy = policies.get(item.region)
             if policy is None:
                 policy = policies[item.region] = PublishPolicy(
-                    cfg.publish.policy,
-                    cfg.publish.interval_s,
-                    cfg.publish.min_score,
-                    cfg.publish.confirm_frames,
+                    settings.policy,
+                    settings.interval_s,
+                    settings.min_score,
+                    settings.confirm_frames,
                 )
-            if not policy.should_publish(outcome.classification, time.monotonic()):
+            if not policy.should_publish(outcome.classification, now):
+                self.stats.events_filtered += 1
                 continue
-            self._seq += 1
+            self.stats.events_created += 1
             event = build_event(
                 device=cfg.device.id,
-                seq=self._seq,
+                run_id=self.run_id,
+                seq=self.stats.events_created,
                 frame=item.number,
                 source=item.source,
                 result=outcome.classification,
-                model=engine.model.name,
+                model=item.model,
                 backend=outcome.backend,
                 inference_ms=outcome.ms,
                 region=item.region,
                 confirmed_label=policy.confirmed,
             )
             publisher.publish(Suffix.EVENTS, event.to_json(), qos=cfg.mqtt.qos)
-            self.stats.events_published += 1
+            log.debug("event seq %d (frame %d) spooled", event.seq, item.number)
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -336,14 +458,20 @@ class Daemon:
     def _health(self, publisher: Publisher) -> None:
         interval = self.cfg.health.interval_s
         wd = self.notifier.watchdog_s
-        tick = min(interval, wd / 2) if wd else interval
+        stall = self._stall_s()
+        tick = min(interval, wd / 2, stall / 2) if wd else min(interval, stall / 2)
         if self.source is not None and self.source.stall_s is not None:
             tick = min(tick, 0.5)  # a source's state change is published at once
         next_health = time.monotonic()
         state = None
         while True:
             now = time.monotonic()
-            if wd and self.stats.idle_for() < self._stall_s():
+            if not self.notifier.ready_sent and self.stats.uptime_s() >= stall:
+                # Started, but no frame classified: systemd's start must not hang on a source
+                # that delivers nothing; the watchdog and the health gate judge the frames.
+                log.warning("no frame classified %g s after start; reporting ready", stall)
+                self.notifier.ready(self._status_line())
+            if wd and self._flowing():
                 self.notifier.watchdog()
             was, state = state, self.source.status().get("source_state") if self.source else None
             if now >= next_health or state != was:
@@ -359,12 +487,99 @@ class Daemon:
         own = self.source.stall_s if self.source is not None else None
         return max(self.cfg.health.stall_s, own or 0.0)
 
-    def health_payload(self, publisher: Publisher) -> Health:
+    def _flowing(self) -> bool:
+        """Frames flow (or classification is paused on purpose): the watchdog's test."""
+        return self.live.paused.is_set() or self.stats.idle_for() < self._stall_s()
+
+    def health_payload(self, publisher: Publisher, process: psutil.Process | None = None) -> Health:
+        """``process``: a reader's own psutil handle (the status page, metrics), so that
+        its cpu_percent window does not cut the health topic's."""
         source = self.source
         return self.health.report(
-            self.engine, publisher, source.skipped if source else 0, source=source
+            self.engine,
+            publisher,
+            source.skipped if source else 0,
+            source=source,
+            state=self._health_state(),
+            source_live=source.live if source else None,
+            paused=self.live.paused.is_set(),
+            process=process,
         )
+
+    def _health_state(self) -> str:
+        if self.exit_code:
+            return "fault"
+        if self.stats.last_frame_at is None:
+            return "starting"
+        live = self.source is not None and self.source.live
+        return "stalled" if live and not self._flowing() else "ok"
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()
         publisher.publish(Suffix.HEALTH, payload, qos=1, retain=True)
+
+    # -- commands (edged.control.controller.Target) ---------------------------------------
+    def effective_config(self) -> Config:
+        return self.live.settings
+
+    def apply_settings(self, sections: dict[str, BaseModel]) -> None:
+        """New ``classify`` / ``publish`` sections, validated; they take effect from the
+        next frame and last until the daemon stops."""
+        settings = self.live.settings.model_copy(update=sections)
+        engine = self.engine
+        if "classify" in sections and engine is not None:
+            engine.classifier = Classifier(engine.labels, settings.classify)
+        self.live.settings = settings
+
+    def set_paused(self, paused: bool) -> bool:
+        was = self.live.paused.is_set()
+        if paused:
+            self.live.paused.set()
+        else:
+            self.live.paused.clear()
+        if was != paused:
+            log.info("classification %s", "paused" if paused else "resumed")
+        return was
+
+    def snapshot(self) -> tuple[bytes, State | None] | None:
+        frame, last = self.live.frame, self.live.last
+        if frame is None:
+            return None
+        return encode_jpeg(frame.image), None if last is None else self._ha_state(last)
+
+    def _ha_state(self, last: LastResult) -> State:
+        outcome = last.result.outcome
+        return State(
+            device=self.cfg.device.id,
+            ts=last.ts,
+            frame=last.result.number,
+            **classified_fields(
+                outcome.classification,
+                model=last.result.model,
+                backend=outcome.backend,
+                inference_ms=outcome.ms,
+            ),
+        )
+
+    def reload_model(self, model: ModelConfig, timeout: float = 30.0) -> dict[str, Any]:
+        """Load ``model`` beside the running one, classify a test frame with it, and only
+        then hand it to the infer thread, which swaps between two frames."""
+        frame = self.live.frame
+        engine, check = load_checked(
+            model, self.live.settings.classify, None if frame is None else frame.image
+        )
+        with self._swapped:
+            self._next_engine = engine
+            self._swapped.wait_for(lambda: self._next_engine is None or self.stop.is_set(), timeout)
+            if self._next_engine is engine:  # the pipeline ended or is stuck
+                self._next_engine = None
+                engine.close()
+                raise CommandError("the pipeline did not take the new model; the old one stays")
+        self.live.settings = self.live.settings.model_copy(update={"model": engine.cfg})
+        top = check.top1
+        return {
+            "model": engine.model.name,
+            "sha256": engine.model.sha256,
+            "backend": engine.backend.name,
+            "test_label": top.label if top else None,
+        }

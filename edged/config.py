@@ -369,16 +369,26 @@ class MqttConfig(_Section):
     reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
     spool_file: str = Field(
         "",
-        description="Where events the broker has not acknowledged are kept across a stop; "
-        "empty = $STATE_DIRECTORY/mqtt-spool.jsonl under systemd, else not kept.",
+        description="Write-ahead spool of events the broker has not acknowledged (SQLite); "
+        "empty = $STATE_DIRECTORY/events.db under systemd, else memory only.",
+    )
+    spool_max_mb: float = Field(
+        64.0,
+        gt=0.0,
+        le=65536.0,
+        description="Size bound of the spool; past it the oldest events are evicted (counted).",
     )
     max_queued: int = Field(
-        10000, ge=10, description="Events kept in memory while the broker is away."
+        10000,
+        ge=10,
+        description="Events kept in memory when there is no spool or its disk refuses writes.",
     )
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
+        if v != v.strip() or any(c.isspace() for c in v):
+            raise ValueError("the URL contains a space or another blank character")
         try:
             broker_address(v)
         except BrokerUrlError as exc:
@@ -388,8 +398,17 @@ class MqttConfig(_Section):
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttConfig:
+        problems = []
         if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together")
+            problems.append("cert_file and key_file go together")
+        tls_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k)]
+        if tls_files and self.url.startswith("mqtt://"):
+            problems.append(
+                f"{' and '.join(tls_files)} need{'s' if len(tls_files) == 1 else ''} an "
+                f"mqtts:// url (TLS), not {self.url!r}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -418,6 +437,75 @@ class HealthConfig(_Section):
 
 class PipelineConfig(_Section):
     queue_size: int = Field(2, ge=1, le=64, description="Frames buffered between stages.")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to (host, port); ValueError naming what is expected."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port such as 127.0.0.1:8080, not {value!r}")
+    return host, int(port)
+
+
+def _check_listen(value: str) -> str:
+    if value:
+        parse_listen(value)
+    return value
+
+
+class MetricsConfig(_Section):
+    listen: str = Field(
+        "",
+        description="Serve Prometheus metrics on host:port (e.g. 127.0.0.1:9108); empty = off.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        return _check_listen(v)
+
+
+class WebConfig(_Section):
+    listen: str = Field(
+        "",
+        description="Serve the status page on host:port (e.g. 127.0.0.1:8080); empty = off. "
+        "Any address other than loopback requires a password.",
+    )
+    username: str = Field("edged", min_length=1, description="Basic auth user name.")
+    password_file: str = Field(
+        "",
+        description="File holding the basic auth password; empty = "
+        "$CREDENTIALS_DIRECTORY/web_password; neither = no auth (loopback only).",
+    )
+    refresh_s: float = Field(
+        1.0, ge=0.1, le=60.0, description="How often the page fetches a new frame."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check(cls, v: str) -> str:
+        return _check_listen(v)
+
+
+class HomeAssistantConfig(_Section):
+    discovery: bool = Field(False, description="Announce the device to Home Assistant.")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[^#+]+$", description="Home Assistant's discovery prefix."
+    )
+    state_interval_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600.0,
+        description="The retained state (label, score) is re-sent at most this often while "
+        "the label stays the same; a change is sent at once.",
+    )
+
+
+class CommandsConfig(_Section):
+    enabled: bool = Field(
+        True, description="Accept commands on {topic_prefix}/{device}/cmd (see the ACL)."
+    )
 
 
 class CollectConfig(_Section):
@@ -455,6 +543,11 @@ class Config(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+
     collect: CollectConfig = Field(default_factory=CollectConfig)
 
 
@@ -520,6 +613,8 @@ def _from_validation_error(
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "literal_error":
             msg = f"invalid value; {msg.lower()}"
         elif err["type"] == "value_error":
@@ -541,20 +636,77 @@ def _from_validation_error(
     return ConfigError(source, problems)
 
 
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def file_problems(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Paths in the (raw) configuration that must exist and do not.  Works on the raw data,
+    so that a missing file is reported together with every schema error."""
+    problems: list[tuple[str, str, Any]] = []
+    sections = {
+        "model": ("path", "labels", "cpu_path"),
+        "mqtt": ("password_file", "ca_file", "cert_file", "key_file"),
+    }
+    for name, keys in sections.items():
+        section = _section(data, name)
+        for key in keys:
+            value = section.get(key)
+            if isinstance(value, str) and value and not Path(value).is_file():
+                problems.append((f"{name}.{key}", "no such file", value))
+    models_dir = _section(data, "model").get("models_dir")
+    if isinstance(models_dir, str) and models_dir and not Path(models_dir).is_dir():
+        problems.append(("model.models_dir", "no such folder", models_dir))
+    capture = _section(data, "capture")
+    paths = capture.get("paths")
+    if capture.get("type", "replay") == "replay" and isinstance(paths, list):
+        for i, value in enumerate(paths):
+            if isinstance(value, str) and not Path(value).exists():
+                problems.append((f"capture.paths.{i}", "does not exist", value))
+    return problems
+
+
+def describe_errors(model: type[BaseModel], exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem, as ``check-config`` prints them (key path, message, bad value),
+    with the valid keys of ``model`` named for an unknown key."""
+    lines = []
+    for loc, msg, value in _from_validation_error(prefix or "<value>", exc).problems:
+        path = f"{prefix}.{loc}" if prefix and loc != "(root)" else (prefix or loc)
+        if msg == "unknown key":
+            msg = f"unknown key; valid keys: {', '.join(model.model_fields)}"
+        shown = "" if value is _MISSING else f" (got {value!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return lines
+
+
 def parse_config(
     data: dict[str, Any],
     source: str = "<config>",
     env: Mapping[tuple[str, str], str] | None = None,
+    *,
+    check_files: bool = False,
 ) -> Config:
     """Validate ``data``; ``env`` names the variables that set some of its keys, so that
-    their errors name the variable instead of the file."""
+    their errors name the variable instead of the file.  ConfigError lists every problem
+    (with ``check_files``, also the paths that do not exist)."""
+    missing = file_problems(data) if check_files else []
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise _from_validation_error(source, exc, env) from None
+        error = _from_validation_error(source, exc, env)
+        raise ConfigError(source, error.problems + missing) from None
+    if missing:
+        raise ConfigError(source, missing)
+    return cfg
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_files: bool = False,
+) -> Config:
     """Read the TOML file (a missing default file is an empty config) and the environment."""
     environ = os.environ if environ is None else environ
     explicit = path is not None
@@ -568,7 +720,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             raise ConfigError(str(cfg_path), [("(file)", "no such file", _MISSING)]) from None
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(str(cfg_path), [("(file)", str(exc), _MISSING)]) from None
-    return parse_config(apply_env(data, environ), str(cfg_path), env_overrides(environ))
+    return parse_config(
+        apply_env(data, environ), str(cfg_path), env_overrides(environ), check_files=check_files
+    )
 
 
 def read_secret(path: str, credential: str, environ: Mapping[str, str] | None = None) -> str | None:

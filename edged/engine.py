@@ -64,12 +64,14 @@ class Outcome(NamedTuple):
 
 @dataclass(frozen=True)
 class Work:
-    """A prepared frame on its way from capture to inference."""
+    """A prepared frame on its way from capture to inference (with the frame itself, to
+    prepare it again for a model swapped in meanwhile)."""
 
     number: int
     source: str
     input: ModelInput
     region: str | None = None  # the capture.regions name; None = the whole frame
+    image: npt.NDArray[np.uint8] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Result:
     source: str
     outcome: Outcome
     region: str | None = None
+    model: str = ""  # file name of the model that classified it
 
 
 @dataclass

@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ DEFAULT_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_PREFIX = "edged"
 PASSWORD_ENV = "EDGED_MQTT_PASSWORD_FILE"  # noqa: S105 - a variable name, not a secret
 USERNAME_ENV = "EDGED_MQTT_USERNAME"
+
+SETTLE_S = 0.5  # no message for this long after the subscription: the snapshot is in
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,6 +62,9 @@ class DeviceState:
     frames_processed: int | None = None
     uptime_s: float | None = None
     health_ts: datetime | None = None
+    run_id: str | None = None
+    state: str | None = None  # starting, ok, stalled or fault (as the device reports it)
+    source_live: bool | None = None
     last_seen: float | None = None  # local epoch seconds of the last message
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -73,6 +79,8 @@ class DeviceState:
             "cpu_temp_c": self.cpu_temp_c,
             "frames_processed": self.frames_processed,
             "uptime_s": self.uptime_s,
+            "state": self.state,
+            "run_id": self.run_id,
             "ts": format_ts(self.health_ts) if self.health_ts else None,
             "last_seen": (
                 format_ts(datetime.fromtimestamp(self.last_seen, UTC))
@@ -158,6 +166,9 @@ def apply_message(state: DeviceState, kind: str, payload: bytes, received: float
         frames_processed=_opt_int(data, "frames_processed"),
         uptime_s=_opt_float(data, "uptime_s"),
         health_ts=ts,
+        run_id=_opt_str(data, "run_id"),
+        state=_opt_str(data, "state"),
+        source_live=data.get("source_live") if isinstance(data.get("source_live"), bool) else None,
         last_seen=received,
         extra=data,
     )
@@ -203,20 +214,82 @@ def is_healthy(state: DeviceState | None, version: str, since: datetime) -> bool
     )
 
 
+class Gate:
+    """The rollout's health gate: a device passes when it is *classifying* the new release.
+
+    All of: online; a health report of ``version`` newer than ``since``; no fault state
+    (``state`` stalled or fault); on ``backend`` when one is asked for; and, between a first
+    fresh report (the baseline) and a later one of the same run, ``frames_processed`` grew
+    and (for a live source) fps > 0.  A source of files that has finished passes with
+    frames processed.  :meth:`update` takes every new state; :meth:`failure` says which
+    condition does not hold (None once the gate is passed)."""
+
+    def __init__(self, version: str, since: datetime, backend: str | None = None) -> None:
+        self.version = version
+        self.since = since
+        self.backend = backend
+        self.baseline: DeviceState | None = None
+        self.passed = False
+
+    def update(self, state: DeviceState | None) -> bool:
+        if state is None or self.passed:
+            return self.passed
+        fresh = (
+            state.version == self.version
+            and state.health_ts is not None
+            and state.health_ts > self.since
+        )
+        if not fresh:
+            return False
+        base = self.baseline
+        if base is None or base.run_id != state.run_id:
+            self.baseline = state  # the window starts at the first report of this run
+            base = state
+        if self.failure(state) is None:
+            self.passed = True
+        return self.passed
+
+    def failure(self, state: DeviceState | None) -> str | None:
+        """The first condition that does not hold, in words; None if the device passes."""
+        if state is None:
+            return "nothing heard from it"
+        if state.online is not True:
+            return "its status is " + ("offline" if state.online is False else "unknown")
+        if state.version != self.version:
+            return f"it reports version {state.version or '?'}, expected {self.version}"
+        if state.health_ts is None or state.health_ts <= self.since:
+            seen = f" (last at {format_ts(state.health_ts)})" if state.health_ts else ""
+            return f"no health report since the wait began{seen}"
+        if state.state in ("fault", "stalled"):
+            return f"not classifying: it reports state {state.state}"
+        if self.backend and state.backend != self.backend:
+            return f"it runs on backend {state.backend or '?'}, expected {self.backend}"
+        base = self.baseline
+        frames = state.frames_processed or 0
+        if state.source_live is False:
+            if frames > 0:
+                return None
+            return "not classifying: no frame processed from its source"
+        if base is None or base.health_ts is None or state.health_ts <= base.health_ts:
+            return (
+                "not classifying yet: needs a second health report to see frames_processed "
+                f"grow (at {frames} frames, fps {state.fps or 0:g})"
+            )
+        grew = frames - (base.frames_processed or 0)
+        if grew <= 0 or not state.fps:
+            return (
+                f"not classifying: frames_processed stayed at {frames} and fps is "
+                f"{state.fps or 0:g} between {format_ts(base.health_ts)} and "
+                f"{format_ts(state.health_ts)}"
+            )
+        return None
+
+
 def describe_wait_failure(device: str, state: DeviceState | None, version: str) -> str:
-    if state is None:
-        return f"device {device}: nothing heard from it"
-    seen = []
-    seen.append(
-        "status " + ("online" if state.online else "offline" if state.online is False else "?")
+    """The gate's verdict for a device that never reached it (kept for callers of 0.1)."""
+    return f"device {device}: " + (
+        Gate(version, datetime.min.replace(tzinfo=UTC)).failure(state) or "healthy"
     )
-    if state.version is not None:
-        seen.append(f"last health reports version {state.version}")
-    if state.health_ts is not None:
-        seen.append(f"at {format_ts(state.health_ts)}")
-    if state.version == version:
-        seen.append("(no fresh report since the wait began)")
-    return f"device {device}: " + ", ".join(seen)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -303,14 +376,31 @@ def broker_address(url: str) -> wire.BrokerAddress:
         raise FleetError(f"{exc}{hint}") from None
 
 
+BATCH = 400  # per-device subscriptions per SUBSCRIBE: their retained messages stay below
+# the broker's per-client queue (mosquitto drops past 1,000 queued messages, QoS 0 included)
+
+
 def watch(
     opts: BrokerOptions,
     topics: Sequence[str],
     view: FleetView,
     done: Callable[[], bool],
     timeout: float,
+    *,
+    settle: float = 0.0,
+    per_device: Sequence[str] = (),
 ) -> bool:
-    """Feed ``view`` from ``topics`` until ``done()`` or ``timeout`` seconds; True if done."""
+    """Feed ``view`` from ``topics`` until ``done()`` or ``timeout`` seconds; True if done.
+
+    With ``settle``, also stop once the retained snapshot is in: every subscription is
+    acknowledged and no message came for ``settle`` seconds (the broker sends the retained
+    messages of a subscription right after its SUBACK).
+
+    Subscriptions are QoS 0: a retained snapshot needs no acknowledgement.  A broker still
+    drops what a slow reader has not taken once a client's queue is full (mosquitto: 1,000
+    messages), so a large fleet is read in two steps: ``topics`` first (the small ``status``
+    messages, which name every device), then each device's ``per_device`` suffixes, subscribed
+    by name, BATCH at a time, two batches in flight."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -318,6 +408,10 @@ def watch(
     password = read_password(opts.password_file)
     wake = threading.Event()
     failure: list[str] = []
+    subscribed = threading.Event()  # every subscription so far is acknowledged
+    last_message = [time.monotonic()]
+    batches: deque[list[tuple[str, int]]] = deque()
+    expanded = not per_device
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -333,9 +427,21 @@ def watch(
             failure.append(f"broker {opts.url} refused the connection: {reason}")
             wake.set()
             return
-        c.subscribe([(t, 1) for t in topics])
+        c.subscribe([(t, 0) for t in topics])
+
+    outstanding = [1]  # SUBSCRIBEs not acknowledged yet
+
+    def on_subscribe(c: mqtt.Client, *_args: Any) -> None:
+        last_message[0] = time.monotonic()
+        outstanding[0] -= 1
+        if batches:
+            outstanding[0] += 1
+            c.subscribe(batches.popleft())
+        elif outstanding[0] == 0:
+            subscribed.set()
 
     def on_message(_c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        last_message[0] = time.monotonic()
         try:
             if view.handle(msg.topic, bytes(msg.payload)) is not None and done():
                 wake.set()
@@ -343,7 +449,13 @@ def watch(
             logger.exception("cannot handle message on %s", msg.topic)
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
+
+    def settled() -> bool:
+        quiet = time.monotonic() - last_message[0] > settle
+        return settle > 0 and subscribed.is_set() and quiet
+
     try:
         client.connect(host, port, keepalive=30)
     except OSError as exc:
@@ -355,8 +467,24 @@ def watch(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wake.wait(min(remaining, 0.5))
+            wake.wait(min(remaining, 0.1))
             if done():
+                wake.set()
+            elif settled() and not expanded:
+                expanded = True
+                names = [
+                    wire.topic(opts.prefix, d.device, suffix)
+                    for d in view.devices()
+                    for suffix in per_device
+                ]
+                for i in range(0, len(names), BATCH):
+                    batches.append([(n, 0) for n in names[i : i + BATCH]])
+                if batches:  # two in flight: at most 2 * BATCH messages queued
+                    subscribed.clear()
+                    for _ in range(min(2, len(batches))):
+                        outstanding[0] += 1
+                        client.subscribe(batches.popleft())
+            elif settled():
                 wake.set()
     finally:
         client.disconnect()
@@ -382,9 +510,12 @@ def _options(args: argparse.Namespace) -> BrokerOptions:
 def cmd_status(args: argparse.Namespace) -> int:
     opts = _options(args)
     view = FleetView(opts.prefix)
-    topics = [wire.subscription(opts.prefix, s) for s in (Suffix.STATUS, Suffix.HEALTH)]
+    topics = [wire.subscription(opts.prefix, Suffix.STATUS)]
     try:
-        watch(opts, topics, view, lambda: False, args.wait)
+        watch(
+            opts, topics, view, lambda: False, args.wait, settle=SETTLE_S,
+            per_device=[Suffix.HEALTH],
+        )  # fmt: skip
     except FleetError as exc:
         print(f"edged fleet status: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -407,22 +538,26 @@ def cmd_wait(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     view = FleetView(opts.prefix)
     topics = [wire.topic(opts.prefix, args.device, s) for s in (Suffix.STATUS, Suffix.HEALTH)]
+    gate = Gate(args.version, since, args.backend or None)
 
     def done() -> bool:
-        return is_healthy(view.get(args.device), args.version, since)
+        return gate.update(view.get(args.device))
 
     try:
         ok = watch(opts, topics, view, done, args.timeout)
     except FleetError as exc:
         print(f"edged fleet wait: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if ok:
-        print(f"device {args.device}: online, healthy, version {args.version}")
+    state = view.get(args.device)
+    if ok and state is not None:
+        print(
+            f"device {args.device}: online, classifying on {state.backend} at "
+            f"{state.fps or 0:g} fps, version {args.version}"
+        )
         return EXIT_OK
     print(
-        f"edged fleet wait: timed out after {args.timeout:g} s waiting for device "
-        f"{args.device} to report version {args.version} as healthy; "
-        + describe_wait_failure(args.device, view.get(args.device), args.version),
+        f"edged fleet wait: timed out after {args.timeout:g} s: device {args.device} "
+        f"failed the health gate: {gate.failure(state)}",
         file=sys.stderr,
     )
     return EXIT_FAILED
@@ -476,16 +611,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument(
         "--wait",
         type=_positive,
-        default=2.0,
+        default=30.0,
         metavar="S",
-        help="seconds to collect (retained) messages (default: 2)",
+        help="collect the retained messages for at most S seconds; it ends as soon as they "
+        f"are in (no message for {SETTLE_S:g} s) (default: 30)",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=cmd_status)
 
     wait = sub.add_parser(
         "wait",
-        help="exit 0 once a device is online and reports a version as healthy",
+        help="exit 0 once a device runs a version and is classifying (the rollout health gate)",
         allow_abbrev=False,
     )
     _add_broker_options(wait)
@@ -493,6 +629,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     wait.add_argument("--version", required=True, help="version the device must report")
     wait.add_argument(
         "--timeout", type=_positive, default=120.0, metavar="S", help="give up after S seconds"
+    )
+    wait.add_argument(
+        "--backend",
+        default="",
+        choices=["", "cpu", "edgetpu"],
+        help="also require this inference backend (default: any)",
     )
     wait.add_argument(
         "--since",

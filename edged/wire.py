@@ -9,7 +9,13 @@ Topics are ``{prefix}/{device}/{suffix}``:
 
 - ``status``: retained ``online`` / ``offline`` (also the last will);
 - ``events``: one :class:`Event` per published classification;
-- ``health``: a retained :class:`Health` report every ``health.interval_s``.
+- ``health``: a retained :class:`Health` report every ``health.interval_s``;
+- ``state`` (and ``state/{region}``): the retained latest :class:`State`, for Home Assistant
+  (sent when the label changes, else at most every ``homeassistant.state_interval_s``);
+- ``snapshot``: a JPEG of the current frame, on the ``snapshot`` command;
+- ``cmd``: :class:`Command` requests (only the operator may publish here, see the ACL);
+- ``cmd/result``: :class:`CommandResult` replies (MQTT 5: the request's response topic,
+  with its correlation data, when it names one).
 
 The models accept fields they do not know (a newer sender), and new fields are added as
 optional ones, so readers of an older version keep working.
@@ -37,6 +43,10 @@ class Suffix(StrEnum):
     STATUS = "status"
     EVENTS = "events"
     HEALTH = "health"
+    STATE = "state"
+    SNAPSHOT = "snapshot"
+    CMD = "cmd"
+    CMD_RESULT = "cmd/result"
 
 
 ONLINE = "online"
@@ -108,6 +118,10 @@ def broker_address(url: str) -> BrokerAddress:
 
 EVENT_SCHEMA = "edged.event/1"
 HEALTH_SCHEMA = "edged.health/1"
+STATE_SCHEMA = "edged.state/1"
+COMMAND_RESULT_SCHEMA = "edged.cmd_result/1"
+COMMANDS = ("set", "snapshot", "reload", "pause", "resume")
+MAX_COMMAND_BYTES = 64 * 1024
 
 
 def utc_now() -> str:
@@ -163,8 +177,13 @@ class Event(Classified):
 
     schema_: str = _schema_field(EVENT_SCHEMA)
     device: str
-    seq: int = Field(description="Per run, from 1: a gap shows a lost event.")
-    ts: str = Field(description="RFC 3339 UTC.")
+    run_id: str | None = Field(
+        None,
+        description="UUID of the daemon run that classified it (new at every start); "
+        "(device, run_id, seq) identifies an event, also when it is delivered again.",
+    )
+    seq: int = Field(description="Per run, from 1: a gap within a run shows a lost event.")
+    ts: str = Field(description="RFC 3339 UTC, when it was classified (kept when re-sent).")
     frame: int = Field(description="Frame number from the source.")
     source: str = Field(description="Where the frame came from (file, camera).")
     region: str | None = Field(
@@ -220,8 +239,17 @@ class Health(_Payload):
     schema_: str = _schema_field(HEALTH_SCHEMA)
     device: str
     version: str = Field(description="edged version.")
+    run_id: str | None = Field(None, description="UUID of this daemon run (as in its events).")
     ts: str = Field(description="RFC 3339 UTC.")
     uptime_s: float
+    state: Literal["starting", "ok", "stalled", "fault"] | None = Field(
+        None,
+        description="starting: no frame classified yet; stalled: no frame for health.stall_s; "
+        "fault: a stage failed and the daemon is stopping.",
+    )
+    source_live: bool | None = Field(
+        None, description="The source is a camera (frames must keep coming), not files."
+    )
     backend: str | None = Field(description="Backend running now.")
     fallback_reason: str | None = Field(None, description="Why inference is not where wanted.")
     fallbacks: int = 0
@@ -253,14 +281,71 @@ class Health(_Payload):
         None, description="Undecodable packets and corrupt frames skipped."
     )
     source_error: str | None = Field(None, description="Why the source is not streaming.")
-    events_published: int
+    events_published: int = Field(description="This run's events the broker acknowledged.")
+    events_waiting: int = Field(0, description="Events not acknowledged yet (spool, in flight).")
+    events_resent: int = Field(0, description="Events of earlier runs acknowledged in this run.")
+    events_evicted: int = Field(0, description="Oldest events evicted from a full spool.")
+    events_filtered: int = Field(0, description="Classified frames the publish policy held back.")
+    spool: Literal["disk", "memory"] | None = Field(
+        None, description="Where waiting events are kept: disk, or memory (none or refused)."
+    )
     mqtt_reconnects: int
-    mqtt_dropped: int = 0
+    mqtt_dropped: int = Field(0, description="Events given up (never delivered, not kept).")
     cpu_percent: float | None
     rss_mb: float | None
     cpu_temp_c: float | None
     throttled: dict[str, Any] | None
     pid: int
+    paused: bool = Field(False, description="Classification paused by a command.")
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class State(Classified):
+    """``{prefix}/{device}/state`` (retained): the latest classification, for dashboards
+    that subscribe late (Home Assistant).  ``region`` is null for the whole frame."""
+
+    schema_: str = _schema_field(STATE_SCHEMA)
+    device: str
+    ts: str = Field(description="RFC 3339 UTC.")
+    frame: int = Field(description="Frame number from the source.")
+    region: str | None = Field(None, description="Region of interest, null = whole frame.")
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Command(BaseModel):
+    """``{prefix}/{device}/cmd``: a request.  Section keys are the config's own and are
+    validated by its models; at most ``MAX_COMMAND_BYTES`` bytes of JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(
+        None, description="Echoed in the reply (MQTT 3.1.1 callers match replies by it)."
+    )
+    cmd: Literal["set", "snapshot", "reload", "pause", "resume"]
+    classify: dict[str, Any] | None = Field(None, description="set: [classify] keys.")
+    publish: dict[str, Any] | None = Field(None, description="set: [publish] keys.")
+    model: dict[str, Any] | None = Field(
+        None, description="reload: [model] keys; path and sha256 required."
+    )
+
+
+class CommandResult(_Payload):
+    """``{prefix}/{device}/cmd/result`` or the request's MQTT 5 response topic."""
+
+    schema_: str = _schema_field(COMMAND_RESULT_SCHEMA)
+    device: str
+    id: str | None = Field(
+        description="The request's id (null when it had none or was unreadable)."
+    )
+    cmd: str | None = Field(description="The command, when it could be read.")
+    ok: bool
+    error: str | None = Field(None, description="Why the command was refused; nothing changed.")
+    ts: str = Field(description="RFC 3339 UTC.")
+    result: dict[str, Any] = Field(
+        default_factory=dict, description="What the command did (settings now in effect, ...)."
+    )
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -309,6 +394,9 @@ SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "event.json": Event,
     "health.json": Health,
     "classify.json": ClassifyRow,
+    "state.json": State,
+    "command.json": Command,
+    "command_result.json": CommandResult,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import FIXTURES, Mosquitto
+from tests.support import FIXTURES, Mosquitto, acl_mosquitto
 
 
 class _ExceptionRecorder(logging.Handler):
@@ -79,3 +79,13 @@ def fake_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     picamera2.instances.clear()
     yield picamera2
     sys.modules.pop("picamera2", None)
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A mosquitto with the fleet's ACL and the users of tests.support.ACL_USERS."""
+    broker = acl_mosquitto(tmp_path).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

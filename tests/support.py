@@ -20,6 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.publish import Publisher
+
 ROOT = Path(__file__).resolve().parents[1]
 # The shared fixtures (other models, Edge TPU twins, the calibration set); point
 # EDGED_TEST_FIXTURES at an empty directory to run the tests as a fresh clone does.
@@ -67,6 +69,16 @@ def sample_bmp(dest: Path, sample: str = "chelsea_cat.jpg") -> Path:
     with Image.open(SAMPLES / sample) as im:
         im.convert("RGB").save(out)
     return out
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
 
 
 def free_port() -> int:
@@ -182,12 +194,7 @@ class Subscriber:
         return json.loads(health[-1][1]) if health else None
 
     def wait(self, pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()
+        return wait_until(pred, timeout)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -268,3 +275,214 @@ def rewire_outputs(src: Path, dst: Path, outputs: Callable[[Any], list[int]]) ->
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     dst.write_bytes(bytes(builder.Output()))
     return dst
+
+
+def publish_fleet(port: int, devices: int, version: str, prefix: str = "edged") -> None:
+    """Retained ``online`` and a health report for ``devices`` simulated devices (``sim-00001``
+    …), as their daemons would leave them on the broker; returns when the broker has them."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-sim-{time.monotonic_ns()}")
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    infos = []
+    try:
+        for i in range(1, devices + 1):
+            device = f"sim-{i:05d}"
+            health = {
+                "schema": "edged.health/1", "device": device, "version": version,
+                "run_id": f"00000000-0000-4000-8000-{i:012d}", "ts": ts, "uptime_s": 60.0,
+                "state": "ok", "source_live": True, "backend": "cpu",
+                "model": "efficientnet_lite0_int8.tflite", "fps": 15.0,
+                "inference_ms": {"p50": 30.0, "p95": 35.0}, "frames_captured": 900,
+                "frames_processed": 900, "frames_dropped": 0, "events_published": 900,
+                "mqtt_reconnects": 0, "cpu_percent": 80.0, "rss_mb": 120.0,
+                "cpu_temp_c": 55.0, "throttled": None, "pid": 1000 + i,
+            }  # fmt: skip
+            infos.append(client.publish(f"{prefix}/{device}/status", b"online", 1, retain=True))
+            infos.append(
+                client.publish(f"{prefix}/{device}/health", json.dumps(health), 1, retain=True)
+            )
+        for info in infos:
+            info.wait_for_publish(60)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+ACL_FILE = ROOT / "deploy" / "mosquitto" / "edged.acl"
+ACL_USERS = ("cam-1", "cam-2", "operator", "homeassistant")
+
+
+def acl_mosquitto(workdir: Path) -> Mosquitto:
+    """A mosquitto with the fleet's ACL (deploy/mosquitto/edged.acl) and one user per name in
+    ACL_USERS, each with the password ``pw-<name>``; not started."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    passwd = workdir / "acl-passwd"
+    passwd.write_text("".join(f"{u}:pw-{u}\n" for u in ACL_USERS))
+    subprocess.run([tool, "-U", str(passwd)], check=True, capture_output=True)
+    for user in ACL_USERS:
+        (workdir / f"pw-{user}").write_text(f"pw-{user}\n")
+    port = free_port()
+    return Mosquitto(
+        workdir,
+        port,
+        extra=(
+            f"listener {port} 127.0.0.1\nallow_anonymous false\nper_listener_settings false\n"
+            f"password_file {passwd}\nacl_file {ACL_FILE}\n"
+        ),
+    )
+
+
+class Operator:
+    """An MQTT client sending commands and collecting replies: MQTT 5 with a response topic
+    and correlation data, or 3.1.1 with an ``id`` and replies on cmd/result."""
+
+    def __init__(
+        self,
+        port: int,
+        device: str = "cam-1",
+        protocol: str = "5",
+        username: str = "",
+        password: str = "",
+        prefix: str = "edged",
+    ) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self._props = (Properties, PacketTypes)
+        self.v5 = protocol == "5"
+        self.base = f"{prefix}/{device}"
+        self.response_topic = f"{self.base}/cmd/result/op-{os.getpid()}-{id(self)}"
+        self.replies: list[tuple[str, dict[str, Any], bytes | None]] = []
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._n = 0
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"op-{username or 'anon'}-{os.getpid()}-{id(self)}",
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+        )
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(
+            [
+                (f"{self.base}/cmd/result/#", 1),
+                (f"{self.base}/snapshot", 1),
+                (f"{self.base}/events", 1),
+            ]
+        )
+        if not subscribed.wait(10):
+            raise TimeoutError("operator could not subscribe")
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(msg)
+            if "/cmd/result" in msg.topic:
+                corr = getattr(getattr(msg, "properties", None), "CorrelationData", None)
+                self.replies.append((msg.topic, json.loads(msg.payload), corr))
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(m.payload) for m in self.messages if m.topic.endswith("/events")]
+
+    def on(self, suffix: str) -> list[mqtt.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith("/" + suffix)]
+
+    def send(self, payload: bytes, topic: str = "") -> bytes:
+        """Publish ``payload`` on the cmd topic; the correlation data used (MQTT 5)."""
+        self._n += 1
+        corr = f"corr-{self._n}".encode()
+        props = None
+        if self.v5:
+            Properties, PacketTypes = self._props
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = self.response_topic
+            props.CorrelationData = corr
+        self.client.publish(topic or f"{self.base}/cmd", payload, qos=1, properties=props)
+        return corr
+
+    def request(self, body: dict[str, Any] | bytes, timeout: float = 20.0) -> dict[str, Any]:
+        """Send a command and wait for its reply (matched by correlation data under MQTT 5,
+        by ``id`` under 3.1.1; a payload without a readable id matches the next reply)."""
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        rid = body.get("id") if isinstance(body, dict) else None
+        with self._lock:
+            seen = len(self.replies)
+        corr = self.send(payload)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                fresh = self.replies[seen:]
+            for topic, reply, reply_corr in fresh:
+                if self.v5:
+                    if reply_corr == corr:
+                        assert topic == self.response_topic
+                        return reply
+                elif rid is None or reply.get("id") == str(rid):
+                    assert topic == f"{self.base}/cmd/result"
+                    return reply
+            time.sleep(0.02)
+        raise TimeoutError(f"no reply to {payload[:80]!r}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def replay_config(
+    tmp_path: Path,
+    url: str,
+    *,
+    fps: float = 10,
+    paths: tuple[str, ...] = (),
+    username: str = "",
+    mqtt: str = "",
+    sections: str = "",
+    device: str = "cam-1",
+) -> Path:
+    """A daemon config replaying ``paths`` (default: the bundled photos) in a loop at ``fps``
+    to the broker ``url`` (as ``username``, password from ``tmp_path/pw-<username>`` as
+    acl_mosquitto writes it), ``mqtt`` (TOML lines) added to [mqtt] and ``sections`` (TOML)
+    appended."""
+    login = (
+        f'username = "{username}"\npassword_file = "{tmp_path / f"pw-{username}"}"\n'
+        if username
+        else ""
+    )
+    return write_config(
+        tmp_path / "edged.toml",
+        f'[device]\nid = "{device}"\n'
+        f'[capture]\ntype = "replay"\nloop = true\nfps = {fps}\npaths = {json.dumps(list(paths))}\n'
+        f'[mqtt]\nurl = "{url}"\n{login}{mqtt}\n'
+        f"[health]\ninterval_s = 1\n{sections}",
+    )
+
+
+class FakePublisher(Publisher):
+    """An always-connected in-memory publisher recording what it is given."""
+
+    def __init__(self) -> None:
+        self.published_messages: list[tuple[str, bytes, int, bool]] = []
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.published_messages.append((topic, payload, qos, retain))
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def send(self, topic: str, payload: bytes, **kw: Any) -> None:
+        self.sent.append((topic, payload, kw.get("correlation_data")))

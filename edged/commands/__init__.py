@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from edged import fleet
-from edged.commands import classify, demo, models, run, tools, train, version
+from edged.commands import classify, demo, ha, models, run, tools, train, version
 
-MODULES = (run, classify, demo, version, tools, models, train, fleet)
+MODULES = (run, classify, demo, version, tools, models, train, fleet, ha)
 
 
 def register_all(sub: Any) -> None:

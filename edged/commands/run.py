@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edged.commands.common import EXIT_OK, add_config, load, positive_int
+from edged.commands.common import EXIT_OK, add_config, positive_int
 from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from edged.engine import check_model
 from edged.infer.bundled import profile_model
@@ -19,7 +19,11 @@ from edged.signals import install_signal_handlers
 def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import Daemon
 
-    cfg = load(args)
+    # what check-config refuses for the config and its files, run refuses
+    cfg = load_config(args.config, check_files=True)
+    problems = check_files(cfg)
+    if problems:
+        raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
     set_context(device=cfg.device.id)
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -31,7 +35,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """The config as ``run`` would load it (a missing default file is an error here), the
     files it names, and the model opened as ``run`` would open it."""
     path = args.config or DEFAULT_CONFIG_PATH
-    cfg = load_config(path)
+    cfg = load_config(path, check_files=True)  # missing files come with the schema errors
     problems = check_files(cfg)
     described = ""
     if not any(key.startswith("model.") for key, _, _ in problems):
@@ -76,6 +80,8 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = cfg.capture.password_file
         if value and not Path(value).is_file():
             problems.append(("capture.password_file", "no such file", value))
+    if cfg.web.password_file and not Path(cfg.web.password_file).is_file():
+        problems.append(("web.password_file", "no such file", cfg.web.password_file))
     if cfg.capture.type == "replay":
         for i, value in enumerate(cfg.capture.paths):
             if not Path(value).exists():

@@ -25,8 +25,9 @@ class HealthReporter:
     only (:func:`scan_edge_tpus`), never through libedgetpu, which must stay out of the
     daemon process."""
 
-    def __init__(self, device: str, stats: Stats) -> None:
+    def __init__(self, device: str, stats: Stats, run_id: str | None = None) -> None:
         self.device = device
+        self.run_id = run_id
         self.stats = stats
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first call only starts the measurement
@@ -37,21 +38,31 @@ class HealthReporter:
         publisher: Publisher,
         frames_skipped: int = 0,
         source: FrameSource | None = None,
+        *,
+        state: str | None = None,
+        source_live: bool | None = None,
+        paused: bool = False,
+        process: psutil.Process | None = None,
     ) -> Health:
         """``source`` adds its own drops and fields (state, reconnects, fps of a camera
-        that reconnects by itself)."""
+        that reconnects by itself).  ``process``: another reader's own psutil handle, so that
+        its cpu_percent window (the time since its last call) does not cut this one's."""
         stats = self.stats
+        process = process or self._process
         try:
-            cpu: float | None = round(self._process.cpu_percent(None), 1)
-            rss: float | None = round(self._process.memory_info().rss / 2**20, 1)
+            cpu: float | None = round(process.cpu_percent(None), 1)
+            rss: float | None = round(process.memory_info().rss / 2**20, 1)
         except psutil.Error:
             cpu, rss = None, None
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
         return Health(
             device=self.device,
             version=__version__,
+            run_id=self.run_id,
             ts=utc_now(),
             uptime_s=round(stats.uptime_s(), 1),
+            state=state,
+            source_live=source_live,
             **backend,
             model=engine.model.name if engine else None,
             model_sha256=engine.model.sha256 if engine else None,
@@ -66,7 +77,12 @@ class HealthReporter:
             frames_skipped=frames_skipped,
             frames_static=stats.frames_static,
             **(source.status() if source else {}),
-            events_published=stats.events_published,
+            events_published=publisher.published,
+            events_waiting=publisher.backlog,
+            events_resent=publisher.resent,
+            events_evicted=publisher.evicted,
+            events_filtered=stats.events_filtered,
+            spool=publisher.spool_kind,
             mqtt_reconnects=publisher.reconnects,
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
@@ -74,4 +90,5 @@ class HealthReporter:
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
+            paused=paused,
         )

@@ -16,7 +16,8 @@ class Stats:
         self.frames_processed = 0
         self.frames_dropped = 0
         self.frames_lost = 0  # in flight when an inference failed
-        self.events_published = 0
+        self.events_created = 0  # events handed to the publisher (the last seq)
+        self.events_filtered = 0  # classified frames the publish policy held back
         self.last_frame_at: float | None = None  # monotonic time of the last processed frame
         self.frames_static = 0  # not classified: unchanged since the last classified frame
         self.last_static_at: float | None = None  # (capture thread) the last such frame

@@ -58,3 +58,17 @@ def throttled(paths: tuple[Path, ...] = THROTTLED_PATHS) -> dict[str, object] | 
             "throttling_occurred": bool(raw & 0x40000),
         }
     return None
+
+
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+
+
+def machine_model(path: Path = DEVICE_TREE_MODEL) -> str:
+    """The board's name from the device tree (``Raspberry Pi 4 Model B Rev 1.4``), else the
+    CPU architecture."""
+    try:
+        return path.read_bytes().rstrip(b"\0").decode("utf-8", "replace").strip() or "unknown"
+    except OSError:
+        import platform
+
+        return platform.machine() or "unknown"

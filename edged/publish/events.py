@@ -67,6 +67,7 @@ def classified_fields(
 def build_event(
     *,
     device: str,
+    run_id: str,
     seq: int,
     frame: int,
     source: str,
@@ -79,6 +80,7 @@ def build_event(
 ) -> Event:
     return Event(
         device=device,
+        run_id=run_id,
         seq=seq,
         ts=utc_now(),
         frame=frame,

@@ -1,34 +1,50 @@
-"""MQTT through paho-mqtt 2.x: retained online/offline status with a last will, QoS-tracked
-delivery in order, reconnects with backoff, and callbacks that never lose an exception.
+"""MQTT through paho-mqtt 2.x (VERSION2 callbacks): events through a write-ahead spool,
+retained state (status, health) last-value-wins, reconnects with backoff, a stop that keeps
+its deadline, and messages an operator can act on.
 
-Order across a reconnect: paho re-sends the messages that were in flight when the connection
-dropped only after ``on_connect`` has returned, while a publish from another thread goes out
-as soon as the client is connected, ahead of them.  So messages published while disconnected
-wait in ``_held`` (bounded by ``mqtt.max_queued``), and after a reconnect they, and anything
-newer, are sent only once paho has re-sent its own: when no message was in flight, or at the
-first acknowledgement after the reconnect (paho re-sends all of them before reading any).
+Events (non-retained messages) are added to the :class:`~edged.publish.spool.Spool`; the
+spool thread commits them at most every ``commit_s`` (the commit window, 200 ms) and only
+then hands them to paho, at most ``window`` unacknowledged at a time.  An event leaves the
+spool when paho reports its acknowledgement (``on_publish``: PUBACK for QoS 1).  So an event
+is on disk whether or not the broker is up, and a crash loses at most one commit window.
+
+Retained messages are state: the last one per topic is kept in memory and sent again on every
+connect (``online`` first), never spooled.
+
+Order across a reconnect: paho re-sends the messages it had in flight only after
+``on_connect`` has returned, all of them before it reads any acknowledgement.  So after a
+reconnect with messages in flight no new event is handed over until the first acknowledgement
+arrives; paho's in-flight limit is the window, so every message in flight is re-sent at once.
+
+The network loop is ours (``client.reconnect()`` and ``client.loop()`` in one thread), not
+``loop_start()``: a failed connect raises its real exception (a certificate that does not
+verify, a plain server behind an ``mqtts://`` URL), which is logged once per outage in words,
+and stop never waits on paho's thread for longer than its deadline.  paho's own log lines go to
+DEBUG: the outage is reported once by us, not on every retry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
+import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edged import wire
 from edged.config import MqttConfig
-from edged.publish.base import Publisher
+from edged.publish.base import Message, Publisher
+from edged.publish.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +52,10 @@ F = TypeVar("F", bound=Callable[..., None])
 
 ONLINE = wire.ONLINE.encode()
 OFFLINE = wire.OFFLINE.encode()
+COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after publish()
+WINDOW = 100  # events handed to paho and not yet acknowledged
+EARLY_ACK_S = 5.0
+LEGACY_SPOOL = "mqtt-spool.jsonl"  # where releases before the spool kept events at a stop
 
 
 class MqttConfigError(ValueError):
@@ -56,6 +76,48 @@ def _guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class _State:
+    """A retained message in flight (not spooled)."""
+
+    topic: str
+
+
+def describe_connect_error(exc: BaseException, tls: bool, ca_file: str) -> str:
+    """A failed connect in words an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        ca = f"CA file {ca_file}" if ca_file else "the system CA store (mqtt.ca_file is empty)"
+        return f"TLS certificate verify failed ({exc.verify_message}) against {ca}"
+    if tls and isinstance(exc, ssl.SSLError | ConnectionResetError | EOFError):
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        return (
+            f"TLS handshake failed ({reason}): the broker does not speak TLS on this port; "
+            "use mqtt:// for a plain listener, or the broker's TLS port"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    return str(exc) or exc.__class__.__name__
+
+
+def speaks_tls(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a TLS handshake (unverified: only the protocol is probed) succeeds."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 class MqttPublisher(Publisher):
     def __init__(
         self,
@@ -63,42 +125,73 @@ class MqttPublisher(Publisher):
         device_id: str,
         password: str | None = None,
         spool_path: Path | None = None,
+        *,
+        status: bool = True,
+        client_factory: Callable[..., Any] = mqtt.Client,
+        commit_s: float = COMMIT_S,
+        window: int = WINDOW,
+        spool_retry_s: float = 5.0,
+        probe: Callable[[str, int], bool] = speaks_tls,
     ) -> None:
-        self.spool_path = spool_path
+        """``status=False``: a helper connection of the device (``edged ha remove``) that
+        neither announces ``online`` nor leaves a last will."""
+        self.status = status
         self.cfg = cfg
         self.device_id = device_id
         self.base = wire.device_topic(cfg.topic_prefix, device_id)
         self.host, self.port, self.tls = wire.broker_address(cfg.url)
+        self.commit_s = commit_s
+        self.window = window
+        self._probe = probe
+        self.spool = Spool(
+            spool_path,
+            max_bytes=int(cfg.spool_max_mb * 2**20),
+            max_rows=cfg.max_queued,
+            retry_s=spool_retry_s,
+        )
+        legacy = spool_path.with_name(LEGACY_SPOOL) if spool_path is not None else None
+        if legacy is not None and legacy.exists():
+            log.info(
+                "MQTT: %d event(s) taken over from %s", self.spool.import_lines(legacy), legacy
+            )
         self.callback_errors = 0
-        self.published = 0
-        self.dropped = 0
+        self.published = 0  # this run's events the broker acknowledged
+        self.resent = 0  # events of earlier runs the broker acknowledged
+        self.dropped = 0  # events given up (too large for the broker, or no spool at stop)
         self.reconnects = 0
         self._connects = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()
-        # taken by publishing threads around held + new messages, never in paho's callbacks
-        self._order = threading.Lock()
-        self._pending: dict[int, tuple[str, bytes, int, bool]] = {}
-        self._held: deque[tuple[str, bytes, int, bool]] = deque()
+        self._inflight: dict[int, Spooled | _State] = {}  # by paho mid
+        # acks paho reported before publish() returned the mid, with when (a mid never
+        # tracked, e.g. the offline status at stop, is forgotten after EARLY_ACK_S)
+        self._early_acks: dict[int, float] = {}
+        self._cursor = 0  # the last spool id handed to paho
         self._resending = False  # paho still has to re-send what was in flight
-        self._early_acks: set[int] = set()
-        self._last_refusal: str | None = None
+        self._state: dict[str, tuple[bytes, int]] = {}  # retained, last value per topic
+        self._outage_since: float | None = None
+        self._outage_reason: str | None = None
+        self._attempts = 0
+        self._probed = False
+        self._connack = False  # the broker answered the last connect
+        self._stopping = False
+        self._stalled = False  # at stop: acknowledgements stopped coming
+        self._wake = threading.Event()
+        self._spool_stop = threading.Event()
+        self._net_stop = threading.Event()
+        self._threads: list[threading.Thread] = []
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-        self.client = mqtt.Client(
+        self.client = client_factory(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"edged-{device_id}",
             protocol=protocol,
             clean_session=None if protocol == mqtt.MQTTv5 else True,
         )
-        paho_log = logging.getLogger("edged.publish.paho")
-        paho_log.addFilter(self._quiet_after_stop)
-        self.client.enable_logger(paho_log)
-        self._stopping = False
-        self.client.max_queued_messages_set(cfg.max_queued)
-        self.client.reconnect_delay_set(
-            min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
-        )
-        self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
+        self.client.on_log = self._on_log
+        self.client.max_inflight_messages_set(window)
+        self.client.max_queued_messages_set(0)  # bounded here: window + retained state
+        if status:
+            self.client.will_set(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, password)
         elif password:
@@ -118,12 +211,10 @@ class MqttPublisher(Publisher):
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
-        self.client.on_connect_fail = self._on_connect_fail
-
-    def _quiet_after_stop(self, record: logging.LogRecord) -> bool:
-        # paho's loop thread runs once more after a clean disconnect and logs that the
-        # socket is gone; that is expected during stop.
-        return not (self._stopping and record.getMessage().startswith("Client is not connected"))
+        self.client.on_message = self._on_message
+        self._subscriptions: dict[str, Callable[[Message], None]] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._v5 = protocol == mqtt.MQTTv5
 
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
@@ -135,53 +226,302 @@ class MqttPublisher(Publisher):
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    @property
+    def evicted(self) -> int:
+        return self.spool.evicted
+
+    @property
+    def backlog(self) -> int:
+        """Events not acknowledged yet (spooled, in memory or in flight)."""
+        return self.spool.backlog
+
+    @property
+    def spool_kind(self) -> str | None:
+        return "disk" if self.spool.durable else "memory"
+
     def start(self) -> None:
+        if self.spool.path is None:
+            log.info(
+                "MQTT: no event spool (mqtt.spool_file is empty and there is no "
+                "$STATE_DIRECTORY): events wait in memory only (at most %d) and a crash "
+                "loses them",
+                self.cfg.max_queued,
+            )
+        elif self.spool.backlog:
+            log.info(
+                "MQTT: %d event(s) kept in %s from an earlier run; re-sending them first",
+                self.spool.backlog,
+                self.spool.path,
+            )
         log.info(
             "MQTT: connecting to %s:%d%s as %s",
             self.host,
             self.port,
             " (TLS)" if self.tls else "",
-            self.client._client_id.decode(),
+            self.cfg.client_id or f"edged-{self.device_id}",
         )
         self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive)
-        self.client.loop_start()
-        self._replay_spool()
+        self._threads = [
+            threading.Thread(target=self._network, name="edged-mqtt", daemon=True),
+            threading.Thread(target=self._spooler, name="edged-spool", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- publishing (any thread) ------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Retained messages are state (the last one wins, sent again on connect); anything
+        else is an event, spooled and delivered in order."""
+        if retain:
+            with self._lock:
+                self._state[topic] = (payload, qos)
+            if self._connected.is_set():
+                self._send_state(topic, payload, qos)
+            return
+        self.spool.add(topic, payload, qos)
+
+    def _send_state(self, topic: str, payload: bytes, qos: int) -> None:
+        info = self.client.publish(self.topic(topic), payload, qos=qos, retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos and info.rc == mqtt.MQTT_ERR_NO_CONN):
+            self._track(info.mid, _State(topic))
+
+    def _track(self, mid: int, item: Spooled | _State) -> None:
+        with self._lock:
+            if self._early_acks.pop(mid, None) is not None:  # acked before publish() returned
+                self._acked(item)
+            else:
+                self._inflight[mid] = item
+
+    def _acked(self, item: Spooled | _State) -> None:
+        """With ``_lock`` held."""
+        if isinstance(item, Spooled):
+            self.spool.ack((item.id,))
+            if item.id >= self.spool.first_id:
+                self.published += 1
+            else:
+                self.resent += 1
+
+    # -- the spool thread: group commit, then hand over -------------------------------------
+    def _spooler(self) -> None:
+        while not self._spool_stop.is_set():
+            self._wake.wait(self.commit_s)
+            self._wake.clear()
+            self._cycle()
+        self._cycle(hand_over=False)
+
+    def _cycle(self, hand_over: bool = True) -> None:
+        try:
+            with self._lock:
+                busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
+            self.spool.commit(busy)
+            if hand_over:
+                self._hand_over()
+        except Exception:
+            self.callback_errors += 1
+            log.exception("error in the event spool")
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            if not self._connected.is_set() or self._resending:
+                return
+            busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
+        room = self.window - len(busy)
+        if room <= 0:
+            return
+        if self.spool.rewind:  # rows the spool could not read before: from the oldest again
+            self.spool.rewind = False
+            self._cursor = 0
+        rows = [r for r in self.spool.after(self._cursor, room + len(busy)) if r.id not in busy]
+        for row in rows[:room]:
+            info = self.client.publish(self.topic(row.topic), row.payload, qos=row.qos)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (
+                info.rc == mqtt.MQTT_ERR_NO_CONN and row.qos > 0  # paho keeps it to re-send
+            ):
+                self._cursor = row.id
+                self._track(info.mid, row)  # QoS 0 too: paho reports it once written
+            elif info.rc == mqtt.MQTT_ERR_NO_CONN:
+                return  # QoS 0 with no connection: it stays in the spool
+            else:
+                self._cursor = row.id
+                self.spool.ack((row.id,))
+                self.dropped += 1
+                log.error(
+                    "MQTT: event %d to %s given up: %s",
+                    row.id,
+                    row.topic,
+                    mqtt.error_string(info.rc),
+                )
+
+    # -- the network thread -----------------------------------------------------------------
+    def _network(self) -> None:
+        delay = self.cfg.reconnect_min_s
+        linked = False
+        while not self._net_stop.is_set():
+            if not linked:
+                if self._stopping:
+                    return
+                self._connack = False
+                try:
+                    self.client.reconnect()
+                    linked = True
+                except (OSError, ValueError) as exc:
+                    self._connect_failed(exc)
+                    self._net_stop.wait(delay)
+                    delay = min(delay * 2, self.cfg.reconnect_max_s)
+                    continue
+            rc = self.client.loop(timeout=0.1)
+            if rc == mqtt.MQTT_ERR_SUCCESS:
+                if self._connected.is_set():
+                    delay = self.cfg.reconnect_min_s
+                continue
+            linked = False
+            if self._net_stop.is_set():
+                return
+            if not self._connack:
+                self._closed_before_connack()
+            self._net_stop.wait(delay)
+            delay = min(delay * 2, self.cfg.reconnect_max_s)
+
+    def _begin_outage(self, reason: str, level: int = logging.WARNING) -> None:
+        """One WARNING per outage (its first reason); a later reason only when it is an
+        error the operator has to fix (refused, TLS) and differs from the last one."""
+        self._attempts += 1
+        first = self._outage_since is None
+        if first:
+            self._outage_since = time.monotonic()
+        if reason == self._outage_reason or not (first or level >= logging.ERROR):
+            log.debug("MQTT broker %s:%d: %s", self.host, self.port, reason)
+            return
+        self._outage_reason = reason
+        log.log(
+            level,
+            "MQTT broker %s:%d: %s; retrying with backoff (%g to %g s), events wait in the spool",
+            self.host,
+            self.port,
+            reason,
+            self.cfg.reconnect_min_s,
+            self.cfg.reconnect_max_s,
+        )
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        reason = describe_connect_error(exc, self.tls, self.cfg.ca_file)
+        tls_failure = isinstance(exc, ssl.SSLError) or (
+            self.tls and isinstance(exc, ConnectionResetError | EOFError)
+        )
+        level = logging.ERROR if tls_failure else logging.WARNING  # the operator must act
+        self._begin_outage(f"unreachable ({reason})" if level < logging.ERROR else reason, level)
+
+    def _closed_before_connack(self) -> None:
+        """The broker closed the connection before accepting it: on a plain URL, find out
+        once per outage whether the port speaks TLS."""
+        if not self.tls and not self._probed:
+            self._probed = True
+            if self._probe(self.host, self.port):
+                self._begin_outage(
+                    "the broker speaks TLS on this port, but mqtt.url is plain mqtt://: "
+                    "use mqtts:// (with mqtt.ca_file for a private CA)",
+                    logging.ERROR,
+                )
+                return
+        self._begin_outage("the connection was closed before the broker accepted it")
 
     @_guarded
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        self._connack = True
         if reason.is_failure:
             text = str(reason)
-            if text != self._last_refusal:
-                log.error(
-                    "MQTT broker %s:%d refused the connection: %s%s; retrying with backoff",
-                    self.host,
-                    self.port,
-                    text,
-                    " (check mqtt.username and the password)"
-                    if "auth" in text.lower() or "password" in text.lower()
-                    else "",
-                )
-            self._last_refusal = text
+            hint = (
+                " (check mqtt.username and the password)"
+                if "auth" in text.lower() or "password" in text.lower()
+                else ""
+            )
+            self._begin_outage(f"refused the connection: {text}{hint}", logging.ERROR)
             return
-        self._last_refusal = None
         self._connects += 1
         if self._connects > 1:
             self.reconnects += 1
         with self._lock:
-            self._resending = bool(self._pending)
+            self._resending = any(isinstance(i, Spooled) for i in self._inflight.values())
+            state = dict(self._state)
+        self._end_outage()
+        if self.status:
+            self._send_state(wire.Suffix.STATUS, ONLINE, 1)
+        for topic, (payload, qos) in state.items():
+            self._send_state(topic, payload, qos)
         self._connected.set()
-        log.info("MQTT: connected to %s:%d", self.host, self.port)
-        self._send(wire.Suffix.STATUS, ONLINE, qos=1, retain=True)
+        self._wake.set()
+        for sub in self._subscriptions:
+            client.subscribe(sub, qos=1)
+        for hook in self._connect_hooks:
+            try:
+                hook()
+            except Exception:
+                self.callback_errors += 1
+                log.exception("error in an MQTT connect hook")
+
+    def subscribe(self, topic: str, handler: Callable[[Message], None]) -> None:
+        self._subscriptions[topic] = handler
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        self._connect_hooks.append(hook)
 
     @_guarded
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        if self._last_refusal != "unreachable":
-            log.warning(
-                "MQTT broker %s:%d unreachable; retrying with backoff", self.host, self.port
-            )
-        self._last_refusal = "unreachable"
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        message = Message(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            response_topic=getattr(props, "ResponseTopic", None) or None,
+            correlation_data=getattr(props, "CorrelationData", None),
+            user_properties=tuple(getattr(props, "UserProperty", None) or ()),
+            retain=bool(msg.retain),
+        )
+        for sub, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(sub, msg.topic):
+                handler(message)
+
+    def send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        user_properties: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        props = None
+        if self._v5 and (correlation_data is not None or user_properties):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
+            if user_properties:
+                props.UserProperty = list(user_properties)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("MQTT: message to %s not sent: %s", topic, mqtt.error_string(info.rc))
+
+    def _end_outage(self) -> None:
+        since, self._outage_since = self._outage_since, None
+        self._outage_reason = None
+        self._probed = False
+        attempts, self._attempts = self._attempts, 0
+        evicted = self.spool.end_of_outage()
+        if since is None:
+            log.info("MQTT: connected to %s:%d", self.host, self.port)
+            return
+        log.info(
+            "MQTT: connected to %s:%d again after %.1f s (%d failed attempt(s)); %d event(s) "
+            "waiting in the spool%s",
+            self.host,
+            self.port,
+            time.monotonic() - since,
+            attempts,
+            self.spool.backlog,
+            f"; {evicted} oldest event(s) evicted meanwhile (mqtt.spool_max_mb)" if evicted else "",
+        )
 
     @_guarded
     def _on_disconnect(
@@ -189,8 +529,8 @@ class MqttPublisher(Publisher):
     ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was and reason.is_failure:
-            log.warning("MQTT: disconnected (%s); reconnecting", reason)
+        if was and not self._stopping:
+            self._begin_outage(f"disconnected ({reason})")
 
     @_guarded
     def _on_publish(
@@ -198,138 +538,82 @@ class MqttPublisher(Publisher):
     ) -> None:
         with self._lock:
             self._resending = False  # paho re-sends everything before it reads an ack
-            if self._pending.pop(mid, None) is not None:
-                self.published += 1
+            item = self._inflight.pop(mid, None)
+            if item is None:
+                now = time.monotonic()
+                self._early_acks[mid] = now
+                for old in [m for m, t in self._early_acks.items() if now - t > EARLY_ACK_S]:
+                    del self._early_acks[old]
             else:
-                self._early_acks.add(mid)
+                self._acked(item)
+        self._wake.set()
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish in order; while disconnected (or paho is still re-sending what was in
-        flight) the message waits in ``_held``."""
-        with self._order:
-            if self._send_held():
-                self._send(topic, payload, qos, retain)
-                return
-            with self._lock:
-                if len(self._held) + len(self._pending) < self.cfg.max_queued:
-                    self._held.append((topic, payload, qos, retain))
-                    return
-            self._drop(topic)
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # paho reports every failed retry at ERROR; the outage is logged once, by us
+        log.debug("paho: %s", text)
 
-    def poll(self) -> None:
-        with self._order:
-            self._send_held()
-
-    def _send_held(self) -> bool:
-        """With ``_order`` held: send the held messages, in order, if the connection is
-        ready for them; False if it is not."""
-        with self._lock:
-            if not self._connected.is_set() or self._resending:
-                return False
-            held = list(self._held)
-            self._held.clear()
-        for message in held:
-            self._send(*message)
-        return True
-
-    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        info = self.client.publish(self.topic(topic), payload, qos=qos, retain=retain)
-        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self._drop(topic)
-            return
-        # MQTT_ERR_NO_CONN (the connection dropped a moment ago) still queues the message in
-        # paho, which re-sends it after the reconnect.
-        with self._lock:
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-                self.published += 1
-            else:
-                self._pending[info.mid] = (topic, payload, qos, retain)
-
-    def _drop(self, topic: str) -> None:
-        self.dropped += 1
-        log.warning("MQTT queue full (%d): message to %s dropped", self.cfg.max_queued, topic)
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending) + len(self._held)
-
-    def flush(self, timeout: float) -> bool:
-        """Send what is held and wait until every message has been acknowledged."""
+    # -- stopping ---------------------------------------------------------------------------
+    def flush(self, timeout: float, stall: float = 0.3) -> bool:
+        """Wait (at most ``timeout`` seconds, only while connected, and only while the broker
+        acknowledges something at least every ``stall`` seconds) until every event and
+        retained message has been acknowledged; True if nothing is left."""
         deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
-            self.poll()
+        self._wake.set()
+        last, progress_at = -1, time.monotonic()
+        while True:
+            with self._lock:
+                waiting = bool(self._inflight) or self.spool.backlog > 0
+                acked = self.published + self.resent
+            if not waiting:
+                return True
+            now = time.monotonic()
+            if acked != last:
+                last, progress_at = acked, now
+            if now - progress_at > stall:
+                self._stalled = True  # the broker takes messages but acknowledges none
+            if self._stalled or not self._connected.is_set() or now >= deadline:
+                return False
             time.sleep(0.02)
-        return not self.pending
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (up to ``timeout``), publish ``offline``, disconnect."""
-        if self.connected:
-            self.flush(timeout)
+    def stop(self, timeout: float = 1.5) -> None:
+        """Within ``timeout`` seconds: deliver what the broker will acknowledge, publish
+        ``offline`` (best effort), disconnect.  What is not acknowledged stays in the spool."""
+        deadline = time.monotonic() + timeout
+        reserve = min(0.3, timeout / 2)  # for offline, the disconnect and the last commit
+        self.flush(deadline - reserve - time.monotonic())
+        self._spool_stop.set()
+        self._wake.set()
+        for t in self._threads[1:]:
+            t.join(max(0.05, deadline - reserve / 2 - time.monotonic()))
+        if self.status and self._connected.is_set() and not self._stalled:
             info = self.client.publish(self.topic(wire.Suffix.STATUS), OFFLINE, qos=1, retain=True)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                with contextlib.suppress(RuntimeError, ValueError):
-                    info.wait_for_publish(min(timeout, 2.0))
+            until = min(deadline - reserve / 2, time.monotonic() + 0.2)
+            while not info.is_published() and time.monotonic() < until:
+                time.sleep(0.01)
         self._stopping = True
-        with self._lock:
-            undelivered = [m for _, m in sorted(self._pending.items())] + list(self._held)
-        if undelivered:
-            spooled = self._spool(undelivered)
-            self.dropped += len(undelivered) - spooled
-            events = sum(1 for t, _, _, r in undelivered if t == wire.Suffix.EVENTS and not r)
-            self.lost_events = events - spooled
-            log.warning(
-                "MQTT: %d message(s) not delivered before stop%s",
-                len(undelivered),
-                f"; {spooled} event(s) kept in {self.spool_path} for the next start"
-                if spooled
-                else "",
-            )
         self.client.disconnect()
-        self.client.loop_stop()
-
-    # -- spool: events the broker never acknowledged survive a restart -------------------
-    def _spool(self, messages: list[tuple[str, bytes, int, bool]]) -> int:
-        if self.spool_path is None:
-            return 0
-        lines = [
-            json.dumps({"topic": t, "payload": p.decode(), "qos": q})
-            for t, p, q, r in messages
-            if t == "events" and not r
-        ]
-        if not lines:
-            return 0
-        try:
-            with self.spool_path.open("a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
-        except OSError as exc:
-            log.error("cannot keep undelivered events in %s: %s", self.spool_path, exc)
-            return 0
-        return len(lines)
-
-    def _replay_spool(self) -> None:
-        path = self.spool_path
-        if path is None or not path.exists():
-            return
-        replayed = bad = 0
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            path.unlink()
-        except OSError as exc:
-            log.error("cannot read the event spool %s: %s", path, exc)
-            return
-        for line in lines:
-            try:
-                item = json.loads(line)
-                topic, payload, qos = str(item["topic"]), str(item["payload"]), int(item["qos"])
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-                continue
-            self.publish(topic, payload.encode(), qos=qos)
-            replayed += 1
-        log.info(
-            "MQTT: re-sending %d event(s) kept from the last run%s",
-            replayed,
-            f" ({bad} unreadable line(s) skipped)" if bad else "",
-        )
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))  # the loop sends it
+        self._net_stop.set()
+        for t in self._threads[:1]:
+            t.join(max(0.05, deadline - time.monotonic()))
+        spool_thread_done = not any(t.is_alive() for t in self._threads[1:])
+        if spool_thread_done:
+            self._cycle(hand_over=False)  # the acknowledgements that came meanwhile
+        left = self.spool.backlog
+        if left:
+            if self.spool.durable:
+                log.warning(
+                    "MQTT: %d event(s) not acknowledged before stop; kept in %s for the next start",
+                    left,
+                    self.spool.path,
+                )
+            else:
+                self.dropped += left
+                self.lost_events = left
+                log.warning(
+                    "MQTT: %d event(s) not acknowledged before stop are lost (%s)",
+                    left,
+                    "no event spool" if self.spool.path is None else self.spool.problem,
+                )
+        if spool_thread_done:
+            self.spool.close()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from edged.fleet import parse_ts
 
 from .conftest import DEVICE_FOOTAGE, Fleet, Wheelhouse
 
@@ -265,3 +268,100 @@ def test_rollout_stops_at_the_first_unhealthy_device(
     # The message carries the daemon's own reason, from the device's journal.
     assert "sha256" in stopped, stopped
     print(f"rollout took {elapsed:.0f}s: {stopped.strip()}")
+
+
+class EventRecorder:
+    """The operator's subscription to one device's events (QoS 1)."""
+
+    def __init__(self, fleet: Fleet, device: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.events: list[dict[str, object]] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.username_pw_set("operator", fleet.operator_password_file.read_text().strip())
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"edged/{device}/events", 1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = lambda c, u, m: self.events.append(json.loads(m.payload))
+        self.client.connect("127.0.0.1", fleet.mqtt_port)
+        self.client.loop_start()
+        assert subscribed.wait(10), f"cannot subscribe to {device}'s events"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def sim(fleet: Fleet, *args: str) -> None:
+    from .conftest import DEPLOY, run
+
+    run([DEPLOY / "fleet-sim", *args], env=fleet.env, timeout=300)
+
+
+def test_a_power_cut_while_the_broker_is_down_loses_at_most_the_commit_window(
+    converged: Fleet,
+) -> None:
+    """Every process of a device killed at once while its broker is away; the device boots
+    again (the broker still away), then the broker comes back: every event classified more
+    than one commit window before the cut arrives, in order, before the new run's own."""
+    n, fleet = 3, converged
+    device = f"dev{n}"
+    fleet.wait_healthy(device, timeout=30)
+    before = EventRecorder(fleet, device)
+    poll("events from the device", lambda: len(before.events) >= 3, 30)
+    run_id = before.events[-1]["run_id"]
+    sim(fleet, "broker", "stop")
+    before.close()
+    time.sleep(4.0)  # classified with the broker away: only in the spool
+    cut_at = datetime.now(UTC)
+    sim(fleet, "cut", str(n))
+    sim(fleet, "boot", str(n))  # the broker is still away
+    time.sleep(5.0)
+    sim(fleet, "broker", "start")
+    after = EventRecorder(fleet, device)
+    try:
+        poll(
+            "the new run's first event (after what the cut run left)",
+            lambda: any(e["run_id"] != run_id for e in after.events),
+            120,
+        )
+    finally:
+        after.close()
+    old = [e for e in before.events + after.events if e["run_id"] == run_id]
+    seqs = sorted({int(str(e["seq"])) for e in old})
+    assert seqs == list(range(seqs[0], seqs[-1] + 1)), seqs  # no gap
+    resent = [int(str(e["seq"])) for e in after.events if e["run_id"] == run_id]
+    assert resent == sorted(resent) and resent, after.events[:5]  # in order
+    last = max(old, key=lambda e: int(str(e["seq"])))
+    # At 4 fps: what was classified before the last commit window (0.2 s) and the frame in
+    # the pipeline (0.25 s) arrived; allow 0.5 s for a slow fsync on a shared machine.
+    assert parse_ts(str(last["ts"])) >= cut_at - timedelta(seconds=0.95), (last, cut_at)
+    first_new = next(i for i, e in enumerate(after.events) if e["run_id"] != run_id)
+    assert all(e["run_id"] != run_id for e in after.events[first_new:])
+    fleet.wait_healthy(device, timeout=60)
+
+
+def test_rollout_rolls_back_a_release_that_classifies_nothing(
+    converged: Fleet, wheelhouses: tuple[Wheelhouse, Wheelhouse]
+) -> None:
+    """Device 2's new release points at a source with no readable frame: the daemon starts
+    and reports healthy-looking health, but classifies nothing; the gate says "not
+    classifying" and the previous release comes back."""
+    current, nxt = wheelhouses
+    fleet = converged
+    nothing = "/srv/edged-nothing"
+    fleet.ssh(2, f"mkdir -p {nothing} && echo 'not an image' > {nothing}/frame.jpg && "
+                 f"chmod -R a+rX {nothing}")  # fmt: skip
+    # The test's capture paths are extra vars (they win over inventory vars): the rollout is
+    # limited to device 2 and its new configuration names the empty source.
+    proc = fleet.playbook(
+        "rollout.yml", "--limit", "dev2", "-e", f"edged_wheelhouse={nxt.path}",
+        "-e", json.dumps({"edged_capture_paths": [nothing]}), check=False,
+    )  # fmt: skip
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-4000:]
+    assert "Rollout stopped at device dev2" in out, out[-6000:]
+    assert "not classifying" in out, out[-6000:]
+    assert current_release(fleet, 2) == current.version
+    fleet.wait_healthy("dev2", version=current.version, timeout=30)

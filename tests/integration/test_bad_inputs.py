@@ -72,6 +72,24 @@ def test_unknown_capture_type_and_bad_toml(tmp_path: Path):
     assert r.returncode == 2 and "no such file" in r.stderr
 
 
+def test_tls_files_on_a_plain_url_and_missing_files_exit_2_from_check_config_and_run(
+    tmp_path: Path,
+):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not checked here")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:1883"\nca_file = "{ca}"\n'
+        f'password_file = "{tmp_path / "pw"}"\n[model]\npath = "{tmp_path / "m.tflite"}"\n'
+    )
+    for command in (["check-config"], ["run", "--frames", "1"]):
+        r = run_edged(*command, "-c", str(cfg))
+        assert r.returncode == 2, r.stderr
+        assert "mqtt: ca_file needs an mqtts:// url (TLS)" in r.stderr
+        assert "mqtt.password_file: no such file" in r.stderr  # reported together
+        assert "model.path: no such file" in r.stderr
+
+
 def test_env_override_and_check_config_ok(tmp_path: Path):
     cfg = tmp_path / "ok.toml"
     cfg.write_text('[device]\nid = "a"\n')

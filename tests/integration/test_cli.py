@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edged.config import DEFAULT_CONFIG_PATH
+from edged.publish.spool import Spool
 from tests.support import (
     BUNDLED,
     CONFIDENT,
@@ -113,7 +114,7 @@ def test_bounded_run_that_delivered_nothing_fails_unless_spooled(tmp_path: Path)
     state.mkdir()
     r = run_edged("run", "-c", str(cfg), "--frames", "3", env={"STATE_DIRECTORY": str(state)})
     assert r.returncode == 0, r.stderr
-    assert len((state / "mqtt-spool.jsonl").read_text().splitlines()) == 3
+    assert Spool(state / "events.db", max_bytes=2**20, max_rows=10).backlog == 3
 
 
 def test_eval_skips_folders_that_match_no_label(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 
+from edged.publish.spool import Spool
 from tests.support import (
     BUNDLED,
     CONFIDENT,
@@ -277,9 +278,9 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path):
     env = {"STATE_DIRECTORY": str(state)}
     first = run_edged("run", "-c", str(cfg), "--frames", "4", env=env)
     assert first.returncode == 0, first.stderr
-    spool = state / "mqtt-spool.jsonl"
-    assert "4 event(s) kept in" in first.stderr
-    assert len(spool.read_text().splitlines()) == 4
+    spool = state / "events.db"
+    assert "4 event(s) not acknowledged before stop; kept in" in first.stderr
+    assert Spool(spool, max_bytes=2**20, max_rows=10).backlog == 4
     broker = Mosquitto(tmp_path, port=port).start()
     sub = Subscriber(port)
     try:
@@ -293,7 +294,7 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path):
     # the four kept from the first run, in order, then the second run's own
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 1, 2]
     assert len({e["ts"] for e in events[:4]}) == 4
-    assert not spool.exists()
+    assert Spool(spool, max_bytes=2**20, max_rows=10).backlog == 0
 
 
 def test_readme_allow_example_reports_only_cats_above_min_score(

@@ -147,3 +147,67 @@ def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, tls_broker:
         assert attempts >= 2, "the daemon retries"
     finally:
         assert stop_process(proc) == 0
+
+
+def _plain_config(tmp_path: Path, url: str, ca_file: str = "") -> Path:
+    """The bundled model and samples; no credentials."""
+    cfg = tmp_path / "edged.toml"
+    ca = f'ca_file = "{ca_file}"' if ca_file else ""
+    cfg.write_text(f"""
+[device]
+id = "tls-2"
+[capture]
+loop = true
+fps = 5
+[mqtt]
+url = "{url}"
+{ca}
+reconnect_min_s = 0.5
+reconnect_max_s = 1
+""")
+    return cfg
+
+
+def _log_after(proc, log: Path, seconds: float) -> str:  # type: ignore[no-untyped-def]
+    try:
+        time.sleep(seconds)
+        assert proc.poll() is None, "the daemon must keep running"
+    finally:
+        assert stop_process(proc) == 0
+    return log.read_text()
+
+
+def test_a_certificate_that_does_not_verify_is_named_with_the_ca_file(
+    tmp_path: Path, tls_broker: Mosquitto
+):
+    other = tmp_path / "other"
+    other.mkdir()
+    make_pki(other)  # a CA that did not sign the broker's certificate
+    log = tmp_path / "edged.log"
+    cfg = _plain_config(tmp_path, f"mqtts://127.0.0.1:{tls_broker.port}", str(other / "ca.crt"))
+    text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
+    lines = [line for line in text.splitlines() if "certificate verify failed" in line]
+    assert len(lines) == 1, text  # once per outage, though it retried every second
+    assert "ERROR" in lines[0] and str(other / "ca.crt") in lines[0], lines[0]
+    assert "paho" not in text and "Traceback" not in text
+
+
+def test_a_plain_url_on_a_tls_port_says_so(tmp_path: Path, tls_broker: Mosquitto):
+    log = tmp_path / "edged.log"
+    cfg = _plain_config(tmp_path, f"mqtt://127.0.0.1:{tls_broker.port}")
+    text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
+    assert text.count("speaks TLS on this port") == 1, text
+    assert "use mqtts://" in text
+    assert "Connection reset" not in text and "paho" not in text
+
+
+def test_a_tls_url_on_a_plain_port_says_so(tmp_path: Path, mosquitto: Mosquitto):
+    make_pki(tmp_path)
+    log = tmp_path / "edged.log"
+    cfg = _plain_config(
+        tmp_path, f"mqtts://127.0.0.1:{mosquitto.port}", str(tmp_path / "ca.crt")
+    )
+    text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
+    lines = [line for line in text.splitlines() if "TLS handshake failed" in line]
+    assert len(lines) == 1, text
+    assert "does not speak TLS on this port" in lines[0] and "mqtt://" in lines[0]

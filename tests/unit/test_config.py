@@ -76,6 +76,46 @@ def test_secret_from_file_or_credentials_directory(tmp_path: Path):
         read_secret(str(tmp_path / "missing"), "mqtt_password", {})
 
 
+@pytest.mark.parametrize("key", ["ca_file", "cert_file"])
+def test_tls_files_on_a_plain_url_are_refused(key: str):
+    data = {"mqtt": {"url": "mqtt://broker:1883", key: "x.pem"}}
+    if key == "cert_file":
+        data["mqtt"]["key_file"] = "x.key"
+    with pytest.raises(ConfigError, match=r"needs? an mqtts:// url"):
+        parse_config(data)
+
+
+@pytest.mark.parametrize("url", ["mqtt://bro ker:1883", "mqtt://broker:1883 ", " mqtt://b"])
+def test_urls_with_blanks_are_refused(url: str):
+    with pytest.raises(ConfigError, match="contains a space"):
+        parse_config({"mqtt": {"url": url}})
+
+
+def test_file_and_cross_field_errors_come_with_schema_errors(tmp_path: Path):
+    data = {
+        "model": {"path": str(tmp_path / "m.tflite"), "num_threads": 0},
+        "mqtt": {
+            "url": "mqtts://broker",
+            "cert_file": str(tmp_path / "c.pem"),
+            "ca_file": str(tmp_path / "ca.pem"),
+            "password_file": str(tmp_path / "pw"),
+        },
+        "capture": {"paths": [str(tmp_path / "nothing")]},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, check_files=True)
+    problems = {(loc, msg.split(";")[0]) for loc, msg, _ in info.value.problems}
+    assert {
+        ("model.num_threads", "Input should be greater than or equal to 1"),
+        ("mqtt", "cert_file and key_file go together"),
+        ("model.path", "no such file"),
+        ("mqtt.cert_file", "no such file"),
+        ("mqtt.ca_file", "no such file"),
+        ("mqtt.password_file", "no such file"),
+        ("capture.paths.0", "does not exist"),
+    } <= problems, problems
+
+
 @pytest.mark.parametrize(
     ("section", "key", "value"),
     [

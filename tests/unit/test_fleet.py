@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -158,10 +159,66 @@ def test_describe_wait_failure() -> None:
     assert "nothing heard" in fleet.describe_wait_failure("dev2", None, "0.1.1")
     state = DeviceState(device="dev2", online=False, version="0.1.0", health_ts=T0)
     text = fleet.describe_wait_failure("dev2", state, "0.1.1")
-    assert text.startswith("device dev2:")
-    assert "status offline" in text
-    assert "version 0.1.0" in text
-    assert "2026-05-01T12:00:00Z" in text
+    assert text == "device dev2: its status is offline"
+    state = DeviceState(device="dev2", online=True, version="0.1.0", health_ts=T0)
+    text = fleet.describe_wait_failure("dev2", state, "0.1.1")
+    assert text == "device dev2: it reports version 0.1.0, expected 0.1.1"
+
+
+def report(at: int, frames: int, fps: float, **kw: object) -> DeviceState:
+    fields: dict[str, Any] = {
+        "online": True, "version": "0.2.0", "backend": "cpu", "run_id": "r1",
+        "source_live": True, "state": "ok",
+    }  # fmt: skip
+    fields.update(kw)
+    return DeviceState(
+        device="dev1",
+        health_ts=T0 + timedelta(seconds=at),
+        frames_processed=frames,
+        fps=fps,
+        **fields,
+    )
+
+
+def test_gate_passes_a_device_whose_frames_grow() -> None:
+    gate = fleet.Gate("0.2.0", T0)
+    assert not gate.update(report(2, 10, 5.0))  # the baseline: one report proves nothing
+    assert "needs a second health report" in (gate.failure(report(2, 10, 5.0)) or "")
+    assert gate.update(report(4, 20, 5.0))
+    assert gate.failure(report(4, 20, 5.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("second", "words"),
+    [
+        (report(4, 0, 0.0), "not classifying: frames_processed stayed at 0 and fps is 0"),
+        (report(4, 10, 0.0), "not classifying: frames_processed stayed at 10"),
+        (report(4, 20, 5.0, backend="cpu"), "backend cpu, expected edgetpu"),
+        (report(4, 20, 5.0, state="stalled"), "not classifying: it reports state stalled"),
+        (report(4, 20, 5.0, online=False), "its status is offline"),
+        (report(4, 20, 5.0, version="0.1.0"), "version 0.1.0, expected 0.2.0"),
+    ],
+)
+def test_gate_names_the_failed_condition(second: DeviceState, words: str) -> None:
+    first = report(2, 0 if "stayed at 0" in words else 10, 5.0)
+    gate = fleet.Gate("0.2.0", T0, backend="edgetpu" if "edgetpu" in words else None)
+    gate.update(first)
+    assert not gate.update(second)
+    assert words in (gate.failure(second) or ""), gate.failure(second)
+
+
+def test_gate_starts_a_new_window_when_the_daemon_restarts() -> None:
+    gate = fleet.Gate("0.2.0", T0)
+    gate.update(report(2, 100, 5.0, run_id="r1"))
+    assert not gate.update(report(4, 3, 5.0, run_id="r2"))  # a new run: a new baseline
+    assert gate.update(report(6, 12, 5.0, run_id="r2"))
+
+
+def test_gate_on_a_finished_file_source_needs_frames() -> None:
+    gate = fleet.Gate("0.2.0", T0)
+    files = report(2, 0, 0.0, source_live=False)
+    assert "no frame processed" in (gate.failure(files) or "")
+    assert gate.update(report(2, 8, 0.0, source_live=False))
 
 
 def test_table_rows() -> None:

@@ -11,22 +11,12 @@ import pytest
 from edged import wire
 from edged.health import Stats
 from edged.health.report import HealthReporter
-from edged.publish import Publisher
+from tests.support import FakePublisher
 
 
-class CountingPublisher(Publisher):
+class CountingPublisher(FakePublisher):
     reconnects = 2
     dropped = 1
-
-    def start(self) -> None: ...
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    @property
-    def connected(self) -> bool:
-        return True
 
 
 def test_report_is_a_valid_health_message() -> None:

@@ -1,0 +1,1 @@
+"""Remote operation: commands on ``{prefix}/{device}/cmd``, validated before anything changes."""

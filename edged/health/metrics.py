@@ -1,0 +1,161 @@
+"""Prometheus metrics of the daemon (``[metrics] listen``, off by default).
+
+Counters and gauges are read at scrape time from one snapshot callable (the same figures as
+the health message), so they cost nothing per frame; only the inference histogram is
+observed per frame.  Labels stay bounded: the backend and model now running, the build, and
+the command names, never a label per class or per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from edged import __version__
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Edge TPU inferences take ~2-10 ms, a Pi 4 CPU 20-200 ms, a Pi Zero up to seconds.
+INFERENCE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# counters: metric name, snapshot key, help text
+_COUNTERS = (
+    ("edged_frames_captured", "frames_captured", "Frames read from the source."),
+    ("edged_frames_processed", "frames_processed", "Frames classified."),
+    ("edged_frames_dropped", "frames_dropped", "Frames dropped because inference was busy."),
+    ("edged_frames_lost", "frames_lost", "Frames whose inference failed."),
+    ("edged_frames_skipped", "frames_skipped", "Unreadable inputs skipped."),
+    ("edged_events_published", "events_published", "Events handed to the MQTT client."),
+    ("edged_mqtt_reconnects", "mqtt_reconnects", "Reconnections to the MQTT broker."),
+    ("edged_mqtt_dropped", "mqtt_dropped", "MQTT messages that could not be delivered."),
+    ("edged_tpu_fallbacks", "fallbacks", "Switches from the Edge TPU to the CPU."),
+    ("edged_worker_restarts", "worker_restarts", "Restarts of the inference worker process."),
+)
+# gauges: metric name, snapshot key, help text
+_GAUGES = (
+    ("edged_fps", "fps", "Frames classified per second (10 s window)."),
+    ("edged_cpu_temperature_celsius", "cpu_temp_c", "CPU temperature."),
+    ("edged_tpu_temperature_celsius", "tpu_temp_c", "Edge TPU temperature."),
+    ("edged_uptime_seconds", "uptime_s", "Seconds since the daemon started."),
+)
+COMMANDS = ("set", "snapshot", "reload", "pause", "resume", "invalid")
+
+
+class _SnapshotCollector(Collector):
+    """Counters and gauges from ``read()``, a mapping with the health message's keys plus
+    ``mqtt_connected`` and ``paused``."""
+
+    def __init__(self, read: Callable[[], Mapping[str, Any]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            snap = self._read()
+        except Exception:
+            log.exception("metrics: reading the daemon's state failed")
+            return
+        for name, key, text in _COUNTERS:
+            value = snap.get(key)
+            if isinstance(value, int | float):
+                yield CounterMetricFamily(name, text, value=value)
+        for name, key, text in _GAUGES:
+            value = snap.get(key)
+            if isinstance(value, int | float):
+                yield GaugeMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "edged_mqtt_connected",
+            "1 while connected to the MQTT broker.",
+            value=1 if snap.get("mqtt_connected") else 0,
+        )
+        yield GaugeMetricFamily(
+            "edged_paused",
+            "1 while classification is paused.",
+            value=1 if snap.get("paused") else 0,
+        )
+        backend = GaugeMetricFamily(
+            "edged_backend_info",
+            "The backend and model now running (value 1).",
+            labels=["backend", "model"],
+        )
+        backend.add_metric([str(snap.get("backend") or ""), str(snap.get("model") or "")], 1)
+        yield backend
+
+
+class Metrics:
+    """The daemon's registry: build info, the snapshot collector, the inference histogram,
+    commands by name and result, and the process's own CPU and memory."""
+
+    def __init__(self, read: Callable[[], Mapping[str, Any]], runtime: str = "") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        build = InfoMetricFamily("edged_build", "edged version and runtime.")
+        build.add_metric(
+            [], {"version": __version__, "runtime": runtime, "python": platform.python_version()}
+        )
+        self.registry.register(_Static([build]))
+        self.registry.register(_SnapshotCollector(read))
+        self.inference = Histogram(
+            "edged_inference_seconds",
+            "Time of one inference (invoke), seconds.",
+            buckets=INFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "edged_commands",
+            "Commands received on the cmd topic, by command and result.",
+            ["cmd", "result"],
+            registry=self.registry,
+        )
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def observe_inference(self, ms: float) -> None:
+        self.inference.observe(ms / 1000.0)
+
+    def count_command(self, cmd: str, ok: bool) -> None:
+        self.commands.labels(cmd if cmd in COMMANDS else "invalid", "ok" if ok else "error").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``host:port`` in a daemon thread; the bound address."""
+        self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        self._thread.name = "edged-metrics"
+        bound = self._server.server_address
+        log.info("metrics: serving http://%s:%d/metrics", host, bound[1])
+        return host, int(bound[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+
+class _Static(Collector):
+    def __init__(self, families: list[Any]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._families

@@ -1,0 +1,256 @@
+"""The status page server: the stdlib's ThreadingHTTPServer, one thread per connection.
+
+A Pi serves a handful of viewers at most, the routes are few and fixed, and the page is one
+HTML file with a few lines of JavaScript: the standard library does this without adding a
+dependency (or its security updates) to every device.
+
+Routes: ``/`` (the page), ``/frame.jpg`` (the latest frame the pipeline already holds, with
+the top-k drawn over it, encoded only when asked for and once per frame however many
+viewers), ``/api/status`` (last classification and health), ``/api/config`` (the effective
+config with secrets redacted), ``/metrics`` (when metrics are on) and ``/healthz`` (200 while
+frames flow, else 503; no auth, for probes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edged.config import WebConfig, parse_listen
+from edged.web.overlay import render_jpeg
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("page.html")
+_SECRET_WORDS = ("password", "secret", "token", "passphrase")
+REDACTED = "***"
+
+
+class WebStartError(RuntimeError):
+    """The page cannot start as configured (address in use, LAN without a password)."""
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of a config mapping with every secret-looking value replaced: keys naming a
+    password, secret or token (files holding them included), and credentials in URLs."""
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, key) for v in value]
+    if any(w in key.lower() for w in _SECRET_WORDS) and value not in ("", None):
+        return REDACTED
+    if isinstance(value, str) and "://" in value and "@" in value.split("://", 1)[1]:
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://{REDACTED}@{rest.rsplit('@', 1)[1]}"
+    return value
+
+
+@dataclass(frozen=True)
+class WebSource:
+    """What the page shows, read when a viewer asks (never pushed by the pipeline)."""
+
+    frame: Callable[[], tuple[int, npt.NDArray[np.uint8]] | None]  # (number, RGB image)
+    result: Callable[[], Mapping[str, Any] | None]  # last classification (event fields)
+    health: Callable[[], Mapping[str, Any]]
+    config: Callable[[], Mapping[str, Any]]
+    healthy: Callable[[], bool]
+    paused: Callable[[], bool] = lambda: False
+    metrics: Callable[[], bytes] | None = None
+    metrics_type: str = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StatusPage:
+    def __init__(
+        self, cfg: WebConfig, source: WebSource, device: str, password: str | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.device = device
+        self.host, self.port = parse_listen(cfg.listen)
+        if password is None and not is_loopback(self.host):
+            raise WebStartError(
+                f"web.listen {cfg.listen!r} is not a loopback address: set web.password_file "
+                "or the systemd credential web_password (basic auth is required off loopback)"
+            )
+        self._auth = (
+            None
+            if password is None
+            else "Basic " + base64.b64encode(f"{cfg.username}:{password}".encode()).decode()
+        )
+        self._jpeg_lock = threading.Lock()
+        self._jpeg_key: tuple[Any, ...] | None = None
+        self._jpeg = b""
+        self.frames_encoded = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        page = self
+
+        class Handler(_Handler):
+            owner = page
+
+        try:
+            server = ThreadingHTTPServer((self.host, self.port), Handler)
+        except OSError as exc:
+            raise WebStartError(f"web.listen {self.cfg.listen!r}: {exc.strerror or exc}") from exc
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="edged-web",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info(
+            "status page: http://%s:%d/%s",
+            self.host if ":" not in self.host else f"[{self.host}]",
+            self.port,
+            "" if self._auth is None else " (basic auth)",
+        )
+        return self.host, self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    # -- content -------------------------------------------------------------------------
+    def authorized(self, header: str | None) -> bool:
+        if self._auth is None:
+            return True
+        return header is not None and hmac.compare_digest(header.encode(), self._auth.encode())
+
+    def jpeg(self) -> bytes | None:
+        """The latest frame with the top-k over it, encoded once per (frame, result)."""
+        frame = self.source.frame()
+        if frame is None:
+            return None
+        number, image = frame
+        result = self.source.result() or {}
+        paused = self.source.paused()
+        key = (number, result.get("frame"), result.get("label"), paused)
+        with self._jpeg_lock:
+            if key != self._jpeg_key:
+                self._jpeg = render_jpeg(
+                    image,
+                    list(result.get("top_k") or []),
+                    ambiguous=bool(result.get("ambiguous")),
+                    paused=paused,
+                )
+                self._jpeg_key = key
+                self.frames_encoded += 1
+            return self._jpeg
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "paused": self.source.paused(),
+            "classification": self.source.result(),
+            "health": dict(self.source.health()),
+        }
+
+    def page(self) -> bytes:
+        html = PAGE.read_text(encoding="utf-8")
+        html = html.replace("{{device}}", _escape(self.device))
+        html = html.replace("{{refresh_ms}}", str(int(self.cfg.refresh_s * 1000)))
+        return html.encode()
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: StatusPage
+    server_version = "edged"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("web %s: " + format, self.client_address[0], *args)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        page = self.owner
+        try:
+            if path == "/healthz":
+                ok = page.source.healthy()
+                self._send(
+                    HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+                    b"ok\n" if ok else b"stalled\n",
+                    "text/plain; charset=utf-8",
+                )
+                return
+            if not page.authorized(self.headers.get("Authorization")):
+                self.send_response(HTTPStatus.UNAUTHORIZED)
+                self.send_header("WWW-Authenticate", 'Basic realm="edged", charset="UTF-8"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if path in ("/", "/index.html"):
+                self._send(HTTPStatus.OK, page.page(), "text/html; charset=utf-8")
+            elif path == "/frame.jpg":
+                jpeg = page.jpeg()
+                if jpeg is None:
+                    self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain")
+                else:
+                    self._send(HTTPStatus.OK, jpeg, "image/jpeg")
+            elif path == "/api/status":
+                self._json(page.status())
+            elif path == "/api/config":
+                self._json(redact(page.source.config()))
+            elif path == "/metrics" and page.source.metrics is not None:
+                self._send(HTTPStatus.OK, page.source.metrics(), page.source.metrics_type)
+            else:
+                self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:
+            log.exception("status page: %s failed", path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain")
+
+    def _json(self, data: Any) -> None:
+        self._send(HTTPStatus.OK, json.dumps(data, default=str).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)

@@ -1,0 +1,319 @@
+"""MqttPublisher and its spool against a fake paho client: order, early acknowledgements,
+re-sends after a reconnect, bounds, a disk that refuses writes, and a stop that keeps its
+deadline.  The broker-level behaviour is tested against a real mosquitto in
+tests/integration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edged.config import MqttConfig
+from edged.publish.mqtt import MqttPublisher, describe_connect_error
+from edged.publish.spool import Spool
+from tests.fakes.paho_client import FakeBroker
+from tests.support import wait_until
+
+
+def wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    return wait_until(pred, timeout, step=0.005)
+
+
+def event(seq: int) -> bytes:
+    return json.dumps({"seq": seq}).encode()
+
+
+def seqs(broker: FakeBroker) -> list[int]:
+    return [json.loads(p)["seq"] for p in broker.payloads("events")]
+
+
+@pytest.fixture
+def broker() -> FakeBroker:
+    return FakeBroker()
+
+
+def make(broker: FakeBroker, spool: Path | None = None, **cfg: object) -> MqttPublisher:
+    mqtt_cfg = MqttConfig.model_validate({"reconnect_min_s": 0.01, "reconnect_max_s": 0.02, **cfg})
+    return MqttPublisher(
+        mqtt_cfg,
+        "cam-1",
+        spool_path=spool,
+        client_factory=broker.factory,
+        commit_s=0.01,
+        window=8,
+        spool_retry_s=0.05,
+        probe=lambda host, port: False,
+    )
+
+
+@pytest.fixture
+def publishers() -> Iterator[list[MqttPublisher]]:
+    made: list[MqttPublisher] = []
+    yield made
+    for p in made:
+        if p._threads and p._threads[0].is_alive():
+            p.stop(0.5)
+
+
+def test_events_arrive_in_order_and_are_counted_when_acknowledged(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    pub = make(broker, tmp_path / "events.db")
+    publishers.append(pub)
+    broker.frozen = True
+    pub.start()
+    for i in range(1, 41):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: len(seqs(broker)) == 8)  # the window, then nothing until acks
+    time.sleep(0.05)
+    assert seqs(broker) == list(range(1, 9))
+    assert pub.published == 0 and pub.backlog == 40
+    broker.frozen = False
+    assert wait(lambda: pub.published == 40)
+    assert seqs(broker) == list(range(1, 41))
+    assert wait(lambda: pub.backlog == 0)
+    assert broker.payloads("status")[0] == b"online"
+    pub.stop(1.0)
+    assert broker.payloads("status")[-1] == b"offline"
+
+
+def test_an_ack_seen_before_publish_returns_is_counted_once(
+    broker: FakeBroker, publishers: list[MqttPublisher]
+) -> None:
+    broker.ack_in_publish = True
+    pub = make(broker)
+    publishers.append(pub)
+    pub.start()
+    for i in range(1, 31):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: pub.published == 30)
+    assert seqs(broker) == list(range(1, 31))
+    assert not pub._inflight and not pub._early_acks
+    assert pub.backlog == 0
+
+
+def test_a_reconnect_resends_what_was_in_flight_first_then_the_rest_in_order(
+    broker: FakeBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pub = make(broker, tmp_path / "events.db")
+    publishers.append(pub)
+    broker.frozen = True
+    pub.start()
+    for i in range(1, 6):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: len(seqs(broker)) == 5)
+    broker.up = False  # the connection drops with 5 events unacknowledged
+    assert wait(lambda: not pub.connected)
+    for i in range(6, 21):
+        pub.publish("events", event(i), qos=1)
+    time.sleep(0.1)
+    with caplog.at_level(logging.INFO, logger="edged.publish.mqtt"):
+        broker.frozen = False
+        broker.up = True
+        assert wait(lambda: pub.published == 20)
+    got = seqs(broker)
+    assert got[:5] == [1, 2, 3, 4, 5]
+    assert got[5:10] == [1, 2, 3, 4, 5]  # re-sent by paho (dup), before anything newer
+    assert got[10:] == list(range(6, 21))
+    dups = [r.dup for r in broker.received if r.topic.endswith("/events")]
+    assert dups[5:10] == [True] * 5
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    recovered = [r for r in caplog.records if "again after" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
+    assert len(warnings) <= 1  # the outage began before caplog; never one per retry
+
+
+def test_one_warning_per_outage_not_per_retry(
+    broker: FakeBroker, publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture
+) -> None:
+    broker.up = False
+    pub = make(broker)
+    publishers.append(pub)
+    with caplog.at_level(logging.DEBUG):
+        pub.start()
+        time.sleep(0.3)  # about 15 attempts with a 10-20 ms backoff
+        broker.up = True
+        assert wait(lambda: pub.connected)
+    ours = [
+        r for r in caplog.records if r.name.startswith("edged") and r.levelno >= logging.WARNING
+    ]
+    assert len(ours) == 1, [r.getMessage() for r in ours]
+    assert "127.0.0.1" in ours[0].getMessage() and "connection refused" in ours[0].getMessage()
+
+
+def test_memory_only_spool_evicts_the_oldest_and_logs_once(
+    broker: FakeBroker, publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture
+) -> None:
+    broker.up = False
+    pub = make(broker, max_queued=10)
+    publishers.append(pub)
+    with caplog.at_level(logging.INFO):
+        pub.start()
+        for i in range(1, 26):
+            pub.publish("events", event(i), qos=1)
+        assert wait(lambda: pub.evicted == 15)
+        broker.up = True
+        assert wait(lambda: pub.published == 10)
+    assert seqs(broker) == list(range(16, 26))  # the newest ten, in order
+    text = [r.getMessage() for r in caplog.records]
+    assert sum("evicted to make room" in t for t in text) == 1
+    assert any("15 oldest event(s) evicted meanwhile" in t for t in text)
+    assert any("memory only" in t for t in text)  # the one line at start
+
+
+def test_events_are_on_disk_before_paho_sees_them_and_leave_when_acknowledged(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    path = tmp_path / "events.db"
+    broker.frozen = True
+    pub = make(broker, path)
+    publishers.append(pub)
+    pub.start()
+    for i in range(1, 4):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: len(seqs(broker)) == 3)
+
+    def on_disk() -> list[int]:  # what a crash right now would leave for the next start
+        db = sqlite3.connect(path)
+        try:
+            return [
+                json.loads(p)["seq"]
+                for (p,) in db.execute("SELECT payload FROM events ORDER BY id")
+            ]
+        finally:
+            db.close()
+
+    assert on_disk() == [1, 2, 3]
+    broker.frozen = False
+    assert wait(lambda: pub.published == 3)
+    assert wait(lambda: on_disk() == [])
+
+
+def test_a_new_run_resends_what_the_last_one_left_first(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    path = tmp_path / "events.db"
+    broker.up = False
+    first = make(broker, path)
+    first.start()
+    for i in range(1, 6):
+        first.publish("events", event(i), qos=1)
+    first.stop(0.5)  # nothing acknowledged: all five stay on disk
+    assert Spool(path, max_bytes=2**20, max_rows=10).backlog == 5
+    broker.up = True
+    second = make(broker, path)
+    publishers.append(second)
+    second.start()
+    second.publish("events", event(100), qos=1)
+    assert wait(lambda: second.resent == 5 and second.published == 1)
+    assert seqs(broker) == [1, 2, 3, 4, 5, 100]
+
+
+def test_a_full_disk_degrades_to_memory_with_one_error_then_recovers(
+    broker: FakeBroker,
+    tmp_path: Path,
+    publishers: list[MqttPublisher],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker.up = False
+    pub = make(broker, tmp_path / "events.db")
+    publishers.append(pub)
+    with caplog.at_level(logging.INFO):
+        pub.start()
+        pub.publish("events", event(1), qos=1)
+        assert wait(lambda: pub.spool._db_rows == 1)
+        assert pub.spool._db is not None
+        pages = pub.spool._db.execute("PRAGMA page_count").fetchone()[0]
+        pub.spool._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+        for i in range(2, 200):
+            pub.publish("events", event(i) + b" " * 400, qos=1)
+        assert wait(lambda: not pub.spool.durable)
+        pub.spool._db.execute("PRAGMA max_page_count=100000")  # room again
+        assert wait(lambda: pub.spool.durable, 2)
+        broker.up = True
+        assert wait(lambda: pub.published == 199)
+    assert seqs(broker) == list(range(1, 200))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "full" in errors[0] and "memory" in errors[0], errors
+    assert any("takes writes again" in r.getMessage() for r in caplog.records)
+
+
+def test_stop_keeps_its_deadline_with_a_frozen_broker_and_keeps_the_events(
+    broker: FakeBroker, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.db"
+    broker.frozen = True
+    pub = make(broker, path)
+    pub.start()
+    for i in range(1, 51):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: len(seqs(broker)) == 8)
+    t0 = time.monotonic()
+    pub.stop(1.0)
+    assert time.monotonic() - t0 < 1.2
+    assert Spool(path, max_bytes=2**20, max_rows=10).backlog == 50
+
+
+def test_the_spool_is_bounded_on_disk_and_keeps_what_is_in_flight(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "events.db", max_bytes=20_000, max_rows=10)
+    rows = [spool.add("events", b"x" * 960, 1) for _ in range(40)]
+    spool.commit(busy={rows[0].id})
+    assert spool.evicted > 0
+    kept = spool.after(0, 100)
+    assert kept[0].id == rows[0].id  # in flight: never evicted
+    assert [r.id for r in kept[1:]] == [r.id for r in rows[-(len(kept) - 1) :]]
+    assert sum(r.size for r in kept) <= 20_000
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (TimeoutError("timed out"), "timed out"),
+    ],
+)
+def test_connect_errors_in_words(exc: BaseException, words: str) -> None:
+    assert describe_connect_error(exc, False, "") == words
+
+
+def test_events_an_earlier_release_kept_at_stop_are_taken_over(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    legacy = tmp_path / "mqtt-spool.jsonl"
+    lines = [
+        json.dumps({"topic": "events", "payload": event(i).decode(), "qos": 1}) for i in (1, 2)
+    ]
+    legacy.write_text("\n".join([*lines, "{cut off"]) + "\n")
+    pub = make(broker, tmp_path / "events.db")
+    publishers.append(pub)
+    assert not legacy.exists()
+    pub.start()
+    pub.publish("events", event(3), qos=1)
+    assert wait(lambda: pub.resent == 2 and pub.published == 1)
+    assert seqs(broker) == [1, 2, 3]
+
+
+def test_qos0_events_leave_the_spool_once_written_and_wait_while_disconnected(
+    broker: FakeBroker, publishers: list[MqttPublisher]
+) -> None:
+    broker.up = False
+    pub = make(broker)
+    publishers.append(pub)
+    pub.start()
+    for i in range(1, 6):
+        pub.publish("events", event(i), qos=0)
+    time.sleep(0.1)
+    assert pub.backlog == 5 and seqs(broker) == []  # not handed to paho without a connection
+    broker.up = True
+    assert wait(lambda: pub.published == 5)
+    assert seqs(broker) == [1, 2, 3, 4, 5]
+    assert pub.backlog == 0 and not pub._inflight and not pub._early_acks
