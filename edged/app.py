@@ -447,6 +447,7 @@ class Daemon:
                 confirmed_label=policy.confirmed,
             )
             publisher.publish(Suffix.EVENTS, payload, qos=cfg.mqtt.qos)
+            log.debug("event seq %d (frame %d) spooled", self.stats.events_created, item.number)
 
     def _status_line(self) -> str:
         engine = self.engine
