@@ -50,36 +50,50 @@ def classify_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, l
 
 
 def lib_env(lib: Path, mode: str = "passthrough") -> dict[str, str]:
-    return {"EDGED_MODEL__EDGETPU_LIBRARY": str(lib),
-            "EDGED_MODEL__EDGETPU_OPTIONS": f'{{mode = "{mode}"}}'}
+    return {
+        "EDGED_MODEL__EDGETPU_LIBRARY": str(lib),
+        "EDGED_MODEL__EDGETPU_OPTIONS": f'{{mode = "{mode}"}}',
+    }
 
 
 def test_working_tpu_runs_on_edgetpu(fake_lib: Path):
-    code, rows, err = classify_json("--backend", "edgetpu", "--model", str(BUNDLED),
-                                    str(CONFIDENT), env=lib_env(fake_lib))
+    code, rows, err = classify_json(
+        "--backend", "edgetpu", "--model", str(BUNDLED), str(CONFIDENT), env=lib_env(fake_lib)
+    )
     assert code == 0, err
     assert rows[0]["backend"] == "edgetpu" and rows[0]["label"] == CONFIDENT_LABEL
 
 
-@pytest.mark.parametrize(("mode", "reason"), [
-    ("null", "ValueError: Failed to load delegate"),
-    ("abort", "killed by SIGABRT while loading"),
-    ("passthrough", "RuntimeError: Encountered unresolved custom op: edgetpu-custom-op"),
-])
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("null", "ValueError: Failed to load delegate"),
+        ("abort", "killed by SIGABRT while loading"),
+        ("passthrough", "RuntimeError: Encountered unresolved custom op: edgetpu-custom-op"),
+    ],
+)
 def test_auto_falls_back_to_cpu_twin_with_one_warning(fake_lib: Path, mode: str, reason: str):
-    code, rows, err = classify_json("--model", str(need(EDGETPU_TWIN)), str(CONFIDENT),
-                                    env=lib_env(fake_lib, mode))
+    code, rows, err = classify_json(
+        "--model", str(need(EDGETPU_TWIN)), str(CONFIDENT), env=lib_env(fake_lib, mode)
+    )
     assert code == 0, err
     assert rows[0]["backend"] == "cpu" and rows[0]["model"] == V1_025.name
     assert err.count("WARNING") == 1 and reason in err, err
 
 
 def test_forced_edgetpu_that_cannot_start_exits_3(fake_lib: Path):
-    code, _, err = classify_json("--backend", "edgetpu", "--model", str(BUNDLED),
-                                 str(CONFIDENT), env=lib_env(fake_lib, "null"))
+    code, _, err = classify_json(
+        "--backend",
+        "edgetpu",
+        "--model",
+        str(BUNDLED),
+        str(CONFIDENT),
+        env=lib_env(fake_lib, "null"),
+    )
     assert code == 3 and "the Edge TPU backend cannot start: ValueError" in err
-    code, _, err = classify_json("--backend", "edgetpu", "--model", str(BUNDLED),
-                                 str(CONFIDENT))  # the real libedgetpu: absent
+    code, _, err = classify_json(
+        "--backend", "edgetpu", "--model", str(BUNDLED), str(CONFIDENT)
+    )  # the real libedgetpu: absent
     assert code == 3 and "OSError" in err and "libedgetpu.so.1" in err
 
 
@@ -105,8 +119,14 @@ def test_edgetpu_twins_give_the_cpu_models_classes():
         assert [r["label"] for r in tpu_rows] == [r["label"] for r in cpu_rows]
 
 
-def _daemon(tmp_path: Path, broker: Mosquitto, lib: Path, timeout: float = 2.0, fps: int = 20,
-            model: Path = BUNDLED):
+def _daemon(
+    tmp_path: Path,
+    broker: Mosquitto,
+    lib: Path,
+    timeout: float = 2.0,
+    fps: int = 20,
+    model: Path = BUNDLED,
+):
     cfg = tmp_path / "tpu.toml"
     cfg.write_text(f"""
 [device]
@@ -136,8 +156,16 @@ def _worker_pid(sub: Subscriber) -> int:
     return int(health["worker_pid"])
 
 
-def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, timeout: float,
-                 budget: float, fps: int = 20, model: Path = BUNDLED) -> None:
+def _check_fault(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    lib: Path,
+    sig: int,
+    timeout: float,
+    budget: float,
+    fps: int = 20,
+    model: Path = BUNDLED,
+) -> None:
     sub = Subscriber(mosquitto.port)
     proc = _daemon(tmp_path, mosquitto, lib, timeout, fps, model)
     try:
@@ -150,9 +178,13 @@ def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, time
         t_cpu = next(t for t, e in sub.timed_events() if e["backend"] == "cpu")
         assert t_cpu - t_fault < budget, f"first CPU event {t_cpu - t_fault:.2f} s after fault"
         # by itself, back to the Edge TPU path once the fault has cleared
-        assert sub.wait(lambda: sub.events()[-1]["backend"] == "edgetpu"
-                        and any(e["backend"] == "cpu" for e in sub.events()), 30), \
-            (tmp_path / "edged.log").read_text()
+        assert sub.wait(
+            lambda: (
+                sub.events()[-1]["backend"] == "edgetpu"
+                and any(e["backend"] == "cpu" for e in sub.events())
+            ),
+            30,
+        ), (tmp_path / "edged.log").read_text()
         assert proc.poll() is None
         assert sub.wait(lambda: (sub.last_health() or {}).get("worker_restarts", 0) >= 1, 5)
         health = sub.last_health()
@@ -180,20 +212,20 @@ def _check_fault(tmp_path: Path, mosquitto: Mosquitto, lib: Path, sig: int, time
     ],
     ids=["paced", "saturated"],
 )
-def test_worker_kill9_mid_run_falls_back_and_returns(tmp_path: Path, mosquitto: Mosquitto,
-                                                    fake_lib: Path, fps: int):
-    _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0,
-                 fps=fps)
+def test_worker_kill9_mid_run_falls_back_and_returns(
+    tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path, fps: int
+):
+    _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0, fps=fps)
 
 
-def test_worker_sigstop_mid_run_times_out_and_returns(tmp_path: Path, mosquitto: Mosquitto,
-                                                     fake_lib: Path):
+def test_worker_sigstop_mid_run_times_out_and_returns(
+    tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path
+):
     # the timeout (2 s) fires, then the switch to the CPU takes under 1 s
     _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGSTOP, timeout=2.0, budget=3.0)
 
 
-def test_start_failure_is_reported_in_health(tmp_path: Path, mosquitto: Mosquitto,
-                                             fake_lib: Path):
+def test_start_failure_is_reported_in_health(tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path):
     need(EDGETPU_TWIN)
     cfg = tmp_path / "auto.toml"
     cfg.write_text(f"""
@@ -229,8 +261,9 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
     from edged.engine import open_engine
     from edged.infer import supervisor
 
-    cfg = parse_config({"model": {"path": str(BUNDLED), "backend": "edgetpu",
-                                  "edgetpu_library": str(fake_lib)}})
+    cfg = parse_config(
+        {"model": {"path": str(BUNDLED), "backend": "edgetpu", "edgetpu_library": str(fake_lib)}}
+    )
     timings = supervisor.Timings(restart_limit=3, restart_window_s=60.0, first_reprobe_s=0.05)
     engine = open_engine(cfg.model, cfg.classify, timings)
     sup = engine.backend
@@ -257,8 +290,16 @@ def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path
     from edged.config import parse_config
     from edged.engine import open_engine
 
-    cfg = parse_config({"model": {"path": str(BUNDLED), "backend": "edgetpu",
-                                  "edgetpu_library": str(fake_lib), "num_threads": 1}})
+    cfg = parse_config(
+        {
+            "model": {
+                "path": str(BUNDLED),
+                "backend": "edgetpu",
+                "edgetpu_library": str(fake_lib),
+                "num_threads": 1,
+            }
+        }
+    )
     engine = open_engine(cfg.model, cfg.classify)
     try:
         images = [engine.load(p) for p in (CONFIDENT, SAMPLES / "rocket.jpg")]

@@ -204,9 +204,7 @@ def test_a_plain_url_on_a_tls_port_says_so(tmp_path: Path, tls_broker: Mosquitto
 def test_a_tls_url_on_a_plain_port_says_so(tmp_path: Path, mosquitto: Mosquitto):
     make_pki(tmp_path)
     log = tmp_path / "edged.log"
-    cfg = _plain_config(
-        tmp_path, f"mqtts://127.0.0.1:{mosquitto.port}", str(tmp_path / "ca.crt")
-    )
+    cfg = _plain_config(tmp_path, f"mqtts://127.0.0.1:{mosquitto.port}", str(tmp_path / "ca.crt"))
     text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
     lines = [line for line in text.splitlines() if "TLS handshake failed" in line]
     assert len(lines) == 1, text

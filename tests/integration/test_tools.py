@@ -27,8 +27,17 @@ ONE_IMAGE = 0.0051
 
 @pytest.mark.parametrize("model", sorted(EXPECTED))
 def test_eval_coral_models_with_background_class(model: str):
-    r = run_edged("eval", "--json", str(need(CALIBRATION)), "--synsets", str(need(SYNSETS)),
-                  "--model", str(need(MODELS / model)), "--backend", "cpu")
+    r = run_edged(
+        "eval",
+        "--json",
+        str(need(CALIBRATION)),
+        "--synsets",
+        str(need(SYNSETS)),
+        "--model",
+        str(need(MODELS / model)),
+        "--backend",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["images"] == 200
@@ -37,8 +46,15 @@ def test_eval_coral_models_with_background_class(model: str):
 
 def test_eval_edgetpu_twin_reports_the_backend_that_ran():
     twin = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
-    r = run_edged("eval", "--json", str(need(CALIBRATION)), "--synsets", str(need(SYNSETS)),
-                  "--model", str(need(MODELS / twin)))
+    r = run_edged(
+        "eval",
+        "--json",
+        str(need(CALIBRATION)),
+        "--synsets",
+        str(need(SYNSETS)),
+        "--model",
+        str(need(MODELS / twin)),
+    )
     report = json.loads(r.stdout)
     assert report["backend"] == "cpu" and report["model"] == twin.replace("_edgetpu", "")
     expected = EXPECTED[report["model"]]
@@ -46,8 +62,11 @@ def test_eval_edgetpu_twin_reports_the_backend_that_ran():
 
 
 def test_eval_folder_per_class(tmp_path: Path):
-    for label, image in [("espresso", "coffee.jpg"), ("tiger cat", "chelsea_cat.jpg"),
-                         ("missile", "rocket.jpg")]:
+    for label, image in [
+        ("espresso", "coffee.jpg"),
+        ("tiger cat", "chelsea_cat.jpg"),
+        ("missile", "rocket.jpg"),
+    ]:
         (tmp_path / label).mkdir()
         shutil.copy(SAMPLES / image, tmp_path / label / image)
     r = run_edged("eval", "--json", "--confusion", str(tmp_path))
@@ -77,9 +96,19 @@ def test_bench_on_the_edge_tpu_worker_keeps_two_frames_in_flight(tmp_path):
     from tests.fakes.delegate import build_fake_delegate
 
     lib = build_fake_delegate(tmp_path)
-    r = run_edged("bench", "--json", "--runs", "20", "--threads", "1", "--backend", "edgetpu",
-                  "--model", str(BUNDLED),
-                  env={"EDGED_MODEL__EDGETPU_LIBRARY": str(lib)})
+    r = run_edged(
+        "bench",
+        "--json",
+        "--runs",
+        "20",
+        "--threads",
+        "1",
+        "--backend",
+        "edgetpu",
+        "--model",
+        str(BUNDLED),
+        env={"EDGED_MODEL__EDGETPU_LIBRARY": str(lib)},
+    )
     assert r.returncode == 0, r.stderr
     b = json.loads(r.stdout)
     assert b["backend"] == "edgetpu" and b["frames_in_flight"] == 2 and b["throughput_fps"] > 0

@@ -239,8 +239,16 @@ def test_capture_saves_frames_from_the_configured_source(tmp_path: Path) -> None
         f'[capture]\ntype = "replay"\npaths = ["{SAMPLES}"]\nloop = true\n',
     )
     result = run_edged(
-        "capture", str(tmp_path / "data"), "--label", "blue tit", "--count", "5",
-        "--interval", "0", "-c", str(cfg),
+        "capture",
+        str(tmp_path / "data"),
+        "--label",
+        "blue tit",
+        "--count",
+        "5",
+        "--interval",
+        "0",
+        "-c",
+        str(cfg),
     )
     assert result.returncode == 0, result.stderr
     saved = sorted((tmp_path / "data" / "blue tit").iterdir())

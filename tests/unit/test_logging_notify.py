@@ -26,8 +26,11 @@ def test_notify_socket_protocol(tmp_path: Path):
     server.bind(str(path))
     server.settimeout(2)
     try:
-        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "4000000",
-               "WATCHDOG_PID": str(os.getpid())}
+        env = {
+            "NOTIFY_SOCKET": str(path),
+            "WATCHDOG_USEC": "4000000",
+            "WATCHDOG_PID": str(os.getpid()),
+        }
         n = Notifier(env)
         assert n.enabled and n.watchdog_s == 4.0
         n.ready("backend=cpu model=m fps=1.0")

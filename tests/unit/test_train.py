@@ -32,7 +32,9 @@ def blobs(n: int, classes: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np
 
 def test_labels_order_and_file_lines() -> None:
     assert order_classes(["squirrel", "background", "blue tit"]) == [
-        "blue tit", "squirrel", "background",
+        "blue tit",
+        "squirrel",
+        "background",
     ]  # a background at index 0 would be hidden like ImageNet's
     assert label_lines(["blue tit", "café"]) == ["blue tit", "café"]
     # labels that would read back as "index label" lines are written with their index
