@@ -56,7 +56,7 @@ def lib_env(lib: Path, mode: str = "passthrough") -> dict[str, str]:
     }
 
 
-def test_working_tpu_runs_on_edgetpu(fake_lib: Path):
+def test_working_tpu_runs_on_edgetpu(fake_lib: Path) -> None:
     code, rows, err = classify_json(
         "--backend", "edgetpu", "--model", str(BUNDLED), str(CONFIDENT), env=lib_env(fake_lib)
     )
@@ -72,7 +72,9 @@ def test_working_tpu_runs_on_edgetpu(fake_lib: Path):
         ("passthrough", "RuntimeError: Encountered unresolved custom op: edgetpu-custom-op"),
     ],
 )
-def test_auto_falls_back_to_cpu_twin_with_one_warning(fake_lib: Path, mode: str, reason: str):
+def test_auto_falls_back_to_cpu_twin_with_one_warning(
+    fake_lib: Path, mode: str, reason: str
+) -> None:
     code, rows, err = classify_json(
         "--model", str(need(EDGETPU_TWIN)), str(CONFIDENT), env=lib_env(fake_lib, mode)
     )
@@ -81,7 +83,7 @@ def test_auto_falls_back_to_cpu_twin_with_one_warning(fake_lib: Path, mode: str,
     assert err.count("WARNING") == 1 and reason in err, err
 
 
-def test_forced_edgetpu_that_cannot_start_exits_3(fake_lib: Path):
+def test_forced_edgetpu_that_cannot_start_exits_3(fake_lib: Path) -> None:
     code, _, err = classify_json(
         "--backend",
         "edgetpu",
@@ -97,7 +99,7 @@ def test_forced_edgetpu_that_cannot_start_exits_3(fake_lib: Path):
     assert code == 3 and "OSError" in err and "libedgetpu.so.1" in err
 
 
-def test_edgetpu_model_without_tpu_or_twin(tmp_path: Path):
+def test_edgetpu_model_without_tpu_or_twin(tmp_path: Path) -> None:
     lone = tmp_path / "lonely_edgetpu.tflite"
     shutil.copy(need(EDGETPU_TWIN), lone)
     code, _, err = classify_json("--model", str(lone), str(CONFIDENT))
@@ -107,7 +109,7 @@ def test_edgetpu_model_without_tpu_or_twin(tmp_path: Path):
     assert code == 3 and "lonely.tflite" in err
 
 
-def test_edgetpu_twins_give_the_cpu_models_classes():
+def test_edgetpu_twins_give_the_cpu_models_classes() -> None:
     need(EDGETPU_TWIN)
     images = [str(p) for p in sorted(SAMPLES.glob("*.jpg"))]
     for twin in sorted(MODELS.glob("*_edgetpu.tflite")):
@@ -214,18 +216,20 @@ def _check_fault(
 )
 def test_worker_kill9_mid_run_falls_back_and_returns(
     tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path, fps: int
-):
+) -> None:
     _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGKILL, timeout=2.0, budget=1.0, fps=fps)
 
 
 def test_worker_sigstop_mid_run_times_out_and_returns(
     tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path
-):
+) -> None:
     # the timeout (2 s) fires, then the switch to the CPU takes under 1 s
     _check_fault(tmp_path, mosquitto, fake_lib, signal.SIGSTOP, timeout=2.0, budget=3.0)
 
 
-def test_start_failure_is_reported_in_health(tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path):
+def test_start_failure_is_reported_in_health(
+    tmp_path: Path, mosquitto: Mosquitto, fake_lib: Path
+) -> None:
     need(EDGETPU_TWIN)
     cfg = tmp_path / "auto.toml"
     cfg.write_text(f"""
@@ -254,7 +258,7 @@ url = "{mosquitto.url}"
     assert sub.events()[0]["backend"] == "cpu" and sub.events()[0]["label"] == CONFIDENT_LABEL
 
 
-def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
+def test_restart_limit_then_stays_on_cpu(fake_lib: Path) -> None:
     import numpy as np
 
     from edged.config import parse_config
@@ -286,7 +290,7 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path):
         engine.close()
 
 
-def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path):
+def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path) -> None:
     from edged.config import parse_config
     from edged.engine import open_engine
 

@@ -43,7 +43,7 @@ def legacy_python() -> Path:
     return py
 
 
-def test_tflite_runtime_with_numpy1(legacy_python: Path):
+def test_tflite_runtime_with_numpy1(legacy_python: Path) -> None:
     env = {**os.environ, "PYTHONPATH": ""}
     v = subprocess.run(
         [str(legacy_python), "-m", "edged", "version"],
@@ -74,7 +74,7 @@ def test_tflite_runtime_with_numpy1(legacy_python: Path):
     assert [row["label"] for row in rows] == [CONFIDENT_LABEL, "missile"]
 
 
-def test_bundled_model_on_the_legacy_runtime(legacy_python: Path):
+def test_bundled_model_on_the_legacy_runtime(legacy_python: Path) -> None:
     r = subprocess.run(
         [str(legacy_python), "-m", "edged", "classify", "--json", str(CONFIDENT)],
         capture_output=True,

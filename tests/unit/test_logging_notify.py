@@ -13,14 +13,14 @@ from edged.health.notify import Notifier
 from edged.logsetup import CONTEXT, set_context
 
 
-def test_context_fields_are_added_to_records():
+def test_context_fields_are_added_to_records() -> None:
     set_context(device="d1", model="m.tflite", backend="cpu")
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "msg", None, None)
     assert CONTEXT.filter(record)
     assert record.EDGED_DEVICE == "d1" and record.EDGED_BACKEND == "cpu"  # type: ignore[attr-defined]
 
 
-def test_notify_socket_protocol(tmp_path: Path):
+def test_notify_socket_protocol(tmp_path: Path) -> None:
     path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(path))
@@ -42,7 +42,9 @@ def test_notify_socket_protocol(tmp_path: Path):
         server.close()
 
 
-def test_notify_goes_through_systemd_python_when_present(tmp_path: Path, monkeypatch):
+def test_notify_goes_through_systemd_python_when_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon = pytest.importorskip(
         "systemd.daemon", reason="systemd-python not installed (optional: edged[systemd])"
     )
@@ -68,7 +70,7 @@ def test_notify_goes_through_systemd_python_when_present(tmp_path: Path, monkeyp
         server.close()
 
 
-def test_no_socket_no_watchdog_for_other_pid():
+def test_no_socket_no_watchdog_for_other_pid() -> None:
     n = Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
     assert not n.enabled and n.watchdog_s is None
     n.ready("x")  # a no-op

@@ -45,7 +45,9 @@ def test_labels_order_and_file_lines() -> None:
     assert check_label("a\tb") is not None
 
 
-def test_scan_ignores_loose_and_hidden_files(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+def test_scan_ignores_loose_and_hidden_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     for cls in ("b", "a"):
         (tmp_path / cls).mkdir()
         (tmp_path / cls / "1.jpg").write_bytes(b"x")
@@ -112,7 +114,7 @@ def test_folds_are_stratified_and_disjoint() -> None:
         assert set(np.asarray([0] * 8 + [1] * 30)[val]) == {0, 1}
 
 
-def test_model_surgery_keeps_the_base_and_swaps_the_head(base: BaseModel, tmp_path: Path):
+def test_model_surgery_keeps_the_base_and_swaps_the_head(base: BaseModel, tmp_path: Path) -> None:
     features = base.feature_model()
     assert op_names(features)[-1] == "MEAN"
     fm = read_model(features)
