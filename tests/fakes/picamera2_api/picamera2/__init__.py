@@ -131,8 +131,8 @@ class Picamera2:
             raise RuntimeError(f"Stream {name} is not configured")
         time.sleep(1.0 / float(self.camera_config["controls"].get("FrameRate", 30)))
         w, h = stream["size"]
-        with Image.open(os.environ["FAKE_PICAMERA2_IMAGE"]) as im:
-            im = im.convert("RGB")
+        with Image.open(os.environ["FAKE_PICAMERA2_IMAGE"]) as opened:
+            im = opened.convert("RGB")
             crop = self.controls.get("ScalerCrop")
             if crop is not None:  # the sensor rectangle, mapped onto the image
                 sx, sy = im.width / PIXEL_ARRAY[0], im.height / PIXEL_ARRAY[1]
