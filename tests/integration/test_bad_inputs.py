@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tests.support import (
     BUNDLED,
@@ -120,7 +121,7 @@ def test_text_file_named_tflite(tmp_path: Path) -> None:
 
 
 def test_model_without_a_class_vector(tmp_path: Path) -> None:
-    def a_feature_map(sg):
+    def a_feature_map(sg: Any) -> list[int]:  # a tflite SubGraphT, untyped
         # the last 7x7 feature map before pooling
         return [
             max(

@@ -7,6 +7,7 @@ import json
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from edged.infer.bundled import default_model_path, models_dir
 from tests.support import FIXTURES, SAMPLE_TOP1, SAMPLES, need, run_edged
 
 
-def manifest() -> dict:
+def manifest() -> dict[str, Any]:
     return tomllib.loads((models_dir() / "manifest.toml").read_text())
 
 

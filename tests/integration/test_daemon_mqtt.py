@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     assert retained(mosquitto.port, "edged/cam-1/status") == b"offline"
 
 
-def _start_looping(tmp_path: Path, url: str, name: str = "edged.log"):
+def _start_looping(tmp_path: Path, url: str, name: str = "edged.log") -> subprocess.Popen[bytes]:
     cfg = config(tmp_path, url, capture=f'paths = ["{CONFIDENT}"]\nloop = true\nfps = 20')
     return start_edged("run", "-c", str(cfg), log=tmp_path / name)
 

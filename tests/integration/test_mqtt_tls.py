@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def make_pki(d: Path) -> None:
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path):
+def tls_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     make_pki(tmp_path)
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "cam", "s3cret-pw"],

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_replay_missing_path_is_an_error(tmp_path: Path) -> None:
         open_source(cfg.capture, (32, 32))
 
 
-def test_picamera2_streams_rgb_at_model_size(fake_picamera2) -> None:
+def test_picamera2_streams_rgb_at_model_size(fake_picamera2: Any) -> None:
     cfg = parse_config({"capture": {"type": "picamera2", "fps": 100}})
     src = open_source(cfg.capture, (224, 224))
     cam = fake_picamera2.instances[0]
@@ -99,7 +100,7 @@ def test_picamera2_streams_rgb_at_model_size(fake_picamera2) -> None:
     assert cam.closed and cam.close_calls == 1 and not cam.started
 
 
-def test_picamera2_lores_beside_full_main(fake_picamera2) -> None:
+def test_picamera2_lores_beside_full_main(fake_picamera2: Any) -> None:
     cfg = parse_config({"capture": {"type": "picamera2", "stream": "lores", "fps": 100}})
     src = open_source(cfg.capture, (299, 299))
     cam = fake_picamera2.instances[0]
@@ -111,7 +112,7 @@ def test_picamera2_lores_beside_full_main(fake_picamera2) -> None:
     src.close()
 
 
-def test_picamera2_missing_camera(fake_picamera2) -> None:
+def test_picamera2_missing_camera(fake_picamera2: Any) -> None:
     from edged.capture.picamera2 import CameraError
 
     cfg = parse_config({"capture": {"type": "picamera2", "camera_num": 3}})
@@ -128,7 +129,7 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
         open_source(cfg.capture, (224, 224))
 
 
-def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2, tmp_path: Path) -> None:
+def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2: Any, tmp_path: Path) -> None:
     """One region on picamera2: ScalerCrop on the sensor, frames are the region itself."""
     arr = np.zeros((480, 640, 3), np.uint8)
     arr[:, :320, 0] = 200  # red left half
@@ -148,7 +149,7 @@ def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2, tmp_path: Path)
     src.close()
 
 
-def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2) -> None:
+def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2: Any) -> None:
     regions = [{"name": "a", "width": 0.5}, {"name": "b", "x": 0.5, "width": 0.5}]
     cfg = parse_config({"capture": {"type": "picamera2", "fps": 100, "regions": regions}})
     src = open_source(cfg.capture, (224, 224))
@@ -159,9 +160,9 @@ def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2) -> None:
 
 
 def test_picamera2_closed_when_configure_fails(
-    fake_picamera2, monkeypatch: pytest.MonkeyPatch
+    fake_picamera2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(self, camera_config) -> None:
+    def refuse(self: Any, camera_config: dict[str, Any]) -> None:
         raise RuntimeError("Invalid configuration")
 
     monkeypatch.setattr(fake_picamera2.Picamera2, "configure", refuse)

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from edged.config import ConfigError, load_config, parse_config, read_secret
+from edged.config import (
+    ConfigError,
+    ReplayCaptureConfig,
+    load_config,
+    parse_config,
+    read_secret,
+)
 
 
 def test_defaults_are_valid() -> None:
@@ -139,6 +145,7 @@ def test_toml_values_are_not_coerced_across_types(section: str, key: str, value:
 
 def test_ints_are_valid_floats_and_the_right_types_pass() -> None:
     cfg = parse_config({"capture": {"fps": 2, "loop": True}, "classify": {"top_k": 3}})
+    assert isinstance(cfg.capture, ReplayCaptureConfig)
     assert cfg.capture.fps == 2.0 and cfg.capture.loop is True and cfg.classify.top_k == 3
 
 

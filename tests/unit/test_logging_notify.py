@@ -53,7 +53,7 @@ def test_notify_goes_through_systemd_python_when_present(
 
     def spy(message: str) -> bool:
         calls.append(message)
-        return real(message)
+        return bool(real(message))
 
     monkeypatch.setattr(daemon, "notify", spy)
     path = tmp_path / "notify.sock"
