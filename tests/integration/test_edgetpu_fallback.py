@@ -13,8 +13,10 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +46,9 @@ def fake_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_fake_delegate(tmp_path_factory.mktemp("delegate"))
 
 
-def classify_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, list, str]:
+def classify_json(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, Any]], str]:
     r = run_edged("classify", "--json", *args, env=env)
     return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else []), r.stderr
 
@@ -128,7 +132,7 @@ def _daemon(
     timeout: float = 2.0,
     fps: int = 20,
     model: Path = BUNDLED,
-):
+) -> subprocess.Popen[bytes]:
     cfg = tmp_path / "tpu.toml"
     cfg.write_text(f"""
 [device]
@@ -278,21 +282,30 @@ def test_restart_limit_then_stays_on_cpu(fake_lib: Path) -> None:
         for i in range(timings.restart_limit):
             back = sup.wait_for(lambda s: s.name == "edgetpu", timeout=20)
             assert back, f"no return to the TPU after fault {i}"
-            os.kill(sup.worker_pid, signal.SIGKILL)
+            pid = sup.worker_pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
             _, _, backend = engine.infer_with_backend(tensor)
             assert backend == "cpu"
         # given up: no re-probe comes back, even after many first-reprobe delays
         assert not sup.wait_for(lambda s: s.name == "edgetpu", timeout=20 * timings.first_reprobe_s)
         assert sup.gave_up and sup.name == "cpu"
-        assert "staying on the CPU" in sup.status()["fallback_reason"]
+        reason = sup.status()["fallback_reason"]
+        assert isinstance(reason, str) and "staying on the CPU" in reason
         assert sup.status()["fallbacks"] == timings.restart_limit
     finally:
         engine.close()
 
 
 def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path) -> None:
+    from edged.classify import Classification
     from edged.config import parse_config
     from edged.engine import open_engine
+    from edged.infer.supervisor import Supervisor
+
+    def top1(r: Classification) -> str:
+        assert r.top1 is not None
+        return r.top1.label
 
     cfg = parse_config(
         {
@@ -312,13 +325,16 @@ def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path
         assert engine.depth == 2
         for t in images:
             engine.submit(t)
-        os.kill(engine.backend.worker_pid, signal.SIGKILL)
+        sup = engine.backend
+        assert isinstance(sup, Supervisor) and sup.worker_pid is not None
+        os.kill(sup.worker_pid, signal.SIGKILL)
         got = [engine.collect(), engine.collect()]
         assert [b for _, _, b in got] == ["cpu", "cpu"]
-        assert [r.top1.label for r, _, _ in got] == [r.top1.label for r, _, _ in expected]
-        assert got[0][0].top1.label == CONFIDENT_LABEL != got[1][0].top1.label  # so order shows
+        assert [top1(r) for r, _, _ in got] == [top1(r) for r, _, _ in expected]
+        assert top1(got[0][0]) == CONFIDENT_LABEL != top1(got[1][0])  # so order shows
         status = engine.backend.status()
-        assert status["fallbacks"] == 1 and "SIGKILL" in status["fallback_reason"]
+        reason = status["fallback_reason"]
+        assert status["fallbacks"] == 1 and isinstance(reason, str) and "SIGKILL" in reason
         assert engine.depth == 1  # in-process CPU twin
     finally:
         engine.close()
