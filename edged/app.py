@@ -411,11 +411,6 @@ class Daemon:
             now = time.monotonic()
             last = LastResult(item, time.time())
             self.live.last = last
-            top = outcome.classification.top1
-            if ha is not None and ha.throttle.due(
-                "", top and top.label, outcome.classification.ambiguous, now
-            ):
-                ha.publish_state(self._ha_state(last))
             if self.collector is not None:
                 self.collector.offer(item.number, item.source, outcome.classification)
             if self.live.settings.publish is not settings:  # changed by a `set` command
@@ -429,7 +424,12 @@ class Daemon:
                     settings.min_score,
                     settings.confirm_frames,
                 )
-            if not policy.should_publish(outcome.classification, now):
+            publish = policy.should_publish(outcome.classification, now)
+            if ha is not None and ha.throttle.due(
+                item.region or "", policy.confirmed, outcome.classification.ambiguous, now
+            ):  # Home Assistant's state follows the confirmed label, region by region
+                ha.publish_state(self._ha_state(last, policy.confirmed))
+            if not publish:
                 self.stats.events_filtered += 1
                 continue
             self.stats.events_created += 1
@@ -447,6 +447,7 @@ class Daemon:
                 confirmed_label=policy.confirmed,
             )
             publisher.publish(Suffix.EVENTS, payload, qos=cfg.mqtt.qos)
+            log.debug("event seq %d (frame %d) spooled", self.stats.events_created, item.number)
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -546,12 +547,14 @@ class Daemon:
             return None
         return encode_jpeg(frame.image), None if last is None else self._ha_state(last)
 
-    def _ha_state(self, last: LastResult) -> State:
+    def _ha_state(self, last: LastResult, confirmed: str | None = None) -> State:
         outcome = last.result.outcome
         return State(
             device=self.cfg.device.id,
             ts=last.ts,
             frame=last.result.number,
+            region=last.result.region,
+            confirmed_label=confirmed,
             **classified_fields(
                 outcome.classification,
                 model=last.result.model,

@@ -310,6 +310,11 @@ class State(Classified):
     ts: str = Field(description="RFC 3339 UTC.")
     frame: int = Field(description="Frame number from the source.")
     region: str | None = Field(None, description="Region of interest, null = whole frame.")
+    confirmed_label: str | None = Field(
+        None,
+        description="The label confirmed by publish.confirm_frames consecutive frames (what "
+        "the label sensors show); null until one is.",
+    )
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 

@@ -252,6 +252,16 @@ def stop_process(
     return proc.wait(timeout)
 
 
+def freeze_child(pid: int) -> None:
+    """SIGSTOP the child process ``pid`` and return once the kernel reports it stopped: from
+    then on it runs nothing (it reads no command, answers no frame) until it is continued or
+    killed.  A blocking ``waitid`` on the stop, not a sleep; WNOWAIT leaves the status for
+    the process's owner."""
+    os.kill(pid, signal.SIGSTOP)
+    info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    assert info is not None and info.si_code == os.CLD_STOPPED, f"{pid} did not stop: {info}"
+
+
 def rewire_outputs(src: Path, dst: Path, outputs: Callable[[Any], list[int]]) -> Path:
     """Copy a TFLite model with its subgraph outputs replaced (a feature map instead of a
     class vector, or several outputs like a detection model)."""

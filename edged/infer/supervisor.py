@@ -192,9 +192,9 @@ class Supervisor(InferenceBackend):
                 )
             elif worker.closed:
                 return  # a later frame of a worker already given up: counted once
+            self.fallbacks += 1
+            self.fallback_reason = reason
         worker.close()
-        self.fallbacks += 1
-        self.fallback_reason = reason
         log.warning(
             "%s fault (%s): continuing on the CPU in-process%s",
             self._what,
@@ -236,16 +236,18 @@ class Supervisor(InferenceBackend):
                 delay = min(delay * 2, self.cfg.reprobe_max_s)
                 log.info("%s still unavailable (%s); next try in %g s", self._what, exc, delay)
                 continue
+            # the status (restarts, reason) changes with the swap, so that whoever sees the
+            # new worker also sees it counted
             with self._lock:
                 stopped = self._stop.is_set()
                 if not stopped:
+                    reason, self.fallback_reason = self.fallback_reason, None
+                    self.worker_restarts += 1
                     self._active = Active(worker, worker.input_spec, worker.output_spec)
             if stopped:
                 worker.close()
                 return
-            self.worker_restarts += 1
-            log.warning("back on the %s after: %s", self._what, self.fallback_reason)
-            self.fallback_reason = None
+            log.warning("back on the %s after: %s", self._what, reason)
             self._notify()
             return
 

@@ -41,6 +41,14 @@ class Entity:
     extra: tuple[tuple[str, Any], ...] = ()
 
 
+# The label sensors show the state confirmed by publish.confirm_frames (the raw top-1 until a
+# label is confirmed); score and top-k attributes are the latest frame's.
+LABEL_TEMPLATE = (
+    "{{ value_json.confirmed_label if value_json.confirmed_label is not none "
+    "else value_json.label }}"
+)
+
+
 def node_id(device: str) -> str:
     """The device id as Home Assistant allows it in a discovery topic ([a-zA-Z0-9_-])."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", device)
@@ -54,7 +62,7 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "label",
             "Label",
             "state",
-            "{{ value_json.label }}",
+            LABEL_TEMPLATE,
             (
                 ("json_attributes_template", "{{ {'top_k': value_json.top_k} | tojson }}"),
                 ("icon", "mdi:tag-text"),
@@ -126,7 +134,7 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             f"label_{node_id(region)}",
             f"Label {region}",
             f"state/{region}",
-            "{{ value_json.label }}",
+            LABEL_TEMPLATE,
             (
                 ("json_attributes_template", "{{ {'top_k': value_json.top_k} | tojson }}"),
                 ("icon", "mdi:tag-text"),

@@ -30,6 +30,7 @@ from tests.support import (
     V1_025,
     Mosquitto,
     Subscriber,
+    freeze_child,
     need,
     run_edged,
     sample_bmp,
@@ -323,11 +324,15 @@ def test_frames_in_flight_at_a_kill_are_rerun_on_the_cpu_in_order(fake_lib: Path
         expected = [engine.infer_with_backend(t) for t in images]
         assert [b for _, _, b in expected] == ["edgetpu", "edgetpu"]
         assert engine.depth == 2
-        for t in images:
-            engine.submit(t)
+        # The worker is frozen before the frames go in, so neither can finish before the kill.
         sup = engine.backend
         assert isinstance(sup, Supervisor) and sup.worker_pid is not None
-        os.kill(sup.worker_pid, signal.SIGKILL)
+        pid = sup.worker_pid
+        freeze_child(pid)
+        for t in images:
+            engine.submit(t)
+        assert engine.backend.in_flight == 2
+        os.kill(pid, signal.SIGKILL)
         got = [engine.collect(), engine.collect()]
         assert [b for _, _, b in got] == ["cpu", "cpu"]
         assert [top1(r) for r, _, _ in got] == [top1(r) for r, _, _ in expected]

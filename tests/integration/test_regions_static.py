@@ -3,6 +3,7 @@ daemon (bundled model, bundled photos) publishing to a real mosquitto."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,56 @@ def test_still_video_is_skipped_and_a_change_classified_at_once(
     assert [e["frame"] for e in events] == [1, 61]  # still frames: not classified
     # the cat's first frame (61: 60 frames of coffee before it) is classified at once
     assert events[1]["label"] in CAT_LABELS
+
+
+def test_home_assistant_gets_one_state_per_region(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """With regions, each region's retained ``state/{region}`` feeds its own label sensor,
+    which shows the confirmed label."""
+    from edged.publish.homeassistant import LABEL_TEMPLATE
+
+    jinja2 = pytest.importorskip("jinja2")
+    composite = Image.new("RGB", (800, 300))
+    with Image.open(COFFEE) as left, Image.open(CAT) as right:
+        composite.paste(left.convert("RGB").resize((400, 300)), (0, 0))
+        composite.paste(right.convert("RGB").resize((400, 300)), (400, 0))
+    composite.save(tmp_path / "feeder.jpg", quality=92)
+    cfg = config(
+        tmp_path,
+        mosquitto.url,
+        f"""type = "replay"
+paths = ["{tmp_path / "feeder.jpg"}"]
+loop = true
+fps = 5
+[[capture.regions]]
+name = "left"
+width = 0.5
+[[capture.regions]]
+name = "right"
+x = 0.5
+width = 0.5""",
+        "confirm_frames = 2\n[homeassistant]\ndiscovery = true\nstate_interval_s = 1",
+    )
+    sub = Subscriber(mosquitto.port, "#")
+    try:
+        result = run_edged("run", "-c", str(cfg), "--frames", "4", timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sub.wait(lambda: bool(sub.on("state/left")) and bool(sub.on("state/right")), 10)
+        env = jinja2.Environment(autoescape=False)
+        shown = {}
+        for region in ("left", "right"):
+            configs = [
+                json.loads(p)
+                for t, p, _ in sub.messages
+                if t == f"homeassistant/sensor/cam/label_{region}/config" and p
+            ]
+            assert configs and configs[-1]["state_topic"] == f"edged/cam/state/{region}"
+            assert configs[-1]["value_template"] == LABEL_TEMPLATE
+            state = json.loads(sub.on(f"state/{region}")[-1][1])
+            assert state["region"] == region
+            assert state["confirmed_label"] == state["label"]  # 4 equal frames: confirmed
+            shown[region] = env.from_string(LABEL_TEMPLATE).render(value_json=state)
+        assert shown["left"] == "espresso"
+        assert shown["right"] in CAT_LABELS
+        assert not sub.on("state")  # no whole-frame state when every part is a region
+    finally:
+        sub.close()
