@@ -75,11 +75,11 @@ def remount(path: Path, mode: str) -> None:
 
 def fill(path: Path) -> Path:
     filler = path / "filler"
-    with filler.open("wb") as fh:
+    # unbuffered: a buffered file would try again to write its rest at close, and fail
+    with filler.open("wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError:
             pass
     return filler
