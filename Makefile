@@ -80,11 +80,11 @@ test-deploy: venv
 
 lint: venv
 	$(BIN)/ruff check edged tests bench models
-	$(BIN)/ruff format --check edged
+	$(BIN)/ruff format --check edged tests bench models
 	$(BIN)/mypy
 
 format: venv
-	$(BIN)/ruff format edged
+	$(BIN)/ruff format edged tests bench models
 	$(BIN)/ruff check --fix edged tests bench models
 
 bench: venv

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +50,22 @@ print(json.dumps({"peak_rss_mb": hwm / 1024, "ms": sorted(times)[len(times) // 2
 """
 
 
-def measure(path: Path, way: str, repeat: int) -> dict[str, float | str | None]:
+class Measured(TypedDict):
+    """What the child prints: peak RSS, median time per preparation and the top class."""
+
+    peak_rss_mb: float
+    ms: float
+    top1: str | None
+
+
+def measure(path: Path, way: str, repeat: int) -> Measured:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(ROOT), str(path), way, str(repeat)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    result: dict[str, float | str | None] = json.loads(out.strip().splitlines()[-1])
+    result: Measured = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -75,8 +84,8 @@ def main() -> None:
     print(f"24-megapixel JPEG ({args.repeat} preparations each, median time)")
     for name, r in (("full decode", full), ("prepare (DCT-scaled)", one)):
         print(f"  {name:22s} peak RSS {r['peak_rss_mb']:6.1f} MB  {r['ms']:7.1f} ms  {r['top1']}")
-    memory = float(full["peak_rss_mb"]) / float(one["peak_rss_mb"])
-    speed = float(full["ms"]) / float(one["ms"])
+    memory = full["peak_rss_mb"] / one["peak_rss_mb"]
+    speed = full["ms"] / one["ms"]
     print(f"  ratio full/prepare: memory {memory:.2f}x, time {speed:.1f}x")
 
 

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench import sequential  # noqa: E402
@@ -178,8 +180,13 @@ def process_run(
         f'[mqtt]\nurl = "{broker.url}"\n'
     )
     first_event: list[float] = []
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-rss")
-    sub.on_message = lambda c, u, m: first_event or first_event.append(time.monotonic())
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-rss")
+
+    def on_message(c: mqtt.Client, u: Any, m: mqtt.MQTTMessage) -> None:
+        if not first_event:
+            first_event.append(time.monotonic())
+
+    sub.on_message = on_message
     sub.connect("127.0.0.1", broker.port)
     sub.subscribe("edged/rss/events")
     sub.loop_start()
@@ -262,19 +269,14 @@ def main() -> int:
                 for threads in (1, 2):
                     for kind, images in kinds.items():
                         steps: list[tuple[str, Callable[[], Any]]] = [
-                            ("bare", lambda i=images, t=threads: bare_loop(i, t, args.frames)),
+                            ("bare", partial(bare_loop, images, threads, args.frames)),
                             (
                                 "daemon",
-                                lambda i=images, t=threads: daemon_run(
-                                    i, args.frames, broker, num_threads=t
+                                partial(
+                                    daemon_run, images, args.frames, broker, num_threads=threads
                                 ),
                             ),
-                            (
-                                "seq",
-                                lambda i=images, t=threads: sequential_run(
-                                    i, t, args.frames, broker
-                                ),
-                            ),
+                            ("seq", partial(sequential_run, images, threads, args.frames, broker)),
                         ]
                         if r % 2:
                             steps.reverse()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 from ai_edge_litert.interpreter import Interpreter
+from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def run(images: list[Path], model: Path, threads: int, frames: int, host: str, p
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sequential-loop")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sequential-loop")
     client.connect(host, port)
     client.loop_start()
 

@@ -79,8 +79,8 @@ def synthetic(data: Path) -> Path:
     for i, (photo, grey) in enumerate(classes):
         folder = data / f"{photo.stem}{' grey' if grey else ''}"
         folder.mkdir(parents=True)
-        with Image.open(photo) as im:
-            im = ImageOps.grayscale(im).convert("RGB") if grey else im.convert("RGB")
+        with Image.open(photo) as opened:
+            im = ImageOps.grayscale(opened).convert("RGB") if grey else opened.convert("RGB")
             w, h = im.size
             for k in range(PER_CLASS + (ADDED if i == 0 else 0)):
                 s = rng.uniform(0.6, 0.9)

@@ -27,7 +27,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,16 +39,20 @@ sys.path.insert(0, str(ROOT))
 from edged.app import Daemon  # noqa: E402
 from edged.config import parse_config  # noqa: E402
 from edged.engine import open_engine  # noqa: E402
+from edged.infer.base import InferenceBackend  # noqa: E402
 from edged.infer.bundled import default_model_path  # noqa: E402
 from edged.infer.cpu import CpuBackend  # noqa: E402
 from edged.infer.model import inspect_model  # noqa: E402
+from edged.infer.supervisor import Supervisor  # noqa: E402
 from edged.infer.worker import WorkerBackend  # noqa: E402
 from edged.preprocess import load_image  # noqa: E402
 from tests.fakes.delegate import build_fake_delegate  # noqa: E402
 from tests.support import IMAGES, MODELS, Mosquitto, Subscriber  # noqa: E402
 
 
-def timed(backend, tensor, frames: int) -> tuple[float, float]:
+def timed(
+    backend: InferenceBackend, tensor: npt.NDArray[np.generic], frames: int
+) -> tuple[float, float]:
     """Seconds for ``frames`` invokes, one at a time, and the time spent inside invoke() as
     the worker reports it (0 in-process)."""
     inside = 0.0
@@ -55,7 +63,9 @@ def timed(backend, tensor, frames: int) -> tuple[float, float]:
     return time.perf_counter() - t0, inside / 1000.0
 
 
-def timed_pipelined(backend, tensor, frames: int) -> float:
+def timed_pipelined(
+    backend: InferenceBackend, tensor: npt.NDArray[np.generic], frames: int
+) -> float:
     """Seconds for ``frames`` frames with ``backend.depth`` in flight, as the daemon runs."""
     t0 = time.perf_counter()
     for _ in backend.stream(itertools.repeat(tensor, frames)):
@@ -65,7 +75,7 @@ def timed_pipelined(backend, tensor, frames: int) -> float:
 
 def isolation_cost(
     model: Path, threads: int, seconds: float, same_core: bool, control: bool = False
-) -> dict[str, float]:
+) -> dict[str, object]:
     """In-process and worker alternate in short blocks (about 0.1 s each) for ``seconds``,
     so that drift in this machine's speed hits both alike.
 
@@ -98,6 +108,7 @@ def isolation_cost(
                 core = {cores[n % len(cores)]}
                 os.sched_setaffinity(0, core)
                 if not control:
+                    assert isinstance(worker, WorkerBackend) and worker.pid is not None
                     os.sched_setaffinity(worker.pid, core)
             # in-process before and after; the two worker modes swap places every round
             a = timed(inproc, tensor, block)[0]
@@ -141,15 +152,26 @@ def isolation_cost(
 def daemon_isolation_cost(model: Path, threads: int, frames: int, pairs: int) -> dict[str, float]:
     """The whole daemon (unpaced replay, publishing to mosquitto) with CPU inference
     in-process against ``model.isolate_cpu = true``, alternating runs."""
-    from pipeline import daemon_run
+    from bench.pipeline import daemon_run
 
     fps_in, fps_worker = [], []
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp)).start()
         try:
             for _ in range(pairs):
-                fps_in.append(daemon_run(model, threads, frames, broker)[0])
-                fps_worker.append(daemon_run(model, threads, frames, broker, isolate_cpu=True)[0])
+                fps_in.append(
+                    daemon_run(IMAGES, frames, broker, path=str(model), num_threads=threads)[0]
+                )
+                fps_worker.append(
+                    daemon_run(
+                        IMAGES,
+                        frames,
+                        broker,
+                        path=str(model),
+                        num_threads=threads,
+                        isolate_cpu=True,
+                    )[0]
+                )
         finally:
             broker.stop()
     ratios = [b / a for a, b in zip(fps_in, fps_worker, strict=True)]
@@ -196,7 +218,7 @@ def kill_to_cpu(kills: int) -> dict[str, float]:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     sup = daemon.engine.backend if daemon.engine else None
-                    if sup is not None and sup.name == "edgetpu" and sup.worker_pid:
+                    if isinstance(sup, Supervisor) and sup.name == "edgetpu" and sup.worker_pid:
                         break
                     time.sleep(0.02)
                 else:
@@ -263,7 +285,7 @@ def main() -> int:
         # the worst case: the fixed round trip weighs most against a sub-millisecond invoke
         "v1_025_128": MODELS / "mobilenet_v1_0.25_128_quant.tflite",
     }
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, Mapping[str, object]] = {}
     if "invoke" in args.parts:
         # A/A: two in-process interpreters, no process boundary: the noise floor of a ratio
         results["control_bundled_int8_in_process_twice"] = isolation_cost(

@@ -174,7 +174,7 @@ class Subscriber:
 
     def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self.arrivals.append(time.monotonic())
 
     def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
@@ -403,7 +403,7 @@ class Operator:
         props = None
         if self.v5:
             Properties, PacketTypes = self._props
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = self.response_topic
             props.CorrelationData = corr
         self.client.publish(topic or f"{self.base}/cmd", payload, qos=1, properties=props)

@@ -24,7 +24,7 @@ class MetadataWriter:
     TENSOR_AXIS_LABELS = 2  # AssociatedFileType
 
     def __init__(self) -> None:
-        import flatbuffers  # type: ignore[import-untyped]
+        import flatbuffers
 
         self.b = flatbuffers.Builder(1024)
 

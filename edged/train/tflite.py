@@ -55,7 +55,7 @@ def read_model(data: bytes) -> Any:
 
 def write_model(model: Any) -> bytes:
     """Pack a ``ModelT``; every buffer's data starts on a 16-byte boundary."""
-    import flatbuffers  # type: ignore[import-untyped]
+    import flatbuffers
 
     class AlignedBuilder(flatbuffers.Builder):  # type: ignore[misc]
         head: int

@@ -19,7 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessageInfo
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -101,7 +101,7 @@ class FakeClient:
         self.host = host
 
     # network
-    def reconnect(self) -> mqtt.MQTTErrorCode:
+    def reconnect(self) -> MQTTErrorCode:
         if not self.broker.up:
             raise ConnectionRefusedError(111, "Connection refused")
         with self._cond:
@@ -113,7 +113,7 @@ class FakeClient:
     def is_connected(self) -> bool:
         return self._linked and not self._connack_due
 
-    def loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+    def loop(self, timeout: float = 1.0) -> MQTTErrorCode:
         with self._cond:
             self._cond.wait(min(timeout, 0.01))
         if not self._linked:
@@ -194,7 +194,7 @@ class FakeClient:
             self._ack_all()  # the ack is seen before this publish() returns
         return info
 
-    def disconnect(self) -> mqtt.MQTTErrorCode:
+    def disconnect(self) -> MQTTErrorCode:
         if self._linked:
             self._drop(ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"))
         return mqtt.MQTT_ERR_SUCCESS

@@ -20,7 +20,7 @@ import io
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ class FakeCamera:
 class FakeV4l2:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.cameras: dict[str, FakeCamera] = {}
-        self._real_open = av.open
+        self._real_open: Callable[..., Any] = av.open
         monkeypatch.setattr(av, "open", self.open)
         monkeypatch.setattr(devices, "_default_ioctl", self.ioctl)
 
@@ -139,7 +139,9 @@ class _LiveContainer:
             buf = io.BytesIO()
             Image.fromarray(rgb).save(buf, format="JPEG", quality=85)
             self._data = buf.getvalue() * 10
-            self._open = lambda: real_open(io.BytesIO(self._data), format="mjpeg")
+            self._open: Callable[[], Any] = lambda: real_open(
+                io.BytesIO(self._data), format="mjpeg"
+            )
         else:
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuyv422")
             self._data = bytes(frame.planes[0]) * 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tests.support import (
     BUNDLED,
@@ -22,7 +23,7 @@ from tests.support import (
 )
 
 
-def test_config_with_several_wrong_keys_reports_all(tmp_path: Path):
+def test_config_with_several_wrong_keys_reports_all(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("""
 [model]
@@ -60,7 +61,7 @@ policy = "sometimes"
     assert run.returncode == 2 and "model.colour: unknown key" in run.stderr
 
 
-def test_unknown_capture_type_and_bad_toml(tmp_path: Path):
+def test_unknown_capture_type_and_bad_toml(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[capture]\ntype = "webcam"\n')
     r = run_edged("check-config", "-c", str(cfg))
@@ -74,7 +75,7 @@ def test_unknown_capture_type_and_bad_toml(tmp_path: Path):
 
 def test_tls_files_on_a_plain_url_and_missing_files_exit_2_from_check_config_and_run(
     tmp_path: Path,
-):
+) -> None:
     ca = tmp_path / "ca.crt"
     ca.write_text("not checked here")
     cfg = tmp_path / "c.toml"
@@ -90,7 +91,7 @@ def test_tls_files_on_a_plain_url_and_missing_files_exit_2_from_check_config_and
         assert "model.path: no such file" in r.stderr
 
 
-def test_env_override_and_check_config_ok(tmp_path: Path):
+def test_env_override_and_check_config_ok(tmp_path: Path) -> None:
     cfg = tmp_path / "ok.toml"
     cfg.write_text('[device]\nid = "a"\n')
     r = run_edged("check-config", "-c", str(cfg), env={"EDGED_DEVICE__ID": "from-env"})
@@ -99,7 +100,7 @@ def test_env_override_and_check_config_ok(tmp_path: Path):
     assert r.returncode == 2 and "model.num_threads" in r.stderr
 
 
-def test_truncated_model(tmp_path: Path):
+def test_truncated_model(tmp_path: Path) -> None:
     bad = tmp_path / "truncated.tflite"
     bad.write_bytes(BUNDLED.read_bytes()[:200_000])
     r = run_edged("classify", "--model", str(bad), str(CONFIDENT))
@@ -107,7 +108,7 @@ def test_truncated_model(tmp_path: Path):
     assert "truncated.tflite" in r.stderr and "model error" in r.stderr
 
 
-def test_text_file_named_tflite(tmp_path: Path):
+def test_text_file_named_tflite(tmp_path: Path) -> None:
     bad = tmp_path / "notes.tflite"
     bad.write_text("this is not a model\n" * 10)
     img = tmp_path / "x.png"
@@ -119,8 +120,8 @@ def test_text_file_named_tflite(tmp_path: Path):
     assert "is not a TFLite model" in r.stderr and "notes.tflite" in r.stderr
 
 
-def test_model_without_a_class_vector(tmp_path: Path):
-    def a_feature_map(sg):
+def test_model_without_a_class_vector(tmp_path: Path) -> None:
+    def a_feature_map(sg: Any) -> list[int]:  # a tflite SubGraphT, untyped
         # the last 7x7 feature map before pooling
         return [
             max(
@@ -142,7 +143,7 @@ def test_model_without_a_class_vector(tmp_path: Path):
     assert r.returncode == 3 and "has 3 outputs" in r.stderr and "detection" in r.stderr
 
 
-def test_labels_file_length_mismatch(tmp_path: Path):
+def test_labels_file_length_mismatch(tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class {i}" for i in range(10)) + "\n")
     r = run_edged("classify", "--model", str(BUNDLED), "--labels", str(labels), str(CONFIDENT))
@@ -158,7 +159,7 @@ def _bundled_labels() -> tuple[str, ...]:
     return names
 
 
-def test_labels_file_formats(tmp_path: Path):
+def test_labels_file_formats(tmp_path: Path) -> None:
     names = _bundled_labels()
     labels = tmp_path / "ids.txt"
     for line in ("{i}: {n}\n", "{i} {n}\n", "{n}\n"):
@@ -170,7 +171,7 @@ def test_labels_file_formats(tmp_path: Path):
         assert json.loads(r.stdout)[0]["label"] == CONFIDENT_LABEL, line
 
 
-def test_labels_file_without_background_for_a_1001_class_model(tmp_path: Path):
+def test_labels_file_without_background_for_a_1001_class_model(tmp_path: Path) -> None:
     names = need(V2.parent / "imagenet_labels.txt").read_text().splitlines()
     labels = tmp_path / "ids.txt"
     # a 1000-line file for the 1001-output model: index 0 is background
@@ -182,14 +183,14 @@ def test_labels_file_without_background_for_a_1001_class_model(tmp_path: Path):
     assert json.loads(r.stdout)[0]["label_id"] == names.index("espresso")
 
 
-def test_sha256_mismatch_is_refused(tmp_path: Path):
+def test_sha256_mismatch_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[model]\npath = "{BUNDLED}"\nsha256 = "{"0" * 64}"\n')
     r = run_edged("classify", "-c", str(cfg), str(CONFIDENT))
     assert r.returncode == 3 and "sha256" in r.stderr and "0" * 64 in r.stderr
 
 
-def test_directory_with_corrupt_images(tmp_path: Path, mosquitto: Mosquitto):
+def test_directory_with_corrupt_images(tmp_path: Path, mosquitto: Mosquitto) -> None:
     d = tmp_path / "frames"
     d.mkdir()
     shutil.copy(CONFIDENT, d / "01_parrot.jpg")
@@ -220,7 +221,7 @@ url = "{mosquitto.url}"
         assert f"skipping {d / name}" in r.stderr
 
 
-def test_ambiguity_defaults():
+def test_ambiguity_defaults() -> None:
     from edged.config import parse_config
     from edged.engine import open_engine
 

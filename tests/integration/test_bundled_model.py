@@ -6,6 +6,8 @@ import hashlib
 import json
 import tomllib
 import zipfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,11 +15,11 @@ from edged.infer.bundled import default_model_path, models_dir
 from tests.support import FIXTURES, SAMPLE_TOP1, SAMPLES, need, run_edged
 
 
-def manifest() -> dict:
+def manifest() -> dict[str, Any]:
     return tomllib.loads((models_dir() / "manifest.toml").read_text())
 
 
-def test_manifest_matches_the_files():
+def test_manifest_matches_the_files() -> None:
     """Every committed model is the file its manifest entry describes; the float references
     of Lite1 and Lite2 are measured but not committed."""
     entries = manifest()["models"]
@@ -47,7 +49,7 @@ def test_manifest_matches_the_files():
 
 
 @pytest.mark.parametrize("name", ["lite0_int8", "lite0_fp32", "lite1_int8", "lite2_int8"])
-def test_edged_eval_reproduces_the_manifest_accuracy(name: str):
+def test_edged_eval_reproduces_the_manifest_accuracy(name: str) -> None:
     """The manifest's figures are what `edged eval` (the daemon's preprocessing) measures."""
     entry = next(e for e in manifest()["models"] if e["file"] == f"efficientnet_{name}.tflite")
     r = run_edged(
@@ -66,7 +68,7 @@ def test_edged_eval_reproduces_the_manifest_accuracy(name: str):
     assert report["top5"] == pytest.approx(entry["accuracy"]["top5"], abs=0.0051)
 
 
-def test_default_model_classifies_the_samples():
+def test_default_model_classifies_the_samples() -> None:
     assert default_model_path().name == "efficientnet_lite0_int8.tflite"
     r = run_edged("classify", "--json", *(str(SAMPLES / n) for n in SAMPLE_TOP1))
     assert r.returncode == 0, r.stderr
@@ -76,7 +78,7 @@ def test_default_model_classifies_the_samples():
         assert row["label"].split(",")[0] == label, (name, row["label"])
 
 
-def test_runs_without_the_fixtures(tmp_path):
+def test_runs_without_the_fixtures(tmp_path: Path) -> None:
     """The main job needs nothing from outside the package: bundled model and samples."""
     samples = sorted((models_dir().parent / "edged" / "samples").glob("*.jpg"))
     r = run_edged("classify", "--json", *(str(p) for p in samples))
@@ -85,7 +87,7 @@ def test_runs_without_the_fixtures(tmp_path):
     assert "espresso" in labels
 
 
-def test_sha256_is_checked_for_the_bundled_model(tmp_path):
+def test_sha256_is_checked_for_the_bundled_model(tmp_path: Path) -> None:
     from edged.config import parse_config
     from edged.engine import resolve_model_config
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,9 @@ def test_eval_skips_folders_that_match_no_label(tmp_path: Path) -> None:
 # -- check-config ----------------------------------------------------------------------
 
 
-def check(tmp_path: Path, text: str, env: dict[str, str] | None = None):
+def check(
+    tmp_path: Path, text: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     return run_edged("check-config", "-c", str(cfg), env=env)

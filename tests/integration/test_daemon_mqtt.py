@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ def published_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto):
+def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto: Mosquitto) -> None:
     sub = Subscriber(mosquitto.port)
     cfg = config(tmp_path, mosquitto.url)
     images = sorted(p.name for p in (tmp_path / "footage").iterdir() if p.suffix != "")
@@ -161,12 +162,12 @@ def test_one_valid_event_per_image_with_expected_top1(tmp_path: Path, mosquitto:
     assert retained(mosquitto.port, "edged/cam-1/status") == b"offline"
 
 
-def _start_looping(tmp_path: Path, url: str, name: str = "edged.log"):
+def _start_looping(tmp_path: Path, url: str, name: str = "edged.log") -> subprocess.Popen[bytes]:
     cfg = config(tmp_path, url, capture=f'paths = ["{CONFIDENT}"]\nloop = true\nfps = 20')
     return start_edged("run", "-c", str(cfg), log=tmp_path / name)
 
 
-def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosquitto):
+def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosquitto) -> None:
     sub = Subscriber(mosquitto.port)
     proc = _start_looping(tmp_path, mosquitto.url)
     try:
@@ -181,7 +182,9 @@ def test_kill9_leaves_offline_through_last_will(tmp_path: Path, mosquitto: Mosqu
             proc.kill()
 
 
-def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto: Mosquitto):
+def test_sigterm_stops_within_2s_and_publishes_offline(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
     sub = Subscriber(mosquitto.port)
     proc = _start_looping(tmp_path, mosquitto.url)
     try:
@@ -200,7 +203,7 @@ def test_sigterm_stops_within_2s_and_publishes_offline(tmp_path: Path, mosquitto
             proc.kill()
 
 
-def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
+def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path) -> None:
     port = free_port()
     cfg = config(
         tmp_path,
@@ -231,7 +234,7 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path):
         broker.stop()
 
 
-def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
+def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
     """The broker goes away while frames flow and comes back: the daemon keeps classifying,
     and the subscriber (a persistent session on a persistent broker) gets every event once,
     in order: the ones that were in flight, the ones held meanwhile, then the new ones."""
@@ -265,7 +268,7 @@ def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path):
         broker.stop()
 
 
-def test_undelivered_events_survive_a_restart(tmp_path: Path):
+def test_undelivered_events_survive_a_restart(tmp_path: Path) -> None:
     port = free_port()
     state = tmp_path / "state"
     state.mkdir()
@@ -299,7 +302,7 @@ def test_undelivered_events_survive_a_restart(tmp_path: Path):
 
 def test_readme_allow_example_reports_only_cats_above_min_score(
     tmp_path: Path, mosquitto: Mosquitto
-):
+) -> None:
     """EDGED_CLASSIFY__ALLOW='["tabby", "tiger cat", "Egyptian cat"]' with a min_score: the
     cat photo gives an event, the espresso, the rocket and the astronaut none."""
     sub = Subscriber(mosquitto.port)

@@ -219,7 +219,11 @@ def test_sigterm_with_a_frozen_broker_stops_within_2s_and_keeps_the_events(
             proc = start_edged("run", "-c", str(cfg), log=log, env={"STATE_DIRECTORY": str(state)})
             try:
                 n = len(sub.events())
-                assert sub.wait(lambda n=n: len(sub.events()) >= n + 10, 60), log.read_text()
+
+                def ten_more(n: int = n) -> bool:
+                    return len(sub.events()) >= n + 10
+
+                assert sub.wait(ten_more, 60), log.read_text()
                 os.kill(broker.proc.pid, signal.SIGSTOP)
                 time.sleep(1.0)
                 t0 = time.monotonic()

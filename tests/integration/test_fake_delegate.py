@@ -87,7 +87,8 @@ def classify(model: Path, image: np.ndarray[Any, Any], delegates: list[Any] | No
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
     interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+    output: np.ndarray = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+    return output
 
 
 def run_child(fake_lib: Path, *options: str, model: Path = CPU_MODEL) -> subprocess.Popen[str]:

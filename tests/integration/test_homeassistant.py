@@ -47,7 +47,10 @@ def ha_config(tmp_path: Path, port: int) -> Path:
 def render(template: str, payload: bytes) -> str:
     """As Home Assistant renders a value_template: ``value`` and ``value_json``."""
     env = jinja2.Environment(autoescape=False)
-    return env.from_string(template).render(value=payload.decode(), value_json=json.loads(payload))
+    rendered: str = env.from_string(template).render(
+        value=payload.decode(), value_json=json.loads(payload)
+    )
+    return rendered
 
 
 def configs(sub: Subscriber) -> dict[str, bytes]:

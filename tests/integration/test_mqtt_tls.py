@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def make_pki(d: Path) -> None:
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path):
+def tls_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     make_pki(tmp_path)
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwd"), "cam", "s3cret-pw"],
@@ -114,7 +115,7 @@ reconnect_max_s = 2
     return cfg
 
 
-def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitto):
+def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitto) -> None:
     sub = Subscriber(
         tls_broker.port, ca_file=str(tmp_path / "ca.crt"), username="cam", password="s3cret-pw"
     )
@@ -133,7 +134,7 @@ def test_right_credentials_publish_over_tls(tmp_path: Path, tls_broker: Mosquitt
     assert "s3cret-pw" not in (tmp_path / "edged.log").read_text()
 
 
-def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, tls_broker: Mosquitto):
+def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, tls_broker: Mosquitto) -> None:
     proc = start_edged(
         "run", "-c", str(_config(tmp_path, tls_broker.port, "wrong")), log=tmp_path / "edged.log"
     )
@@ -179,7 +180,7 @@ def _log_after(proc, log: Path, seconds: float) -> str:  # type: ignore[no-untyp
 
 def test_a_certificate_that_does_not_verify_is_named_with_the_ca_file(
     tmp_path: Path, tls_broker: Mosquitto
-):
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
     make_pki(other)  # a CA that did not sign the broker's certificate
@@ -192,7 +193,7 @@ def test_a_certificate_that_does_not_verify_is_named_with_the_ca_file(
     assert "paho" not in text and "Traceback" not in text
 
 
-def test_a_plain_url_on_a_tls_port_says_so(tmp_path: Path, tls_broker: Mosquitto):
+def test_a_plain_url_on_a_tls_port_says_so(tmp_path: Path, tls_broker: Mosquitto) -> None:
     log = tmp_path / "edged.log"
     cfg = _plain_config(tmp_path, f"mqtt://127.0.0.1:{tls_broker.port}")
     text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
@@ -201,12 +202,10 @@ def test_a_plain_url_on_a_tls_port_says_so(tmp_path: Path, tls_broker: Mosquitto
     assert "Connection reset" not in text and "paho" not in text
 
 
-def test_a_tls_url_on_a_plain_port_says_so(tmp_path: Path, mosquitto: Mosquitto):
+def test_a_tls_url_on_a_plain_port_says_so(tmp_path: Path, mosquitto: Mosquitto) -> None:
     make_pki(tmp_path)
     log = tmp_path / "edged.log"
-    cfg = _plain_config(
-        tmp_path, f"mqtts://127.0.0.1:{mosquitto.port}", str(tmp_path / "ca.crt")
-    )
+    cfg = _plain_config(tmp_path, f"mqtts://127.0.0.1:{mosquitto.port}", str(tmp_path / "ca.crt"))
     text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
     lines = [line for line in text.splitlines() if "TLS handshake failed" in line]
     assert len(lines) == 1, text

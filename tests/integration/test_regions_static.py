@@ -203,7 +203,7 @@ width = 0.5
 name = "right"
 x = 0.5
 width = 0.5""",
-        'confirm_frames = 2\n[homeassistant]\ndiscovery = true\nstate_interval_s = 1',
+        "confirm_frames = 2\n[homeassistant]\ndiscovery = true\nstate_interval_s = 1",
     )
     sub = Subscriber(mosquitto.port, "#")
     try:

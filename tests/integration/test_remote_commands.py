@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def daemon_config(tmp_path: Path, port: int, protocol: str) -> Path:
     )
 
 
-def wait_for(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(pred: Callable[[], object], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -149,7 +150,8 @@ def test_commands_end_to_end(tmp_path: Path, acl_broker: Mosquitto, protocol: st
         shot = op.on("snapshot")[-1]
         assert shot.payload[:3] == b"\xff\xd8\xff" and len(shot.payload) == reply["result"]["bytes"]
         if protocol == "5":
-            props = dict(shot.properties.UserProperty)
+            assert shot.properties is not None
+            props = dict(shot.properties.UserProperty)  # type: ignore[attr-defined]  # set by paho at run time
             assert props["label"] == reply["result"]["state"]["label"]
             assert json.loads(props["state"])["schema"] == "edged.state/1"
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,7 +63,7 @@ def labels(sub: Subscriber) -> list[str]:
     return [e["label"] for e in sub.events()]
 
 
-def health_states(sub: Subscriber) -> list[dict[str, object]]:
+def health_states(sub: Subscriber) -> list[dict[str, Any]]:
     return [json.loads(p) for _, p, _ in sub.on("health")]
 
 

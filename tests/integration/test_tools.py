@@ -26,28 +26,47 @@ ONE_IMAGE = 0.0051
 
 
 @pytest.mark.parametrize("model", sorted(EXPECTED))
-def test_eval_coral_models_with_background_class(model: str):
-    r = run_edged("eval", "--json", str(need(CALIBRATION)), "--synsets", str(need(SYNSETS)),
-                  "--model", str(need(MODELS / model)), "--backend", "cpu")
+def test_eval_coral_models_with_background_class(model: str) -> None:
+    r = run_edged(
+        "eval",
+        "--json",
+        str(need(CALIBRATION)),
+        "--synsets",
+        str(need(SYNSETS)),
+        "--model",
+        str(need(MODELS / model)),
+        "--backend",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["images"] == 200
     assert (report["top1"], report["top5"]) == pytest.approx(EXPECTED[model], abs=ONE_IMAGE)
 
 
-def test_eval_edgetpu_twin_reports_the_backend_that_ran():
+def test_eval_edgetpu_twin_reports_the_backend_that_ran() -> None:
     twin = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
-    r = run_edged("eval", "--json", str(need(CALIBRATION)), "--synsets", str(need(SYNSETS)),
-                  "--model", str(need(MODELS / twin)))
+    r = run_edged(
+        "eval",
+        "--json",
+        str(need(CALIBRATION)),
+        "--synsets",
+        str(need(SYNSETS)),
+        "--model",
+        str(need(MODELS / twin)),
+    )
     report = json.loads(r.stdout)
     assert report["backend"] == "cpu" and report["model"] == twin.replace("_edgetpu", "")
     expected = EXPECTED[report["model"]]
     assert (report["top1"], report["top5"]) == pytest.approx(expected, abs=ONE_IMAGE)
 
 
-def test_eval_folder_per_class(tmp_path: Path):
-    for label, image in [("espresso", "coffee.jpg"), ("tiger cat", "chelsea_cat.jpg"),
-                         ("missile", "rocket.jpg")]:
+def test_eval_folder_per_class(tmp_path: Path) -> None:
+    for label, image in [
+        ("espresso", "coffee.jpg"),
+        ("tiger cat", "chelsea_cat.jpg"),
+        ("missile", "rocket.jpg"),
+    ]:
         (tmp_path / label).mkdir()
         shutil.copy(SAMPLES / image, tmp_path / label / image)
     r = run_edged("eval", "--json", "--confusion", str(tmp_path))
@@ -63,7 +82,7 @@ def test_eval_folder_per_class(tmp_path: Path):
     assert worst["confused_with"][0][0] == "tiger cat"
 
 
-def test_bench_reports_benchmark_model_figures():
+def test_bench_reports_benchmark_model_figures() -> None:
     r = run_edged("bench", "--json", "--runs", "20", "--threads", "1", "--model", str(BUNDLED))
     assert r.returncode == 0, r.stderr
     b = json.loads(r.stdout)
@@ -73,19 +92,29 @@ def test_bench_reports_benchmark_model_figures():
     assert b["frames_in_flight"] == 1 and b["throughput_fps"] > 0
 
 
-def test_bench_on_the_edge_tpu_worker_keeps_two_frames_in_flight(tmp_path):
+def test_bench_on_the_edge_tpu_worker_keeps_two_frames_in_flight(tmp_path: Path) -> None:
     from tests.fakes.delegate import build_fake_delegate
 
     lib = build_fake_delegate(tmp_path)
-    r = run_edged("bench", "--json", "--runs", "20", "--threads", "1", "--backend", "edgetpu",
-                  "--model", str(BUNDLED),
-                  env={"EDGED_MODEL__EDGETPU_LIBRARY": str(lib)})
+    r = run_edged(
+        "bench",
+        "--json",
+        "--runs",
+        "20",
+        "--threads",
+        "1",
+        "--backend",
+        "edgetpu",
+        "--model",
+        str(BUNDLED),
+        env={"EDGED_MODEL__EDGETPU_LIBRARY": str(lib)},
+    )
     assert r.returncode == 0, r.stderr
     b = json.loads(r.stdout)
     assert b["backend"] == "edgetpu" and b["frames_in_flight"] == 2 and b["throughput_fps"] > 0
 
 
-def test_devices_lists_nothing_here():
+def test_devices_lists_nothing_here() -> None:
     r = run_edged("devices", "--json")
     assert r.returncode == 0
     found = json.loads(r.stdout)

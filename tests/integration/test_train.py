@@ -7,6 +7,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,8 +26,8 @@ def crops(photo: Path, n: int, seed: int) -> list[Image.Image]:
     """``n`` different views of one photo: random crops of 60-90 % of each side, some
     mirrored, resized to a small camera-like frame."""
     rng = np.random.default_rng(seed)
-    with Image.open(photo) as im:
-        im = im.convert("RGB")
+    with Image.open(photo) as opened:
+        im = opened.convert("RGB")
         w, h = im.size
         out = []
         for _ in range(n):
@@ -55,7 +56,7 @@ def make_dataset(root: Path, per_class: int = 6, seed: int = 0) -> dict[str, Pat
     return held
 
 
-def train_json(*args: str) -> tuple[int, dict[str, object], str]:
+def train_json(*args: str) -> tuple[int, dict[str, Any], str]:
     result = run_edged("train", *args, "--json", timeout=300)
     report = json.loads(result.stdout) if result.returncode == 0 else {}
     return result.returncode, report, result.stderr
@@ -79,7 +80,7 @@ def test_train_writes_a_drop_in_int8_model(tmp_path: Path, mosquitto: Mosquitto)
     assert isinstance(images, dict)
     assert images["Chelsea the cat"] == {"used": 6, "skipped": 2}
     assert images["rocket"] == {"used": 6, "skipped": 0}
-    assert {Path(f["file"]).name for f in report["skipped_files"]} == {"notes.txt", "broken.jpg"}  # type: ignore[index, union-attr]
+    assert {Path(f["file"]).name for f in report["skipped_files"]} == {"notes.txt", "broken.jpg"}
     val = report["validation"]
     assert isinstance(val, dict)
     assert val["method"].startswith("5-fold")  # fewer than 20 images a class
@@ -87,7 +88,7 @@ def test_train_writes_a_drop_in_int8_model(tmp_path: Path, mosquitto: Mosquitto)
     assert val["accuracy_int8"] >= 0.9 and val["accuracy_float"] >= 0.9
     matrix = np.array(val["confusion_matrix"])
     assert matrix.shape == (3, 3) and matrix.sum() == 18
-    assert set(report["timings_s"]) >= {"scan", "features", "fit", "int8", "write", "total"}  # type: ignore[arg-type]
+    assert set(report["timings_s"]) >= {"scan", "features", "fit", "int8", "write", "total"}
 
     # the model: the base graph with a 3-class head, every tensor 8-bit (biases 32-bit)
     data_bytes = out.read_bytes()
@@ -105,7 +106,7 @@ def test_train_writes_a_drop_in_int8_model(tmp_path: Path, mosquitto: Mosquitto)
     manifest = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert manifest["classes"] == report["classes"]
     assert manifest["sha256"] == report["sha256"]
-    assert manifest["base"]["sha256"] == report["base"]["sha256"]  # type: ignore[index]
+    assert manifest["base"]["sha256"] == report["base"]["sha256"]
     assert manifest["validation"]["confusion_matrix"] == val["confusion_matrix"]
     assert manifest["edged_version"] and manifest["date"]
 
@@ -239,8 +240,16 @@ def test_capture_saves_frames_from_the_configured_source(tmp_path: Path) -> None
         f'[capture]\ntype = "replay"\npaths = ["{SAMPLES}"]\nloop = true\n',
     )
     result = run_edged(
-        "capture", str(tmp_path / "data"), "--label", "blue tit", "--count", "5",
-        "--interval", "0", "-c", str(cfg),
+        "capture",
+        str(tmp_path / "data"),
+        "--label",
+        "blue tit",
+        "--count",
+        "5",
+        "--interval",
+        "0",
+        "-c",
+        str(cfg),
     )
     assert result.returncode == 0, result.stderr
     saved = sorted((tmp_path / "data" / "blue tit").iterdir())

@@ -50,7 +50,10 @@ def test_train_reports_on_the_training_split(trained: Trained) -> None:
     r = trained.report
     assert r["classes"] == CLASSES
     assert {c: r["images"][c]["used"] for c in CLASSES} == {
-        "cloudy": 27, "rain": 26, "shine": 27, "sunrise": 27,
+        "cloudy": 27,
+        "rain": 26,
+        "shine": 27,
+        "sunrise": 27,
     }
     assert Path(r["model"]).stat().st_size == r["size_bytes"] <= 6_000_000
     val = r["validation"]

@@ -200,9 +200,7 @@ def test_edged_devices_lists_webcam_modes(
     (tmp_path / "sys").mkdir()
     monkeypatch.setenv("COLUMNS", "200")
     real = cameras.list_cameras
-    monkeypatch.setattr(
-        cameras, "list_cameras", lambda: real(tmp_path / "dev", tmp_path / "sys")
-    )
+    monkeypatch.setattr(cameras, "list_cameras", lambda: real(tmp_path / "dev", tmp_path / "sys"))
     assert main(["devices", "--json"]) == 0
     [camera] = json.loads(capsys.readouterr().out)["cameras"]
     assert camera["path"] == str(webcam.path)

@@ -151,9 +151,7 @@ def test_isolated_cpu_worker_is_restarted_after_a_kill() -> None:
     new worker takes over by itself."""
     from edged.infer import supervisor
 
-    cfg = parse_config(
-        {"model": {"path": str(MODEL), "num_threads": 1, "isolate_cpu": True}}
-    )
+    cfg = parse_config({"model": {"path": str(MODEL), "num_threads": 1, "isolate_cpu": True}})
     engine = open_engine(cfg.model, cfg.classify)
     sup = engine.backend
     assert isinstance(sup, supervisor.Supervisor)

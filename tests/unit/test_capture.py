@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _images(d: Path, n: int) -> list[Path]:
     return out
 
 
-def test_replay_directory_once_in_order(tmp_path: Path):
+def test_replay_directory_once_in_order(tmp_path: Path) -> None:
     _images(tmp_path, 3)
     (tmp_path / "notes.txt").write_text("not an image")
     cfg = parse_config({"capture": {"paths": [str(tmp_path)]}})
@@ -37,7 +38,7 @@ def test_replay_directory_once_in_order(tmp_path: Path):
     assert src.skipped == 1 and not src.live
 
 
-def test_replay_loop_and_pacing(tmp_path: Path):
+def test_replay_loop_and_pacing(tmp_path: Path) -> None:
     _images(tmp_path, 2)
     cfg = parse_config({"capture": {"paths": [str(tmp_path)], "loop": True, "fps": 20}})
     src = open_source(cfg.capture, (32, 32))
@@ -54,7 +55,7 @@ def test_replay_loop_and_pacing(tmp_path: Path):
     assert 0.35 < elapsed < 2.0  # 10 frames at 20 fps
 
 
-def test_replay_video(tmp_path: Path):
+def test_replay_video(tmp_path: Path) -> None:
     av = pytest.importorskip("av")
     video = tmp_path / "clip.mp4"
     with av.open(str(video), "w") as out:
@@ -73,13 +74,13 @@ def test_replay_video(tmp_path: Path):
     assert abs(int(frames[5].image.mean()) - 200) < 8
 
 
-def test_replay_missing_path_is_an_error(tmp_path: Path):
+def test_replay_missing_path_is_an_error(tmp_path: Path) -> None:
     cfg = parse_config({"capture": {"paths": [str(tmp_path / "nope")]}})
     with pytest.raises(FileNotFoundError, match="nope"):
         open_source(cfg.capture, (32, 32))
 
 
-def test_picamera2_streams_rgb_at_model_size(fake_picamera2):
+def test_picamera2_streams_rgb_at_model_size(fake_picamera2: Any) -> None:
     cfg = parse_config({"capture": {"type": "picamera2", "fps": 100}})
     src = open_source(cfg.capture, (224, 224))
     cam = fake_picamera2.instances[0]
@@ -99,7 +100,7 @@ def test_picamera2_streams_rgb_at_model_size(fake_picamera2):
     assert cam.closed and cam.close_calls == 1 and not cam.started
 
 
-def test_picamera2_lores_beside_full_main(fake_picamera2):
+def test_picamera2_lores_beside_full_main(fake_picamera2: Any) -> None:
     cfg = parse_config({"capture": {"type": "picamera2", "stream": "lores", "fps": 100}})
     src = open_source(cfg.capture, (299, 299))
     cam = fake_picamera2.instances[0]
@@ -111,7 +112,7 @@ def test_picamera2_lores_beside_full_main(fake_picamera2):
     src.close()
 
 
-def test_picamera2_missing_camera(fake_picamera2):
+def test_picamera2_missing_camera(fake_picamera2: Any) -> None:
     from edged.capture.picamera2 import CameraError
 
     cfg = parse_config({"capture": {"type": "picamera2", "camera_num": 3}})
@@ -119,7 +120,7 @@ def test_picamera2_missing_camera(fake_picamera2):
         open_source(cfg.capture, (224, 224))
 
 
-def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch):
+def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     from edged.capture.picamera2 import CameraError
 
     monkeypatch.setitem(sys.modules, "picamera2", None)
@@ -128,7 +129,7 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch):
         open_source(cfg.capture, (224, 224))
 
 
-def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2, tmp_path: Path):
+def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2: Any, tmp_path: Path) -> None:
     """One region on picamera2: ScalerCrop on the sensor, frames are the region itself."""
     arr = np.zeros((480, 640, 3), np.uint8)
     arr[:, :320, 0] = 200  # red left half
@@ -148,7 +149,7 @@ def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2, tmp_path: Path)
     src.close()
 
 
-def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2):
+def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2: Any) -> None:
     regions = [{"name": "a", "width": 0.5}, {"name": "b", "x": 0.5, "width": 0.5}]
     cfg = parse_config({"capture": {"type": "picamera2", "fps": 100, "regions": regions}})
     src = open_source(cfg.capture, (224, 224))
@@ -158,8 +159,10 @@ def test_picamera2_two_regions_cropped_on_the_cpu(fake_picamera2):
     src.close()
 
 
-def test_picamera2_closed_when_configure_fails(fake_picamera2, monkeypatch: pytest.MonkeyPatch):
-    def refuse(self, camera_config):
+def test_picamera2_closed_when_configure_fails(
+    fake_picamera2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Any, camera_config: dict[str, Any]) -> None:
         raise RuntimeError("Invalid configuration")
 
     monkeypatch.setattr(fake_picamera2.Picamera2, "configure", refuse)

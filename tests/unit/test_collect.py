@@ -108,9 +108,7 @@ def test_the_folder_stays_within_max_mb_oldest_first(tmp_path: Path) -> None:
 
 
 def test_a_frame_no_longer_held_is_counted_not_saved(tmp_path: Path) -> None:
-    c = Collector(
-        CollectConfig(dir=str(tmp_path), ambiguous=True), window=2, clock=Clock()
-    )
+    c = Collector(CollectConfig(dir=str(tmp_path), ambiguous=True), window=2, clock=Clock())
     for n in range(1, 5):
         c.hold(n, frame(n))
     assert c.offer(1, "f1", result(0.4, ambiguous=True)) is None  # left the window of 2

@@ -4,16 +4,22 @@ from pathlib import Path
 
 import pytest
 
-from edged.config import ConfigError, load_config, parse_config, read_secret
+from edged.config import (
+    ConfigError,
+    ReplayCaptureConfig,
+    load_config,
+    parse_config,
+    read_secret,
+)
 
 
-def test_defaults_are_valid():
+def test_defaults_are_valid() -> None:
     cfg = parse_config({})
     assert cfg.capture.type == "replay" and cfg.model.backend == "auto"
     assert cfg.mqtt.topic_prefix == "edged" and cfg.publish.policy == "every_frame"
 
 
-def test_all_problems_reported_at_once():
+def test_all_problems_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(
             {
@@ -36,12 +42,12 @@ def test_all_problems_reported_at_once():
     assert "(got 'gpu')" in text and "unknown key" in text
 
 
-def test_credentials_in_url_refused():
+def test_credentials_in_url_refused() -> None:
     with pytest.raises(ConfigError, match="credentials do not belong in the URL"):
         parse_config({"mqtt": {"url": "mqtt://user:pw@host"}})
 
 
-def test_env_overrides(tmp_path: Path):
+def test_env_overrides(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text("[model]\nnum_threads = 1\n[classify]\ntop_k = 3\n")
     cfg = load_config(
@@ -57,14 +63,16 @@ def test_env_overrides(tmp_path: Path):
     assert cfg.classify.allow == ["cat"] and cfg.mqtt.url == "mqtts://broker:8883"
 
 
-def test_missing_default_file_is_empty_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_missing_default_file_is_empty_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import edged.config as c
 
     monkeypatch.setattr(c, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
     assert load_config(None, {}).model.backend == "auto"
 
 
-def test_secret_from_file_or_credentials_directory(tmp_path: Path):
+def test_secret_from_file_or_credentials_directory(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("hunter2\n")
     assert read_secret(str(tmp_path / "pw"), "mqtt_password", {}) == "hunter2"
     creds = tmp_path / "creds"
@@ -77,7 +85,7 @@ def test_secret_from_file_or_credentials_directory(tmp_path: Path):
 
 
 @pytest.mark.parametrize("key", ["ca_file", "cert_file"])
-def test_tls_files_on_a_plain_url_are_refused(key: str):
+def test_tls_files_on_a_plain_url_are_refused(key: str) -> None:
     data = {"mqtt": {"url": "mqtt://broker:1883", key: "x.pem"}}
     if key == "cert_file":
         data["mqtt"]["key_file"] = "x.key"
@@ -86,12 +94,12 @@ def test_tls_files_on_a_plain_url_are_refused(key: str):
 
 
 @pytest.mark.parametrize("url", ["mqtt://bro ker:1883", "mqtt://broker:1883 ", " mqtt://b"])
-def test_urls_with_blanks_are_refused(url: str):
+def test_urls_with_blanks_are_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="contains a space"):
         parse_config({"mqtt": {"url": url}})
 
 
-def test_file_and_cross_field_errors_come_with_schema_errors(tmp_path: Path):
+def test_file_and_cross_field_errors_come_with_schema_errors(tmp_path: Path) -> None:
     data = {
         "model": {"path": str(tmp_path / "m.tflite"), "num_threads": 0},
         "mqtt": {
@@ -127,7 +135,7 @@ def test_file_and_cross_field_errors_come_with_schema_errors(tmp_path: Path):
         ("classify", "allow", "cat"),
     ],
 )
-def test_toml_values_are_not_coerced_across_types(section: str, key: str, value: object):
+def test_toml_values_are_not_coerced_across_types(section: str, key: str, value: object) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({section: {key: value}})
     [(loc, msg, got)] = info.value.problems
@@ -135,12 +143,13 @@ def test_toml_values_are_not_coerced_across_types(section: str, key: str, value:
     assert "valid" in msg
 
 
-def test_ints_are_valid_floats_and_the_right_types_pass():
+def test_ints_are_valid_floats_and_the_right_types_pass() -> None:
     cfg = parse_config({"capture": {"fps": 2, "loop": True}, "classify": {"top_k": 3}})
+    assert isinstance(cfg.capture, ReplayCaptureConfig)
     assert cfg.capture.fps == 2.0 and cfg.capture.loop is True and cfg.classify.top_k == 3
 
 
-def test_errors_from_the_environment_name_the_variable(tmp_path: Path):
+def test_errors_from_the_environment_name_the_variable(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text("[mqtt]\nkeepalive = 1\n")
     env = {"EDGED_CLASSIFY__TOP_K": '"5"', "EDGED_MODEL__BOGUS": "1", "EDGED_NOPE__X": "1"}
@@ -158,7 +167,7 @@ def test_errors_from_the_environment_name_the_variable(tmp_path: Path):
     assert load_config(ok, {"EDGED_CLASSIFY__TOP_K": "5"}).classify.top_k == 5
 
 
-def test_messages_carry_no_pydantic_prefix():
+def test_messages_carry_no_pydantic_prefix() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"mqtt": {"url": "http://x"}})
     assert "Value error" not in info.value.render()

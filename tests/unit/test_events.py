@@ -14,7 +14,9 @@ from edged.wire import Event
         Classification((), True),
     ],
 )
-def test_event_json_is_the_event_models_json(monkeypatch, result: Classification) -> None:
+def test_event_json_is_the_event_models_json(
+    monkeypatch: pytest.MonkeyPatch, result: Classification
+) -> None:
     monkeypatch.setattr(events, "utc_now", lambda: "2026-11-27T09:00:00.123Z")
     fields = dict(
         device="cam-1",

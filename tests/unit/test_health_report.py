@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_health_never_asks_libedgetpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(t.path != "/sys/bus/usb/devices/2-1" for t in report.tpus)
 
 
-def test_process_meter_reads_cpu_and_rss(tmp_path) -> None:
+def test_process_meter_reads_cpu_and_rss(tmp_path: Path) -> None:
     import os
     import time
 

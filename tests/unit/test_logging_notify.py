@@ -14,21 +14,24 @@ from edged.health.notify import SEND_TIMEOUT_S, Notifier
 from edged.logsetup import CONTEXT, set_context
 
 
-def test_context_fields_are_added_to_records():
+def test_context_fields_are_added_to_records() -> None:
     set_context(device="d1", model="m.tflite", backend="cpu")
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "msg", None, None)
     assert CONTEXT.filter(record)
     assert record.EDGED_DEVICE == "d1" and record.EDGED_BACKEND == "cpu"  # type: ignore[attr-defined]
 
 
-def test_notify_socket_protocol(tmp_path: Path):
+def test_notify_socket_protocol(tmp_path: Path) -> None:
     path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(path))
     server.settimeout(2)
     try:
-        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "4000000",
-               "WATCHDOG_PID": str(os.getpid())}
+        env = {
+            "NOTIFY_SOCKET": str(path),
+            "WATCHDOG_USEC": "4000000",
+            "WATCHDOG_PID": str(os.getpid()),
+        }
         n = Notifier(env)
         assert n.enabled and n.watchdog_s == 4.0
         n.ready("backend=cpu model=m fps=1.0")
@@ -40,7 +43,9 @@ def test_notify_socket_protocol(tmp_path: Path):
         server.close()
 
 
-def test_a_full_notify_socket_drops_messages_without_blocking(tmp_path: Path, monkeypatch, caplog):
+def test_a_full_notify_socket_drops_messages_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Under systemd too (the process environment): a reader that stopped reading costs each
     message at most the send timeout, and one warning, never a blocked thread."""
     path = tmp_path / "notify.sock"
@@ -74,7 +79,7 @@ def test_a_full_notify_socket_drops_messages_without_blocking(tmp_path: Path, mo
         server.close()
 
 
-def test_no_socket_no_watchdog_for_other_pid():
+def test_no_socket_no_watchdog_for_other_pid() -> None:
     n = Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
     assert not n.enabled and n.watchdog_s is None
     n.ready("x")  # a no-op

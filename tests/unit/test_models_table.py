@@ -18,7 +18,7 @@ def installed_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def test_installed_models_are_listed_with_their_input_read_from_the_file(tmp_path: Path):
+def test_installed_models_are_listed_with_their_input_read_from_the_file(tmp_path: Path) -> None:
     rows = {row.file: row for row in list_models(installed_dir(tmp_path))}
     assert rows[DEFAULT_MODEL].where == BUNDLED and rows[DEFAULT_MODEL].profile == "fast"
     custom = rows["custom.tflite"]
@@ -29,7 +29,7 @@ def test_installed_models_are_listed_with_their_input_read_from_the_file(tmp_pat
     )
 
 
-def test_measure_runs_each_installed_model_and_its_edgetpu_twin(tmp_path: Path):
+def test_measure_runs_each_installed_model_and_its_edgetpu_twin(tmp_path: Path) -> None:
     rows = [r for r in list_models(installed_dir(tmp_path)) if r.path is not None]
     asked: list[tuple[str, str, int]] = []
 
@@ -50,7 +50,7 @@ def test_measure_runs_each_installed_model_and_its_edgetpu_twin(tmp_path: Path):
     assert not any(name == "custom.tflite" and b == "edgetpu" for name, b, _ in asked)
 
 
-def test_interleaved_p50_measures_each_model_and_survives_a_bad_one(tmp_path: Path):
+def test_interleaved_p50_measures_each_model_and_survives_a_bad_one(tmp_path: Path) -> None:
     from edged.models_table import interleaved_p50
 
     bad = tmp_path / "bad.tflite"
@@ -63,7 +63,7 @@ def test_interleaved_p50_measures_each_model_and_survives_a_bad_one(tmp_path: Pa
     assert good is not None and good > 0 and broken is None
 
 
-def test_render_has_a_latency_column_only_when_measured(tmp_path: Path):
+def test_render_has_a_latency_column_only_when_measured(tmp_path: Path) -> None:
     rows = list_models(installed_dir(tmp_path))
     plain = [c.header for c in render(rows).columns]
     assert plain == ["model", "profile", "input", "MB", "top-1", "top-5", "where"]

@@ -32,7 +32,9 @@ def blobs(n: int, classes: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np
 
 def test_labels_order_and_file_lines() -> None:
     assert order_classes(["squirrel", "background", "blue tit"]) == [
-        "blue tit", "squirrel", "background",
+        "blue tit",
+        "squirrel",
+        "background",
     ]  # a background at index 0 would be hidden like ImageNet's
     assert label_lines(["blue tit", "café"]) == ["blue tit", "café"]
     # labels that would read back as "index label" lines are written with their index
@@ -43,7 +45,9 @@ def test_labels_order_and_file_lines() -> None:
     assert check_label("a\tb") is not None
 
 
-def test_scan_ignores_loose_and_hidden_files(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+def test_scan_ignores_loose_and_hidden_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     for cls in ("b", "a"):
         (tmp_path / cls).mkdir()
         (tmp_path / cls / "1.jpg").write_bytes(b"x")
@@ -110,7 +114,7 @@ def test_folds_are_stratified_and_disjoint() -> None:
         assert set(np.asarray([0] * 8 + [1] * 30)[val]) == {0, 1}
 
 
-def test_model_surgery_keeps_the_base_and_swaps_the_head(base: BaseModel, tmp_path: Path):
+def test_model_surgery_keeps_the_base_and_swaps_the_head(base: BaseModel, tmp_path: Path) -> None:
     features = base.feature_model()
     assert op_names(features)[-1] == "MEAN"
     fm = read_model(features)

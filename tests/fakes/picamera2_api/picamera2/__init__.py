@@ -67,14 +67,24 @@ class Picamera2:
     @staticmethod
     def global_camera_info() -> list[dict[str, Any]]:
         n = int(os.environ.get("FAKE_PICAMERA2_CAMERAS", "1"))
-        return [{"Model": "imx708", "Location": 2, "Rotation": 0, "Id": f"/base/fake{i}", "Num": i}
-                for i in range(n)]
+        return [
+            {"Model": "imx708", "Location": 2, "Rotation": 0, "Id": f"/base/fake{i}", "Num": i}
+            for i in range(n)
+        ]
 
     def create_video_configuration(
-        self, main: dict[str, Any] | None = None, lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None, transform: Any = None, colour_space: Any = None,
-        buffer_count: int = 6, controls: dict[str, Any] | None = None, display: str | None = "main",
-        encode: str | None = "main", queue: bool = True, sensor: dict[str, Any] | None = None,
+        self,
+        main: dict[str, Any] | None = None,
+        lores: dict[str, Any] | None = None,
+        raw: dict[str, Any] | None = None,
+        transform: Any = None,
+        colour_space: Any = None,
+        buffer_count: int = 6,
+        controls: dict[str, Any] | None = None,
+        display: str | None = "main",
+        encode: str | None = "main",
+        queue: bool = True,
+        sensor: dict[str, Any] | None = None,
         use_case: str = "video",
     ) -> dict[str, Any]:
         def stream(cfg: dict[str, Any] | None, default_fmt: str) -> dict[str, Any] | None:
@@ -86,9 +96,14 @@ class Picamera2:
             return {"size": tuple(cfg.get("size", (1280, 720))), "format": fmt}
 
         return {
-            "use_case": use_case, "buffer_count": buffer_count, "queue": queue,
-            "main": stream(main or {}, "XBGR8888"), "lores": stream(lores, "YUV420"),
-            "controls": dict(controls or {}), "display": display, "encode": encode,
+            "use_case": use_case,
+            "buffer_count": buffer_count,
+            "queue": queue,
+            "main": stream(main or {}, "XBGR8888"),
+            "lores": stream(lores, "YUV420"),
+            "controls": dict(controls or {}),
+            "display": display,
+            "encode": encode,
         }
 
     def align_configuration(self, config: dict[str, Any]) -> None:
@@ -116,14 +131,15 @@ class Picamera2:
             raise RuntimeError(f"Stream {name} is not configured")
         time.sleep(1.0 / float(self.camera_config["controls"].get("FrameRate", 30)))
         w, h = stream["size"]
-        with Image.open(os.environ["FAKE_PICAMERA2_IMAGE"]) as im:
-            im = im.convert("RGB")
+        with Image.open(os.environ["FAKE_PICAMERA2_IMAGE"]) as opened:
+            im = opened.convert("RGB")
             crop = self.controls.get("ScalerCrop")
             if crop is not None:  # the sensor rectangle, mapped onto the image
                 sx, sy = im.width / PIXEL_ARRAY[0], im.height / PIXEL_ARRAY[1]
                 x, y, cw, ch = crop
-                im = im.crop((round(x * sx), round(y * sy), round((x + cw) * sx),
-                              round((y + ch) * sy)))
+                im = im.crop(
+                    (round(x * sx), round(y * sy), round((x + cw) * sx), round((y + ch) * sy))
+                )
             rgb = np.asarray(im.resize((w, h)))
         self.captured += 1
         if stream["format"] == "BGR888":
