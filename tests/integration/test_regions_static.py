@@ -54,18 +54,24 @@ def run_to_end(
     return sub.events(), health
 
 
-def test_two_regions_of_one_frame_get_their_own_labels(
-    tmp_path: Path, mosquitto: Mosquitto
-) -> None:
+def side_by_side(tmp_path: Path) -> Path:
+    """One frame: the coffee photo on the left half, the cat on the right."""
     composite = Image.new("RGB", (800, 300))
     with Image.open(COFFEE) as left, Image.open(CAT) as right:
         composite.paste(left.convert("RGB").resize((400, 300)), (0, 0))
         composite.paste(right.convert("RGB").resize((400, 300)), (400, 0))
     composite.save(tmp_path / "feeder.jpg", quality=92)
+    return tmp_path / "feeder.jpg"
+
+
+def test_two_regions_of_one_frame_get_their_own_labels(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    feeder = side_by_side(tmp_path)
     events, _ = run_to_end(
         tmp_path,
         mosquitto,
-        f"""paths = ["{tmp_path / "feeder.jpg"}"]
+        f"""paths = ["{feeder}"]
 [[capture.regions]]
 name = "left"
 width = 0.5
@@ -184,16 +190,12 @@ def test_home_assistant_gets_one_state_per_region(tmp_path: Path, mosquitto: Mos
     from edged.publish.homeassistant import LABEL_TEMPLATE
 
     jinja2 = pytest.importorskip("jinja2")
-    composite = Image.new("RGB", (800, 300))
-    with Image.open(COFFEE) as left, Image.open(CAT) as right:
-        composite.paste(left.convert("RGB").resize((400, 300)), (0, 0))
-        composite.paste(right.convert("RGB").resize((400, 300)), (400, 0))
-    composite.save(tmp_path / "feeder.jpg", quality=92)
+    feeder = side_by_side(tmp_path)
     cfg = config(
         tmp_path,
         mosquitto.url,
         f"""type = "replay"
-paths = ["{tmp_path / "feeder.jpg"}"]
+paths = ["{feeder}"]
 loop = true
 fps = 5
 [[capture.regions]]
