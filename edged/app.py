@@ -446,7 +446,7 @@ class Daemon:
                 region=item.region,
                 confirmed_label=policy.confirmed,
             )
-            publisher.publish(Suffix.EVENTS, payload, qos=cfg.mqtt.qos)
+            publisher.publish(Suffix.EVENTS, payload)
             log.debug("event seq %d (frame %d) spooled", self.stats.events_created, item.number)
 
     def _status_line(self) -> str:
@@ -516,7 +516,7 @@ class Daemon:
 
     def _publish_health(self, publisher: Publisher) -> None:
         payload = self.health_payload(publisher).to_json()
-        publisher.publish(Suffix.HEALTH, payload, qos=1, retain=True)
+        publisher.publish(Suffix.HEALTH, payload, retain=True)
 
     # -- commands (edged.control.controller.Target) ---------------------------------------
     def effective_config(self) -> Config:

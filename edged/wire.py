@@ -54,6 +54,13 @@ OFFLINE = "offline"
 STATUS_VALUES = (ONLINE, OFFLINE)
 
 
+def retained_qos(suffix: str) -> int:
+    """QoS of a retained topic: 1 for ``status`` and ``health``, whose last value the fleet
+    view and the rollout gate read; 0 for ``state``/``state/{region}``, re-sent every few
+    seconds anyway.  Events use ``mqtt.qos`` from the config."""
+    return 0 if suffix == Suffix.STATE or suffix.startswith(f"{Suffix.STATE}/") else 1
+
+
 def topic(prefix: str, device: str, suffix: str) -> str:
     """``{prefix}/{device}/{suffix}`` (a trailing ``/`` on the prefix is ignored)."""
     return f"{device_topic(prefix, device)}/{suffix}"

@@ -475,8 +475,10 @@ class FakePublisher(Publisher):
 
     def start(self) -> None: ...
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        self.published_messages.append((topic, payload, qos, retain))
+    def publish(
+        self, topic: str, payload: bytes, qos: int | None = None, retain: bool = False
+    ) -> None:
+        self.published_messages.append((topic, payload, qos or 0, retain))
 
     def stop(self, timeout: float = 5.0) -> None: ...
 

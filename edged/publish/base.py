@@ -48,7 +48,11 @@ class Publisher(ABC):
     def start(self) -> None: ...
 
     @abstractmethod
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
+    def publish(
+        self, topic: str, payload: bytes, qos: int | None = None, retain: bool = False
+    ) -> None:
+        """``qos`` None: the publisher's own choice, ``mqtt.qos`` for events and
+        :func:`edged.wire.retained_qos` for retained state."""
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for everything published to be acknowledged."""

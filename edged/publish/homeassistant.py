@@ -271,7 +271,7 @@ class HomeAssistant:
         that nothing is built for a frame that sends nothing)."""
         key = state.region or ""
         suffix = wire.Suffix.STATE if not key else f"{wire.Suffix.STATE}/{key}"
-        self.publisher.publish(suffix, state.to_json(), qos=0, retain=True)
+        self.publisher.publish(suffix, state.to_json(), retain=True)
 
 
 def discovery_for(cfg: Config) -> Discovery:

@@ -269,9 +269,13 @@ class MqttPublisher(Publisher):
             t.start()
 
     # -- publishing (any thread) ------------------------------------------------------------
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+    def publish(
+        self, topic: str, payload: bytes, qos: int | None = None, retain: bool = False
+    ) -> None:
         """Retained messages are state (the last one wins, sent again on connect); anything
-        else is an event, spooled and delivered in order."""
+        else is an event, spooled and delivered in order (at ``mqtt.qos`` unless told)."""
+        if qos is None:
+            qos = wire.retained_qos(topic) if retain else self.cfg.qos
         if retain:
             with self._lock:
                 self._state[topic] = (payload, qos)

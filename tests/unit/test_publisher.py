@@ -317,3 +317,25 @@ def test_qos0_events_leave_the_spool_once_written_and_wait_while_disconnected(
     assert wait(lambda: pub.published == 5)
     assert seqs(broker) == [1, 2, 3, 4, 5]
     assert pub.backlog == 0 and not pub._inflight and not pub._early_acks
+
+
+def test_the_publisher_chooses_each_topics_qos(
+    broker: FakeBroker, publishers: list[MqttPublisher]
+) -> None:
+    """Events go at the configured ``mqtt.qos``, health and status at 1, Home Assistant's
+    state at 0, without the caller repeating the configuration."""
+    pub = make(broker, qos=0)
+    publishers.append(pub)
+    pub.start()
+    pub.publish("events", event(1))
+    pub.publish("health", b"{}", retain=True)
+    pub.publish("state/left", b"{}", retain=True)
+    assert wait(
+        lambda: (
+            {"events", "health", "state/left"}
+            <= {r.topic.split("/", 2)[2] for r in broker.received}
+        )
+    )
+    qos = {r.topic.split("/", 2)[2]: r.qos for r in broker.received}
+    assert qos["events"] == 0 and qos["health"] == 1 and qos["state/left"] == 0
+    assert qos["status"] == 1
