@@ -202,7 +202,10 @@ class Daemon:
         source.close()
         if self.remote is not None:
             self.remote.close()
-        publisher.flush(deadline - 0.4 - time.monotonic())
+        # the whole window, however slowly the broker acknowledges: the last health then
+        # counts every event it took (a frozen broker still ends this at the deadline)
+        window = deadline - 0.4 - time.monotonic()
+        publisher.flush(window, stall=max(0.3, window))
         self._publish_health(publisher)
         publisher.stop(timeout=max(0.2, deadline - 0.1 - time.monotonic()))
         (self.engine or engine).close()  # a reload may have swapped it

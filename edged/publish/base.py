@@ -54,7 +54,7 @@ class Publisher(ABC):
         """``qos`` None: the publisher's own choice, ``mqtt.qos`` for events and
         :func:`edged.wire.retained_qos` for retained state."""
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, stall: float = 0.3) -> bool:
         """Wait up to ``timeout`` seconds for everything published to be acknowledged."""
         return True
 
