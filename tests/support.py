@@ -127,7 +127,7 @@ class Mosquitto:
         )
         conf.write_text(f"user root\n{persistence}{listener}")
         self.proc = subprocess.Popen(
-            [exe, "-c", str(conf), "-v"], stdout=self.log.open("wb"), stderr=subprocess.STDOUT
+            [exe, "-c", str(conf), "-v"], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
         wait_port(self.port)
         return self
