@@ -21,6 +21,14 @@ The network loop is ours (``client.reconnect()`` and ``client.loop()`` in one th
 verify, a plain server behind an ``mqtts://`` URL), which is logged once per outage in words,
 and stop never waits on paho's thread for longer than its deadline.  paho's own log lines go to
 DEBUG: the outage is reported once by us, not on every retry.
+
+Only the network thread writes to the socket.  Without ``loop_start()``, paho's ``publish()``
+writes from the calling thread, and a write takes the oldest queued packet before it sends it:
+with two writers, an event taken by one thread could be overtaken by the next event sent by
+the other.  Registering for writes (``on_socket_register_write``, as an external event loop
+does) makes ``publish()`` only queue the packet and wake ``loop()`` through paho's socket pair.
+It also means ``publish()`` never meets a broken connection: a QoS 1 event paho keeps is
+tracked until acknowledged, whatever ``rc`` says, and stays in the spool until then.
 """
 
 from __future__ import annotations
@@ -74,6 +82,10 @@ def _guarded(fn: F) -> F:
             log.exception("error in MQTT callback %s", fn.__name__)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _written_by_the_network_thread(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's hook for an external loop to watch the socket for writes: ``loop()`` does."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,7 @@ class MqttPublisher(Publisher):
             clean_session=None if protocol == mqtt.MQTTv5 else True,
         )
         self.client.on_log = self._on_log
+        self.client.on_socket_register_write = _written_by_the_network_thread
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)  # bounded here: window + retained state
         if status:
@@ -339,11 +352,11 @@ class MqttPublisher(Publisher):
         for row in rows[:room]:
             info = self.client.publish(self.topic(row.topic), row.payload, qos=row.qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (
-                info.rc == mqtt.MQTT_ERR_NO_CONN and row.qos > 0  # paho keeps it to re-send
+                row.qos > 0 and info.rc != mqtt.MQTT_ERR_QUEUE_SIZE  # paho keeps it to re-send
             ):
                 self._cursor = row.id
                 self._track(info.mid, row)  # QoS 0 too: paho reports it once written
-            elif info.rc == mqtt.MQTT_ERR_NO_CONN:
+            elif info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST):
                 return  # QoS 0 with no connection: it stays in the spool
             else:
                 self._cursor = row.id

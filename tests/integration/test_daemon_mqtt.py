@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import signal
 import subprocess
@@ -255,14 +254,10 @@ def test_broker_restart_mid_run_loses_nothing_and_keeps_order(tmp_path: Path) ->
         assert proc.wait(60) == 0, (tmp_path / "edged.log").read_text()
         assert sub.wait(lambda: len(sub.events()) >= 120, 20), len(sub.events())
         seqs = [e["seq"] for e in sub.events()]
-        # QoS 1 is at least once: a message in flight when the broker died may come twice
-        # (its ack was lost).  Seen about once in five runs: right after the restart, one
-        # event reaches the subscriber one place late (99 after 100).  Anything more than
-        # that single adjacent swap fails.
-        first = list(dict.fromkeys(seqs))
-        swaps = [(a, b) for a, b in itertools.pairwise(first) if a > b]
-        assert len(swaps) <= 1 and all(a == b + 1 for a, b in swaps), seqs
-        assert set(seqs) == set(range(1, 121)), seqs
+        # QoS 1 is at least once: what the broker had sent the subscriber without seeing the
+        # ack when it stopped comes again after its restart (persisted, dup flag), so a seq
+        # may repeat; the first arrival of every seq is in order, without exception
+        assert list(dict.fromkeys(seqs)) == list(range(1, 121)), seqs
         assert len(seqs) - 120 <= 2, seqs
         log = (tmp_path / "edged.log").read_text()
         assert "disconnected" in log and "queue full" not in log

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,17 @@ def event(seq: int) -> bytes:
 
 def seqs(broker: FakeBroker) -> list[int]:
     return [json.loads(p)["seq"] for p in broker.payloads("events")]
+
+
+def on_disk(path: Path) -> list[int]:
+    """The seqs in the spool file: what a crash right now would leave for the next start."""
+    db = sqlite3.connect(path)
+    try:
+        return [
+            json.loads(p)["seq"] for (p,) in db.execute("SELECT payload FROM events ORDER BY id")
+        ]
+    finally:
+        db.close()
 
 
 @pytest.fixture
@@ -132,6 +144,65 @@ def test_a_reconnect_resends_what_was_in_flight_first_then_the_rest_in_order(
     assert len(warnings) <= 1  # the outage began before caplog; never one per retry
 
 
+def test_only_the_network_thread_writes_so_no_event_overtakes_another(
+    broker: FakeBroker, publishers: list[MqttPublisher]
+) -> None:
+    """paho's write takes the oldest packet, then sends it.  Were the publishing thread to
+    write too (paho does, unless an external loop takes the writes), an event the network
+    thread had taken but not sent yet could be overtaken by the next one: after a broker
+    restart under load, seq 99 arrived after 100.  Here the network thread stops between
+    taking and sending; nothing overtakes it."""
+    pub = make(broker)
+    publishers.append(pub)
+    pub.start()
+    assert wait(lambda: pub.connected)
+    broker.full = True  # the socket takes nothing for now: events wait in paho's queue
+    for i in (1, 2):
+        pub.publish("events", event(i), qos=1)
+    client = broker.clients[0]
+    assert wait(lambda: len(client._packets) == 2)
+    took = threading.Event()
+
+    def stall_the_network_thread(writer: str) -> None:
+        if writer == "edged-mqtt" and not took.is_set():
+            took.set()  # event 1 taken; the thread is descheduled before it sends it
+            wait(lambda: bool(seqs(broker)), 0.5)  # long enough for another writer
+
+    broker.on_take = stall_the_network_thread
+    broker.full = False
+    assert took.wait(5)
+    pub.publish("events", event(3), qos=1)
+    assert wait(lambda: pub.published == 3)
+    assert seqs(broker) == [1, 2, 3]
+    assert {r.writer for r in broker.received} == {"edged-mqtt"}
+
+
+def test_an_event_handed_over_as_the_connection_dies_stays_on_disk_until_acknowledged(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """The broker is gone without closing the connection (only a write finds out) as an
+    event is handed over.  paho keeps the event to re-send it after the reconnect, so the
+    spool keeps it too: a kill -9 before the reconnect must not lose it, and it is counted
+    when acknowledged, not given up."""
+    path = tmp_path / "events.db"
+    pub = make(broker, path)
+    publishers.append(pub)
+    pub.start()
+    pub.publish("events", event(1), qos=1)
+    assert wait(lambda: pub.published == 1)
+    broker.closes = False
+    broker.up = False
+    pub.publish("events", event(2), qos=1)
+    assert wait(lambda: not pub.connected)
+    time.sleep(0.05)  # a few commit windows
+    assert on_disk(path) == [2]
+    assert pub.dropped == 0 and pub.backlog == 1
+    broker.up = True
+    assert wait(lambda: pub.published == 2)
+    assert seqs(broker) == [1, 2] and pub.dropped == 0
+    assert wait(lambda: on_disk(path) == [])
+
+
 def test_one_warning_per_outage_not_per_retry(
     broker: FakeBroker, publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -181,21 +252,10 @@ def test_events_are_on_disk_before_paho_sees_them_and_leave_when_acknowledged(
     for i in range(1, 4):
         pub.publish("events", event(i), qos=1)
     assert wait(lambda: len(seqs(broker)) == 3)
-
-    def on_disk() -> list[int]:  # what a crash right now would leave for the next start
-        db = sqlite3.connect(path)
-        try:
-            return [
-                json.loads(p)["seq"]
-                for (p,) in db.execute("SELECT payload FROM events ORDER BY id")
-            ]
-        finally:
-            db.close()
-
-    assert on_disk() == [1, 2, 3]
+    assert on_disk(path) == [1, 2, 3]
     broker.frozen = False
     assert wait(lambda: pub.published == 3)
-    assert wait(lambda: on_disk() == [])
+    assert wait(lambda: on_disk(path) == [])
 
 
 def test_a_new_run_resends_what_the_last_one_left_first(
