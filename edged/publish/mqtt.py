@@ -460,6 +460,13 @@ class MqttPublisher(Publisher):
         if self._connects > 1:
             self.reconnects += 1
         with self._lock:
+            # paho drops QoS 0 messages not written before the connection was lost (and
+            # never reports them): those events are handed over again, from the oldest
+            lost = [m for m, i in self._inflight.items() if isinstance(i, Spooled) and not i.qos]
+            for mid in lost:
+                del self._inflight[mid]
+            if lost:
+                self.spool.rewind = True
             self._resending = any(isinstance(i, Spooled) for i in self._inflight.values())
             state = dict(self._state)
         self._end_outage()

@@ -379,6 +379,27 @@ def test_qos0_events_leave_the_spool_once_written_and_wait_while_disconnected(
     assert pub.backlog == 0 and not pub._inflight and not pub._early_acks
 
 
+def test_qos0_events_paho_dropped_unwritten_at_a_disconnect_are_handed_over_again(
+    broker: FakeBroker, publishers: list[MqttPublisher]
+) -> None:
+    pub = make(broker)
+    publishers.append(pub)
+    pub.start()
+    assert wait(lambda: pub.connected)
+    broker.full = True  # handed over, still in paho's queue when the connection goes
+    for i in range(1, 4):
+        pub.publish("events", event(i), qos=0)
+    client = broker.clients[0]
+    assert wait(lambda: len(client._packets) == 3)
+    broker.up = False
+    assert wait(lambda: not pub.connected)
+    broker.full = False
+    broker.up = True
+    assert wait(lambda: pub.published == 3)
+    assert seqs(broker) == [1, 2, 3]
+    assert pub.backlog == 0 and not pub._inflight
+
+
 def test_the_publisher_chooses_each_topics_qos(
     broker: FakeBroker, publishers: list[MqttPublisher]
 ) -> None:
