@@ -154,6 +154,7 @@ class Subscriber:
         the subscription and queues QoS 1 messages while this subscriber is away."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self.arrivals: list[float] = []  # monotonic receive time of each message
+        self.dups: list[bool] = []  # each message's dup flag: the broker sent it again
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id
@@ -176,6 +177,7 @@ class Subscriber:
         with self._lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self.arrivals.append(time.monotonic())
+            self.dups.append(bool(msg.dup))
 
     def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
         with self._lock:
@@ -183,6 +185,13 @@ class Subscriber:
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(p) for _, p, _ in self.on("events")]
+
+    def flagged_events(self) -> list[tuple[dict[str, Any], bool]]:
+        """Each event with its dup flag (set when the broker sends it again, e.g. after its
+        restart, what it had sent without seeing the acknowledgement)."""
+        with self._lock:
+            pairs = list(zip(self.messages, self.dups, strict=True))
+        return [(json.loads(m[1]), dup) for m, dup in pairs if m[0].endswith("/events")]
 
     def timed_events(self) -> list[tuple[float, dict[str, Any]]]:
         with self._lock:
