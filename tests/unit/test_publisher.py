@@ -166,7 +166,7 @@ def test_only_the_network_thread_writes_so_no_event_overtakes_another(
     def stall_the_network_thread(writer: str) -> None:
         if writer == "edged-mqtt" and not took.is_set():
             took.set()  # event 1 taken; the thread is descheduled before it sends it
-            wait(lambda: bool(seqs(broker)), 0.5)  # long enough for another writer
+            wait(lambda: bool(seqs(broker)), 0.2)  # long enough for another writer
 
     broker.on_take = stall_the_network_thread
     broker.full = False
