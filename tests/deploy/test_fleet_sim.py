@@ -445,7 +445,7 @@ def test_stream_camera_reconnects_then_the_watchdog_takes_over(
         ).start()
         poll(
             "events after a short outage",
-            lambda: len(recorder.events) > before,  # type: ignore[union-attr]
+            lambda: len(recorder.events) > before,
             CAMERA_RECONNECT_MAX_S + 15,
         )
         time.sleep(CAMERA_WATCHDOG_S)  # long enough for a missed ping to kill it
@@ -472,7 +472,7 @@ def test_stream_camera_reconnects_then_the_watchdog_takes_over(
         ).start()
         poll(
             "events from the restarted service",
-            lambda: any(e["run_id"] != old_run for e in recorder.events),  # type: ignore[union-attr]
+            lambda: any(e["run_id"] != old_run for e in recorder.events),
             60,
         )
         assert {e["label"] for e in _events_of_last_run(recorder)} == {"espresso"}

@@ -335,6 +335,6 @@ def test_role_renders_webcam_and_ip_camera_configs(
     parsed = parse_config(config).capture
     assert parsed.type == expected["type"]
     assert [r.name for r in parsed.regions] == [
-        r["name"]  # type: ignore[index]
+        r["name"]
         for r in expected.get("regions", [])  # type: ignore[attr-defined]
     ]
