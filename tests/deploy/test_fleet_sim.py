@@ -3,7 +3,8 @@
 In order (the tests share one fleet): site.yml converges from nothing and a second run
 changes nothing; the systemd watchdog restarts a frozen daemon and a stalled frame source;
 rollout.yml updates device 1, rolls device 2 back when its health gate fails and never
-reaches device 3.
+reaches device 3; device 3 becomes an IP camera through the role and goes through a short
+and a long camera outage.
 """
 
 from __future__ import annotations
