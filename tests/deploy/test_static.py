@@ -252,6 +252,12 @@ def test_role_installs_the_accurate_model_checked_against_the_manifest(tmp_path:
     assert not out.startswith("rc=0") and "the manifest lists" in out, out[-4000:]
 
 
+REGIONS = [
+    {"name": "feeder", "x": 0.5, "y": 0.25, "width": 0.5, "height": 0.5},
+    {"name": "gate", "width": 0.25},
+]
+
+
 @pytest.mark.parametrize(
     ("camera", "expected"),
     [
@@ -283,10 +289,7 @@ def test_role_installs_the_accurate_model_checked_against_the_manifest(tmp_path:
                 "edged_capture_password": "Sup3r-s3cret",
                 "edged_capture_reconnect_max_s": 5,
                 "edged_capture_stall_s": 60,
-                "edged_capture_regions": [
-                    {"name": "feeder", "x": 0.5, "y": 0.25, "width": 0.5, "height": 0.5},
-                    {"name": "gate", "width": 0.25},
-                ],
+                "edged_capture_regions": REGIONS,
             },
             {
                 "type": "stream",
@@ -294,10 +297,7 @@ def test_role_installs_the_accurate_model_checked_against_the_manifest(tmp_path:
                 "username": "viewer",
                 "reconnect_max_s": 5.0,
                 "stall_s": 60.0,
-                "regions": [
-                    {"name": "feeder", "x": 0.5, "y": 0.25, "width": 0.5, "height": 0.5},
-                    {"name": "gate", "width": 0.25},
-                ],
+                "regions": REGIONS,
             },
         ),
     ],
@@ -334,7 +334,5 @@ def test_role_renders_webcam_and_ip_camera_configs(
 
     parsed = parse_config(config).capture
     assert parsed.type == expected["type"]
-    assert [r.name for r in parsed.regions] == [
-        r["name"]
-        for r in expected.get("regions", [])  # type: ignore[attr-defined]
-    ]
+    regions = REGIONS if expected["type"] == "stream" else []
+    assert [r.name for r in parsed.regions] == [r["name"] for r in regions]
