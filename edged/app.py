@@ -42,7 +42,6 @@ from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.collect import Collector
 from edged.publish.events import PublishPolicy, classified_fields, event_json
-from edged.web.overlay import encode_jpeg
 from edged.wire import Health, State, Suffix
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,10 @@ class Daemon:
                 target=self._guard, args=(self._health, publisher), name="edged-health", daemon=True
             ),
         ]
-        gc.freeze()  # what start-up built lives as long as the daemon: no collection visits it
+        # what start-up built lives as long as the daemon: collected once, then frozen, so
+        # that no later collection visits it again
+        gc.collect()
+        gc.freeze()
         for t in threads:
             t.start()
         if source.stall_s is not None:
@@ -453,6 +455,8 @@ class Daemon:
         frame, last = self.live.frame, self.live.last
         if frame is None:
             return None
+        from edged.web.overlay import encode_jpeg  # Pillow's JPEG encoder, on demand
+
         return encode_jpeg(frame.image), None if last is None else self._ha_state(last)
 
     def _ha_state(self, last: LastResult, confirmed: str | None = None) -> State:
