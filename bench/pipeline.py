@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -173,6 +174,33 @@ def daemon_run(
     clock.__exit__()
     n = n1 - n0
     return n / (t1 - t0), (c1 - c0 + w1 - w0) / n, (i1 - i0) / n
+
+
+def device_ceiling(fake: Path, ms: int, frames: int) -> float:
+    """Frames/s of the fake Edge TPU alone: its worker driven back to back with two frames
+    in flight and nothing else (no capture, classification or MQTT).  What the device and
+    this machine's timers allow at all: the daemon cannot beat it."""
+    cfg = parse_config(
+        {
+            "model": {
+                "backend": "edgetpu",
+                "edgetpu_library": str(fake),
+                "edgetpu_options": {"latency_ms": str(ms)},
+            }
+        }
+    )
+    engine = open_engine(cfg.model, cfg.classify)
+    try:
+        side = engine.backend.input_spec
+        tensor = engine.prepare(np.zeros((side.height, side.width, 3), np.uint8)).tensor
+        for _ in engine.backend.stream([tensor] * 20):
+            pass
+        t0 = time.perf_counter()
+        for _ in engine.backend.stream([tensor] * frames):
+            pass
+        return frames / (time.perf_counter() - t0)
+    finally:
+        engine.close()
 
 
 def sequential_run(images: Path, threads: int, frames: int, broker: Mosquitto) -> float:
@@ -324,8 +352,9 @@ def main() -> int:
                         add((kind, threads, "daemon/seq"), d_fps / got["seq"])
                         add((kind, threads, "outside"), (d_cpu - bare_cpu) * 1000)
                         add((kind, threads, "outside-direct"), (d_cpu - d_invoke) * 1000)
-            tpu: dict[int, tuple[float, float]] = {}
+            tpu: dict[int, tuple[float, float, float]] = {}
             for ms in (2, 4):
+                ceiling = device_ceiling(fake, ms, args.tpu_frames // 2)
                 fps, cpu, _ = daemon_run(
                     kinds["pre-sized 224"],
                     args.tpu_frames,
@@ -335,7 +364,7 @@ def main() -> int:
                     edgetpu_library=str(fake),
                     edgetpu_options={"latency_ms": str(ms)},
                 )
-                tpu[ms] = (fps / (1000 / ms), cpu * 1000)
+                tpu[ms] = (fps / (1000 / ms), cpu * 1000, fps / ceiling)
             ready, first, curve = process_run(tmp, kinds["JPEG photos"], broker, args.rss_minutes)
         finally:
             broker.stop()
@@ -412,13 +441,21 @@ def main() -> int:
             "",
         )
     )
-    for ms, (ratio, cpu) in tpu.items():
+    for ms, (ratio, cpu, of_ceiling) in tpu.items():
         rows.append(
             (
                 f"Edge TPU latency {ms} ms: fps / (1000/{ms})",
                 ">= 0.95",
                 f"{ratio:.3f}",
                 "met" if ratio >= 0.95 else "not met",
+            )
+        )
+        rows.append(
+            (
+                "  same, daemon / the fake device alone (back to back, same run)",
+                "",
+                f"{of_ceiling:.3f}",
+                "",
             )
         )
         rows.append(

@@ -563,3 +563,4 @@ class _Publishing:
             confirmed_label=policy.confirmed,
         )
         self.publisher.publish(Suffix.EVENTS, payload)
+        log.debug("event seq %d (frame %d) spooled", stats.events_created, item.number)
