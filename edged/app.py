@@ -86,7 +86,7 @@ class Daemon:
         with contextlib.ExitStack() as stack:
             engine = open_engine(self.cfg.model, self.cfg.classify)
             stack.callback(engine.close)
-            source = open_source(self.cfg.capture, engine.capture_size())
+            source = open_source(self.cfg.capture, engine.capture_size(), engine.framing())
             stack.callback(source.close)
             if self.cfg.collect.dir:  # window: frames queued, in the backend, being published
                 window = 2 * (self.cfg.pipeline.queue_size + engine.depth) + 8
