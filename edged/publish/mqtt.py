@@ -3,8 +3,9 @@ retained state (status, health) last-value-wins, reconnects with backoff, a stop
 its deadline, and messages an operator can act on.
 
 Events (non-retained messages) are added to the :class:`~edged.publish.spool.Spool`; the
-spool thread commits them at most every ``commit_s`` (the commit window, 200 ms) and only
-then hands them to paho, at most ``window`` unacknowledged at a time.  An event leaves the
+spool thread commits them at most once every ``commit_s`` (the commit window, 200 ms; the
+first event after a quiet spell opens a window and is committed at once) and only then hands
+them to paho, at most ``window`` unacknowledged at a time.  An event leaves the
 spool when paho reports its acknowledgement (``on_publish``: PUBACK for QoS 1).  So an event
 is on disk whether or not the broker is up, and a crash loses at most one commit window.
 
@@ -61,6 +62,7 @@ F = TypeVar("F", bound=Callable[..., None])
 ONLINE = wire.ONLINE.encode()
 OFFLINE = wire.OFFLINE.encode()
 COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after publish()
+IDLE_S = 1.0  # how long the spool thread sleeps with nothing to commit (disk retries)
 WINDOW = 100  # events handed to paho and not yet acknowledged
 EARLY_ACK_S = 5.0
 LEGACY_SPOOL = "mqtt-spool.jsonl"  # where releases before the spool kept events at a stop
@@ -189,6 +191,9 @@ class MqttPublisher(Publisher):
         self._stopping = False
         self._stalled = False  # at stop: acknowledgements stopped coming
         self._wake = threading.Event()
+        self._starved = False  # committed events wait for room in the window
+        self._idle = False  # the spool thread sleeps until an event comes
+        self._flushing = False  # stop is near: commit and hand over at every wake-up
         self._spool_stop = threading.Event()
         self._net_stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -296,6 +301,9 @@ class MqttPublisher(Publisher):
                 self._send_state(topic, payload, qos)
             return
         self.spool.add(topic, payload, qos)
+        if self._idle:  # the first event after a quiet spell: commit and send it now
+            self._idle = False
+            self._wake.set()
 
     def _send_state(self, topic: str, payload: bytes, qos: int) -> None:
         info = self.client.publish(self.topic(topic), payload, qos=qos, retain=True)
@@ -320,17 +328,36 @@ class MqttPublisher(Publisher):
 
     # -- the spool thread: group commit, then hand over -------------------------------------
     def _spooler(self) -> None:
+        """Commits once per commit window (one transaction and one fsync, however many events
+        and acknowledgements it holds), and hands committed events over after each commit and
+        whenever an acknowledgement makes room for events that wait for it."""
+        next_commit = time.monotonic()
         while not self._spool_stop.is_set():
-            self._wake.wait(self.commit_s)
+            # with nothing to commit it sleeps until publish() wakes it, so an event after a
+            # quiet spell is committed and sent at once; the window then groups what follows
+            self._idle = True
+            if self.spool.dirty:
+                self._idle = False
+            wait = IDLE_S if self._idle else max(0.0, next_commit - time.monotonic())
+            self._wake.wait(wait)
             self._wake.clear()
-            self._cycle()
+            now = time.monotonic()
+            # a commit only when something is to be written (or the disk retried): a window
+            # opens with the first event after a quiet spell, which thus goes out at once
+            commit = (now >= next_commit or self._flushing) and (
+                self.spool.dirty or not self.spool.durable
+            )
+            if commit:
+                next_commit = now + self.commit_s
+            self._cycle(commit=commit)
         self._cycle(hand_over=False)
 
-    def _cycle(self, hand_over: bool = True) -> None:
+    def _cycle(self, hand_over: bool = True, commit: bool = True) -> None:
         try:
             with self._lock:
                 busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
-            self.spool.commit(busy)
+            if commit:
+                self.spool.commit(busy)
             if hand_over:
                 self._hand_over()
         except Exception:
@@ -344,11 +371,16 @@ class MqttPublisher(Publisher):
             busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
         room = self.window - len(busy)
         if room <= 0:
+            self._starved = True
             return
         if self.spool.rewind:  # rows the spool could not read before: from the oldest again
             self.spool.rewind = False
             self._cursor = 0
-        rows = [r for r in self.spool.after(self._cursor, room + len(busy)) if r.id not in busy]
+        # one row more than there is room for tells whether events wait for room
+        rows = [
+            r for r in self.spool.after(self._cursor, room + len(busy) + 1) if r.id not in busy
+        ]
+        self._starved = len(rows) > room
         for row in rows[:room]:
             info = self.client.publish(self.topic(row.topic), row.payload, qos=row.qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (
@@ -570,7 +602,8 @@ class MqttPublisher(Publisher):
                     del self._early_acks[old]
             else:
                 self._acked(item)
-        self._wake.set()
+        if self._starved or self._flushing:  # room for events that wait for it
+            self._wake.set()
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
         # paho reports every failed retry at ERROR; the outage is logged once, by us
@@ -581,7 +614,13 @@ class MqttPublisher(Publisher):
         """Wait (at most ``timeout`` seconds, only while connected, and only while the broker
         acknowledges something at least every ``stall`` seconds) until every event and
         retained message has been acknowledged; True if nothing is left."""
-        deadline = time.monotonic() + timeout
+        self._flushing = True
+        try:
+            return self._flush(time.monotonic() + timeout, stall)
+        finally:
+            self._flushing = False
+
+    def _flush(self, deadline: float, stall: float) -> bool:
         self._wake.set()
         last, progress_at = -1, time.monotonic()
         while True:

@@ -204,6 +204,12 @@ class Spool:
         return self._writable
 
     @property
+    def dirty(self) -> bool:
+        """Events added or acknowledged since the last commit."""
+        with self._lock:
+            return bool(self._new or self._acks)
+
+    @property
     def backlog(self) -> int:
         """Events waiting for an acknowledgement (on disk, in memory or not yet committed)."""
         with self._lock:

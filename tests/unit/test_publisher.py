@@ -420,3 +420,39 @@ def test_the_publisher_chooses_each_topics_qos(
     qos = {r.topic.split("/", 2)[2]: r.qos for r in broker.received}
     assert qos["events"] == 0 and qos["health"] == 1 and qos["state/left"] == 0
     assert qos["status"] == 1
+
+
+def test_one_commit_per_window_and_acks_drain_a_full_window_without_waiting_for_it(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """A commit window far longer than the test: the first events commit at once (nothing
+    was pending), acknowledgements then hand over what waits for room in the window without
+    another commit, and no further commit (fsync) comes before the window ends."""
+    cfg = MqttConfig.model_validate({"reconnect_min_s": 0.01, "reconnect_max_s": 0.02})
+    pub = MqttPublisher(
+        cfg,
+        "cam-1",
+        spool_path=tmp_path / "events.db",
+        client_factory=broker.factory,
+        commit_s=30.0,
+        window=8,
+        probe=lambda host, port: False,
+    )
+    publishers.append(pub)
+    commits: list[float] = []
+    commit = pub.spool.commit
+
+    def counted(busy: object = ()) -> None:
+        commits.append(time.monotonic())
+        commit(busy)  # type: ignore[arg-type]
+
+    pub.spool.commit = counted  # type: ignore[method-assign]
+    for i in range(1, 41):
+        pub.publish("events", event(i), qos=1)
+    pub.start()
+    assert wait(lambda: pub.published == 40, 3.0)  # five windows' worth, acks only
+    assert seqs(broker) == list(range(1, 41))
+    assert len(commits) == 1
+    pub.publish("events", event(41), qos=1)  # inside the window: waits for its end
+    time.sleep(0.1)
+    assert len(commits) == 1 and pub.published == 40
