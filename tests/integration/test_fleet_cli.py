@@ -40,6 +40,17 @@ def health(device: str, version: str, ts: datetime, **extra: object) -> str:
             "fps": 2.0,
             "cpu_temp_c": 47.5,
             "frames_processed": 6,
+            # the rest of a complete report: the fleet view ignores one without them
+            "model_sha256": None,
+            "inference_ms": {"p50": 30.0, "p95": 35.0},
+            "frames_captured": 6,
+            "frames_dropped": 0,
+            "events_published": 6,
+            "mqtt_reconnects": 0,
+            "cpu_percent": 40.0,
+            "rss_mb": 90.0,
+            "throttled": None,
+            "pid": 4242,
             **extra,
         }
     )
