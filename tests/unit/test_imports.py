@@ -23,6 +23,8 @@ def module_name(path: Path) -> str:
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 TREES = {m: ast.parse(p.read_text(encoding="utf-8")) for m, p in MODULES.items()}
+# Every node of every module, walked once for all the checks here and in test_wire_names.py
+NODES = {m: list(ast.walk(tree)) for m, tree in TREES.items()}
 
 
 def _target(name: str) -> str | None:
@@ -36,10 +38,9 @@ def _target(name: str) -> str | None:
 
 def imports(module: str) -> set[str]:
     """Every edged module ``module`` imports, at the top or inside a function."""
-    tree = TREES[module]
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in NODES[module]:
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -96,13 +97,13 @@ _MODULE_STRING = re.compile(r"^edged(\.\w+)+$")
 
 def test_no_dynamic_loading_of_edged_modules() -> None:
     problems = []
-    for module, tree in TREES.items():
+    for module, nodes in NODES.items():
         docstrings = {
             id(n.value)
-            for n in ast.walk(tree)
+            for n in nodes
             if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
         }
-        for node in ast.walk(tree):
+        for node in nodes:
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
@@ -147,10 +148,10 @@ def test_backends_do_not_reach_up() -> None:
 def test_nothing_reads_a_supervisors_privates() -> None:
     """Only the supervisor touches its underscore attributes."""
     problems = []
-    for module, tree in TREES.items():
+    for module, nodes in NODES.items():
         if module == "edged.infer.supervisor":
             continue
-        for node in ast.walk(tree):
+        for node in nodes:
             if (
                 isinstance(node, ast.Attribute)
                 and node.attr in ("_cpu", "_worker", "_active", "_pending", "_restarts")

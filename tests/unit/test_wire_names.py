@@ -5,12 +5,14 @@ names a field through ``wire.HEALTH_FIELDS``, which raises for a field the model
 from __future__ import annotations
 
 import ast
+import functools
+from collections.abc import Iterable
 
 import pytest
 from pydantic import BaseModel
 
 from edged import config, wire
-from tests.unit.test_imports import TREES
+from tests.unit.test_imports import NODES
 
 HEALTH_NAMES = {
     field.alias or name
@@ -41,24 +43,30 @@ ALLOWED = {
 }
 
 
-def spelled(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, name) of every string constant equal to a checked health field name, outside
-    ``__all__`` (which names the module's own functions)."""
+def spelled(nodes: Iterable[ast.AST]) -> list[tuple[int, str]]:
+    """(line, name) of every string constant among ``nodes`` (a module's, walked) equal to a
+    checked health field name, outside ``__all__`` (which names the module's own functions)."""
+    nodes = list(nodes)
     exported = {
         id(c)
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
         for c in ast.walk(node.value)
     }
     return [
         (node.lineno, node.value)
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and node.value in CHECKED
         and id(node) not in exported
     ]
+
+
+@functools.cache
+def spelled_in_edged() -> dict[str, list[tuple[int, str]]]:
+    return {module: spelled(nodes) for module, nodes in NODES.items() if module != "edged.wire"}
 
 
 def test_the_checked_names_are_the_health_fields() -> None:
@@ -76,27 +84,26 @@ def test_the_checked_names_are_the_health_fields() -> None:
     ],
 )
 def test_a_spelled_field_is_found(source: str) -> None:
-    assert [name for _, name in spelled(ast.parse(source))] != []
+    assert [name for _, name in spelled(ast.walk(ast.parse(source)))] != []
 
 
 def test_exports_and_names_through_the_model_are_not_spelled() -> None:
     source = '__all__ = ["cpu_temp_c"]\nx = H.cpu_temp_c\ny = health.frames_processed'
-    assert spelled(ast.parse(source)) == []
+    assert spelled(ast.walk(ast.parse(source))) == []
 
 
 def test_health_field_names_are_spelled_only_in_wire() -> None:
     problems = [
         f"{module}:{line}: {name!r}"
-        for module, tree in TREES.items()
-        if module != "edged.wire"
-        for line, name in spelled(tree)
+        for module, found in spelled_in_edged().items()
+        for line, name in found
         if (module, name) not in ALLOWED
     ]
     assert not problems, "use wire.Health or wire.HEALTH_FIELDS:\n" + "\n".join(problems)
 
 
 def test_the_allow_list_is_still_needed() -> None:
-    found = {(m, name) for m, tree in TREES.items() for _, name in spelled(tree)}
+    found = {(m, name) for m, spots in spelled_in_edged().items() for _, name in spots}
     assert found >= ALLOWED, ALLOWED - found
 
 
