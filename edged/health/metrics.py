@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from edged import __version__
+from edged import __version__, wire
 from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ _GAUGES = (
     ("edged_tpu_temperature_celsius", H.tpu_temp_c, "Edge TPU temperature."),
     ("edged_uptime_seconds", H.uptime_s, "Seconds since the daemon started."),
 )
-COMMANDS = ("set", "snapshot", "reload", "pause", "resume", "invalid")
+COMMANDS = (*wire.COMMANDS, "invalid")  # label values of edged_commands
 
 
 class _SnapshotCollector(Collector):
