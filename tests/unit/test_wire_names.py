@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from edged import config, wire
-from tests.unit.test_imports import NODES
+from tests.unit.edged_source import nodes
 
 HEALTH_NAMES = {
     field.alias or name
@@ -66,7 +66,7 @@ def spelled(nodes: Iterable[ast.AST]) -> list[tuple[int, str]]:
 
 @functools.cache
 def spelled_in_edged() -> dict[str, list[tuple[int, str]]]:
-    return {module: spelled(nodes) for module, nodes in NODES.items() if module != "edged.wire"}
+    return {m: spelled(walked) for m, walked in nodes().items() if m != "edged.wire"}
 
 
 def test_the_checked_names_are_the_health_fields() -> None:
