@@ -142,8 +142,10 @@ def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, tls_broker:
     try:
         log_file = tmp_path / "edged.log"
         retried = wait_until(
-            lambda: tls_broker.log.read_text().count("not authorised") >= 2
-            and "check mqtt.username" in log_file.read_text(),
+            lambda: (
+                tls_broker.log.read_text().count("not authorised") >= 2
+                and "check mqtt.username" in log_file.read_text()
+            ),
             15,
         )
         assert proc.poll() is None, "the daemon must keep running"
