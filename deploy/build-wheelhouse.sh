@@ -12,6 +12,10 @@
 #   EDGED_PYTHON_VERSION  the devices' Python (default 3.11, Debian bookworm)
 #   EDGED_GLIBC_MINOR     the devices' glibc 2.x (default 36, Debian bookworm)
 #   PYTHON                interpreter that runs pip (default: .venv-deploy's, else python3)
+#   EDGED_EXTRAS          edged's extras whose dependencies are included, comma-separated
+#                         (default: video, i.e. PyAV with its FFmpeg, for USB webcams
+#                         (capture.type v4l2) and IP cameras (stream); empty = none). The
+#                         Ansible role installs an extra only where the device needs it.
 #
 # systemd-python is not included: devices use Debian's python3-systemd through a venv
 # created with --system-site-packages.
@@ -32,6 +36,7 @@ out=${2:-$repo/.deploy-cache/wheelhouse/$arch}
 src=${EDGED_SRC:-$repo}
 pyver=${EDGED_PYTHON_VERSION:-3.11}
 glibc_minor=${EDGED_GLIBC_MINOR:-36}
+extras=${EDGED_EXTRAS-video}
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $repo/.venv-deploy/bin/python ]]; then PYTHON=$repo/.venv-deploy/bin/python; else PYTHON=python3; fi
 fi
@@ -64,6 +69,6 @@ echo "downloading dependencies for $arch, CPython $pyver, glibc 2.$glibc_minor" 
 "$PYTHON" -m pip download --quiet --dest "$out" --only-binary=:all: \
     "${platforms[@]}" --python-version "$pyver" --implementation cp \
     --abi "$abi" --abi abi3 --abi none \
-    "$out/$(basename "$wheel")"
+    "$out/$(basename "$wheel")${extras:+[$extras]}"
 
-echo "$out: $(find "$out" -name '*.whl' | wc -l) wheels, edged $(basename "$wheel" | cut -d- -f2)" >&2
+echo "$out: $(find "$out" -name '*.whl' | wc -l) wheels, edged $(basename "$wheel" | cut -d- -f2)${extras:+ [$extras]}" >&2

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from edged.control.reload import load_checked
 from edged.control.remote import Remote
 from edged.control.request import CommandError
 from edged.engine import Engine, Result, Work, open_engine
+from edged.handoff import Empty, Handoff
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
 from edged.health.system import ProcessMeter
@@ -42,7 +42,6 @@ from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.collect import Collector
 from edged.publish.events import PublishPolicy, classified_fields, event_json
-from edged.web.overlay import encode_jpeg
 from edged.wire import HEALTH_FIELDS, Health, State, Suffix
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ class Daemon:
         self.engine: Engine | None = None
         self.source: FrameSource | None = None
         self._publisher = publisher
-        self._infer_done = threading.Event()
         self.live = Live(cfg)
         self.remote: Remote | None = None
         self._next_engine: Engine | None = None  # handed from a reload to the infer thread
@@ -88,7 +86,7 @@ class Daemon:
         with contextlib.ExitStack() as stack:
             engine = open_engine(self.cfg.model, self.cfg.classify)
             stack.callback(engine.close)
-            source = open_source(self.cfg.capture, engine.capture_size())
+            source = open_source(self.cfg.capture, engine.capture_size(), engine.framing())
             stack.callback(source.close)
             if self.cfg.collect.dir:  # window: frames queued, in the backend, being published
                 window = 2 * (self.cfg.pipeline.queue_size + engine.depth) + 8
@@ -130,8 +128,7 @@ class Daemon:
             )
         # None marks the end of the frames
         parts = max(1, len(self.cfg.capture.regions))  # one work item per region
-        work: queue.Queue[Work | None] = queue.Queue(maxsize=self.cfg.pipeline.queue_size * parts)
-        results: queue.Queue[Result | None] = queue.Queue(maxsize=1024)
+        work: Handoff[Work | None] = Handoff(self.cfg.pipeline.queue_size * parts)
         remote = Remote(
             self.cfg,
             self.live,
@@ -158,20 +155,18 @@ class Daemon:
             ),
             threading.Thread(
                 target=self._guard,
-                args=(self._infer, engine, work, results),
+                args=(self._infer, engine, work, _Publishing(self, publisher)),
                 name="edged-infer",
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._guard,
-                args=(self._publish, publisher, results),
-                name="edged-publish",
                 daemon=True,
             ),
             threading.Thread(
                 target=self._guard, args=(self._health, publisher), name="edged-health", daemon=True
             ),
         ]
+        # what start-up built lives as long as the daemon: collected once, then frozen, so
+        # that no later collection visits it again
+        gc.collect()
+        gc.freeze()
         for t in threads:
             t.start()
         if source.stall_s is not None:
@@ -243,7 +238,7 @@ class Daemon:
             self.stop.set()
 
     # -- stages --------------------------------------------------------------------------
-    def _capture(self, source: FrameSource, engine: Engine, work: queue.Queue[Work | None]) -> None:
+    def _capture(self, source: FrameSource, engine: Engine, work: Handoff[Work | None]) -> None:
         cfg = self.cfg.capture
         static = StaticScene(cfg.static_threshold, cfg.static_max_s) if cfg.skip_static else None
         # regions the CPU crops; a source that crops on the device names its one region
@@ -268,57 +263,42 @@ class Daemon:
                     log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                     break
                 item = Work(frame.number, frame.source, prepared, region=region, image=image)
-                if not self._hand_over(work, item):
+                if not self._hand_over(source, work, item):
                     return
         self._put(work, None)
 
-    def _hand_over(self, work: queue.Queue[Work | None], item: Work) -> bool:
+    def _hand_over(self, source: FrameSource, work: Handoff[Work | None], item: Work) -> bool:
         """Queue a frame (or one region of it) for inference; False once stopping."""
-        source = self.source
-        if source is None or not source.live:
+        if not source.live:
             return self._put(work, item)
-        while True:  # the newest frame wins; a stale one is dropped and counted
-            try:
-                work.put_nowait(item)
-                return True
-            except queue.Full:
-                try:
-                    work.get_nowait()
-                    self.stats.frames_dropped += 1
-                except queue.Empty:
-                    pass
+        # the newest frame wins; a stale one is dropped and counted
+        self.stats.frames_dropped += work.put_newest(item)
+        return True
 
-    def _put(self, q: queue.Queue[Any], item: object) -> bool:
+    def _put(self, work: Handoff[Work | None], item: Work | None) -> bool:
         while not self.stop.is_set():
-            try:
-                q.put(item, timeout=0.2)
+            if work.put(item, timeout=0.2):
                 return True
-            except queue.Full:
-                continue
         return False
 
-    def _infer(
-        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
-    ) -> None:
+    def _infer(self, engine: Engine, work: Handoff[Work | None], publishing: _Publishing) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
-        starts the next frame while this thread reads the last result), in order."""
-        try:
-            self._infer_frames(engine, work, results)
-        finally:
-            self._infer_done.set()
+        starts the next frame while this thread reads the last result), in order, and
+        publishes each result as it comes (the publisher only appends it to its spool)."""
+        self._infer_frames(engine, work, publishing)
 
     def _infer_frames(
-        self, engine: Engine, work: queue.Queue[Work | None], results: queue.Queue[Result | None]
+        self, engine: Engine, work: Handoff[Work | None], publishing: _Publishing
     ) -> None:
         pending: deque[Work] = deque()
         ended = False
         while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
             if self._next_engine is not None:
-                engine = self._swap(engine, pending, results)
+                engine = self._swap(engine, pending, publishing)
             while not ended and not self.stop.is_set() and len(pending) < engine.depth:
                 try:  # wait for a frame only when none is in flight
                     item = work.get_nowait() if pending else work.get(timeout=0.2)
-                except queue.Empty:
+                except Empty:
                     break
                 if item is None:
                     ended = True
@@ -335,12 +315,12 @@ class Daemon:
                 pending.append(item)
             if not pending:
                 if ended:
-                    self._put(results, None)
+                    publishing.finished("frame source finished")
                     return
                 continue
-            self._collect(engine, pending.popleft(), results)
+            self._collect(engine, pending.popleft(), publishing)
             if self.max_frames is not None and self.stats.frames_processed >= self._limit():
-                self._put(results, None)
+                publishing.finished("frame limit reached")
                 return
 
     def _limit(self) -> int:
@@ -348,7 +328,7 @@ class Daemon:
         assert self.max_frames is not None
         return self.max_frames * max(1, len(self.cfg.capture.regions))
 
-    def _collect(self, engine: Engine, item: Work, results: queue.Queue[Result | None]) -> None:
+    def _collect(self, engine: Engine, item: Work, publishing: _Publishing) -> None:
         try:
             outcome = engine.collect()
         except (RuntimeError, ValueError) as exc:
@@ -358,24 +338,13 @@ class Daemon:
         metrics = self.remote.metrics if self.remote else None
         if metrics is not None:
             metrics.observe_inference(outcome.ms)
-        result = Result(item.number, item.source, outcome, region=item.region)
-        self._result(results, replace(result, model=engine.model.name))
+        publishing(Result(item.number, item.source, outcome, item.region, engine.model.name))
 
-    def _result(self, results: queue.Queue[Result | None], item: Result) -> None:
-        """The publish stage only appends to the spool, so this waits at most moments."""
-        try:
-            results.put(item, timeout=2.0)
-        except queue.Full:
-            self.stats.frames_lost += 1
-            log.error("a classified frame is lost: the publish stage does not take it")
-
-    def _swap(
-        self, engine: Engine, pending: deque[Work], results: queue.Queue[Result | None]
-    ) -> Engine:
+    def _swap(self, engine: Engine, pending: deque[Work], publishing: _Publishing) -> Engine:
         """In the infer thread, between frames: finish the frames in flight on the old
         model (none is lost, events keep their order), then run the new one."""
         while pending:
-            self._collect(engine, pending.popleft(), results)
+            self._collect(engine, pending.popleft(), publishing)
         with self._swapped:
             new, self._next_engine = self._next_engine, None
             assert new is not None
@@ -389,68 +358,6 @@ class Daemon:
     def _lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
         log.error("inference failed on frame %d: %s", item.number, exc)
-
-    def _publish(self, publisher: Publisher, results: queue.Queue[Result | None]) -> None:
-        cfg = self.cfg
-        settings = self.live.settings.publish
-        policies: dict[str | None, PublishPolicy] = {}  # one per region
-        ha = self.remote.homeassistant if self.remote else None
-        while True:  # after the stop, until what the infer stage produced is published
-            try:
-                item = results.get(timeout=0.05 if self.stop.is_set() else 0.2)
-            except queue.Empty:
-                if self.stop.is_set() and self._infer_done.is_set():
-                    return
-                continue
-            if item is None:
-                log.info(
-                    "frame source finished" if self.max_frames is None else "frame limit reached"
-                )
-                self.stop.set()
-                continue
-            outcome = item.outcome
-            if not self.notifier.ready_sent:
-                self.notifier.ready(self._status_line())
-            now = time.monotonic()
-            last = LastResult(item, time.time())
-            self.live.last = last
-            if self.collector is not None:
-                self.collector.offer(item.number, item.source, outcome.classification)
-            if self.live.settings.publish is not settings:  # changed by a `set` command
-                settings = self.live.settings.publish
-                policies.clear()
-            policy = policies.get(item.region)
-            if policy is None:
-                policy = policies[item.region] = PublishPolicy(
-                    settings.policy,
-                    settings.interval_s,
-                    settings.min_score,
-                    settings.confirm_frames,
-                )
-            publish = policy.should_publish(outcome.classification, now)
-            if ha is not None and ha.throttle.due(
-                item.region or "", policy.confirmed, outcome.classification.ambiguous, now
-            ):  # Home Assistant's state follows the confirmed label, region by region
-                ha.publish_state(self._ha_state(last, policy.confirmed))
-            if not publish:
-                self.stats.events_filtered += 1
-                continue
-            self.stats.events_created += 1
-            payload = event_json(
-                device=cfg.device.id,
-                run_id=self.run_id,
-                seq=self.stats.events_created,
-                frame=item.number,
-                source=item.source,
-                result=outcome.classification,
-                model=item.model,
-                backend=outcome.backend,
-                inference_ms=outcome.ms,
-                region=item.region,
-                confirmed_label=policy.confirmed,
-            )
-            publisher.publish(Suffix.EVENTS, payload)
-            log.debug("event seq %d (frame %d) spooled", self.stats.events_created, item.number)
 
     def _status_line(self) -> str:
         engine = self.engine
@@ -551,6 +458,8 @@ class Daemon:
         frame, last = self.live.frame, self.live.last
         if frame is None:
             return None
+        from edged.web.overlay import encode_jpeg  # Pillow's JPEG encoder, on demand
+
         return encode_jpeg(frame.image), None if last is None else self._ha_state(last)
 
     def _ha_state(self, last: LastResult, confirmed: str | None = None) -> State:
@@ -591,3 +500,70 @@ class Daemon:
             "backend": engine.backend.name,
             "test_label": top.label if top else None,
         }
+
+
+class _Publishing:
+    """The publish stage, run by the infer thread on each result as it comes: the policy
+    per region, Home Assistant's state, the collector, and the event handed to the
+    publisher (which only appends it to its spool: the broker is never waited for here).
+    Running it in the infer thread saves a thread hand-off and a wake-up per frame."""
+
+    def __init__(self, daemon: Daemon, publisher: Publisher) -> None:
+        self.daemon = daemon
+        self.publisher = publisher
+        self.settings = daemon.live.settings.publish
+        self.policies: dict[str | None, PublishPolicy] = {}  # one per region
+        self.ha = daemon.remote.homeassistant if daemon.remote else None
+
+    def finished(self, why: str) -> None:
+        log.info("%s", why)
+        self.daemon.stop.set()
+
+    def __call__(self, item: Result) -> None:
+        daemon = self.daemon
+        outcome = item.outcome
+        if not daemon.notifier.ready_sent:
+            daemon.notifier.ready(daemon._status_line())
+        now = time.monotonic()
+        last = LastResult(item, time.time())
+        daemon.live.last = last
+        if daemon.collector is not None:
+            daemon.collector.offer(item.number, item.source, outcome.classification)
+        settings = daemon.live.settings.publish
+        if settings is not self.settings:  # changed by a `set` command
+            self.settings = settings
+            self.policies.clear()
+        policy = self.policies.get(item.region)
+        if policy is None:
+            policy = self.policies[item.region] = PublishPolicy(
+                settings.policy,
+                settings.interval_s,
+                settings.min_score,
+                settings.confirm_frames,
+            )
+        publish = policy.should_publish(outcome.classification, now)
+        ha = self.ha
+        if ha is not None and ha.throttle.due(
+            item.region or "", policy.confirmed, outcome.classification.ambiguous, now
+        ):  # Home Assistant's state follows the confirmed label, region by region
+            ha.publish_state(daemon._ha_state(last, policy.confirmed))
+        stats = daemon.stats
+        if not publish:
+            stats.events_filtered += 1
+            return
+        stats.events_created += 1
+        payload = event_json(
+            device=daemon.cfg.device.id,
+            run_id=daemon.run_id,
+            seq=stats.events_created,
+            frame=item.number,
+            source=item.source,
+            result=outcome.classification,
+            model=item.model,
+            backend=outcome.backend,
+            inference_ms=outcome.ms,
+            region=item.region,
+            confirmed_label=policy.confirmed,
+        )
+        self.publisher.publish(Suffix.EVENTS, payload)
+        log.debug("event seq %d (frame %d) spooled", stats.events_created, item.number)

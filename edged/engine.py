@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from edged.capture.base import Framing
 from edged.classify import Classification, Classifier, Labels
 from edged.config import ClassifyConfig, ModelConfig
 from edged.infer import cpu as _cpu  # noqa: F401  (registers the backend)
@@ -110,6 +111,13 @@ class Engine:
         """The (width, height) capture should deliver, and image files may be decoded down
         to: the model input, enlarged by the center crop so that cropping does not upscale."""
         return decode_size(self.backend.input_spec, self.cfg.crop, self.cfg.crop_fraction)
+
+    def framing(self) -> Framing:
+        """The model's input size and center crop, for a source that frames on the device
+        (its frames then arrive at the input size and are fed as they are)."""
+        spec = self.backend.input_spec
+        fraction = self.cfg.crop_fraction if self.cfg.crop == "center" else 1.0
+        return Framing((spec.width, spec.height), fraction)
 
     def prepare(self, frame: npt.NDArray[np.uint8]) -> ModelInput:
         """``frame`` as the tensor the backend wants now, with the spec it was made for."""

@@ -16,6 +16,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Framing:
+    """How the model frames its input: its (width, height), and the share of the shorter
+    side its center crop keeps (1.0 = none).  A source that can crop and scale on the device
+    (picamera2: the ISP's ScalerCrop) delivers frames framed so, and the CPU does nothing."""
+
+    size: tuple[int, int]
+    crop_fraction: float = 1.0
+
+
+@dataclass(frozen=True)
 class Frame:
     """One RGB frame (HxWx3 uint8) with its number and origin."""
 
@@ -42,6 +52,8 @@ class FrameSource(ABC):
     cropped_region: str | None = None
     # ... and such a source class wants the model's input size, not one enlarged for regions
     crops_one_region: ClassVar[bool] = False
+    # ... and such a source class can also take the model's center crop (``framing=``)
+    frames_on_device: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.skipped = 0  # unreadable inputs, counted and logged

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edged.capture import sockets
 from edged.capture.base import Frame, FrameSource
 from edged.wire import HEALTH_FIELDS as H
 
@@ -109,6 +110,8 @@ class LiveSource(FrameSource):
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._ever_streamed = False
+        # socket inodes before the current connection was opened (see interrupt_port)
+        self._sockets_before: set[int] | None = None
 
     # -- for subclasses ------------------------------------------------------------------
     @abstractmethod
@@ -121,6 +124,11 @@ class LiveSource(FrameSource):
 
     def redact(self, text: str) -> str:
         return text
+
+    def interrupt_port(self) -> int | None:
+        """The TCP port the source connects to, if it reads from the network: a stop shuts
+        those connections down to wake a read blocked in FFmpeg (see sockets.py)."""
+        return None
 
     # -- the reader thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -153,6 +161,10 @@ class LiveSource(FrameSource):
         self.state = state
 
     def _read_once(self) -> None:
+        if self.interrupt_port() is not None:
+            self._sockets_before = set(sockets.socket_inodes().values())
+        if self._halt.is_set():
+            return
         container = self.connect()
         try:
             if not container.streams.video:
@@ -189,6 +201,7 @@ class LiveSource(FrameSource):
                     self._deliver(vf)
         finally:
             container.close()
+            self._sockets_before = None
 
     def _deliver(self, vf: Any) -> None:
         size = (int(vf.width), int(vf.height))
@@ -267,7 +280,19 @@ class LiveSource(FrameSource):
         self._halt.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            # a read blocked in FFmpeg ends at its own timeout; the thread is a daemon, so a
-            # stop does not wait for it longer than this
-            self._thread.join(timeout=2.0)
+        thread = self._thread
+        if thread is None:
+            return
+        # A read blocked in FFmpeg would only end at its read timeout: shut its connection
+        # down so that it returns now and the reader closes the container itself.  Again
+        # while waiting, in case the reader was just opening one.
+        port = self.interrupt_port()
+        deadline = time.monotonic() + 2.0
+        while thread.is_alive() and time.monotonic() < deadline:
+            before = self._sockets_before
+            if port is not None and before is not None:
+                sockets.shutdown_new_connections(before, port)
+            thread.join(timeout=0.1)
+        if thread.is_alive():
+            # the thread is a daemon: a stop does not wait for it longer than this
+            log.warning("%s: the reader did not stop within 2 s", self.name)

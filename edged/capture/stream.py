@@ -21,6 +21,7 @@ from edged.config import StreamCaptureConfig, read_secret, redact_url
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 # FFmpeg probes a live input for 5 s by default; a second is plenty for one video stream
 PROBE_OPTIONS = {"analyzeduration": "1000000", "probesize": "1000000"}
 _USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/\s@'\"]*@", re.IGNORECASE)
@@ -69,6 +70,10 @@ class StreamSource(LiveSource):
     @property
     def is_rtsp(self) -> bool:
         return self.scheme in ("rtsp", "rtsps")
+
+    def interrupt_port(self) -> int | None:
+        parts = urlsplit(self.cfg.url)
+        return parts.port or DEFAULT_PORTS[parts.scheme]
 
     def redact(self, text: str) -> str:
         """``text`` (an FFmpeg message may quote the URL) without the password or any

@@ -9,17 +9,19 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edged import wire
 from edged.config import Config, ConfigError, parse_listen, read_secret
 from edged.control.controller import Controller, Target
 from edged.control.live import Live
-from edged.health.metrics import CONTENT_TYPE, Metrics
 from edged.infer.runtime import get_runtime
 from edged.publish.base import Publisher
 from edged.publish.homeassistant import HomeAssistant, discovery_for
-from edged.web import StatusPage, WebSource, WebStartError
+
+if TYPE_CHECKING:  # the metrics and the page load only when configured (memory)
+    from edged.health.metrics import Metrics
+    from edged.web import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,11 @@ class Remote:
         self.publisher = publisher
         self._health = health
         self._healthy = healthy
-        self.metrics = (
-            Metrics(self._metrics_snapshot, get_runtime().name) if cfg.metrics.listen else None
-        )
+        self.metrics: Metrics | None = None
+        if cfg.metrics.listen:
+            from edged.health.metrics import Metrics
+
+            self.metrics = Metrics(self._metrics_snapshot, get_runtime().name)
         base = wire.device_topic(cfg.mqtt.topic_prefix, cfg.device.id)
         self.controller = (
             Controller(
@@ -89,6 +93,8 @@ class Remote:
                     ) from None
                 stack.callback(self.metrics.close)
             if self.cfg.web.listen:
+                from edged.web import WebStartError
+
                 self.web = self._web()
                 try:
                     self.web.start()
@@ -112,6 +118,9 @@ class Remote:
 
     # -- what the page and the metrics read ----------------------------------------------
     def _web(self) -> StatusPage:
+        from edged.health.metrics import CONTENT_TYPE
+        from edged.web import StatusPage, WebSource, WebStartError
+
         try:
             password = read_secret(self.cfg.web.password_file, "web_password")
         except OSError as exc:

@@ -47,7 +47,8 @@ def load_image(
             if min_size is not None and im.format == "JPEG":
                 im.draft("RGB", min_size)
             im.load()
-            return np.asarray(im.convert("RGB"))
+            # convert() copies even when the mode is already RGB
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except (
         UnidentifiedImageError,
         OSError,

@@ -177,6 +177,8 @@ class MqttPublisher(Publisher):
         self._stopping = False
         self._stalled = False  # at stop: acknowledgements stopped coming
         self._wake = threading.Event()
+        self._starved = False  # committed events wait for room in the window
+        self._flushing = False  # stop is near: commit and hand over at every wake-up
         self._spool_stop = threading.Event()
         self._net_stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -307,17 +309,26 @@ class MqttPublisher(Publisher):
 
     # -- the spool thread: group commit, then hand over -------------------------------------
     def _spooler(self) -> None:
+        """Commits once per commit window (one transaction and one fsync, however many events
+        and acknowledgements it holds), and hands committed events over after each commit and
+        whenever an acknowledgement makes room for events that wait for it."""
+        next_commit = time.monotonic()
         while not self._spool_stop.is_set():
-            self._wake.wait(self.commit_s)
+            self._wake.wait(max(0.0, next_commit - time.monotonic()))
             self._wake.clear()
-            self._cycle()
+            now = time.monotonic()
+            commit = now >= next_commit or self._flushing
+            if commit:
+                next_commit = now + self.commit_s
+            self._cycle(commit=commit)
         self._cycle(hand_over=False)
 
-    def _cycle(self, hand_over: bool = True) -> None:
+    def _cycle(self, hand_over: bool = True, commit: bool = True) -> None:
         try:
             with self._lock:
                 busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
-            self.spool.commit(busy)
+            if commit:
+                self.spool.commit(busy)
             if hand_over:
                 self._hand_over()
         except Exception:
@@ -331,11 +342,13 @@ class MqttPublisher(Publisher):
             busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
         room = self.window - len(busy)
         if room <= 0:
+            self._starved = True
             return
         if self.spool.rewind:  # rows the spool could not read before: from the oldest again
             self.spool.rewind = False
             self._cursor = 0
         rows = [r for r in self.spool.after(self._cursor, room + len(busy)) if r.id not in busy]
+        self._starved = len(rows) > room
         for row in rows[:room]:
             info = self.client.publish(self.topic(row.topic), row.payload, qos=row.qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (
@@ -550,7 +563,8 @@ class MqttPublisher(Publisher):
                     del self._early_acks[old]
             else:
                 self._acked(item)
-        self._wake.set()
+        if self._starved or self._flushing:  # room for events that wait for it
+            self._wake.set()
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
         # paho reports every failed retry at ERROR; the outage is logged once, by us
@@ -561,7 +575,13 @@ class MqttPublisher(Publisher):
         """Wait (at most ``timeout`` seconds, only while connected, and only while the broker
         acknowledges something at least every ``stall`` seconds) until every event and
         retained message has been acknowledged; True if nothing is left."""
-        deadline = time.monotonic() + timeout
+        self._flushing = True
+        try:
+            return self._flush(time.monotonic() + timeout, stall)
+        finally:
+            self._flushing = False
+
+    def _flush(self, deadline: float, stall: float) -> bool:
         self._wake.set()
         last, progress_at = -1, time.monotonic()
         while True:

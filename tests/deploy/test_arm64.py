@@ -88,7 +88,7 @@ def _install(work: Path) -> Path:
         root,
         work,
         "python3 -m venv /opt/edged && /opt/edged/bin/pip install --quiet --no-index "
-        "--find-links /opt/wheelhouse edged && uname -m",
+        "--find-links /opt/wheelhouse 'edged[video]' && uname -m",
         timeout=1800,
     )
     assert install.returncode == 0, tail(install)
@@ -185,3 +185,25 @@ def test_run_on_arm64_publishes_ten_events_to_the_host_broker(
     assert [e["seq"] for e in events] == list(range(1, 11))
     assert {e["device"] for e in events} == {DEVICE}
     assert all(e["label"] and e["backend"] == "cpu" for e in events)
+
+
+def test_pyav_from_the_wheelhouse_decodes_on_arm64(pi_root: Path) -> None:
+    """The aarch64 wheelhouse carries PyAV (webcams and IP cameras): its FFmpeg decodes a
+    JPEG to the same picture as on x86.  Compared as the decoder's own YUV planes: the
+    IDCTs of the two architectures may round a level apart, and their RGB conversions
+    (swscale's SIMD paths) differ by about one level more."""
+    import av
+
+    script = (
+        "import av; c = av.open('/srv/samples/coffee.jpg'); "
+        "f = next(c.decode(video=0)); a = f.to_ndarray(); "
+        "print(f.format.name, a.shape[1], a.shape[0], a.mean())"
+    )
+    proc, _ = _in_pi(pi_root, pi_root.parent, f'/opt/edged/bin/python -c "{script}"', 600)
+    assert proc.returncode == 0, tail(proc)
+    with av.open(str(SAMPLES / "coffee.jpg")) as container:
+        frame = next(container.decode(video=0))
+        x86 = frame.to_ndarray()
+    fmt, width, height, mean = proc.stdout.split()
+    assert (fmt, int(width), int(height)) == (frame.format.name, x86.shape[1], x86.shape[0])
+    assert abs(float(mean) - x86.mean()) < 0.25, (mean, x86.mean())

@@ -3,7 +3,8 @@
 In order (the tests share one fleet): site.yml converges from nothing and a second run
 changes nothing; the systemd watchdog restarts a frozen daemon and a stalled frame source;
 rollout.yml updates device 1, rolls device 2 back when its health gate fails and never
-reaches device 3.
+reaches device 3; device 3 becomes an IP camera through the role and goes through a short
+and a long camera outage.
 """
 
 from __future__ import annotations
@@ -365,3 +366,136 @@ def test_rollout_rolls_back_a_release_that_classifies_nothing(
     assert "not classifying" in out, out[-6000:]
     assert current_release(fleet, 2) == current.version
     fleet.wait_healthy("dev2", version=current.version, timeout=30)
+
+
+CAMERA_PASSWORD = "Cam-s3cret pa$$:word"  # with characters that need quoting in a URL
+CAMERA_STALL_S = 10.0
+CAMERA_RECONNECT_MAX_S = 2.0
+CAMERA_WATCHDOG_S = 5
+
+
+def _events_of_last_run(recorder: EventRecorder) -> list[dict[str, object]]:
+    events = list(recorder.events)
+    if not events:
+        return []
+    run_id = events[-1]["run_id"]
+    return [e for e in events if e["run_id"] == run_id]
+
+
+def test_stream_camera_reconnects_then_the_watchdog_takes_over(
+    converged: Fleet, tmp_path: object
+) -> None:
+    """Device 3 becomes an IP camera through the role: a real HTTP MJPEG server on the host
+    (basic auth), the password a vaultable variable delivered as the systemd credential
+    camera_password.  An outage shorter than capture.stall_s is bridged by reconnecting (the
+    same process); a longer one stops the watchdog pings and systemd restarts the service,
+    which streams and publishes again once the camera is back.  The password is in no file
+    under /etc/edged, not in the unit's properties, the journal or Ansible's output."""
+    from pathlib import Path
+
+    from tests.servers.mjpeg import MjpegServer, jpeg_frames
+
+    from .conftest import SAMPLES
+
+    n, fleet = 3, converged
+    device = f"dev{n}"
+    frames = jpeg_frames([SAMPLES / "coffee.jpg"], (384, 256))
+    server = MjpegServer(frames, fps=4, username="viewer", password=CAMERA_PASSWORD).start()
+    port = server.port
+    recorder: EventRecorder | None = None
+    try:
+        camera = Path(str(tmp_path)) / "camera.json"
+        camera.write_text(
+            json.dumps(
+                {
+                    "edged_capture_type": "stream",
+                    "edged_capture_url": f"{server.url}/stream",
+                    "edged_capture_username": "viewer",
+                    "edged_capture_password": CAMERA_PASSWORD,
+                    "edged_capture_reconnect_max_s": CAMERA_RECONNECT_MAX_S,
+                    "edged_capture_stall_s": CAMERA_STALL_S,
+                    "edged_service_overrides": {"WatchdogSec": CAMERA_WATCHDOG_S},
+                }
+            )
+        )
+        started = time.monotonic()
+        play = fleet.playbook("site.yml", "--limit", device, "-e", f"@{camera}")
+        play_s = time.monotonic() - started
+        assert recap(play.stdout)[device]["failed"] == 0, play.stdout[-4000:]
+        assert CAMERA_PASSWORD not in play.stdout + play.stderr
+        assert fleet.show(n, "WatchdogUSec")["WatchdogUSec"] == f"{CAMERA_WATCHDOG_S}s"
+        assert fleet.ssh(
+            n, "stat -c '%a %U' /etc/credstore/edged.camera_password"
+        ).stdout.split() == ["600", "root"]
+
+        recorder = EventRecorder(fleet, device)
+        poll("events from the camera", lambda: len(_events_of_last_run(recorder)) >= 3, 60)
+        labels = {e["label"] for e in _events_of_last_run(recorder)}
+        assert labels == {"espresso"}, labels
+        # basic auth from the credential, never in the URL
+        assert server.requests and all(a.startswith("Basic ") for _, a in server.requests)
+
+        # A short outage: reconnected by the same process, the watchdog is still fed.
+        props = fleet.show(n, "NRestarts", "MainPID")
+        restarts, pid = int(props["NRestarts"]), props["MainPID"]
+        server.stop()
+        time.sleep(CAMERA_STALL_S / 2)
+        before = len(recorder.events)
+        server = MjpegServer(
+            frames, port=port, fps=4, username="viewer", password=CAMERA_PASSWORD
+        ).start()
+        poll(
+            "events after a short outage",
+            lambda: len(recorder.events) > before,
+            CAMERA_RECONNECT_MAX_S + 15,
+        )
+        time.sleep(CAMERA_WATCHDOG_S)  # long enough for a missed ping to kill it
+        props = fleet.show(n, "NRestarts", "MainPID", "ActiveState")
+        assert (int(props["NRestarts"]), props["MainPID"]) == (restarts, pid), props
+        assert recorder.events[-1]["run_id"] == recorder.events[before - 1]["run_id"]
+
+        # An outage longer than capture.stall_s: the pings stop, systemd's watchdog kills
+        # the service and restarts it.
+        kills = watchdog_kills(fleet, n)
+        server.stop()
+        lost = time.monotonic()
+        poll(
+            "the watchdog to restart the service without its camera",
+            _restarted(fleet, n, restarts, pid),
+            CAMERA_STALL_S + CAMERA_WATCHDOG_S + 60,
+        )
+        restarted_s = time.monotonic() - lost
+        assert restarted_s >= CAMERA_STALL_S, f"restarted {restarted_s:.1f}s into the outage"
+        assert watchdog_kills(fleet, n) > kills
+        old_run = recorder.events[-1]["run_id"]
+        server = MjpegServer(
+            frames, port=port, fps=4, username="viewer", password=CAMERA_PASSWORD
+        ).start()
+        poll(
+            "events from the restarted service",
+            lambda: any(e["run_id"] != old_run for e in recorder.events),
+            60,
+        )
+        assert {e["label"] for e in _events_of_last_run(recorder)} == {"espresso"}
+        print(
+            f"stream camera: playbook {play_s:.0f}s, watchdog restart {restarted_s:.0f}s "
+            f"into the outage (stall_s {CAMERA_STALL_S:g}, WatchdogSec {CAMERA_WATCHDOG_S})"
+        )
+
+        # The password: only in the credential store.
+        found = fleet.ssh(
+            n,
+            "grep -rRlF -f /dev/stdin /etc/edged /etc/systemd /opt/edged/current/config.toml "
+            "/etc/credstore; true",
+            input=CAMERA_PASSWORD.encode(),
+        ).stdout.split()
+        assert found == ["/etc/credstore/edged.camera_password"], found
+        shown = fleet.ssh(n, "systemctl show edged.service").stdout
+        assert "s3cret" not in shown
+        journal = fleet.ssh(n, "journalctl -b --no-pager -o cat", timeout=120).stdout
+        assert "s3cret" not in journal
+        assert "stream http://127.0.0.1" in journal  # the daemon did log its (redacted) source
+    finally:
+        if recorder is not None:
+            recorder.close()
+        server.stop()

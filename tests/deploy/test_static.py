@@ -250,3 +250,89 @@ def test_role_installs_the_accurate_model_checked_against_the_manifest(tmp_path:
         tmp_path, tasks, {**common, "edged_model": "lite2", "edged_model_source_dir": str(bad)}
     )
     assert not out.startswith("rc=0") and "the manifest lists" in out, out[-4000:]
+
+
+REGIONS = [
+    {"name": "feeder", "x": 0.5, "y": 0.25, "width": 0.5, "height": 0.5},
+    {"name": "gate", "width": 0.25},
+]
+
+
+@pytest.mark.parametrize(
+    ("camera", "expected"),
+    [
+        (
+            {
+                "edged_capture_type": "v4l2",
+                "edged_capture_device": "usb-046d_HD_Pro_Webcam_C920-video-index0",
+                "edged_capture_input_format": "yuyv",
+                "edged_capture_width": 640,
+                "edged_capture_height": 480,
+                "edged_capture_fps": 10,
+                "edged_capture_stall_s": 20,
+            },
+            {
+                "type": "v4l2",
+                "device": "usb-046d_HD_Pro_Webcam_C920-video-index0",
+                "input_format": "yuyv",
+                "width": 640,
+                "height": 480,
+                "fps": 10.0,
+                "stall_s": 20.0,
+            },
+        ),
+        (
+            {
+                "edged_capture_type": "stream",
+                "edged_capture_url": "rtsp://192.0.2.7:554/stream1",
+                "edged_capture_username": "viewer",
+                "edged_capture_password": "Sup3r-s3cret",
+                "edged_capture_reconnect_max_s": 5,
+                "edged_capture_stall_s": 60,
+                "edged_capture_regions": REGIONS,
+            },
+            {
+                "type": "stream",
+                "url": "rtsp://192.0.2.7:554/stream1",
+                "username": "viewer",
+                "reconnect_max_s": 5.0,
+                "stall_s": 60.0,
+                "regions": REGIONS,
+            },
+        ),
+    ],
+    ids=["v4l2", "stream"],
+)
+def test_role_renders_webcam_and_ip_camera_configs(
+    tmp_path: Path, camera: dict[str, object], expected: dict[str, object]
+) -> None:
+    """The role's variables for a USB webcam and an IP camera (with regions) render a
+    configuration the daemon accepts; the camera password stays out of it (a credential)."""
+    import sys
+    import tomllib
+
+    role = ANSIBLE_DIR / "roles" / "edged"
+    tasks = (
+        "    - ansible.builtin.template:\n"
+        f"        src: {role / 'templates/config.toml.j2'}\n"
+        f"        dest: {tmp_path / 'config.toml'}\n"
+        "        mode: '0644'\n"
+    )
+    common = {
+        "edged_release": "test",
+        "edged_device_id": "cam-1",
+        "ansible_python_interpreter": str(deploy_tool("python")),
+    }
+    out = _local_play(tmp_path, tasks, {**common, **camera})
+    assert out.startswith("rc=0"), out[-4000:]
+    text = (tmp_path / "config.toml").read_text()
+    assert "s3cret" not in text
+    config = tomllib.loads(text)
+    assert config["capture"] == expected
+    sys.path.insert(0, str(REPO))
+    from edged.config import parse_config
+
+    parsed = parse_config(config).capture
+    assert parsed.type == expected["type"]
+    regions = REGIONS if expected["type"] == "stream" else []
+    assert [r.name for r in parsed.regions] == [r["name"] for r in regions]

@@ -28,6 +28,7 @@ from tests.support import (
     sample_bmp,
     start_edged,
     stop_process,
+    wait_until,
     write_config,
 )
 
@@ -215,8 +216,10 @@ def test_unreachable_broker_at_start_then_publishes_everything(tmp_path: Path) -
     broker = Mosquitto(tmp_path, port=port)
     sub = None
     try:
-        time.sleep(3.0)  # the daemon classifies with no broker
-        assert proc.poll() is None, (tmp_path / "edged.log").read_text()
+        # the daemon classifies with no broker, and says so (however slow its start)
+        log_file = tmp_path / "edged.log"
+        assert wait_until(lambda: "unreachable" in log_file.read_text(), 30), log_file.read_text()
+        assert proc.poll() is None, log_file.read_text()
         broker.start()
         sub = Subscriber(port)
         assert proc.wait(30) == 0

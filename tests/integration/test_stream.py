@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,83 @@ def test_check_config_redacts_credentials_in_url(tmp_path: Path) -> None:
     assert "credentials do not belong in the URL" in result.stderr
     assert "rtsp://***@10.0.0.5:554/live" in result.stderr
     assert_no_secret(result.stdout + result.stderr)
+
+
+class HungCamera:
+    """A camera that accepts a connection and then goes quiet: it never answers the
+    request (``frames=0``), or it answers and sends ``frames`` MJPEG parts, then nothing,
+    keeping the connection open."""
+
+    def __init__(self, frames: int) -> None:
+        self.jpeg = jpeg_frames([COFFEE], (384, 256))[0]
+        self.frames = frames
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requested = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        self.conns.append(conn)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        self.requested.set()
+        if self.frames:
+            conn.sendall(
+                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=hung\r\n\r\n"
+            )
+            for _ in range(self.frames):
+                conn.sendall(
+                    b"--hung\r\nContent-Type: image/jpeg\r\n"
+                    + f"Content-Length: {len(self.jpeg)}\r\n\r\n".encode()
+                    + self.jpeg
+                    + b"\r\n"
+                )
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("frames", [0, 5], ids=["no-answer", "stalled-mid-stream"])
+def test_stop_returns_promptly_while_the_camera_is_hung(frames: int) -> None:
+    """A read blocked in FFmpeg (the camera accepted the connection and went quiet, read
+    timeout 30 s) does not hold up a stop: the reader thread has ended within 1 s."""
+    from edged.capture.live import STREAMING
+    from edged.capture.stream import StreamSource
+    from edged.config import StreamCaptureConfig
+
+    camera = HungCamera(frames)
+    cfg = StreamCaptureConfig(
+        type="stream",
+        url=f"http://127.0.0.1:{camera.port}/stream",
+        connect_timeout_s=30,
+        read_timeout_s=30,
+        reconnect_max_s=5,
+        stall_s=60,
+    )
+    source = StreamSource(cfg, (224, 224))
+    try:
+        source.start()
+        assert camera.requested.wait(10), "FFmpeg did not connect"
+        if frames:
+            deadline = time.monotonic() + 10
+            while source.state != STREAMING and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert source.state == STREAMING, source.status()
+        time.sleep(1.0)  # blocked in FFmpeg by now: nothing more comes
+        thread = source._thread
+        assert thread is not None and thread.is_alive()
+        started = time.monotonic()
+        source.close()
+        stop_s = time.monotonic() - started
+        assert not thread.is_alive()
+    finally:
+        source.close()
+        camera.close()
+    print(f"stop took {stop_s * 1000:.0f} ms with the camera hung")
+    assert stop_s < 1.0, stop_s

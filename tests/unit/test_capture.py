@@ -170,3 +170,41 @@ def test_picamera2_closed_when_configure_fails(
     with pytest.raises(RuntimeError, match="Invalid configuration"):
         open_source(cfg.capture, (224, 224))
     assert fake_picamera2.instances[0].closed
+
+
+def test_picamera2_takes_the_models_center_crop_on_the_isp(fake_picamera2: Any) -> None:
+    """With a model that center-crops (0.875), the ISP crops the centered square and scales
+    it to the model's size: frames arrive final, and preprocessing feeds them as they are."""
+    from edged.capture import Framing
+
+    cfg = parse_config({"capture": {"type": "picamera2", "fps": 100}})
+    src = open_source(cfg.capture, (256, 256), Framing((224, 224), 0.875))
+    cam = fake_picamera2.instances[0]
+    side = round(2592 * 0.875)  # of the sensor's 4608x2592 pixel array
+    assert cam.controls["ScalerCrop"] == ((4608 - side) // 2, (2592 - side) // 2, side, side)
+    assert cam.camera_config["main"]["size"] == (224, 224)
+    frame = next(iter(src.frames(threading.Event())))
+    assert frame.image.shape == (224, 224, 3)
+    src.close()
+
+
+@pytest.mark.parametrize(
+    "capture",
+    [
+        {"stream": "lores"},  # the ISP crop would crop the full-size main stream too
+        {"width": 640, "height": 480},  # a size the user chose
+        {"regions": [{"name": "r", "width": 0.5}]},  # the region's own crop wins
+    ],
+)
+def test_picamera2_center_crop_stays_on_the_cpu_when_the_isp_cannot_take_it(
+    fake_picamera2: Any, capture: dict[str, Any]
+) -> None:
+    from edged.capture import Framing
+
+    cfg = parse_config({"capture": {"type": "picamera2", "fps": 100, **capture}})
+    src = open_source(cfg.capture, (256, 256), Framing((224, 224), 0.875))
+    cam = fake_picamera2.instances[0]
+    rect = cam.controls.get("ScalerCrop")
+    assert rect is None or rect[2] != rect[3] or "regions" in capture  # no centered square
+    assert cam.camera_config[capture.get("stream", "main")]["size"] != (224, 224)
+    src.close()
