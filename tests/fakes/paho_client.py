@@ -39,6 +39,7 @@ class FakeBroker:
     frozen: bool = False  # the connection stays open but nothing is acknowledged
     ack_in_publish: bool = False
     refuse: str = ""  # a CONNACK reason name, e.g. "Not authorized"
+    refused: int = 0  # connection attempts refused while down
     received: list[Received] = field(default_factory=list)
     clients: list[FakeClient] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -103,6 +104,7 @@ class FakeClient:
     # network
     def reconnect(self) -> MQTTErrorCode:
         if not self.broker.up:
+            self.broker.refused += 1
             raise ConnectionRefusedError(111, "Connection refused")
         with self._cond:
             self._linked = True
