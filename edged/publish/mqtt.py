@@ -364,9 +364,7 @@ class MqttPublisher(Publisher):
             self.spool.rewind = False
             self._cursor = 0
         # one row more than there is room for tells whether events wait for room
-        rows = [
-            r for r in self.spool.after(self._cursor, room + len(busy) + 1) if r.id not in busy
-        ]
+        rows = [r for r in self.spool.after(self._cursor, room + len(busy) + 1) if r.id not in busy]
         self._starved = len(rows) > room
         for row in rows[:room]:
             info = self.client.publish(self.topic(row.topic), row.payload, qos=row.qos)
