@@ -16,6 +16,9 @@ FRAMES ?=
 # pip for the editable install; setuptools' note that an editable install maps edged.models
 # to models/ through an import finder is information, not a problem
 PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-version-check
+# tests keep their bytecode (__pycache__, ignored by git) even where the environment says not
+# to write it: without it every run compiles edged and the tests again (about 1.3 s)
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
 .PHONY: run venv venv-run system-deps system-deps-run test test-unit test-integration \
 	test-deploy lint format bench clean
@@ -69,10 +72,10 @@ system-deps-run:
 
 ## test: unit and integration tests (a real mosquitto is started by the tests)
 test: system-deps venv
-	$(BIN)/pytest -q tests/unit tests/integration
+	$(PYTEST) -q tests/unit tests/integration
 
 test-unit: venv
-	$(BIN)/pytest -q tests/unit
+	$(PYTEST) -q tests/unit
 
 ## test-deploy: systemd containers, Ansible runs and the unit's checks (root; deploy/ci-setup.sh first)
 test-deploy: venv

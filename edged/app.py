@@ -42,7 +42,7 @@ from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
 from edged.publish.collect import Collector
 from edged.publish.events import PublishPolicy, classified_fields, event_json
-from edged.wire import Health, State, Suffix
+from edged.wire import HEALTH_FIELDS, Health, State, Suffix
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,10 @@ class Daemon:
                 self.notifier.ready(self._status_line())
             if wd and self._flowing():
                 self.notifier.watchdog()
-            was, state = state, self.source.status().get("source_state") if self.source else None
+            was, state = (
+                state,
+                self.source.status().get(HEALTH_FIELDS.source_state) if self.source else None,
+            )
             if now >= next_health or state != was:
                 self._publish_health(publisher)
                 self.notifier.status(self._status_line())

@@ -131,7 +131,7 @@ def _live_view(mqtt_cfg: MqttConfig, console: Console, offline: threading.Event)
             else:
                 text = msg.payload.decode(errors="replace")
                 console.print(f"[dim]{msg.topic}[/] {text}")
-                if kind == Suffix.STATUS and text == "offline":
+                if kind == Suffix.STATUS and text == wire.OFFLINE:
                     offline.set()
         except (ValueError, KeyError, TypeError) as exc:
             console.print(f"[red]unreadable message on {msg.topic}: {exc}[/]")

@@ -25,6 +25,7 @@ from edged.infer.supervisor import Supervisor, Timings
 from edged.infer.worker import WorkerBackend, WorkerFault
 from edged.preprocess import ImageSource, decode_size, prepare, to_model_input
 from edged.tensor import InputSpec, ModelInput
+from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Engine:
 
     @property
     def fallback_reason(self) -> str | None:
-        reason = self.backend.status().get("fallback_reason")
+        reason = self.backend.status().get(HEALTH_FIELDS.fallback_reason)
         return str(reason) if reason else None
 
     @property

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,44 +50,68 @@ class FleetError(Exception):
 
 @dataclass(frozen=True)
 class DeviceState:
-    """What the broker told us about one device."""
+    """What the broker told us about one device: its status and its last valid health
+    report (:class:`edged.wire.Health`), whose fields the properties below read."""
 
     device: str
     online: bool | None = None
-    version: str | None = None
-    backend: str | None = None
-    model: str | None = None
-    fps: float | None = None
-    cpu_temp_c: float | None = None
-    frames_processed: int | None = None
-    uptime_s: float | None = None
-    health_ts: datetime | None = None
-    run_id: str | None = None
-    state: str | None = None  # starting, ok, stalled or fault (as the device reports it)
-    source_live: bool | None = None
+    health: wire.Health | None = None
+    health_ts: datetime | None = None  # the report's ts, parsed (None when unreadable)
     last_seen: float | None = None  # local epoch seconds of the last message
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def version(self) -> str | None:
+        return self.health.version if self.health else None
+
+    @property
+    def backend(self) -> str | None:
+        return self.health.backend if self.health else None
+
+    @property
+    def model(self) -> str | None:
+        return self.health.model if self.health else None
+
+    @property
+    def fps(self) -> float | None:
+        return self.health.fps if self.health else None
+
+    @property
+    def cpu_temp_c(self) -> float | None:
+        return self.health.cpu_temp_c if self.health else None
+
+    @property
+    def frames_processed(self) -> int | None:
+        return self.health.frames_processed if self.health else None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.health.run_id if self.health else None
+
+    @property
+    def state(self) -> str | None:
+        """starting, ok, stalled or fault, as the device reports it."""
+        return self.health.state if self.health else None
+
+    @property
+    def source_live(self) -> bool | None:
+        return self.health.source_live if self.health else None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The health report as JSON data (empty before the first one)."""
+        return self.health.model_dump(mode="json", by_alias=True) if self.health else {}
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "online": self.online,
-            "version": self.version,
-            "backend": self.backend,
-            "model": self.model,
-            "fps": self.fps,
-            "cpu_temp_c": self.cpu_temp_c,
-            "frames_processed": self.frames_processed,
-            "uptime_s": self.uptime_s,
-            "state": self.state,
-            "run_id": self.run_id,
-            "ts": format_ts(self.health_ts) if self.health_ts else None,
-            "last_seen": (
-                format_ts(datetime.fromtimestamp(self.last_seen, UTC))
-                if self.last_seen is not None
-                else None
-            ),
-        }
+        """One device of ``edged fleet status --json``: device, online, last_seen and every
+        field of its last health report (null before the first one)."""
+        report = self.extra or dict.fromkeys(wire.HEALTH_FIELDS)
+        for own in (wire.HEALTH_FIELDS.schema_, wire.HEALTH_FIELDS.device):
+            report.pop(own, None)
+        last_seen = None
+        if self.last_seen is not None:
+            last_seen = format_ts(datetime.fromtimestamp(self.last_seen, UTC))
+        head = {wire.HEALTH_FIELDS.device: self.device, "online": self.online}
+        return {**head, "last_seen": last_seen, **report}
 
 
 def parse_ts(value: str) -> datetime:
@@ -110,30 +134,15 @@ def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
     return wire.parse_topic(prefix, topic, (Suffix.STATUS, Suffix.HEALTH))
 
 
-def _opt_float(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _opt_int(data: dict[str, Any], key: str) -> int | None:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
-def _opt_str(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) else None
-
-
-def parse_health(payload: bytes) -> dict[str, Any]:
-    """The health JSON as a dict; ValueError names what is wrong with it."""
-    data = wire.load_json_object(payload, "health")
-    wire.check_schema(data, wire.HEALTH_SCHEMA, "health")
-    return data
+def parse_health(payload: bytes) -> wire.Health:
+    """A health report; ValueError names what is wrong with it (see :func:`wire.read_health`:
+    unknown fields are kept, an invalid optional field takes its default)."""
+    health, dropped = wire.read_health(payload)
+    if dropped:
+        logger.warning(
+            "device %s: health field(s) %s invalid, ignored", health.device, ", ".join(dropped)
+        )
+    return health
 
 
 def apply_message(state: DeviceState, kind: str, payload: bytes, received: float) -> DeviceState:
@@ -146,32 +155,16 @@ def apply_message(state: DeviceState, kind: str, payload: bytes, received: float
             return replace(state, last_seen=received)
         return replace(state, online=status.online, last_seen=received)
     try:
-        data = parse_health(payload)
+        health = parse_health(payload)
     except ValueError as exc:
         logger.warning("device %s: %s", state.device, exc)
         return state
-    ts_raw = _opt_str(data, "ts")
     try:
-        ts = parse_ts(ts_raw) if ts_raw else None
+        ts = parse_ts(health.ts)
     except ValueError as exc:
         logger.warning("device %s: bad ts: %s", state.device, exc)
         ts = None
-    return replace(
-        state,
-        version=_opt_str(data, "version"),
-        backend=_opt_str(data, "backend"),
-        model=_opt_str(data, "model"),
-        fps=_opt_float(data, "fps"),
-        cpu_temp_c=_opt_float(data, "cpu_temp_c"),
-        frames_processed=_opt_int(data, "frames_processed"),
-        uptime_s=_opt_float(data, "uptime_s"),
-        health_ts=ts,
-        run_id=_opt_str(data, "run_id"),
-        state=_opt_str(data, "state"),
-        source_live=data.get("source_live") if isinstance(data.get("source_live"), bool) else None,
-        last_seen=received,
-        extra=data,
-    )
+    return replace(state, health=health, health_ts=ts, last_seen=received)
 
 
 class FleetView:

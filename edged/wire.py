@@ -26,13 +26,14 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 # ---------------------------------------------------------------------------- topics
 
@@ -398,6 +399,55 @@ def check_schema(data: dict[str, Any], expected: str, what: str) -> None:
     schema = data.get("schema")
     if schema != expected:
         raise ValueError(f"{what} schema {schema!r}, expected {expected!r}")
+
+
+def read_health(payload: bytes) -> tuple[Health, list[str]]:
+    """A received health report, read tolerantly: ``(report, dropped)``.
+
+    Fields it does not know (a newer sender) are kept as extras; an optional field whose value
+    does not validate (a newer sender's new state, say) takes its default and is named in
+    ``dropped``.  ValueError, naming what is wrong, for a payload that is not a JSON object of
+    :data:`HEALTH_SCHEMA` or whose required fields are missing or invalid: every edged
+    release sends those."""
+    data = load_json_object(payload, "health")
+    check_schema(data, HEALTH_SCHEMA, "health")
+    try:
+        return Health.model_validate(data), []
+    except ValidationError as exc:
+        errors = exc.errors()
+    optional = {f.alias or n for n, f in Health.model_fields.items() if not f.is_required()}
+    bad = {str(e["loc"][0]) for e in errors if e["loc"]}
+    fatal = [e for e in errors if not e["loc"] or str(e["loc"][0]) not in optional]
+    if fatal:
+        where = ".".join(str(part) for part in fatal[0]["loc"])
+        raise ValueError(f"health field {where}: {fatal[0]['msg']}")
+    kept = {k: v for k, v in data.items() if k not in bad}
+    return Health.model_validate(kept), sorted(bad)
+
+
+class FieldNames:
+    """The field names of a payload model, for text that must spell them (Home Assistant
+    value templates, metric tables): ``FieldNames(Health).fps == "fps"``.  A name the model
+    does not have raises AttributeError, so a renamed field fails where it is used."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self._model = model.__name__
+        self._names = {name: field.alias or name for name, field in model.model_fields.items()}
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._names[name]
+        except KeyError:
+            raise AttributeError(f"{self._model} has no field {name!r}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names.values())
+
+
+HEALTH_FIELDS = FieldNames(Health)
+EVENT_FIELDS = FieldNames(Event)
+PERCENTILE_FIELDS = FieldNames(Percentiles)
+STATE_FIELDS = FieldNames(State)
 
 
 # ---------------------------------------------------------------------------- JSON Schema

@@ -303,7 +303,7 @@ def publish_fleet(port: int, devices: int, version: str, prefix: str = "edged") 
                 "schema": "edged.health/1", "device": device, "version": version,
                 "run_id": f"00000000-0000-4000-8000-{i:012d}", "ts": ts, "uptime_s": 60.0,
                 "state": "ok", "source_live": True, "backend": "cpu",
-                "model": "efficientnet_lite0_int8.tflite", "fps": 15.0,
+                "model": "efficientnet_lite0_int8.tflite", "model_sha256": None, "fps": 15.0,
                 "inference_ms": {"p50": 30.0, "p95": 35.0}, "frames_captured": 900,
                 "frames_processed": 900, "frames_dropped": 0, "events_published": 900,
                 "mqtt_reconnects": 0, "cpu_percent": 80.0, "rss_mb": 120.0,

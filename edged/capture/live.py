@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from edged.capture import sockets
 from edged.capture.base import Frame, FrameSource
+from edged.wire import HEALTH_FIELDS as H
 
 log = logging.getLogger(__name__)
 
@@ -262,13 +263,14 @@ class LiveSource(FrameSource):
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
     def status(self) -> dict[str, Any]:
+        """Its fields of the health report."""
         return {
-            "source_state": self.state,
-            "source_reconnects": self.reconnects,
-            "source_fps": round(self.fps(), 2),
-            "source_dropped": self.dropped,
-            "source_corrupt": self.corrupt,
-            "source_error": self.error,
+            H.source_state: self.state,
+            H.source_reconnects: self.reconnects,
+            H.source_fps: round(self.fps(), 2),
+            H.source_dropped: self.dropped,
+            H.source_corrupt: self.corrupt,
+            H.source_error: self.error,
         }
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from edged.commands.common import config_int, int_between, positive_int
 from edged.config import ClassifyConfig, ModelConfig, load_config
+from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "edge_tpus": [{"type": t.type, "path": t.path} for t in tpus],
-                    "tpu_temp_c": tpu_temperature_c(),
+                    HEALTH_FIELDS.tpu_temp_c: tpu_temperature_c(),
                     "cameras": [
                         {
                             "kind": c.kind,

@@ -136,12 +136,13 @@ class Controller:
         jpeg, state = shot
         props: tuple[tuple[str, str], ...] = ()
         if state is not None:
+            s = wire.STATE_FIELDS
             props = (
-                ("label", str(state.label)),
-                ("score", str(state.score)),
-                ("ambiguous", str(state.ambiguous).lower()),
-                ("frame", str(state.frame)),
-                ("ts", state.ts),
+                (s.label, str(state.label)),
+                (s.score, str(state.score)),
+                (s.ambiguous, str(state.ambiguous).lower()),
+                (s.frame, str(state.frame)),
+                (s.ts, state.ts),
                 ("state", state.to_json().decode()),
             )
         topic = f"{self.base}/{wire.Suffix.SNAPSHOT}"

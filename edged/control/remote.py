@@ -153,21 +153,22 @@ class Remote:
         item = last.result
         outcome = item.outcome
         top = outcome.classification.top1
+        e = wire.EVENT_FIELDS
         return {
-            "frame": item.number,
-            "source": item.source,
-            "ts": last.ts,
-            "label": top.label if top else None,
-            "score": round(top.score, 5) if top else None,
-            "top_k": [c.as_dict() for c in outcome.classification.top_k],
-            "ambiguous": outcome.classification.ambiguous,
-            "model": item.model,
-            "backend": outcome.backend,
-            "inference_ms": round(outcome.ms, 3),
+            e.frame: item.number,
+            e.source: item.source,
+            e.ts: last.ts,
+            e.label: top.label if top else None,
+            e.score: round(top.score, 5) if top else None,
+            e.top_k: [c.as_dict() for c in outcome.classification.top_k],
+            e.ambiguous: outcome.classification.ambiguous,
+            e.model: item.model,
+            e.backend: outcome.backend,
+            e.inference_ms: round(outcome.ms, 3),
         }
 
     def _metrics_snapshot(self) -> dict[str, Any]:
         snap = self._health().model_dump(mode="json", by_alias=True)
         snap["mqtt_connected"] = self.publisher.connected
-        snap["paused"] = self.live.paused.is_set()
+        snap[wire.HEALTH_FIELDS.paused] = self.live.paused.is_set()
         return snap

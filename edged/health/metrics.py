@@ -27,34 +27,36 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from edged import __version__
+from edged import __version__, wire
+from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Edge TPU inferences take ~2-10 ms, a Pi 4 CPU 20-200 ms, a Pi Zero up to seconds.
 INFERENCE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-# counters: metric name, snapshot key, help text
+H = HEALTH_FIELDS
+# counters: metric name, snapshot key (a health field), help text
 _COUNTERS = (
-    ("edged_frames_captured", "frames_captured", "Frames read from the source."),
-    ("edged_frames_processed", "frames_processed", "Frames classified."),
-    ("edged_frames_dropped", "frames_dropped", "Frames dropped because inference was busy."),
-    ("edged_frames_lost", "frames_lost", "Frames whose inference failed."),
-    ("edged_frames_skipped", "frames_skipped", "Unreadable inputs skipped."),
-    ("edged_events_published", "events_published", "Events handed to the MQTT client."),
-    ("edged_mqtt_reconnects", "mqtt_reconnects", "Reconnections to the MQTT broker."),
-    ("edged_mqtt_dropped", "mqtt_dropped", "MQTT messages that could not be delivered."),
-    ("edged_tpu_fallbacks", "fallbacks", "Switches from the Edge TPU to the CPU."),
-    ("edged_worker_restarts", "worker_restarts", "Restarts of the inference worker process."),
+    ("edged_frames_captured", H.frames_captured, "Frames read from the source."),
+    ("edged_frames_processed", H.frames_processed, "Frames classified."),
+    ("edged_frames_dropped", H.frames_dropped, "Frames dropped because inference was busy."),
+    ("edged_frames_lost", H.frames_lost, "Frames whose inference failed."),
+    ("edged_frames_skipped", H.frames_skipped, "Unreadable inputs skipped."),
+    ("edged_events_published", H.events_published, "Events handed to the MQTT client."),
+    ("edged_mqtt_reconnects", H.mqtt_reconnects, "Reconnections to the MQTT broker."),
+    ("edged_mqtt_dropped", H.mqtt_dropped, "MQTT messages that could not be delivered."),
+    ("edged_tpu_fallbacks", H.fallbacks, "Switches from the Edge TPU to the CPU."),
+    ("edged_worker_restarts", H.worker_restarts, "Restarts of the inference worker process."),
 )
-# gauges: metric name, snapshot key, help text
+# gauges: metric name, snapshot key (a health field), help text
 _GAUGES = (
-    ("edged_fps", "fps", "Frames classified per second (10 s window)."),
-    ("edged_cpu_temperature_celsius", "cpu_temp_c", "CPU temperature."),
-    ("edged_tpu_temperature_celsius", "tpu_temp_c", "Edge TPU temperature."),
-    ("edged_uptime_seconds", "uptime_s", "Seconds since the daemon started."),
+    ("edged_fps", H.fps, "Frames classified per second (10 s window)."),
+    ("edged_cpu_temperature_celsius", H.cpu_temp_c, "CPU temperature."),
+    ("edged_tpu_temperature_celsius", H.tpu_temp_c, "Edge TPU temperature."),
+    ("edged_uptime_seconds", H.uptime_s, "Seconds since the daemon started."),
 )
-COMMANDS = ("set", "snapshot", "reload", "pause", "resume", "invalid")
+COMMANDS = (*wire.COMMANDS, "invalid")  # label values of edged_commands
 
 
 class _SnapshotCollector(Collector):
@@ -86,14 +88,14 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "edged_paused",
             "1 while classification is paused.",
-            value=1 if snap.get("paused") else 0,
+            value=1 if snap.get(H.paused) else 0,
         )
         backend = GaugeMetricFamily(
             "edged_backend_info",
             "The backend and model now running (value 1).",
-            labels=["backend", "model"],
+            labels=[H.backend, H.model],
         )
-        backend.add_metric([str(snap.get("backend") or ""), str(snap.get("model") or "")], 1)
+        backend.add_metric([str(snap.get(H.backend) or ""), str(snap.get(H.model) or "")], 1)
         yield backend
 
 

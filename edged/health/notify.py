@@ -20,13 +20,13 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 0.1  # stop() sends STOPPING=1 inside its 2 s budget
 
 
-def _socket_sender(address: str) -> Callable[[str], None]:
+def _socket_sender(address: str, timeout_s: float) -> Callable[[str], None]:
     if address.startswith("@"):
         address = "\0" + address[1:]
 
     def send(message: str) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(SEND_TIMEOUT_S)
+            sock.settimeout(timeout_s)
             sock.connect(address)
             sock.sendall(message.encode())
 
@@ -34,10 +34,15 @@ def _socket_sender(address: str) -> Callable[[str], None]:
 
 
 class Notifier:
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, send_timeout_s: float = SEND_TIMEOUT_S
+    ) -> None:
+        """``send_timeout_s``: how long one message may wait for room in the socket."""
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET", "")
-        self._send: Callable[[str], None] | None = _socket_sender(address) if address else None
+        self._send: Callable[[str], None] | None = (
+            _socket_sender(address, send_timeout_s) if address else None
+        )
         self._failing = False
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")

@@ -10,7 +10,7 @@ from edged import __version__
 from edged.health.devices import scan_edge_tpus, tpu_temperature_c
 from edged.health.stats import Stats
 from edged.health.system import ProcessMeter, cpu_temp_c, throttled
-from edged.wire import Health, Percentiles, TpuInfo, utc_now
+from edged.wire import Health, TpuInfo, utc_now
 
 if TYPE_CHECKING:
     from edged.capture import FrameSource
@@ -66,7 +66,7 @@ class HealthReporter:
             tpus=[TpuInfo(type=t.type, path=t.path) for t in scan_edge_tpus()],
             tpu_temp_c=tpu_temperature_c(),
             fps=round(stats.fps(), 2),
-            inference_ms=Percentiles(**stats.latency_ms()),
+            inference_ms=stats.latency_ms(),
             frames_captured=stats.frames_captured,
             frames_processed=stats.frames_processed,
             frames_dropped=stats.frames_dropped + (source.dropped if source else 0),

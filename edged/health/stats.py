@@ -8,6 +8,8 @@ from collections import deque
 
 import numpy as np
 
+from edged.wire import Percentiles
+
 
 class Stats:
     def __init__(self, window: int = 256) -> None:
@@ -45,13 +47,13 @@ class Stats:
         span = max(now - recent[0], 1e-6)
         return len(recent) / span if now - recent[-1] < horizon_s else 0.0
 
-    def latency_ms(self) -> dict[str, float | None]:
+    def latency_ms(self) -> Percentiles:
         with self._lock:
             values = np.fromiter(self._latency, dtype=np.float64)
         if values.size == 0:
-            return {"p50": None, "p95": None}
+            return Percentiles(p50=None, p95=None)
         p50, p95 = np.percentile(values, [50, 95])
-        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+        return Percentiles(p50=round(float(p50), 2), p95=round(float(p95), 2))
 
     def record_static(self) -> None:
         """A frame skipped as unchanged: progress all the same (the source is alive)."""

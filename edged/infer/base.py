@@ -17,6 +17,7 @@ from edged.config import ModelConfig
 from edged.infer.model import ModelError, ModelFile
 from edged.infer.runtime import get_runtime, native_log_to_debug
 from edged.tensor import InputSpec
+from edged.wire import HEALTH_FIELDS as H
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class InferenceBackend(ABC):
 
     def status(self) -> dict[str, object]:
         """Backend state for the health topic."""
-        return {"backend": self.name, "fallback_reason": None, "fallbacks": 0, "worker_restarts": 0}
+        return {H.backend: self.name, H.fallback_reason: None, H.fallbacks: 0, H.worker_restarts: 0}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device; idempotent."""

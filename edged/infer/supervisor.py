@@ -32,6 +32,7 @@ from edged.infer.base import Inference, InferenceBackend, OutputSpec
 from edged.infer.model import ModelError, ModelFile
 from edged.infer.worker import WorkerBackend, WorkerFault
 from edged.tensor import InputSpec
+from edged.wire import HEALTH_FIELDS as H
 
 log = logging.getLogger(__name__)
 
@@ -263,11 +264,11 @@ class Supervisor(InferenceBackend):
 
     def status(self) -> dict[str, object]:
         return {
-            "backend": self.name,
-            "fallback_reason": self.fallback_reason,
-            "fallbacks": self.fallbacks,
-            "worker_restarts": self.worker_restarts,
-            "worker_pid": self.worker_pid,
+            H.backend: self.name,
+            H.fallback_reason: self.fallback_reason,
+            H.fallbacks: self.fallbacks,
+            H.worker_restarts: self.worker_restarts,
+            H.worker_pid: self.worker_pid,
         }
 
     def close(self) -> None:

@@ -43,10 +43,18 @@ class Entity:
 
 # The label sensors show the state confirmed by publish.confirm_frames (the raw top-1 until a
 # label is confirmed); score and top-k attributes are the latest frame's.
+S = wire.STATE_FIELDS
+H = wire.HEALTH_FIELDS
 LABEL_TEMPLATE = (
-    "{{ value_json.confirmed_label if value_json.confirmed_label is not none "
-    "else value_json.label }}"
+    f"{{{{ value_json.{S.confirmed_label} if value_json.{S.confirmed_label} is not none "
+    f"else value_json.{S.label} }}}}"
 )
+TOP_K_ATTRIBUTES = f"{{{{ {{'{S.top_k}': value_json.{S.top_k}}} | tojson }}}}"
+
+
+def _value(*path: str) -> str:
+    """A value template reading ``path`` (field names) of the JSON payload."""
+    return "{{ value_json.%s }}" % ".".join(path)  # noqa: UP031 - Jinja braces
 
 
 def node_id(device: str) -> str:
@@ -61,10 +69,10 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "sensor",
             "label",
             "Label",
-            "state",
+            wire.Suffix.STATE,
             LABEL_TEMPLATE,
             (
-                ("json_attributes_template", "{{ {'top_k': value_json.top_k} | tojson }}"),
+                ("json_attributes_template", TOP_K_ATTRIBUTES),
                 ("icon", "mdi:tag-text"),
             ),
         ),
@@ -72,8 +80,8 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "sensor",
             "score",
             "Score",
-            "state",
-            "{{ value_json.score }}",
+            wire.Suffix.STATE,
+            _value(S.score),
             (measurement, ("suggested_display_precision", 3), ("icon", "mdi:percent")),
         ),
         # A template rendering a Python bool never matches payload_on: render ON/OFF.
@@ -81,24 +89,24 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "binary_sensor",
             "ambiguous",
             "Ambiguous",
-            "state",
-            "{{ 'ON' if value_json.ambiguous else 'OFF' }}",
+            wire.Suffix.STATE,
+            f"{{{{ 'ON' if value_json.{S.ambiguous} else 'OFF' }}}}",
             (("payload_on", "ON"), ("payload_off", "OFF"), ("icon", "mdi:help-circle")),
         ),
         Entity(
             "sensor",
             "fps",
             "Frame rate",
-            "health",
-            "{{ value_json.fps }}",
+            wire.Suffix.HEALTH,
+            _value(H.fps),
             (measurement, ("unit_of_measurement", "fps"), ("entity_category", "diagnostic")),
         ),
         Entity(
             "sensor",
             "inference_ms",
             "Inference time",
-            "health",
-            "{{ value_json.inference_ms.p50 }}",
+            wire.Suffix.HEALTH,
+            _value(H.inference_ms, wire.PERCENTILE_FIELDS.p50),
             (
                 measurement,
                 ("device_class", "duration"),
@@ -110,8 +118,8 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "sensor",
             "cpu_temperature",
             "CPU temperature",
-            "health",
-            "{{ value_json.cpu_temp_c }}",
+            wire.Suffix.HEALTH,
+            _value(H.cpu_temp_c),
             (
                 measurement,
                 ("device_class", "temperature"),
@@ -123,8 +131,8 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "sensor",
             "backend",
             "Backend",
-            "health",
-            "{{ value_json.backend }}",
+            wire.Suffix.HEALTH,
+            _value(H.backend),
             (("entity_category", "diagnostic"), ("icon", "mdi:chip")),
         ),
     ]
@@ -133,10 +141,10 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             "sensor",
             f"label_{node_id(region)}",
             f"Label {region}",
-            f"state/{region}",
+            f"{wire.Suffix.STATE}/{region}",
             LABEL_TEMPLATE,
             (
-                ("json_attributes_template", "{{ {'top_k': value_json.top_k} | tojson }}"),
+                ("json_attributes_template", TOP_K_ATTRIBUTES),
                 ("icon", "mdi:tag-text"),
             ),
         )
@@ -193,9 +201,9 @@ class Discovery:
             ),
             "availability": [
                 {
-                    "topic": f"{self.device_base}/status",
-                    "payload_available": "online",
-                    "payload_not_available": "offline",
+                    "topic": f"{self.device_base}/{wire.Suffix.STATUS}",
+                    "payload_available": wire.ONLINE,
+                    "payload_not_available": wire.OFFLINE,
                 }
             ],
             "device": self.device_block(),

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from edged.config import WebConfig, parse_listen
 from edged.web.overlay import render_jpeg
+from edged.wire import EVENT_FIELDS as E
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +159,13 @@ class StatusPage:
         number, image = frame
         result = self.source.result() or {}
         paused = self.source.paused()
-        key = (number, result.get("frame"), result.get("label"), paused)
+        key = (number, result.get(E.frame), result.get(E.label), paused)
         with self._jpeg_lock:
             if key != self._jpeg_key:
                 self._jpeg = render_jpeg(
                     image,
-                    list(result.get("top_k") or []),
-                    ambiguous=bool(result.get("ambiguous")),
+                    list(result.get(E.top_k) or []),
+                    ambiguous=bool(result.get(E.ambiguous)),
                     paused=paused,
                 )
                 self._jpeg_key = key

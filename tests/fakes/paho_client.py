@@ -63,6 +63,7 @@ class FakeBroker:
     full: bool = False  # the client's socket takes nothing for now (a write would block)
     ack_in_publish: bool = False
     refuse: str = ""  # a CONNACK reason name, e.g. "Not authorized"
+    refused: int = 0  # connection attempts refused while down
     # called by the writing thread (its name) between taking a packet and sending it
     on_take: Callable[[str], None] | None = None
     received: list[Received] = field(default_factory=list)
@@ -134,6 +135,7 @@ class FakeClient:
     # network
     def reconnect(self) -> MQTTErrorCode:
         if not self.broker.up:
+            self.broker.refused += 1
             raise ConnectionRefusedError(111, "Connection refused")
         with self._cond:
             self._linked = True

@@ -40,6 +40,17 @@ def health(device: str, version: str, ts: datetime, **extra: object) -> str:
             "fps": 2.0,
             "cpu_temp_c": 47.5,
             "frames_processed": 6,
+            # the rest of a complete report: the fleet view ignores one without them
+            "model_sha256": None,
+            "inference_ms": {"p50": 30.0, "p95": 35.0},
+            "frames_captured": 6,
+            "frames_dropped": 0,
+            "events_published": 6,
+            "mqtt_reconnects": 0,
+            "cpu_percent": 40.0,
+            "rss_mb": 90.0,
+            "throttled": None,
+            "pid": 4242,
             **extra,
         }
     )
@@ -105,14 +116,15 @@ def test_wait_needs_a_fresh_report_of_the_version(broker: Mosquitto) -> None:
     assert "no health report since the wait began" in proc.stderr
 
     def wait_while_reporting(
-        version: str, step: int, fps: float, *extra: str, timeout: str = "5"
+        version: str, step: int, fps: float, *extra: str, timeout: str = "2"
     ) -> subprocess.CompletedProcess[str]:
-        """`fleet wait` while the device reports every second, frames growing by ``step``."""
+        """`fleet wait` while the device reports every 0.25 s (a daemon with a short
+        health.interval_s), frames growing by ``step``."""
         stop = threading.Event()
 
         def report() -> None:
             frames = 0
-            while not stop.wait(1.0):
+            while not stop.wait(0.25):
                 frames += step
                 payload = health(
                     "cam-a", version, datetime.now(UTC), frames_processed=frames, fps=fps,

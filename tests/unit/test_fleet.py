@@ -9,27 +9,45 @@ from typing import Any
 
 import pytest
 
-from edged import fleet
+from edged import fleet, wire
 from edged.fleet import DeviceState, FleetView
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
+# A complete report, as every edged release sends it.
+HEALTH: dict[str, Any] = {
+    "schema": "edged.health/1", "device": "dev1", "version": "0.1.1",
+    "ts": "2026-05-01T12:00:05Z", "uptime_s": 12.5, "backend": "cpu",
+    "model": "efficientnet_lite0_int8", "model_sha256": None, "fps": 2.0,
+    "inference_ms": {"p50": 30.0, "p95": 35.0}, "frames_captured": 25,
+    "frames_processed": 25, "frames_dropped": 0, "events_published": 25,
+    "mqtt_reconnects": 0, "cpu_percent": 40.0, "rss_mb": 90.0, "cpu_temp_c": 48.25,
+    "throttled": None, "pid": 4242,
+}  # fmt: skip
+
+
 def health(**overrides: object) -> bytes:
-    data: dict[str, object] = {
-        "schema": "edged.health/1",
-        "device": "dev1",
-        "version": "0.1.1",
-        "ts": "2026-05-01T12:00:05Z",
-        "uptime_s": 12.5,
-        "backend": "cpu",
-        "model": "efficientnet_lite0_int8",
-        "fps": 2.0,
-        "cpu_temp_c": 48.25,
-        "frames_processed": 25,
-    }
-    data.update(overrides)
-    return json.dumps(data).encode()
+    return json.dumps({**HEALTH, **overrides}).encode()
+
+
+def device_state(
+    device: str = "dev1",
+    *,
+    online: bool | None = None,
+    health_ts: datetime | None = None,
+    last_seen: float | None = None,
+    **fields: object,
+) -> DeviceState:
+    """A device as the view holds it; with ``health_ts`` or health ``fields``, after a
+    complete health report of ``fields`` sent at ``health_ts`` (default T0)."""
+    if health_ts is None and not fields:
+        return DeviceState(device=device, online=online, last_seen=last_seen)
+    ts = health_ts or T0
+    report = wire.Health.model_validate(
+        {**HEALTH, "device": device, "ts": fleet.format_ts(ts), **fields}
+    )
+    return DeviceState(device, online, report, ts, last_seen)
 
 
 @pytest.mark.parametrize(
@@ -122,12 +140,54 @@ def test_view_ignores_bad_health_and_keeps_the_previous_one(
     assert "not JSON" in caplog.text
 
 
-def test_view_tolerates_wrong_field_types() -> None:
+def test_view_keeps_unknown_fields_and_defaults_an_invalid_optional_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     view = FleetView()
-    view.handle("edged/d/health", health(fps="fast", cpu_temp_c=None, frames_processed=True))
+    view.handle("edged/d/health", health(state="rebooting", future_field=[1, 2]))
+    state = view.get("d")
+    assert state is not None and state.health is not None
+    assert state.version == "0.1.1" and state.fps == 2.0
+    assert state.state is None  # not a state this release knows: the field's default
+    assert state.extra["future_field"] == [1, 2]
+    assert "health field(s) state invalid" in caplog.text
+
+
+def test_view_tolerates_missing_optional_fields() -> None:
+    view = FleetView()
+    view.handle("edged/d/health", health())  # no run_id, state, source_live, tpus ...
     state = view.get("d")
     assert state is not None
-    assert (state.fps, state.cpu_temp_c, state.frames_processed) == (None, None, None)
+    assert (state.run_id, state.state, state.source_live) == (None, None, None)
+    assert state.health is not None and state.health.frames_lost == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"fps": "fast"}, "health field fps: Input should be a valid number"),
+        ({"frames_processed": None}, "health field frames_processed"),
+        ({"inference_ms": {"p50": "x", "p95": 1.0}}, "health field inference_ms.p50"),
+    ],
+)
+def test_view_ignores_a_report_with_an_invalid_required_field(
+    overrides: dict[str, object], words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    view = FleetView()
+    view.handle("edged/d/health", health(), received=1.0)
+    view.handle("edged/d/health", health(version="9.9.9", **overrides), received=2.0)
+    state = view.get("d")
+    assert state is not None and state.version == "0.1.1" and state.last_seen == 1.0
+    assert words in caplog.text
+
+
+def test_a_report_without_a_required_field_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    data = {k: v for k, v in HEALTH.items() if k != "fps"}
+    view = FleetView()
+    view.handle("edged/d/health", json.dumps(data).encode())
+    state = view.get("d")
+    assert state is not None and state.health is None
+    assert "health field fps: Field required" in caplog.text
 
 
 def test_devices_are_sorted() -> None:
@@ -139,28 +199,28 @@ def test_devices_are_sorted() -> None:
 
 def test_is_healthy() -> None:
     since = T0
-    good = DeviceState(
+    good = device_state(
         device="dev1", online=True, version="0.1.1", health_ts=T0 + timedelta(seconds=1)
     )
     assert fleet.is_healthy(good, "0.1.1", since)
     assert not fleet.is_healthy(None, "0.1.1", since)
     assert not fleet.is_healthy(good, "0.1.0", since)
     assert not fleet.is_healthy(
-        DeviceState(device="dev1", online=False, version="0.1.1", health_ts=good.health_ts),
+        device_state(device="dev1", online=False, version="0.1.1", health_ts=good.health_ts),
         "0.1.1",
         since,
     )
     assert not fleet.is_healthy(
-        DeviceState(device="dev1", online=True, version="0.1.1", health_ts=T0), "0.1.1", since
+        device_state(device="dev1", online=True, version="0.1.1", health_ts=T0), "0.1.1", since
     )
 
 
 def test_describe_wait_failure() -> None:
     assert "nothing heard" in fleet.describe_wait_failure("dev2", None, "0.1.1")
-    state = DeviceState(device="dev2", online=False, version="0.1.0", health_ts=T0)
+    state = device_state(device="dev2", online=False, version="0.1.0", health_ts=T0)
     text = fleet.describe_wait_failure("dev2", state, "0.1.1")
     assert text == "device dev2: its status is offline"
-    state = DeviceState(device="dev2", online=True, version="0.1.0", health_ts=T0)
+    state = device_state(device="dev2", online=True, version="0.1.0", health_ts=T0)
     text = fleet.describe_wait_failure("dev2", state, "0.1.1")
     assert text == "device dev2: it reports version 0.1.0, expected 0.1.1"
 
@@ -171,7 +231,7 @@ def report(at: int, frames: int, fps: float, **kw: object) -> DeviceState:
         "source_live": True, "state": "ok",
     }  # fmt: skip
     fields.update(kw)
-    return DeviceState(
+    return device_state(
         device="dev1",
         health_ts=T0 + timedelta(seconds=at),
         frames_processed=frames,
@@ -224,7 +284,7 @@ def test_gate_on_a_finished_file_source_needs_frames() -> None:
 def test_table_rows() -> None:
     now = T0 + timedelta(seconds=65)
     states = [
-        DeviceState(
+        device_state(
             device="dev1",
             online=True,
             version="0.1.1",
@@ -234,8 +294,8 @@ def test_table_rows() -> None:
             frames_processed=1200,
             health_ts=T0 + timedelta(seconds=5),
         ),
-        DeviceState(device="dev2", online=False, last_seen=now.timestamp() - 7200),
-        DeviceState(device="dev3"),
+        device_state(device="dev2", online=False, last_seen=now.timestamp() - 7200),
+        device_state(device="dev3"),
     ]
     rows = fleet.table_rows(states, now)
     assert rows[0] == ["dev1", "yes", "0.1.1", "edgetpu", "15.0", "51.0 °C", "1200", "60s ago"]
@@ -249,20 +309,28 @@ def test_render_table_has_every_device() -> None:
 
     console = Console(width=200, record=True, color_system=None)
     console.print(
-        fleet.render_table([DeviceState(device="dev1", online=True, version="0.1.1")], T0)
+        fleet.render_table([device_state(device="dev1", online=True, version="0.1.1")], T0)
     )
     text = console.export_text()
     assert "dev1" in text and "0.1.1" in text and "last seen" in text
 
 
 def test_as_json() -> None:
-    state = DeviceState(
-        device="dev1", online=True, version="0.1.1", health_ts=T0, last_seen=T0.timestamp()
-    )
+    state = device_state(online=True, health_ts=T0, last_seen=T0.timestamp(), version="0.1.1")
     data = state.as_json()
+    assert list(data)[:3] == ["device", "online", "last_seen"]
     assert data["ts"] == "2026-05-01T12:00:00Z"
     assert data["last_seen"] == "2026-05-01T12:00:00Z"
+    assert data["version"] == "0.1.1" and data["inference_ms"] == {"p50": 30.0, "p95": 35.0}
+    assert "schema" not in data
+    assert set(data) - {"online", "last_seen"} == set(wire.HEALTH_FIELDS) - {"schema"}
     json.dumps(data)
+
+
+def test_as_json_before_any_health_has_every_field_null() -> None:
+    data = device_state("dev2", online=False).as_json()
+    assert data["device"] == "dev2" and data["online"] is False
+    assert data["version"] is None and data["fps"] is None and data["last_seen"] is None
 
 
 @pytest.mark.parametrize(

@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
-
-PACKAGE = ROOT / "edged"
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-TREES = {m: ast.parse(p.read_text(encoding="utf-8")) for m, p in MODULES.items()}
+from tests.unit.edged_source import MODULES, nodes
 
 
 def _target(name: str) -> str | None:
@@ -36,10 +22,9 @@ def _target(name: str) -> str | None:
 
 def imports(module: str) -> set[str]:
     """Every edged module ``module`` imports, at the top or inside a function."""
-    tree = TREES[module]
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes()[module]:
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -96,13 +81,13 @@ _MODULE_STRING = re.compile(r"^edged(\.\w+)+$")
 
 def test_no_dynamic_loading_of_edged_modules() -> None:
     problems = []
-    for module, tree in TREES.items():
+    for module, walked in nodes().items():
         docstrings = {
             id(n.value)
-            for n in ast.walk(tree)
+            for n in walked
             if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
         }
-        for node in ast.walk(tree):
+        for node in walked:
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
@@ -147,10 +132,10 @@ def test_backends_do_not_reach_up() -> None:
 def test_nothing_reads_a_supervisors_privates() -> None:
     """Only the supervisor touches its underscore attributes."""
     problems = []
-    for module, tree in TREES.items():
+    for module, walked in nodes().items():
         if module == "edged.infer.supervisor":
             continue
-        for node in ast.walk(tree):
+        for node in walked:
             if (
                 isinstance(node, ast.Attribute)
                 and node.attr in ("_cpu", "_worker", "_active", "_pending", "_restarts")

@@ -59,7 +59,7 @@ def test_interleaved_p50_measures_each_model_and_survives_a_bad_one(tmp_path: Pa
         ModelConfig(path=str(models_dir() / DEFAULT_MODEL), backend="cpu", num_threads=1),
         ModelConfig(path=str(bad), backend="cpu", num_threads=1),
     ]
-    good, broken = interleaved_p50(cfgs, runs=6, rounds=3, warmup=1)
+    good, broken = interleaved_p50(cfgs, runs=2, rounds=2, warmup=1)
     assert good is not None and good > 0 and broken is None
 
 

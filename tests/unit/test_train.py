@@ -1,4 +1,5 @@
-"""edged.train's parts: dataset rules, the head's maths, its int8 form and the model surgery."""
+"""edged.train's parts: dataset rules and the head's maths (its int8 form in the runtime and
+the model surgery on the bundled model are in tests/integration/test_train_surgery.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.infer.bundled import default_model_path
-from edged.infer.model import inspect_model
 from edged.train import head as heads
 from edged.train.dataset import DatasetError, check_label, label_lines, order_classes, scan
-from edged.train.pipeline import IntHead, folds
-from edged.train.tflite import BaseModel, BaseModelError, op_names, read_model
-
-
-@pytest.fixture(scope="module")
-def base() -> BaseModel:
-    return BaseModel(default_model_path().read_bytes(), "bundled")
+from edged.train.pipeline import folds
 
 
 def blobs(n: int, classes: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,29 +68,6 @@ def test_softmax_regression_separates_and_l2_shrinks(tmp_path: Path) -> None:
     np.testing.assert_allclose(warm.logits(x), weak.logits(x), atol=0.15)
 
 
-def test_quantized_head_in_the_runtime_agrees_with_the_float_head(base: BaseModel) -> None:
-    c = base.classifier
-    assert (c.feature_size, c.base_classes) == (1280, 1000)
-    rng = np.random.default_rng(1)
-    # int8 features as the base produces them, three classes apart
-    q = rng.integers(-128, -60, (90, c.feature_size)).astype(np.int8)
-    y = np.arange(90) % 3
-    for k in range(3):
-        q[y == k, k * 100 : k * 100 + 100] += 60
-    x = heads.dequantize_features(q, c.feature_scale, c.feature_zero_point)
-    head, _ = heads.fit(x, y, 3, 0.01)
-    qh = heads.quantize(head, c.feature_scale, c.feature_zero_point, x)
-    assert qh.weights.dtype == np.int8 and np.abs(qh.weights).max() == 127
-    np.testing.assert_allclose(qh.weight_scales, np.abs(head.weights).max(axis=1) / 127, rtol=1e-6)
-    assert qh.bias.dtype == np.int32 and -128 <= qh.logit_zero_point <= 127
-    runtime = IntHead(base, qh)
-    scores = runtime.scores(q)
-    assert scores.shape == (90, 3) and scores.dtype == np.int8
-    assert (runtime.predict(q) == head.predict(x)).mean() == 1.0
-    probs = (scores.astype(np.float32) + 128) / 256  # the softmax output's fixed quantization
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.03)
-
-
 def test_folds_are_stratified_and_disjoint() -> None:
     labels = [0] * 25 + [1] * 30
     method, split = folds(labels, 2, 0.2, seed=0)
@@ -112,21 +82,3 @@ def test_folds_are_stratified_and_disjoint() -> None:
     for train, val in split:
         assert not set(train) & set(val)
         assert set(np.asarray([0] * 8 + [1] * 30)[val]) == {0, 1}
-
-
-def test_model_surgery_keeps_the_base_and_swaps_the_head(base: BaseModel, tmp_path: Path) -> None:
-    features = base.feature_model()
-    assert op_names(features)[-1] == "MEAN"
-    fm = read_model(features)
-    assert list(fm.subgraphs[0].tensors[fm.subgraphs[0].outputs[0]].shape) == [1, 1280]
-    with pytest.raises(BaseModelError, match="no recognisable final classifier"):
-        BaseModel(features, "cut")
-    x, y = blobs(40, 2, 1280)
-    qh = heads.quantize(heads.fit(x, y, 2, 0.1)[0], 0.0235, -128, x)
-    assert op_names(base.head_model(qh)) == ["FULLY_CONNECTED", "SOFTMAX"]
-    out = tmp_path / "two.tflite"
-    out.write_bytes(base.with_head(qh, ["yes", "no"]))
-    model = inspect_model(out)
-    assert model.embedded_labels == ("yes", "no")
-    assert model.normalization is None  # no metadata given: none written
-    assert out.stat().st_size < default_model_path().stat().st_size
