@@ -338,7 +338,11 @@ class MqttPublisher(Publisher):
             self._idle = True
             if self.spool.dirty:
                 self._idle = False
-            wait = IDLE_S if self._idle else max(0.0, next_commit - time.monotonic())
+            if self._idle:  # a disk that refuses writes is tried again on time
+                refused = self.spool.path is not None and not self.spool.durable
+                wait = min(IDLE_S, self.spool.retry_s) if refused else IDLE_S
+            else:
+                wait = max(0.0, next_commit - time.monotonic())
             self._wake.wait(wait)
             self._wake.clear()
             now = time.monotonic()
@@ -600,7 +604,10 @@ class MqttPublisher(Publisher):
                     del self._early_acks[old]
             else:
                 self._acked(item)
-        if self._starved or self._flushing:  # room for events that wait for it
+        # wake the spool thread for room that events wait for, or, when it sleeps with
+        # nothing to do, for the acknowledgement to be written with the next commit
+        if self._starved or self._flushing or self._idle:
+            self._idle = False
             self._wake.set()
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
