@@ -155,21 +155,20 @@ def daemon_run(
 
     wait_for(warmup)
     pid = daemon.engine.backend.status().get("worker_pid") if daemon.engine else None
-    i0 = clock.cpu
-    n0, c0, w0, t0 = (
-        daemon.stats.frames_processed,
-        time.process_time(),
-        _child_cpu(pid),  # type: ignore[arg-type]
-        time.perf_counter(),
-    )
+
+    def mark() -> tuple[float, int, float, float, float]:
+        # invoke CPU, frames, process CPU, worker CPU, wall
+        return (
+            clock.cpu,
+            daemon.stats.frames_processed,
+            time.process_time(),
+            _child_cpu(pid),  # type: ignore[arg-type]
+            time.perf_counter(),
+        )
+
+    i0, n0, c0, w0, t0 = mark()
     wait_for(warmup + frames)
-    i1 = clock.cpu
-    n1, c1, w1, t1 = (
-        daemon.stats.frames_processed,
-        time.process_time(),
-        _child_cpu(pid),  # type: ignore[arg-type]
-        time.perf_counter(),
-    )
+    i1, n1, c1, w1, t1 = mark()
     thread.join(60)
     clock.__exit__()
     n = n1 - n0

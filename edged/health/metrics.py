@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from edged import __version__, wire
+from edged.serving import stop_server
 from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
@@ -146,13 +147,8 @@ class Metrics:
         return host, int(bound[1])
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        stop_server(self._server, self._thread)
+        self._server, self._thread = None, None
 
 
 class _Static(Collector):

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.config import WebConfig, parse_listen
+from edged.serving import stop_server
 from edged.web.overlay import render_jpeg
 from edged.wire import EVENT_FIELDS as E
 
@@ -137,13 +138,8 @@ class StatusPage:
         return self.host, self.port
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        stop_server(self._server, self._thread)
+        self._server, self._thread = None, None
 
     # -- content -------------------------------------------------------------------------
     def authorized(self, header: str | None) -> bool:
