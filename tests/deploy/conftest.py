@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -133,7 +134,7 @@ def build_wheelhouse(out: Path, src: Path) -> Wheelhouse:
 
 
 def bumped_tree(dest: Path) -> Path:
-    """A copy of the source tree whose pyproject version is one patch level higher."""
+    """A copy of the source tree whose version is one patch level higher."""
     ignore = shutil.ignore_patterns(
         ".git",
         ".venv*",
@@ -144,18 +145,14 @@ def bumped_tree(dest: Path) -> Path:
         ".*cache",  # .pytest_cache, .mypy_cache, .ruff_cache, .deploy-cache, ...
     )
     shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
-    pyproject = dest / "pyproject.toml"
-    lines = pyproject.read_text().splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.startswith("version = "):
-            version = line.split('"')[1]
-            parts = version.split(".")
-            parts[-1] = str(int(parts[-1]) + 1)
-            lines[i] = f'version = "{".".join(parts)}"\n'
-            break
-    else:
-        raise AssertionError("no version line in pyproject.toml")
-    pyproject.write_text("".join(lines))
+    source = dest / "edged" / "__init__.py"  # pyproject.toml reads the version from here
+    text = source.read_text()
+    match = re.search(r'^__version__ = "([^"]+)"$', text, flags=re.MULTILINE)
+    assert match, f"no __version__ line in {source}"
+    parts = match.group(1).split(".")
+    parts[-1] = str(int(parts[-1]) + 1)
+    bumped = f'__version__ = "{".".join(parts)}"'
+    source.write_text(text[: match.start()] + bumped + text[match.end() :])
     return dest
 
 
