@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +44,39 @@ def expand(paths: list[str], recursive: bool = False) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+class _Listing:
+    """The files of a looped replay, listed again only when one of its directories changed
+    (or ``MAX_AGE_S`` passed: a change within the file system's timestamp granularity of
+    the last listing is still seen), not on every pass over a few files."""
+
+    MAX_AGE_S = 1.0
+
+    def __init__(self, paths: list[str], recursive: bool) -> None:
+        self.paths = paths
+        self.recursive = recursive
+        given = [Path(p) for p in paths] or [bundled_samples()]
+        self._dirs = [p for p in given if p.is_dir()]
+        self._files: list[Path] = []
+        self._stamp: tuple[int, ...] | None = None
+        self._listed_at = -math.inf
+
+    def files(self) -> list[Path]:
+        try:
+            stamp: tuple[int, ...] | None = tuple(os.stat(d).st_mtime_ns for d in self._dirs)
+        except OSError:
+            stamp = None
+        now = time.monotonic()
+        if (
+            self.recursive  # a change below the top directories does not show in their mtime
+            or stamp is None
+            or stamp != self._stamp
+            or now - self._listed_at >= self.MAX_AGE_S
+        ):
+            self._files = expand(self.paths, self.recursive)
+            self._stamp, self._listed_at = stamp, now
+        return self._files
 
 
 def _video_frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
@@ -87,8 +122,9 @@ class ReplaySource(FrameSource):
         number = 0
         period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
         next_due = time.monotonic()
+        listing = _Listing(self.cfg.paths, self.cfg.recursive)
         while not stop.is_set():
-            files = expand(self.cfg.paths, self.cfg.recursive)
+            files = listing.files()
             produced = False
             for path in files:
                 if stop.is_set():

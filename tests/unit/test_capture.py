@@ -55,6 +55,35 @@ def test_replay_loop_and_pacing(tmp_path: Path) -> None:
     assert 0.04 < elapsed < 2.0  # 10 frames at 200 fps: nine periods of 5 ms at least
 
 
+def test_looped_replay_lists_a_directory_again_only_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edged.capture import replay
+
+    _images(tmp_path, 2)
+    listings = []
+    real_expand = replay.expand
+
+    def counting_expand(paths: list[str], recursive: bool = False) -> list[Path]:
+        listings.append(paths)
+        return real_expand(paths, recursive)
+
+    monkeypatch.setattr(replay, "expand", counting_expand)
+    cfg = parse_config({"capture": {"paths": [str(tmp_path)], "loop": True}})
+    src = open_source(cfg.capture, (32, 32))
+    listings.clear()  # opening the source checked the paths
+    frames = src.frames(threading.Event())
+    seen = [next(frames).source for _ in range(40)]  # twenty passes
+    assert seen == ["00.png", "01.png"] * 20
+    assert len(listings) <= 2, listings  # one listing (or two, a second apart), not twenty
+
+    # a file added and one removed are seen on the next pass (the directory's mtime moves
+    # on once the file system's clock has ticked since its last change)
+    time.sleep(0.05)
+    _images(tmp_path, 3)[0].unlink()  # writes 00, 01 and 02, then takes 00 away
+    assert [next(frames).source for _ in range(4)] == ["01.png", "02.png"] * 2
+
+
 def test_replay_video(tmp_path: Path) -> None:
     av = pytest.importorskip("av")
     video = tmp_path / "clip.mp4"
