@@ -37,6 +37,7 @@ from edged.handoff import Empty, Handoff
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
 from edged.health.system import ProcessMeter
+from edged.infer.base import Inference
 from edged.logsetup import set_context
 from edged.preprocess.image import ImageError
 from edged.publish import MqttPublisher, Publisher
@@ -146,6 +147,13 @@ class Daemon:
             raise
         self.remote = remote
         publisher.start()
+        publishing = _Publishing(self, publisher)
+        spare = spare_core(self.cfg.model.num_threads)
+        sink: _Sink = _Beside(publishing) if spare else publishing
+        log.debug(
+            "results are classified and published %s",
+            "beside the next invoke (a core is spare)" if spare else "by the infer thread",
+        )
         threads = [
             threading.Thread(
                 target=self._guard,
@@ -155,10 +163,11 @@ class Daemon:
             ),
             threading.Thread(
                 target=self._guard,
-                args=(self._infer, engine, work, _Publishing(self, publisher)),
+                args=(self._infer, engine, work, sink),
                 name="edged-infer",
                 daemon=True,
             ),
+            *([sink.thread(self._guard)] if isinstance(sink, _Beside) else []),
             threading.Thread(
                 target=self._guard, args=(self._health, publisher), name="edged-health", daemon=True
             ),
@@ -281,15 +290,16 @@ class Daemon:
                 return True
         return False
 
-    def _infer(self, engine: Engine, work: Handoff[Work | None], publishing: _Publishing) -> None:
+    def _infer(self, engine: Engine, work: Handoff[Work | None], publishing: _Sink) -> None:
         """Keeps up to ``engine.depth`` frames in flight (two in a worker process, so it
-        starts the next frame while this thread reads the last result), in order, and
-        publishes each result as it comes (the publisher only appends it to its spool)."""
-        self._infer_frames(engine, work, publishing)
+        starts the next frame while this thread reads the last result), in order, and hands
+        each result on as it comes (see :class:`_Publishing` and :class:`_Beside`)."""
+        try:
+            self._infer_frames(engine, work, publishing)
+        finally:
+            publishing.end()
 
-    def _infer_frames(
-        self, engine: Engine, work: Handoff[Work | None], publishing: _Publishing
-    ) -> None:
+    def _infer_frames(self, engine: Engine, work: Handoff[Work | None], publishing: _Sink) -> None:
         pending: deque[Work] = deque()
         ended = False
         while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
@@ -328,19 +338,19 @@ class Daemon:
         assert self.max_frames is not None
         return self.max_frames * max(1, len(self.cfg.capture.regions))
 
-    def _collect(self, engine: Engine, item: Work, publishing: _Publishing) -> None:
+    def _collect(self, engine: Engine, item: Work, publishing: _Sink) -> None:
         try:
-            outcome = engine.collect()
+            inference = engine.collect_raw()
         except (RuntimeError, ValueError) as exc:
             self._lost(item, exc)
             return
-        self.stats.record_inference(outcome.ms)
+        self.stats.record_inference(inference.ms)
         metrics = self.remote.metrics if self.remote else None
         if metrics is not None:
-            metrics.observe_inference(outcome.ms)
-        publishing(Result(item.number, item.source, outcome, item.region, engine.model.name))
+            metrics.observe_inference(inference.ms)
+        publishing.result(item, inference, engine)
 
-    def _swap(self, engine: Engine, pending: deque[Work], publishing: _Publishing) -> Engine:
+    def _swap(self, engine: Engine, pending: deque[Work], publishing: _Sink) -> Engine:
         """In the infer thread, between frames: finish the frames in flight on the old
         model (none is lost, events keep their order), then run the new one."""
         while pending:
@@ -519,6 +529,18 @@ class _Publishing:
         log.info("%s", why)
         self.daemon.stop.set()
 
+    def end(self) -> None:
+        """No more results (nothing to do: each was published when it came)."""
+
+    def result(self, item: Work, inference: Inference, engine: Engine) -> None:
+        """Classify a frame's raw output and publish it."""
+        try:
+            outcome = engine.classify(inference)
+        except (RuntimeError, ValueError) as exc:
+            self.daemon._lost(item, exc)
+            return
+        self(Result(item.number, item.source, outcome, item.region, engine.model.name))
+
     def __call__(self, item: Result) -> None:
         daemon = self.daemon
         outcome = item.outcome
@@ -567,3 +589,54 @@ class _Publishing:
         )
         self.publisher.publish(Suffix.EVENTS, payload)
         log.debug("event seq %d (frame %d) spooled", stats.events_created, item.number)
+
+
+def spare_core(interpreter_threads: int) -> bool:
+    """Whether this process may use more cores than the interpreter's threads take."""
+    return len(os.sched_getaffinity(0)) > interpreter_threads
+
+
+class _Beside:
+    """Classification and the publish stage in a thread of their own (``edged-publish``),
+    beside the next ``invoke()``: used where the interpreter's threads leave a core free, so
+    that the infer thread returns to the model as soon as it has read the output.  Where
+    they take every core, :class:`_Publishing` runs in the infer thread instead (a thread
+    beside would only compete with the interpreter's).  Results keep their order; none is
+    dropped: the infer thread waits while ``SLOTS`` results wait here."""
+
+    SLOTS = 4
+
+    def __init__(self, publishing: _Publishing) -> None:
+        self.publishing = publishing
+        self._results: Handoff[tuple[Work, Inference, Engine] | None] = Handoff(self.SLOTS)
+        self._thread: threading.Thread | None = None
+
+    def thread(self, guard: Callable[..., None]) -> threading.Thread:
+        self._thread = threading.Thread(
+            target=guard, args=(self._run,), name="edged-publish", daemon=True
+        )
+        return self._thread
+
+    def finished(self, why: str) -> None:
+        self.publishing.finished(why)
+
+    def result(self, item: Work, inference: Inference, engine: Engine) -> None:
+        self._put((item, inference, engine))
+
+    def end(self) -> None:
+        """No more results: the thread ends once it has published those it holds."""
+        self._put(None)
+
+    def _put(self, entry: tuple[Work, Inference, Engine] | None) -> None:
+        while not self._results.put(entry, timeout=0.2):
+            if self._thread is None or not self._thread.is_alive():
+                if entry is None:
+                    return
+                raise RuntimeError("the publish thread has stopped")
+
+    def _run(self) -> None:
+        while (entry := self._results.get()) is not None:
+            self.publishing.result(*entry)
+
+
+_Sink = _Publishing | _Beside

@@ -151,7 +151,7 @@ class Engine:
 
     def infer_with_backend(self, tensor: npt.NDArray[np.generic]) -> Outcome:
         """Classification, milliseconds, and the backend that ran it."""
-        return self._classify(self.backend.infer(tensor))
+        return self.classify(self.backend.infer(tensor))
 
     @property
     def depth(self) -> int:
@@ -166,9 +166,15 @@ class Engine:
 
     def collect(self) -> Outcome:
         """The oldest submitted frame: classification, invoke milliseconds, backend."""
-        return self._classify(self.backend.collect())
+        return self.classify(self.backend.collect())
 
-    def _classify(self, result: Inference) -> Outcome:
+    def collect_raw(self) -> Inference:
+        """The oldest submitted frame's raw output, for :meth:`classify` (in any thread)."""
+        return self.backend.collect()
+
+    def classify(self, result: Inference) -> Outcome:
+        """A raw output as a classification; touches no device, so the engine may since
+        have been closed."""
         raw, out, name, ms = result
         return Outcome(self.classifier(raw, out.scale, out.zero_point), ms, name)
 
