@@ -446,6 +446,7 @@ class FieldNames:
 
 HEALTH_FIELDS = FieldNames(Health)
 EVENT_FIELDS = FieldNames(Event)
+CLASS_FIELDS = FieldNames(ClassScore)
 PERCENTILE_FIELDS = FieldNames(Percentiles)
 STATE_FIELDS = FieldNames(State)
 

@@ -32,11 +32,22 @@ import numpy.typing as npt
 from edged.config import WebConfig, parse_listen
 from edged.serving import stop_server
 from edged.web.overlay import render_jpeg
+from edged.wire import CLASS_FIELDS as C
 from edged.wire import EVENT_FIELDS as E
 
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
+# the event fields the page's script reads, named by the wire format (not spelled in it)
+PAGE_FIELDS = json.dumps(
+    {
+        "label": E.label,
+        "score": E.score,
+        "topK": E.top_k,
+        "classLabel": C.label,
+        "classScore": C.score,
+    }
+)
 _SECRET_WORDS = ("password", "secret", "token", "passphrase")
 REDACTED = "***"
 
@@ -180,6 +191,7 @@ class StatusPage:
         html = PAGE.read_text(encoding="utf-8")
         html = html.replace("{{device}}", _escape(self.device))
         html = html.replace("{{refresh_ms}}", str(int(self.cfg.refresh_s * 1000)))
+        html = html.replace("{{fields}}", PAGE_FIELDS)
         return html.encode()
 
 

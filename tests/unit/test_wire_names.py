@@ -112,3 +112,26 @@ def test_field_names_fail_for_a_field_the_model_lacks() -> None:
     assert wire.HEALTH_FIELDS.schema_ == "schema"
     with pytest.raises(AttributeError, match="Health has no field 'frame_processed'"):
         _ = wire.HEALTH_FIELDS.frame_processed
+
+
+def test_the_status_page_script_names_event_fields_through_the_wire_format() -> None:
+    """page.html reads an event's fields as ``c[F.label]``, where the server fills ``F`` from
+    ``wire``; a property spelled in the script (``c.label``) would survive a rename."""
+    import json
+    import re
+
+    from edged.web import server
+
+    script = server.PAGE.read_text(encoding="utf-8").split("<script>", 1)[1]
+    event_names = set(wire.EVENT_FIELDS) | set(wire.CLASS_FIELDS)
+    # obj.name, but not F.name (the lookup itself) or an element's dataset.name
+    spelled = {
+        name
+        for obj, name in re.findall(r"(\w+)\.([A-Za-z_]\w*)", script)
+        if name in event_names and obj not in ("F", "dataset")
+    }
+    assert not spelled, f"page.html spells event fields: {sorted(spelled)}"
+    used = set(re.findall(r"\bF\.(\w+)", script))
+    fields = json.loads(server.PAGE_FIELDS)
+    assert used == set(fields), (used, fields)
+    assert set(fields.values()) <= event_names
