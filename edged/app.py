@@ -513,10 +513,10 @@ class Daemon:
 
 
 class _Publishing:
-    """The publish stage, run by the infer thread on each result as it comes: the policy
-    per region, Home Assistant's state, the collector, and the event handed to the
-    publisher (which only appends it to its spool: the broker is never waited for here).
-    Running it in the infer thread saves a thread hand-off and a wake-up per frame."""
+    """The publish stage, run on each result as it comes: the policy per region, Home
+    Assistant's state, the collector, and the event handed to the publisher (which only
+    appends it to its spool: the broker is never waited for here).  The infer thread runs it
+    itself where the interpreter takes every core; elsewhere :class:`_Beside` runs it."""
 
     def __init__(self, daemon: Daemon, publisher: Publisher) -> None:
         self.daemon = daemon

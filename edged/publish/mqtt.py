@@ -335,6 +335,8 @@ class MqttPublisher(Publisher):
         while not self._spool_stop.is_set():
             # with nothing to commit it sleeps until publish() wakes it, so an event after a
             # quiet spell is committed and sent at once; the window then groups what follows
+            # (the flag goes up before the look at the spool: an event that publish() adds
+            # meanwhile is either seen here or wakes the thread)
             self._idle = True
             if self.spool.dirty:
                 self._idle = False
