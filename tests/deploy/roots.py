@@ -5,6 +5,7 @@ systemd-nspawn."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -18,6 +19,9 @@ from tests.deploy.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EDGED_ROOTS_CACHE", str(REPO / ".deploy-cache" / "roots")))
+# Debian 12 (Raspberry Pi OS until late 2025, Python 3.11) and Debian 13 (today's Raspberry Pi
+# OS, Python 3.13)
+SUITES = ("bookworm", "trixie")
 SUITE = "bookworm"
 MIRROR = os.environ.get("EDGED_FLEET_SIM_MIRROR", "http://deb.debian.org/debian")
 
@@ -30,18 +34,29 @@ def require_tools(*tools: str) -> None:
         unavailable(f"fresh-root checks need: {', '.join(missing)} (deploy/ci-setup.sh)")
 
 
-def pristine_tarball(arch: str, include: str) -> Path:
-    """Debian bookworm minbase for ``arch`` with ``include``d packages, as a tarball."""
-    name = f"{SUITE}-minbase-{arch}-{include.replace(',', '+')}.tar"
+def pristine_tarball(arch: str, include: str, suite: str = SUITE) -> Path:
+    """Debian ``suite`` minbase for ``arch`` with ``include``d packages, as a tarball.  Built
+    once per machine; a lock lets several test runs ask for the same root at once."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+    name = f"{suite}-minbase-{arch}-{include.replace(',', '+')}.tar"
     tarball = CACHE / name
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
-    build = CACHE / f"{name}.build"
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            _debootstrap(arch, include, suite, tarball)
+    return tarball
+
+
+def _debootstrap(arch: str, include: str, suite: str, tarball: Path) -> None:
+    build = tarball.with_name(f"{tarball.name}.build")
     shutil.rmtree(build, ignore_errors=True)
     argv = ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={include}"]
     proc = subprocess.run(
-        [*argv, SUITE, str(build), MIRROR], capture_output=True, text=True, timeout=1800
+        [*argv, suite, str(build), MIRROR], capture_output=True, text=True, timeout=1800
     )
     assert proc.returncode == 0, f"debootstrap failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     for deb in (build / "var" / "cache" / "apt" / "archives").glob("*.deb"):
@@ -50,7 +65,6 @@ def pristine_tarball(arch: str, include: str) -> Path:
     subprocess.run(["tar", "-C", str(build), "-cf", str(partial), "."], check=True)
     partial.rename(tarball)
     shutil.rmtree(build)
-    return tarball
 
 
 @contextmanager
