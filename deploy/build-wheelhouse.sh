@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Build a wheelhouse for the devices: the edged wheel plus every dependency as binary wheels
-# for the devices' architecture and Python, so devices install offline.
+# for the devices' architecture and Debian release, so devices install offline.
 #
-#   deploy/build-wheelhouse.sh ARCH [OUT]
+#   deploy/build-wheelhouse.sh ARCH RELEASE [OUT]
 #
-#   ARCH  aarch64 (Raspberry Pi 4/5, 64-bit OS) or x86_64 (simulator, PCs)
-#   OUT   default: <repo>/.deploy-cache/wheelhouse/ARCH (what the Ansible role looks for)
+#   ARCH     aarch64 (Raspberry Pi 4/5, 64-bit OS) or x86_64 (simulator, PCs)
+#   RELEASE  the devices' Debian / Raspberry Pi OS release, which fixes their Python and glibc:
+#              bookworm  Debian 12, Python 3.11, glibc 2.36
+#              trixie    Debian 13 (today's Raspberry Pi OS), Python 3.13, glibc 2.41
+#   OUT      default: <repo>/.deploy-cache/wheelhouse/RELEASE/ARCH
+#
+# OUT/wheelhouse.json records the target (arch, release, python, glibc): the Ansible role
+# checks each device against it before it installs anything.
 #
 # Environment:
 #   EDGED_SRC             source tree to build (default: this repository)
-#   EDGED_PYTHON_VERSION  the devices' Python (default 3.11, Debian bookworm)
-#   EDGED_GLIBC_MINOR     the devices' glibc 2.x (default 36, Debian bookworm)
 #   PYTHON                interpreter that runs pip (default: .venv-deploy's, else python3)
 #   EDGED_EXTRAS          edged's extras whose dependencies are included, comma-separated
 #                         (default: video, i.e. PyAV with its FFmpeg, for USB webcams
@@ -24,25 +28,35 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
+usage="usage: $0 aarch64|x86_64 bookworm|trixie [OUT]"
 arch=${1:-}
+release=${2:-}
 case $arch in
 aarch64 | x86_64) ;;
 *)
-    echo "usage: $0 aarch64|x86_64 [OUT]" >&2
+    echo "build-wheelhouse.sh: unknown architecture '$arch'; valid: aarch64, x86_64" >&2
+    echo "$usage" >&2
     exit 2
     ;;
 esac
-out=${2:-$repo/.deploy-cache/wheelhouse/$arch}
+case $release in
+bookworm) pyver=3.11 glibc_minor=36 ;;
+trixie) pyver=3.13 glibc_minor=41 ;;
+*)
+    echo "build-wheelhouse.sh: unknown release '$release'; valid: bookworm (Debian 12, Python 3.11), trixie (Debian 13, Python 3.13)" >&2
+    echo "$usage" >&2
+    exit 2
+    ;;
+esac
+out=${3:-$repo/.deploy-cache/wheelhouse/$release/$arch}
 src=${EDGED_SRC:-$repo}
-pyver=${EDGED_PYTHON_VERSION:-3.11}
-glibc_minor=${EDGED_GLIBC_MINOR:-36}
 extras=${EDGED_EXTRAS-video}
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $repo/.venv-deploy/bin/python ]]; then PYTHON=$repo/.venv-deploy/bin/python; else PYTHON=python3; fi
 fi
 
 mkdir -p "$out"
-rm -f "$out"/edged-*.whl
+rm -f "$out"/edged-*.whl "$out"/wheelhouse.json
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -72,3 +86,5 @@ echo "downloading dependencies for $arch, CPython $pyver, glibc 2.$glibc_minor" 
     "$out/$(basename "$wheel")${extras:+[$extras]}"
 
 echo "$out: $(find "$out" -name '*.whl' | wc -l) wheels, edged $(basename "$wheel" | cut -d- -f2)${extras:+ [$extras]}" >&2
+printf '{"arch": "%s", "release": "%s", "python": "%s", "glibc": "2.%s"}\n' \
+    "$arch" "$release" "$pyver" "$glibc_minor" >"$out/wheelhouse.json"

@@ -129,7 +129,7 @@ def _wheel_version(directory: Path) -> str:
 
 def build_wheelhouse(out: Path, src: Path) -> Wheelhouse:
     env = {**os.environ, "EDGED_SRC": str(src)}
-    run([DEPLOY / "build-wheelhouse.sh", "x86_64", out], env=env, timeout=900)
+    run([DEPLOY / "build-wheelhouse.sh", "x86_64", "bookworm", out], env=env, timeout=900)
     return Wheelhouse(out, _wheel_version(out))
 
 

@@ -70,7 +70,7 @@ def _install(work: Path) -> Path:
     t0 = time.monotonic()
     wheelhouse = work / "wheelhouse"
     build = subprocess.run(
-        [str(REPO / "deploy" / "build-wheelhouse.sh"), "aarch64", str(wheelhouse)],
+        [str(REPO / "deploy" / "build-wheelhouse.sh"), "aarch64", "bookworm", str(wheelhouse)],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         text=True,
