@@ -85,7 +85,7 @@ class Daemon:
         """Engine, source and publisher, in that order; a failure at any step closes what
         the earlier steps opened (no worker process or shared memory is left behind)."""
         with contextlib.ExitStack() as stack:
-            engine = open_engine(self.cfg.model, self.cfg.classify)
+            engine = open_engine(cpu_model(self.cfg), self.cfg.classify)
             stack.callback(engine.close)
             source = open_source(self.cfg.capture, engine.capture_size(), engine.framing())
             stack.callback(source.close)
@@ -261,6 +261,18 @@ class Daemon:
             if self.collector is not None:
                 self.collector.hold(frame.number, frame.image)
             engine = self.engine or engine  # the model now running (a reload swaps it)
+            if frame.sensor is not None:  # classified on the camera's sensor: no invoke here
+                item = Work(
+                    frame.number,
+                    frame.source,
+                    None,
+                    source.cropped_region,
+                    frame.image,
+                    frame.sensor,
+                )
+                if not self._hand_over(source, work, item):
+                    return
+                continue
             parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
                 (r.name, r.crop(frame.image)) for r in crops
             ]
@@ -315,10 +327,17 @@ class Daemon:
                     break
                 if self.live.paused.is_set():
                     continue  # paused: frames still reach the status page, none is classified
+                if item.input is None:
+                    while pending:  # results keep their order
+                        self._collect(engine, pending.popleft(), publishing)
+                    self._sensor_result(engine, item, publishing)
+                    continue
                 try:
-                    if item.input.spec != engine.backend.input_spec and item.image is not None:
-                        item = Work(item.number, item.source, engine.prepare(item.image))
-                    engine.submit(item.input)
+                    prepared = item.input
+                    if prepared.spec != engine.backend.input_spec and item.image is not None:
+                        prepared = engine.prepare(item.image)
+                        item = Work(item.number, item.source, prepared)
+                    engine.submit(prepared)
                 except (RuntimeError, ValueError) as exc:
                     self._lost(item, exc)
                     continue
@@ -350,6 +369,17 @@ class Daemon:
             metrics.observe_inference(inference.ms)
         publishing.result(item, inference, engine)
 
+    def _sensor_result(self, engine: Engine, item: Work, publishing: _Sink) -> None:
+        """A frame the camera's sensor classified goes straight to classification."""
+        if item.sensor is None:
+            return
+        inference = engine.sensor_inference(item.sensor)
+        self.stats.record_inference(inference.ms)
+        metrics = self.remote.metrics if self.remote else None
+        if metrics is not None:
+            metrics.observe_inference(inference.ms)
+        publishing.result(item, inference, engine)
+
     def _swap(self, engine: Engine, pending: deque[Work], publishing: _Sink) -> Engine:
         """In the infer thread, between frames: finish the frames in flight on the old
         model (none is lost, events keep their order), then run the new one."""
@@ -373,7 +403,9 @@ class Daemon:
         engine = self.engine
         name = engine.model.name if engine else "?"
         backend = engine.backend.name if engine else "?"
-        return f"backend={backend} model={name} fps={self.stats.fps():.1f}"
+        line = f"backend={backend} model={name} fps={self.stats.fps():.1f}"
+        sensor = self.source.status().get(HEALTH_FIELDS.sensor) if self.source else None
+        return f"{line} sensor={sensor}" if sensor else line
 
     def _health(self, publisher: Publisher) -> None:
         interval = self.cfg.health.interval_s
@@ -386,6 +418,9 @@ class Daemon:
         state = None
         while True:
             now = time.monotonic()
+            if not self.notifier.ready_sent and self._progressing():
+                # a camera loading its network (minutes, the first time): up, and saying so
+                self.notifier.ready(self._status_line())
             if not self.notifier.ready_sent and self.stats.uptime_s() >= stall:
                 # Started, but no frame classified: systemd's start must not hang on a source
                 # that delivers nothing; the watchdog and the health gate judge the frames.
@@ -412,7 +447,15 @@ class Daemon:
 
     def _flowing(self) -> bool:
         """Frames flow (or classification is paused on purpose): the watchdog's test."""
-        return self.live.paused.is_set() or self.stats.idle_for() < self._stall_s()
+        return (
+            self.live.paused.is_set()
+            or self.stats.idle_for() < self._stall_s()
+            or self._progressing()
+        )
+
+    def _progressing(self) -> bool:
+        """The source's slow start-up (an AI camera's network upload) advances."""
+        return self.source is not None and self.source.progressing()
 
     def health_payload(self, publisher: Publisher, process: ProcessMeter | None = None) -> Health:
         """``process``: a reader's own meter (the status page, metrics), so that
@@ -535,11 +578,12 @@ class _Publishing:
     def result(self, item: Work, inference: Inference, engine: Engine) -> None:
         """Classify a frame's raw output and publish it."""
         try:
-            outcome = engine.classify(inference)
+            outcome = engine.classify(inference, item.sensor)
         except (RuntimeError, ValueError) as exc:
             self.daemon._lost(item, exc)
             return
-        self(Result(item.number, item.source, outcome, item.region, engine.model.name))
+        model = item.sensor.model if item.sensor is not None else engine.model.name
+        self(Result(item.number, item.source, outcome, item.region, model))
 
     def __call__(self, item: Result) -> None:
         daemon = self.daemon
@@ -589,6 +633,14 @@ class _Publishing:
         )
         self.publisher.publish(Suffix.EVENTS, payload)
         log.debug("event seq %d (frame %d) spooled", stats.events_created, item.number)
+
+
+def cpu_model(cfg: Config) -> ModelConfig:
+    """The model the CPU runs: an AI camera's ``cpu_model`` (its TFLite twin) when set."""
+    twin = getattr(cfg.capture, "cpu_model", "")
+    if not twin:
+        return cfg.model
+    return cfg.model.model_copy(update={"path": twin, "sha256": "", "cpu_path": ""})
 
 
 def spare_core(interpreter_threads: int) -> bool:

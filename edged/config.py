@@ -140,6 +140,61 @@ class Picamera2CaptureConfig(_CaptureCommon):
     )
 
 
+class Imx500CaptureConfig(_CaptureCommon):
+    """The Raspberry Pi AI Camera: the network runs on the IMX500 sensor, the CPU only
+    reads its output tensor (docs/aicamera.md)."""
+
+    type: Literal["imx500"]
+    network: str = Field(
+        description="The sensor's network (.rpk), e.g. "
+        "/usr/share/imx500-models/imx500_network_mobilenet_v2.rpk."
+    )
+    labels: str = Field(
+        "",
+        description="Labels file for the network; empty = the labels in the network's "
+        "intrinsics, else those of the CPU model when the class counts match.",
+    )
+    cpu_model: str = Field(
+        "",
+        description="TFLite twin that classifies the camera's frames on the CPU while the "
+        "network is not running; empty = the [model] section's model.",
+    )
+    camera_num: int = Field(0, ge=0, description="Index of the camera (Picamera2(camera_num)).")
+    fps: float = Field(30.0, gt=0.0, le=120.0, description="Camera frame rate.")
+    upload_timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="A network firmware upload that takes longer is a fault (the first "
+        "upload of a network can take minutes; later ones come from the sensor's flash).",
+    )
+    tensor_timeout_s: float = Field(
+        3.0,
+        gt=0.0,
+        le=300.0,
+        description="Frames without an output tensor for this long, once the network runs, "
+        "are a fault: the CPU classifies them while the sensor is retried.",
+    )
+    retry_min_s: float = Field(
+        10.0, gt=0.0, description="First wait before trying the sensor's network again."
+    )
+    retry_max_s: float = Field(
+        600.0, gt=0.0, description="Longest wait between tries (the backoff doubles)."
+    )
+
+    @model_validator(mode="after")
+    def _check_network(self) -> Imx500CaptureConfig:
+        if not self.network.endswith(".rpk"):
+            raise ValueError(
+                f"network {self.network!r} is not an IMX500 network package (.rpk); "
+                "see `edged models` for those installed"
+            )
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(
+                f"retry_max_s {self.retry_max_s:g} is below retry_min_s {self.retry_min_s:g}"
+            )
+        return self
+
+
 def redact_url(url: str) -> str:
     """``url`` with any user name and password in it replaced by ``***``."""
     parts = urlsplit(url)
@@ -242,7 +297,7 @@ class V4l2CaptureConfig(_CaptureCommon):
         return self
 
 
-CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream")
+CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream", "imx500")
 
 
 def _capture_type(value: Any) -> str:
@@ -255,7 +310,8 @@ CaptureConfig = Annotated[
     Annotated[ReplayCaptureConfig, Tag("replay")]
     | Annotated[Picamera2CaptureConfig, Tag("picamera2")]
     | Annotated[V4l2CaptureConfig, Tag("v4l2")]
-    | Annotated[StreamCaptureConfig, Tag("stream")],
+    | Annotated[StreamCaptureConfig, Tag("stream")]
+    | Annotated[Imx500CaptureConfig, Tag("imx500")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",

@@ -52,6 +52,10 @@ class HealthReporter:
             cpu = round(self._process.cpu_percent(), 1)
             rss = self._process.rss_mb()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
+        backend["model"] = engine.model.name if engine else None
+        backend["model_sha256"] = engine.model.sha256 if engine else None
+        if source is not None:  # a camera that classifies on its sensor speaks for itself
+            backend.update(source.inference_status())
         return Health(
             device=self.device,
             version=__version__,
@@ -61,8 +65,6 @@ class HealthReporter:
             state=state,
             source_live=source_live,
             **backend,
-            model=engine.model.name if engine else None,
-            model_sha256=engine.model.sha256 if engine else None,
             tpus=[TpuInfo(type=t.type, path=t.path) for t in scan_edge_tpus()],
             tpu_temp_c=tpu_temperature_c(),
             fps=round(stats.fps(), 2),

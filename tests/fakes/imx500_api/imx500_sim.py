@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -44,7 +45,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -79,12 +80,13 @@ class Sensor:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.network: str | None = None  # path of the firmware handed to the driver
+        self.owner = -1  # the subdevice file that handed it (closing it drops the network)
         self.loaded: str | None = None  # the network running on the sensor
         self.uploading = threading.Event()
         self.loads = 0
         self.roi = (0, 0, *FULL_SENSOR)
 
-    def set_firmware(self, fd: int) -> None:
+    def set_firmware(self, fd: int, subdev: int) -> None:
         fails = int(os.environ.get("FAKE_IMX500_FAIL_LOADS", "0"))
         with self.lock:
             self.loads += 1
@@ -95,6 +97,7 @@ class Sensor:
             if head != b"9464":
                 raise OSError(errno.EINVAL, "Invalid argument")
             self.network = os.readlink(f"/proc/self/fd/{fd}")
+            self.owner = subdev
             self.loaded = None
 
     def set_roi(self, roi: tuple[int, int, int, int]) -> None:
@@ -103,6 +106,12 @@ class Sensor:
 
     def start_streaming(self) -> None:
         """The driver uploads a new network when streaming starts."""
+        try:
+            held = os.readlink(f"/proc/self/fd/{self.owner}").endswith("/dev/v4l-subdev2")
+        except OSError:
+            held = False
+        if not held:  # the subdevice was closed: the driver released the network
+            self.network = self.loaded = None
         if self.network is None or self.loaded == self.network:
             return
         self.uploading.set()
@@ -186,7 +195,7 @@ class _Os:
         return getattr(os, name)
 
     def readlink(self, p: str) -> str:
-        return os.readlink(_mapped(p))
+        return str(os.readlink(_mapped(p)))
 
 
 _subdev_fds: set[int] = set()
@@ -232,7 +241,7 @@ class _Fcntl:
         if request == VIDIOC_S_CTRL:
             ctrl_id, value = struct.unpack_from("<Ii", raw)
             if ctrl_id == NETWORK_FW_FD_CTRL_ID:
-                SENSOR.set_firmware(value)
+                SENSOR.set_firmware(value, number)
                 return 0
         elif request in (VIDIOC_S_EXT_CTRLS, VIDIOC_G_EXT_CTRLS):
             count = struct.unpack_from("<I", raw, 4)[0]
@@ -290,7 +299,7 @@ def _install_camera(module: Any) -> None:
     ``Picamera2`` from it): its camera over the simulated pipeline."""
     real = module.Picamera2
     completed = sys.modules["picamera2.request"].CompletedRequest
-    import libcamera  # the fake
+    libcamera: Any = importlib.import_module("libcamera")  # the fake
 
     class _Allocator:
         def sync(self, *a: Any) -> Any:
@@ -317,7 +326,13 @@ def _install_camera(module: Any) -> None:
     class SimulatedPicamera2(real):  # type: ignore[misc, valid-type]
         """picamera2's camera over the simulated pipeline."""
 
-        def __init__(self, camera_num: int = 0, verbose_console: Any = None, tuning: Any = None, allocator: Any = None) -> None:
+        def __init__(
+            self,
+            camera_num: int = 0,
+            verbose_console: Any = None,
+            tuning: Any = None,
+            allocator: Any = None,
+        ) -> None:
             info = real.global_camera_info()
             if camera_num >= len(info):
                 raise IndexError("list index out of range")
@@ -354,13 +369,30 @@ def _install_camera(module: Any) -> None:
         def camera_controls(self) -> dict[str, Any]:
             return self._controls
 
-        def create_video_configuration(self, main: dict[str, Any] | None = None, lores: Any = None, raw: Any = None, transform: Any = None, colour_space: Any = None, buffer_count: int = 6, controls: dict[str, Any] | None = None, display: Any = "main", encode: Any = "main", queue: bool = True, sensor: Any = None, use_case: str = "video") -> dict[str, Any]:
+        def create_video_configuration(
+            self,
+            main: dict[str, Any] | None = None,
+            lores: Any = None,
+            raw: Any = None,
+            transform: Any = None,
+            colour_space: Any = None,
+            buffer_count: int = 6,
+            controls: dict[str, Any] | None = None,
+            display: Any = "main",
+            encode: Any = "main",
+            queue: bool = True,
+            sensor: Any = None,
+            use_case: str = "video",
+        ) -> dict[str, Any]:
             main = dict(main or {})
             return {
                 "use_case": use_case,
                 "buffer_count": buffer_count,
                 "queue": queue,
-                "main": {"size": tuple(main.get("size", (1280, 720))), "format": main.get("format", "XBGR8888")},
+                "main": {
+                    "size": tuple(main.get("size", (1280, 720))),
+                    "format": main.get("format", "XBGR8888"),
+                },
                 "lores": None,
                 "controls": dict(controls or {}),
             }
@@ -410,7 +442,9 @@ def _install_camera(module: Any) -> None:
             self.stop()
             self.is_open = False
 
-        def capture_request(self, wait: Any = None, signal_function: Any = None, flush: Any = None) -> Any:
+        def capture_request(
+            self, wait: Any = None, signal_function: Any = None, flush: Any = None
+        ) -> Any:
             if not self.started:
                 raise RuntimeError("Camera is not running")
             timeout = None if wait in (None, True) else float(wait)
@@ -449,7 +483,9 @@ def _install_camera(module: Any) -> None:
                 self.with_tensors += 1
                 network = Path(SENSOR.loaded).stem
                 metadata[libcamera.controls.CnnOutputTensor] = [float(v) for v in scores]
-                metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(network, scores.size, self.frame)
+                metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
+                    network, scores.size, self.frame
+                )
                 metadata[libcamera.controls.CnnKpiInfo] = [
                     int(os.environ.get("FAKE_IMX500_DNN_US", "2400")),
                     int(os.environ.get("FAKE_IMX500_DSP_US", "600")),
@@ -463,7 +499,7 @@ def _install_camera(module: Any) -> None:
 
 # -- the import hook -----------------------------------------------------------------------
 class _Finder(importlib.abc.MetaPathFinder):
-    HOOKS = {
+    HOOKS: ClassVar[dict[str, Any]] = {
         "picamera2.picamera2": _install_camera,
         "picamera2.devices.imx500.imx500": _patch_imx500_module,
     }
@@ -490,8 +526,7 @@ def install() -> None:
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
     if "FAKE_IMX500_ROOT" in os.environ:
-        import libcamera
-
+        libcamera: Any = importlib.import_module("libcamera")
         for cam in libcamera.CameraManager.singleton().cameras:
             if cam.properties[libcamera.properties.Model] == "imx500":
                 make_tree(cam.id)
@@ -504,8 +539,7 @@ def _cpio(entries: dict[str, bytes]) -> bytes:
     for ino, (name, data) in enumerate([*entries.items(), ("TRAILER!!!", b"")], start=1):
         mode = 0o100644 if data or name != "TRAILER!!!" else 0
         header = "070701" + "".join(
-            f"{v:08X}"
-            for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+            f"{v:08X}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
         )
         out += header.encode() + name.encode() + b"\0"
         out += b"\0" * (-len(out) % 4) + data
@@ -560,10 +594,12 @@ def write_scores(path: Path, images: list[Path]) -> Path:
     engine = open_engine(ModelConfig(num_threads=1), ClassifyConfig())
     try:
         spec = engine.backend.output_spec
-        arrays = {
+        arrays: dict[str, Any] = {
             image.name: engine.backend.infer(engine.load(image)).raw.copy() for image in images
         }
     finally:
         engine.close()
-    np.savez(path, _scale=spec.scale, _zero_point=spec.zero_point, **arrays)
+    arrays["_scale"] = np.float32(spec.scale)
+    arrays["_zero_point"] = np.int32(spec.zero_point)
+    np.savez(path, **arrays)
     return path

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 
-class PixelFormat:
+class _PixelFormats:
     def __getattr__(self, name: str) -> str:
         return name
 
 
-PixelFormat = PixelFormat()  # type: ignore[misc]  # enum-like: PixelFormat.RGB888 ...
+PixelFormat = _PixelFormats()  # enum-like: PixelFormat.RGB888 ...
 
 
 class Card:

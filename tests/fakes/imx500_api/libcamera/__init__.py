@@ -18,6 +18,7 @@ camera of :mod:`imx500_sim` (they hook the real ``picamera2`` modules as they lo
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 from typing import Any
 
@@ -43,7 +44,9 @@ class Size:
         return Size(self.width, self.width * ratio.height // ratio.width)
 
     def centered_to(self, center: Point) -> Rectangle:
-        return Rectangle(center.x - self.width // 2, center.y - self.height // 2, self.width, self.height)
+        return Rectangle(
+            center.x - self.width // 2, center.y - self.height // 2, self.width, self.height
+        )
 
 
 class Point:
@@ -60,7 +63,7 @@ class Rectangle:
         if len(args) == 2:  # (Point, Size)
             p, s = args
             args = (p.x, p.y, s.width, s.height)
-        x, y, w, h = (args + (0, 0, 0, 0))[:4] if args else (0, 0, 0, 0)
+        x, y, w, h = ((*args, 0, 0, 0, 0))[:4] if args else (0, 0, 0, 0)
         self.x, self.y, self.width, self.height = int(x), int(y), int(w), int(h)
 
     def __eq__(self, other: object) -> bool:
@@ -79,7 +82,7 @@ class Rectangle:
         return Size(self.width, self.height)
 
     @property
-    def topLeft(self) -> Point:  # noqa: N802 - libcamera's name
+    def topLeft(self) -> Point:
         return Point(self.x, self.y)
 
     @property
@@ -111,13 +114,18 @@ class Rectangle:
 
 
 class Transform:
-    def __init__(self, other: Transform | None = None, hflip: int = 0, vflip: int = 0, transpose: int = 0) -> None:
+    def __init__(
+        self, other: Transform | None = None, hflip: int = 0, vflip: int = 0, transpose: int = 0
+    ) -> None:
         if other is not None:
             hflip, vflip, transpose = other.hflip, other.vflip, other.transpose
-        self.hflip, self.vflip, self.transpose = bool(hflip), bool(vflip), bool(transpose)
+        self.hflip: bool = bool(hflip)
+        self.vflip: bool = bool(vflip)
+        self.transpose: bool = bool(transpose)
 
     def __str__(self) -> str:
-        return f"<libcamera.Transform hflip={self.hflip} vflip={self.vflip} transpose={self.transpose}>"
+        flips = f"hflip={self.hflip} vflip={self.vflip} transpose={self.transpose}"
+        return f"<libcamera.Transform {flips}>"
 
     def __hash__(self) -> int:
         return hash((self.hflip, self.vflip, self.transpose))
@@ -135,13 +143,20 @@ class ColorSpace:
         Limited = 1
 
     def __init__(
-        self, other: ColorSpace | None = None, primaries: str = "", transferFunction: str = "", ycbcrEncoding: Any = None, range: Any = None  # noqa: A002, N803
+        self,
+        other: ColorSpace | None = None,
+        primaries: str = "",
+        transferFunction: str = "",
+        ycbcrEncoding: Any = None,
+        range: Any = None,
     ) -> None:
         if other is not None:
             primaries, transferFunction = other.primaries, other.transferFunction
             ycbcrEncoding, range = other.ycbcrEncoding, other.range
-        self.primaries, self.transferFunction = primaries, transferFunction
-        self.ycbcrEncoding, self.range = ycbcrEncoding, range
+        self.primaries: str = primaries
+        self.transferFunction: str = transferFunction
+        self.ycbcrEncoding: Any = ycbcrEncoding
+        self.range: Any = range
 
     def __str__(self) -> str:
         return f"<libcamera.ColorSpace {self.primaries}/{self.transferFunction}>"
@@ -150,20 +165,28 @@ class ColorSpace:
         return hash((self.primaries, self.transferFunction))
 
     @staticmethod
-    def Raw() -> ColorSpace:  # noqa: N802
-        return ColorSpace(None, "Raw", "Linear", ColorSpace.YcbcrEncoding.Null, ColorSpace.Range.Full)
+    def Raw() -> ColorSpace:
+        return ColorSpace(
+            None, "Raw", "Linear", ColorSpace.YcbcrEncoding.Null, ColorSpace.Range.Full
+        )
 
     @staticmethod
-    def Sycc() -> ColorSpace:  # noqa: N802
-        return ColorSpace(None, "Rec709", "Srgb", ColorSpace.YcbcrEncoding.Rec601, ColorSpace.Range.Full)
+    def Sycc() -> ColorSpace:
+        return ColorSpace(
+            None, "Rec709", "Srgb", ColorSpace.YcbcrEncoding.Rec601, ColorSpace.Range.Full
+        )
 
     @staticmethod
-    def Smpte170m() -> ColorSpace:  # noqa: N802
-        return ColorSpace(None, "Smpte170m", "Rec709", ColorSpace.YcbcrEncoding.Rec601, ColorSpace.Range.Limited)
+    def Smpte170m() -> ColorSpace:
+        return ColorSpace(
+            None, "Smpte170m", "Rec709", ColorSpace.YcbcrEncoding.Rec601, ColorSpace.Range.Limited
+        )
 
     @staticmethod
-    def Rec709() -> ColorSpace:  # noqa: N802
-        return ColorSpace(None, "Rec709", "Rec709", ColorSpace.YcbcrEncoding.Rec709, ColorSpace.Range.Limited)
+    def Rec709() -> ColorSpace:
+        return ColorSpace(
+            None, "Rec709", "Rec709", ColorSpace.YcbcrEncoding.Rec709, ColorSpace.Range.Limited
+        )
 
 
 class Orientation(enum.Enum):
@@ -263,7 +286,9 @@ class Request:
         Complete = 1
         Cancelled = 2
 
-    def __init__(self, metadata: dict[ControlId, Any], buffers: dict[Any, Any] | None = None) -> None:
+    def __init__(
+        self, metadata: dict[ControlId, Any], buffers: dict[Any, Any] | None = None
+    ) -> None:
         self.metadata = metadata
         self.buffers = buffers or {}
         self.status = Request.Status.Complete
@@ -288,7 +313,11 @@ class CameraManager:
     _instance: CameraManager | None = None
 
     def __init__(self) -> None:
-        models = [m.strip() for m in os.environ.get("FAKE_IMX500_CAMERAS", "imx500").split(",") if m.strip()]
+        models = [
+            m.strip()
+            for m in os.environ.get("FAKE_IMX500_CAMERAS", "imx500").split(",")
+            if m.strip()
+        ]
         self.cameras = [_Camera(m, i) for i, m in enumerate(models)]
         self.event_fd = -1
 
@@ -316,6 +345,4 @@ class FrameMetadata:
         Cancelled = 2
 
 
-import imx500_sim  # noqa: E402  (the simulated sensor beneath picamera2)
-
-imx500_sim.install()
+importlib.import_module("imx500_sim").install()  # the simulated sensor beneath picamera2
