@@ -331,6 +331,9 @@ class Daemon:
                     while pending:  # results keep their order
                         self._collect(engine, pending.popleft(), publishing)
                     self._sensor_result(engine, item, publishing)
+                    if self._limit_reached():
+                        publishing.finished("frame limit reached")
+                        return
                     continue
                 try:
                     prepared = item.input
@@ -348,9 +351,12 @@ class Daemon:
                     return
                 continue
             self._collect(engine, pending.popleft(), publishing)
-            if self.max_frames is not None and self.stats.frames_processed >= self._limit():
+            if self._limit_reached():
                 publishing.finished("frame limit reached")
                 return
+
+    def _limit_reached(self) -> bool:
+        return self.max_frames is not None and self.stats.frames_processed >= self._limit()
 
     def _limit(self) -> int:
         """``max_frames`` counts frames; each region of a frame is one inference."""

@@ -112,6 +112,7 @@ class Sensor:
             held = False
         if not held:  # the subdevice was closed: the driver released the network
             self.network = self.loaded = None
+            self.uploading.clear()
         if self.network is None or self.loaded == self.network:
             return
         self.uploading.set()
@@ -121,23 +122,29 @@ class Sensor:
         total = os.path.getsize(network)
         seconds = float(os.environ.get("FAKE_IMX500_UPLOAD_S", "0.3"))
         steps = max(1, int(seconds / 0.05))
+        where = root()
         for i in range(steps + 1):
-            _write_progress(total * i // steps, total)
+            if self.network != network:
+                return  # the driver dropped it
+            _write_progress(total * i // steps, total, where)
             time.sleep(seconds / steps)
-        self.loaded = network
-        self.uploading.clear()
+        with self.lock:
+            if self.network == network:
+                self.loaded = network
+                self.uploading.clear()
 
 
 SENSOR = Sensor()
 
 
-def _write_progress(done: int, total: int) -> None:
+def _write_progress(done: int, total: int, where: Path | None = None) -> None:
     if os.environ.get("FAKE_IMX500_NO_PROGRESS"):
         return
     # the block counter moves in 4 KiB blocks; the SPI chunk counter adds the rest
     block = done // 4096 * 4096
-    fw = root() / "sys" / "kernel" / "debug" / f"imx500-fw:{DEVICE}" / "fw_progress"
-    spi = root() / "sys" / "kernel" / "debug" / f"rp2040-spi:{SPI_DEVICE}" / "transfer_progress"
+    debug = (where or root()) / "sys" / "kernel" / "debug"
+    fw = debug / f"imx500-fw:{DEVICE}" / "fw_progress"
+    spi = debug / f"rp2040-spi:{SPI_DEVICE}" / "transfer_progress"
     for path, text in ((fw, f"{NETWORK_STAGE} {block} {total}\n"), (spi, f"{done - block}\n")):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
@@ -449,7 +456,7 @@ def _install_camera(module: Any) -> None:
                 raise RuntimeError("Camera is not running")
             timeout = None if wait in (None, True) else float(wait)
             deadline = None if timeout is None else time.monotonic() + timeout
-            while SENSOR.uploading.is_set() and self.model == "imx500":
+            while SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500":
                 if deadline is not None and time.monotonic() >= deadline:
                     from concurrent.futures import TimeoutError as JobTimeout
 
@@ -477,11 +484,12 @@ def _install_camera(module: Any) -> None:
             if (
                 self.model == "imx500"
                 and SENSOR.loaded is not None
+                and SENSOR.loaded == SENSOR.network
                 and scores is not None
                 and (not limit or self.with_tensors < limit)
             ):
                 self.with_tensors += 1
-                network = Path(SENSOR.loaded).stem
+                network = Path(str(SENSOR.loaded)).stem
                 metadata[libcamera.controls.CnnOutputTensor] = [float(v) for v in scores]
                 metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
                     network, scores.size, self.frame
