@@ -32,7 +32,7 @@ from edged.control.live import LastResult, Live
 from edged.control.reload import load_checked
 from edged.control.remote import Remote
 from edged.control.request import CommandError
-from edged.engine import Engine, Result, Work, open_engine
+from edged.engine import Engine, Result, Work, cpu_model, open_engine
 from edged.handoff import Empty, Handoff
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
@@ -639,14 +639,6 @@ class _Publishing:
         )
         self.publisher.publish(Suffix.EVENTS, payload)
         log.debug("event seq %d (frame %d) spooled", stats.events_created, item.number)
-
-
-def cpu_model(cfg: Config) -> ModelConfig:
-    """The model the CPU runs: an AI camera's ``cpu_model`` (its TFLite twin) when set."""
-    twin = getattr(cfg.capture, "cpu_model", "")
-    if not twin:
-        return cfg.model
-    return cfg.model.model_copy(update={"path": twin, "sha256": "", "cpu_path": ""})
 
 
 def spare_core(interpreter_threads: int) -> bool:

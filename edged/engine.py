@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from edged.capture.base import Framing
 from edged.classify import Classification, Classifier, Labels
-from edged.config import ClassifyConfig, ModelConfig
+from edged.config import ClassifyConfig, Config, ModelConfig
 from edged.infer import cpu as _cpu  # noqa: F401  (registers the backend)
 from edged.infer import edgetpu as _edgetpu  # noqa: F401
 from edged.infer.base import BACKENDS, Inference, InferenceBackend, OutputSpec
@@ -28,6 +28,14 @@ from edged.tensor import InputSpec, ModelInput, SensorOutput
 from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
+
+
+def cpu_model(cfg: Config) -> ModelConfig:
+    """The model the CPU runs: an AI camera's ``cpu_model`` (its TFLite twin) when set."""
+    twin = getattr(cfg.capture, "cpu_model", "")
+    if not twin:
+        return cfg.model
+    return cfg.model.model_copy(update={"path": twin, "sha256": "", "cpu_path": ""})
 
 
 def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
