@@ -27,7 +27,8 @@ Knobs (environment): ``FAKE_IMX500_UPLOAD_S`` (seconds an upload takes, default 
 ``FAKE_IMX500_FAIL_LOADS`` (the first N firmware loads fail with EIO),
 ``FAKE_IMX500_TENSORS_FOR`` (after N frames with tensors, frames come without them until the
 camera is started again), ``FAKE_IMX500_NO_PROGRESS`` (no debugfs progress files),
-``FAKE_IMX500_DNN_US`` / ``FAKE_IMX500_DSP_US`` (the KPI).  ``$FAKE_IMX500_ROOT/roi`` records
+``FAKE_IMX500_DNN_US`` / ``FAKE_IMX500_DSP_US`` (the KPI), ``FAKE_IMX500_HOLD`` (frames
+per photo, default 1).  ``$FAKE_IMX500_ROOT/roi`` records
 the last inference ROI set; ``$FAKE_IMX500_ROOT/loads`` counts firmware loads.
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -275,14 +277,20 @@ def _patch_imx500_module(module: Any) -> None:
 
 
 # -- the camera ----------------------------------------------------------------------------
-def _tensor_info(name: str, classes: int, frame: int) -> list[int]:
-    """libcamera's ``CnnOutputTensorInfoExported`` (one output tensor), as bytes."""
+@functools.lru_cache(maxsize=8)
+def _tensor_info_head(name: str, classes: int) -> bytes:
     out = struct.pack("<64sI", name.encode()[:63], 1)
     for i in range(16):
         dims = (classes,) if i == 0 else ()
         size = list(dims) + [0] * (16 - len(dims))
         out += struct.pack("<II16H", classes if i == 0 else 0, len(dims), *size)
-    out += struct.pack("<B", frame & 0xFF)
+    return out
+
+
+def _tensor_info(name: str, classes: int, frame: int) -> list[int]:
+    """libcamera's ``CnnOutputTensorInfoExported`` (one output tensor), as the bindings
+    hand a byte span over: a list of ints."""
+    out = _tensor_info_head(name, classes) + struct.pack("<B", frame & 0xFF)
     out += b"\0" * (-len(out) % 4)  # the struct's alignment (its uint32 members)
     return list(out)
 
@@ -474,7 +482,8 @@ def _install_camera(module: Any) -> None:
             if delay > 0:
                 time.sleep(delay)
             self.frame += 1
-            name, pixels = self._images[(self.frame - 1) % len(self._images)]
+            hold = int(os.environ.get("FAKE_IMX500_HOLD", "1"))
+            name, pixels = self._images[(self.frame - 1) // hold % len(self._images)]
             metadata: dict[Any, Any] = {
                 libcamera.controls.SensorTimestamp: time.monotonic_ns(),
                 libcamera.controls.ScalerCrop: libcamera.Rectangle(0, 0, *FULL_SENSOR),
@@ -490,7 +499,7 @@ def _install_camera(module: Any) -> None:
             ):
                 self.with_tensors += 1
                 network = Path(str(SENSOR.loaded)).stem
-                metadata[libcamera.controls.CnnOutputTensor] = [float(v) for v in scores]
+                metadata[libcamera.controls.CnnOutputTensor] = scores.tolist()
                 metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
                     network, scores.size, self.frame
                 )
