@@ -53,6 +53,10 @@ def picamera2_missing() -> str | None:
 
     if version("picamera2") != PICAMERA2_VERSION:
         return f"needs picamera2 {PICAMERA2_VERSION}, found {version('picamera2')}"
+    try:  # picamera2's IMX500 class reads the network package with libarchive (C)
+        importlib.import_module("libarchive")
+    except (ImportError, OSError, AttributeError) as exc:
+        return f"picamera2's IMX500 class needs libarchive (apt install libarchive13): {exc}"
     return None
 
 
