@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,13 +117,59 @@ interval_s = {HEALTH_S}
     return 1000.0 * (c1 - c0) / frames, frames / (t1 - t0), (e1 - e0) / frames
 
 
+def camera_alone(seconds: float) -> None:
+    """In a process of its own: the simulated camera under picamera2 at 30 fps, each
+    request's tensor parsed by picamera2's IMX500 class, nothing of edged.  Prints its CPU
+    ms per frame: the part of both ways' figures that a real camera's libcamera and
+    picamera2 would spend instead of the simulation."""
+    from picamera2 import Picamera2
+    from picamera2.devices.imx500 import IMX500
+
+    imx = IMX500(os.environ["BENCH_NETWORK"])
+    cam = Picamera2(imx.camera_num)
+    config = cam.create_video_configuration(
+        main={"size": (256, 256), "format": "BGR888"}, controls={"FrameRate": FPS}
+    )
+    cam.configure(config)
+    cam.start()
+    frames = 0
+    while imx.get_outputs(cam.capture_request().get_metadata()) is None:
+        pass  # the upload
+    c0, end = time.process_time(), time.monotonic() + seconds
+    while time.monotonic() < end:
+        request = cam.capture_request()
+        imx.get_outputs(request.get_metadata())
+        imx.get_kpi_info(request.get_metadata())
+        request.make_array("main")
+        request.release()
+        frames += 1
+    print(f"{1000.0 * (time.process_time() - c0) / frames:.3f}")
+
+
+def camera_run(cam: AiCamera, window: float) -> float:
+    env = {**os.environ, **cam.env(), "BENCH_NETWORK": str(cam.network)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--camera-alone", str(window)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=window + 60,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured per run")
     ap.add_argument("--threads", type=int, default=2, help="interpreter threads (CPU path)")
     ap.add_argument("--policy", default=",".join(POLICIES), help="publish policies to run")
+    ap.add_argument("--camera-alone", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.camera_alone:
+        camera_alone(args.camera_alone)
+        return
     print(
         f"edged AI camera: {args.rounds} rounds, {args.window:g} s windows at {FPS:g} fps, "
         f"{len(PHOTOS)} sample photos, {args.threads} interpreter threads, "
@@ -155,6 +202,11 @@ def main() -> None:
                     f"{statistics.median(fps['sensor']):.1f}, CPU path "
                     f"{statistics.median(fps['cpu']):.1f}"
                 )
+            alone = statistics.median(camera_run(cam, args.window) for _ in range(args.rounds))
+            print(
+                f"the simulated camera and picamera2's parsing alone, no edged: {alone:.2f} ms "
+                "CPU/frame (inside both ways' figures)"
+            )
         finally:
             broker.stop()
 

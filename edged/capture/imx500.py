@@ -298,6 +298,14 @@ class Imx500Source(FrameSource):
                     f"{self.cfg.tensor_timeout_s:g} s"
                 )
             return None
+        labels, source = self._labels()
+        n = scores.scores.size
+        if labels is not None and not n - 1 <= len(labels) <= n:
+            self._fall_back(
+                f"{source} has {len(labels)} labels but {self._net.file.name} outputs {n} classes",
+                retry=False,
+            )
+            return None
         if self.state != "running":
             log.info(
                 "camera %d: the network %s runs on the sensor",
@@ -311,7 +319,6 @@ class Imx500Source(FrameSource):
         self._sensor_frames += 1
         if scores.dnn_ms is not None and scores.dsp_ms is not None:
             self._kpi.append((scores.dnn_ms, scores.dsp_ms))
-        labels, source = self._labels()
         return SensorOutput(
             scores=scores.scores,
             labels=labels,

@@ -128,6 +128,7 @@ def test_softmax_applied_when_the_intrinsics_ask(imx500_here: AiCamera, engine: 
         ("wrong camera", "is a 'imx708', not an IMX500"),
         ("missing file", "does not exist"),
         ("firmware refused", "Input/output error"),
+        ("labels count", "has 5 labels but imx500_network_efficientnet_lite0.rpk outputs 1000"),
     ],
 )
 def test_network_that_will_not_load_leaves_frames_to_the_cpu(
@@ -138,6 +139,10 @@ def test_network_that_will_not_load_leaves_frames_to_the_cpu(
         monkeypatch.setenv("FAKE_IMX500_CAMERAS", "imx708")
     elif case == "missing file":
         capture["network"] = str(imx500_here.network.with_name("gone.rpk"))
+    elif case == "labels count":
+        labels = imx500_here.root / "labels.txt"
+        labels.write_text("a\nb\nc\nd\ne\n")
+        capture["labels"] = str(labels)
     else:
         monkeypatch.setenv("FAKE_IMX500_FAIL_LOADS", "5")
     with source_for(imx500_here, **capture) as source:
