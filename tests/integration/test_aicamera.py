@@ -189,14 +189,43 @@ def test_upload_longer_than_its_bound_falls_back(
 ) -> None:
     monkeypatch.setenv("FAKE_IMX500_UPLOAD_S", "4")
     with source_for(imx500_here, upload_timeout_s=1.0, retry_min_s=60.0) as source:
-        stop = threading.Event()
-        seen: list[str] = []
-        frames = source.frames(stop)
-        first = next(frames)  # within the bound: loading, then the bound passes
-        seen.append(source.sensor_status())
+        assert source.progressing()  # loading, within the bound
+        [first] = take(source, 1)  # the bound passes; the camera comes back without it
         assert first.sensor is None
+        assert source.sensor_status().startswith("fallback: the network upload took longer")
         assert "took longer than 1 s" in str(source.reason)
         assert not source.progressing()
+        assert source.inference_status()["fallback_reason"] == source.reason
+
+
+def test_check_config_names_a_missing_network_and_reads_a_present_one(tmp_path: Path) -> None:
+    missing = tmp_path / "imx500_network_gone.rpk"
+    cfg = write_config(
+        tmp_path / "edged.toml", f'[capture]\ntype = "imx500"\nnetwork = "{missing}"\n'
+    )
+    bad = run_edged("check-config", "-c", str(cfg))
+    assert bad.returncode == 2
+    assert "capture.network: no such file" in bad.stderr and str(missing) in bad.stderr
+    detector = imx500_sim.write_rpk(tmp_path / "ssd.rpk", task="object detection")
+    cfg.write_text(f'[capture]\ntype = "imx500"\nnetwork = "{detector}"\n')
+    bad = run_edged("check-config", "-c", str(cfg))
+    assert bad.returncode == 2 and "edged needs a classifier" in bad.stderr
+    good = imx500_sim.write_rpk(tmp_path / "cls.rpk", labels=["a", "b"])
+    cfg.write_text(f'[capture]\ntype = "imx500"\nnetwork = "{good}"\n')
+    ok = run_edged("check-config", "-c", str(cfg))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_models_lists_the_installed_networks(tmp_path: Path) -> None:
+    imx500_sim.write_rpk(tmp_path / "imx500_network_a.rpk", width=260, height=260, labels=["x"])
+    imx500_sim.write_rpk(tmp_path / "imx500_network_ssd.rpk", task="object detection")
+    cfg = write_config(tmp_path / "edged.toml", f'[model]\nmodels_dir = "{tmp_path}"\n')
+    out = run_edged("models", "-c", str(cfg), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["file"]: r for r in json.loads(out.stdout)["networks"]}
+    assert rows["imx500_network_a.rpk"]["input"] == "260x260"
+    assert rows["imx500_network_a.rpk"]["labels"] == 1
+    assert "edged needs a classifier" in rows["imx500_network_ssd.rpk"]["error"]
 
 
 def test_upload_progress_reported_while_loading(
