@@ -31,6 +31,7 @@ from urllib.parse import parse_qs
 
 from edged.config import Config, ConfigError, ModelConfig
 from edged.control.request import CommandError
+from edged.learn import job as job_module
 from edged.learn.models import (
     CONFIG_ID,
     LOG_FILE,
@@ -247,7 +248,7 @@ class LearnApi:
             }
             with logf:
                 self._proc = subprocess.Popen(
-                    [self.python, "-m", "edged.learn.job", str(folder)],
+                    [self.python, "-m", job_module.__name__, str(folder)],
                     stdin=subprocess.DEVNULL,
                     stdout=logf,
                     stderr=subprocess.STDOUT,

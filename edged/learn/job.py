@@ -37,7 +37,7 @@ from edged.learn.models import (
 from edged.train.dataset import MIN_IMAGES, DatasetError, scan
 from edged.train.pipeline import Progress
 
-log = logging.getLogger("edged.learn.job")
+log = logging.getLogger(__name__)
 
 # share of the whole job each phase takes, for one progress bar
 WEIGHTS = {"check": 0.10, "train": 0.55, "score": 0.10, "half": 0.25}
