@@ -136,7 +136,7 @@ def test_traversal_through_ids_and_labels(daemon: Any, tmp_path: Path) -> None:
 
 
 def test_requests_a_browser_page_of_another_site_could_send(daemon: Any) -> None:
-    port, client = daemon
+    _port, client = daemon
     fid = client.get("api/collected")["items"][0]["id"]
     status, reply = client.call(
         "POST", f"api/collected/{fid}/label", {"label": "cat"},
@@ -156,7 +156,7 @@ def test_requests_a_browser_page_of_another_site_could_send(daemon: Any) -> None
 def test_bad_input_is_reported_and_loses_nothing(daemon: Any, tmp_path: Path) -> None:
     """A corrupt collected JPEG, a sidecar broken by hand, photos sorted by hand into the
     dataset (one corrupt), a second training run (409), a training killed half-way."""
-    port, client = daemon
+    _port, client = daemon
     collect, dataset = tmp_path / "collect", tmp_path / "dataset"
     good = sorted(collect.glob("*.jpg"))[0]
     broken = collect / "20200101T000000.000Z-00000001.jpg"
