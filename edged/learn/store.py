@@ -162,7 +162,10 @@ class Store:
         collected = self._collected()
         labelled = self.labelled()
         out = []
-        for fid in set(collected) | {i for i in labelled if ID_PATTERN.match(i)}:
+        # a labelled copy whose collected frame was trimmed is still listed (its sidecar
+        # says it was collected); photos put in the dataset by hand are not frames
+        kept = {i for i, (_, p) in labelled.items() if p.with_suffix(SIDECAR).exists()}
+        for fid in set(collected) | {i for i in kept if ID_PATTERN.match(i)}:
             label, copy = labelled.get(fid, (None, None))
             image = collected.get(fid) or copy
             assert image is not None
