@@ -113,14 +113,38 @@ class LearnApi:
         self._job: str | None = None
         self._config_sha: str | None = None
         self._mark_interrupted()
+        self._restoring: threading.Thread | None = None
         if self.models.deployed() != CONFIG_ID:
-            # the daemon starts with the configured model: what ran before is kept
-            log.info(
-                "model %s was deployed before this start; the configured model runs now "
-                "(deploy it again to run it)",
-                self.models.deployed(),
+            self._restoring = threading.Thread(
+                target=self._restore, name="edged-learn-restore", daemon=True
             )
-            self.models.set_history([CONFIG_ID])
+            self._restoring.start()
+
+    def _restore(self) -> None:
+        """At start, the model deployed before runs again (through the reload path, once the
+        pipeline runs), unless the configured model changed since (a fleet rollout): then
+        the configuration wins."""
+        with self._lock:
+            mid = self.models.deployed()
+            saved = self.models.config_sha256()
+            now = self._configured_sha()
+            if saved != now:
+                log.info(
+                    "the configured model changed since model %s was deployed: it runs, "
+                    "not %s",
+                    mid,
+                    mid,
+                )
+                self.models.set_history([CONFIG_ID], now)
+                return
+            try:
+                model = self._model_cfg(mid)
+                self._reload(model)
+            except LearnError as exc:
+                log.warning("model %s, deployed before, cannot run again: %s", mid, exc)
+                self.models.set_history([CONFIG_ID], now)
+                return
+            log.info("model %s, deployed before this start, runs again", mid)
 
     def close(self) -> None:
         """Stop a running training (its job then reads as failed, the model stays)."""
@@ -300,15 +324,21 @@ class LearnApi:
     def _config_model(self) -> ModelConfig:
         return self.cfg.model
 
+    def _configured_sha(self) -> str:
+        from edged.engine import resolve_model_config
+
+        if self._config_sha is None:
+            path = resolve_model_config(self._config_model()).path
+            self._config_sha = sha256_of(Path(path))
+        return self._config_sha
+
     def list_models(self) -> list[dict[str, Any]]:
         deployed = self.models.deployed()
         from edged.engine import resolve_model_config
 
         cfg = resolve_model_config(self._config_model())
-        if self._config_sha is None:
-            self._config_sha = sha256_of(Path(cfg.path))
         out: list[dict[str, Any]] = [
-            {"id": CONFIG_ID, "path": cfg.path, "sha256": self._config_sha,
+            {"id": CONFIG_ID, "path": cfg.path, "sha256": self._configured_sha(),
              "deployed": deployed == CONFIG_ID, "report": None}
         ]  # fmt: skip
         for mid in self.models.ids():
@@ -354,7 +384,7 @@ class LearnApi:
             if sha256_of(Path(model.path)) != model.sha256:
                 raise LearnError(f"model {jid} does not match its sha256: train again", 409)
             result = self._reload(model)
-            self.models.set_history([*self.models.history(), jid])
+            self.models.set_history([*self.models.history(), jid], self._configured_sha())
             log.info("model %s deployed (sha256 %s…)", jid, model.sha256[:12])
             return {"deployed": jid, "sha256": model.sha256, "reload": result}
 
@@ -365,7 +395,7 @@ class LearnApi:
                 raise LearnError("nothing to roll back to: the configured model runs", 409)
             prev = hist[-2]
             result = self._reload(self._model_cfg(prev))
-            self.models.set_history(hist[:-1])
+            self.models.set_history(hist[:-1], self._configured_sha())
             log.info("rolled back from %s to %s", hist[-1], prev)
             return {"deployed": prev, "rolled_back": hist[-1], "reload": result}
 

@@ -92,8 +92,17 @@ class ModelStore:
     def deployed(self) -> str:
         return self.history()[-1]
 
-    def set_history(self, hist: list[str]) -> None:
-        write_json(self.root / DEPLOYED_FILE, {"history": hist[-HISTORY:]})
+    def set_history(self, hist: list[str], config_sha256: str) -> None:
+        """``config_sha256``: the configured model's, so that a start after the
+        configuration changed the model runs that one (see LearnApi)."""
+        write_json(
+            self.root / DEPLOYED_FILE,
+            {"history": hist[-HISTORY:], "config_sha256": config_sha256},
+        )
+
+    def config_sha256(self) -> str | None:
+        value = (read_json(self.root / DEPLOYED_FILE) or {}).get("config_sha256")
+        return value if isinstance(value, str) else None
 
     # -- listing -------------------------------------------------------------------------
     def entry(self, mid: str, deployed: str) -> dict[str, Any] | None:

@@ -141,12 +141,27 @@ def test_label_train_deploy_rollback(tmp_path: Path, mosquitto: Mosquitto) -> No
         )
         status, nothing = client.call("POST", "api/models/rollback", {})
         assert status == 409 and "nothing to roll back" in nothing["error"]
+        # a deployed model runs again after a restart
+        client.post(f"api/train/{job}/deploy", {})
+        assert sub.wait(lambda: sub.events()[-1]["label"] in NEW, 60)
+    finally:
+        code = stop_process(proc, timeout=20)
+    assert code == 0, log.read_text()[-4000:]
+    first_run = sub.events()
+    proc = start_edged("run", "--config", str(cfg), log=tmp_path / "edged-2.log")
+    try:
+        wait_port(port, 60)
+        assert sub.wait(
+            lambda: [e for e in sub.events()[len(first_run) :] if e["label"] == "kitty"], 60
+        ), (tmp_path / "edged-2.log").read_text()[-3000:]
+        running = [m["id"] for m in client.get("api/models")["models"] if m["deployed"]]
+        assert running == [job]
     finally:
         code = stop_process(proc, timeout=20)
         sub.wait(lambda: False, 0.5)
         sub.close()
-    assert code == 0, log.read_text()[-4000:]
-    events = sub.events()
+    assert code == 0, (tmp_path / "edged-2.log").read_text()[-4000:]
+    events = first_run
     assert {e["run_id"] for e in events} == {events[0]["run_id"]}
     assert seq_gaps(events) == [], "events were lost around the swaps"
     labels = [e["label"] for e in events]

@@ -193,7 +193,12 @@ def test_bad_input_is_reported_and_loses_nothing(daemon: Any, tmp_path: Path) ->
     # killed half-way: the job reads failed, the running model stays
     status_file = tmp_path / "models" / job / "status.json"
     assert wait_until(lambda: "pid" in json.loads(status_file.read_text()), 60, 0.05)
-    os.kill(json.loads(status_file.read_text())["pid"], signal.SIGKILL)
+    pid = json.loads(status_file.read_text())["pid"]
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 19  # the daemon keeps its rate
+    threads = max(1, len(os.sched_getaffinity(0)) - 1)
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"OMP_NUM_THREADS={threads}".encode() in env
+    os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: client.get(f"api/train/{job}")["state"] == "failed", 30, 0.2)
     failed = client.get(f"api/train/{job}")
     assert "signal 9" in failed["error"] and "running model stays" in failed["error"]

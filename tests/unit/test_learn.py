@@ -131,7 +131,8 @@ def test_history_ignores_unknown_models(tmp_path: Path) -> None:
     assert models.deployed() == CONFIG_ID
     (tmp_path / "20260101T000000Z-aaaaaa").mkdir()
     (tmp_path / "20260101T000000Z-aaaaaa" / SPEC_FILE).write_text("{}")
-    models.set_history([CONFIG_ID, "20260101T000000Z-aaaaaa", "gone"])
+    models.set_history([CONFIG_ID, "20260101T000000Z-aaaaaa", "gone"], "0" * 64)
+    assert models.config_sha256() == "0" * 64
     assert models.history() == [CONFIG_ID, "20260101T000000Z-aaaaaa"]
     (tmp_path / "deployed.json").write_text("[not json")
     assert models.history() == [CONFIG_ID]
