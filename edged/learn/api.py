@@ -130,8 +130,7 @@ class LearnApi:
             now = self._configured_sha()
             if saved != now:
                 log.info(
-                    "the configured model changed since model %s was deployed: it runs, "
-                    "not %s",
+                    "the configured model changed since model %s was deployed: it runs, not %s",
                     mid,
                     mid,
                 )

@@ -5,13 +5,23 @@ deployed through the reload path (events carry its labels, no seq gap) and rolle
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.integration.learn_support import CLASSES, PER_CLASS, Client, learn_config, variants
-from tests.support import Mosquitto, Subscriber, start_edged, stop_process, wait_port, wait_until
+from tests.support import (
+    Mosquitto,
+    Subscriber,
+    run_edged,
+    start_edged,
+    stop_process,
+    wait_port,
+    wait_until,
+)
 
 NEW = set(CLASSES.values())
 
@@ -161,6 +171,27 @@ def test_label_train_deploy_rollback(tmp_path: Path, mosquitto: Mosquitto) -> No
         sub.wait(lambda: False, 0.5)
         sub.close()
     assert code == 0, (tmp_path / "edged-2.log").read_text()[-4000:]
+
+    # the fleet: the model, its sha256 and its report, for other devices
+    out = tmp_path / "export"
+    out.mkdir()
+    done = run_edged("models", "export", "--config", str(cfg), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    name = f"cam-1-{job}"
+    assert summary["model"] == f"{name}.tflite" and summary["trained"] == job
+    data = (out / f"{name}.tflite").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == summary["sha256"] == report["model"]["sha256"]
+    assert (out / f"{name}.tflite.sha256").read_text() == f"{summary['sha256']}  {name}.tflite\n"
+    manifest = json.loads((out / f"{name}.json").read_text())
+    assert (
+        manifest["sha256"] == summary["sha256"]
+        and manifest["report"]["accuracy"] == report["accuracy"]
+    )
+    wrong = run_edged("models", "export", "nosuchmodel", "--config", str(cfg), "--out", str(out))
+    assert wrong.returncode != 0 and "unknown model id 'nosuchmodel'" in wrong.stderr
+    assert job in wrong.stderr  # the valid choices
+
     events = first_run
     assert {e["run_id"] for e in events} == {events[0]["run_id"]}
     assert seq_gaps(events) == [], "events were lost around the swaps"
