@@ -329,17 +329,16 @@ def main(argv: list[str]) -> int:
     status_path = folder / STATUS_FILE
     try:
         report = run(folder)
-    except JobFailed as exc:
-        write_json(status_path, {"state": "failed", "progress": 1.0, "error": str(exc)})
-        log.error("%s", exc)
-        return 1
     except BaseException as exc:
         if _disk_full(exc):
             msg = (f"the disk is full (no space left on device under {folder}): free space "
                    "and train again; the running model stays")  # fmt: skip
+        elif isinstance(exc, JobFailed):
+            msg = str(exc)
         else:
             msg = f"training failed: {type(exc).__name__}: {exc}"
-        traceback.print_exc()
+            traceback.print_exc()
+        log.error("%s", msg)
         try:
             write_json(status_path, {"state": "failed", "progress": 1.0, "error": msg})
         except OSError:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,45 @@ def test_bad_input_is_reported_and_loses_nothing(daemon: Any, tmp_path: Path) ->
     assert [s["file"] for s in skipped] == ["kitty/corrupt.jpg"]
     assert state["report"]["half"]["accuracy"] is None  # too few photos: said why
     assert "needs" in state["report"]["half"]["skipped"]
+
+
+def test_full_disk_during_training(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The models folder on a 1 MB tmpfs: the model (5 MB) cannot be written; the job
+    reads failed with a clear reason and the running model stays."""
+    models = tmp_path / "models"
+    models.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (a full disk on demand)")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(models)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    proc = None
+    try:
+        truth = variants(tmp_path / "more", per_class=7, seed=5)
+        for name, label in truth.items():
+            (tmp_path / "dataset" / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / "more" / name, tmp_path / "dataset" / label / name)
+        photos = sorted((tmp_path / "more").iterdir())[:2]
+        cfg, port = learn_config(tmp_path, mosquitto.url, photos, fps=2)
+        log = tmp_path / "edged.log"
+        proc = start_edged("run", "--config", str(cfg), log=log)
+        client = Client(port)
+        wait_port(port, 60)
+        job = client.post("api/train")["job"]
+        deadline = time.monotonic() + 600
+        while (state := client.get(f"api/train/{job}"))["state"] == "running":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state["state"] == "failed", state
+        assert "disk is full" in state["error"] and "running model stays" in state["error"]
+        running = [m["id"] for m in client.get("api/models")["models"] if m["deployed"]]
+        assert running == ["config"]
+        assert client.call("POST", f"api/train/{job}/deploy", {"force": True})[0] == 409
+    finally:
+        if proc is not None:
+            code = stop_process(proc, timeout=20)
+        subprocess.run(["umount", str(models)], check=False)
+    assert code == 0, (tmp_path / "edged.log").read_text()[-3000:]
