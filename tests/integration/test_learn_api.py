@@ -162,7 +162,7 @@ def test_label_train_deploy_rollback(tmp_path: Path, mosquitto: Mosquitto) -> No
     try:
         wait_port(port, 60)
         assert sub.wait(
-            lambda: [e for e in sub.events()[len(first_run) :] if e["label"] == "kitty"], 60
+            lambda: any(e["label"] == "kitty" for e in sub.events()[len(first_run) :]), 60
         ), (tmp_path / "edged-2.log").read_text()[-3000:]
         running = [m["id"] for m in client.get("api/models")["models"] if m["deployed"]]
         assert running == [job]

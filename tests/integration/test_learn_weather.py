@@ -41,7 +41,7 @@ def test_weather_photos_labelled_and_trained(tmp_path: Path, mosquitto: Mosquitt
         assert wait_until(lambda: set(sources()) >= set(truth), 300, 1.0), (
             f"not every photo was collected: {log.read_text()[-3000:]}"
         )
-        first = {}
+        first: dict[str, str] = {}
         for item in reversed(client.get("api/collected?limit=200")["items"]):
             first.setdefault(Path(item["source"]).name, item["id"])
         for source, fid in first.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -16,7 +17,7 @@ from edged.learn.models import CONFIG_ID, SPEC_FILE, ModelStore
 from edged.learn.store import LearnError, Store, valid_label
 
 
-def frame(folder: Path, stem: str, color: int = 100, meta: dict | None = None) -> None:
+def frame(folder: Path, stem: str, color: int = 100, meta: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (64, 48), (color, 50, 50)).save(folder / f"{stem}.jpg")
     side = {"reasons": ["ambiguous"], "top_k": [{"label": "cup", "score": 0.4}],
@@ -39,7 +40,7 @@ def test_labels_follow_edged_train_rules() -> None:
             valid_label(bad)
         assert err.value.status == 400 and repr(bad) in str(err.value)
     with pytest.raises(LearnError):
-        valid_label(3)  # type: ignore[arg-type]
+        valid_label(3)
 
 
 def test_label_moves_between_class_folders_and_unlabels(store: Store, tmp_path: Path) -> None:
