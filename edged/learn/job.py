@@ -11,7 +11,6 @@ without a report, and the daemon reads it as failed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -324,8 +323,10 @@ def _disk_full(exc: BaseException) -> bool:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folder = Path(argv[0])
-    with contextlib.suppress(OSError):
+    try:
         os.nice(19)  # the daemon first
+    except OSError as exc:
+        log.warning("cannot lower this training's priority (nice 19): %s", exc)
     status_path = folder / STATUS_FILE
     try:
         report = run(folder)
