@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from tests.support import free_port
@@ -147,11 +147,21 @@ class Browser:
             time.sleep(0.2)
         raise AssertionError(f"{expression!r} did not hold within {timeout} s")
 
+    NAMED: ClassVar[dict[str, tuple[str, int]]] = {
+        "ArrowRight": ("ArrowRight", 39),
+        "ArrowLeft": ("ArrowLeft", 37),
+        " ": ("Space", 32),
+    }
+
     def key(self, key: str) -> None:
-        code = f"Digit{key}" if key.isdigit() else f"Key{key.upper()}"
-        vk = ord(key.upper())
-        self.call("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, text=key,
-                  windowsVirtualKeyCode=vk)  # fmt: skip
+        """A key press as a person's: keyDown (with its text for printable keys), keyUp."""
+        if key in self.NAMED:
+            code, vk = self.NAMED[key]
+        else:
+            code, vk = (f"Digit{key}" if key.isdigit() else f"Key{key.upper()}"), ord(key.upper())
+        text = {"text": key} if len(key) == 1 else {}
+        self.call("Input.dispatchKeyEvent", type="keyDown", key=key, code=code,
+                  windowsVirtualKeyCode=vk, **text)  # fmt: skip
         self.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=code,
                   windowsVirtualKeyCode=vk)  # fmt: skip
 

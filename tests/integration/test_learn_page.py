@@ -67,6 +67,34 @@ def test_label_with_the_keyboard_train_and_read_the_report(
         counts = client.get("api/dataset")["classes"]
         assert sum(counts.values()) == 16 + 3
 
+        # many at once: two unlabelled espresso frames selected with space, then "1"
+        chosen: list[str] = []
+        for _ in range(40):
+            fid = browser.js("document.querySelector('#frames .card.current').dataset.id")
+            source = sources.get(fid)
+            if (
+                source is not None and fid not in labelled and fid not in chosen
+                and truth[Path(source).name] == "espresso"
+            ):  # fmt: skip
+                browser.key(" ")
+                chosen.append(fid)
+                if len(chosen) == 2:
+                    break
+            browser.key("ArrowRight")
+        assert len(chosen) == 2, "two unlabelled espresso frames were not on the page"
+        assert browser.wait("document.querySelectorAll('.card.selected').length === 2", 10)
+        browser.key("1")
+        assert wait_until(
+            lambda: all(
+                i["label"] == "espresso"
+                for i in client.get("api/collected?limit=200")["items"]
+                if i["id"] in chosen
+            ),
+            20,
+            0.2,
+        )
+        assert sum(client.get("api/dataset")["classes"].values()) == 16 + 5
+
         browser.js("document.getElementById('train').click()")
         browser.wait("document.querySelectorAll('#matrix tr').length === 3", 600)
         matrix = browser.js(
@@ -81,10 +109,20 @@ def test_label_with_the_keyboard_train_and_read_the_report(
         assert "Per class" in text and "precision" in text
         assert browser.js("document.getElementById('perclass').rows.length") == 3
         assert "Half the" in text
+        job = client.get("api/models")["models"][1]["id"]
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "learn-view.png"
         browser.screenshot(shot)
         assert shot.stat().st_size > 20_000
+
+        # Deploy, then Roll back, from the page
+        browser.js("document.getElementById('deploy').click()")
+        running = "[...document.querySelectorAll('#models tr.good td')].map(c => c.textContent)"
+        browser.wait(f"{running}.includes({json.dumps(job)})", 60)
+        assert [m["id"] for m in client.get("api/models")["models"] if m["deployed"]] == [job]
+        browser.js("document.getElementById('rollback').click()")
+        browser.wait(f"{running}.includes('config')", 60)
+        assert [m["id"] for m in client.get("api/models")["models"] if m["deployed"]] == ["config"]
     finally:
         if browser is not None:
             browser.close()
