@@ -146,3 +146,18 @@ def test_learn_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "web.listen and collect.dir" in str(err.value)
+
+
+def test_prune_keeps_the_newest_and_the_deployed(tmp_path: Path) -> None:
+    models = ModelStore(tmp_path, keep=2)
+    ids = [f"2026010{i}T000000Z-aaaaaa" for i in range(1, 7)]
+    for mid in ids:
+        (tmp_path / mid).mkdir()
+        (tmp_path / mid / SPEC_FILE).write_text("{}")
+    models.set_history([CONFIG_ID, ids[0], ids[1]], "0" * 64)  # ids[1] runs, ids[0] before
+    models.prune(protect={ids[2]})  # e.g. the job being read
+    # the two newest, the protected one, the deployed one and the roll-back target
+    assert models.ids() == [ids[5], ids[4], ids[2], ids[1], ids[0]]
+    models.set_history([CONFIG_ID], "0" * 64)
+    models.prune(protect=set())
+    assert models.ids() == [ids[5], ids[4]]
