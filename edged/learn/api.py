@@ -258,7 +258,9 @@ class LearnApi:
             }
             try:
                 write_json(folder / SPEC_FILE, spec)
-                write_json(folder / STATUS_FILE, {"state": "running", "progress": 0.0})
+                write_json(
+                    folder / STATUS_FILE, {"state": "running", "progress": 0.0, "phase": "starting"}
+                )
                 logf = (folder / LOG_FILE).open("wb")
             except OSError as exc:
                 raise LearnError(f"cannot start training in {folder}: {exc}", 507) from None
