@@ -241,6 +241,18 @@ class LearnApi:
             busy = self.running()
             if busy is not None:
                 raise LearnError(f"training {busy} is running: wait for it to finish", 409)
+            counts = self.store.counts()
+            need = counts["min_per_class"]
+            if len(counts["classes"]) < 2:
+                raise LearnError(
+                    f"the dataset has {len(counts['classes'])} class(es): training needs at "
+                    f"least 2, each with at least {need} photos",
+                    409,
+                )
+            short = {c: n for c, n in counts["classes"].items() if n < need}
+            if short:
+                listed = ", ".join(f"{c!r} has {n}" for c, n in short.items())
+                raise LearnError(f"too few photos ({listed}): label at least {need} per class", 409)
             jid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
             folder = self.models.root / jid
             folder.mkdir()

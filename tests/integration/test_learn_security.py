@@ -174,6 +174,9 @@ def test_bad_input_is_reported_and_loses_nothing(daemon: Any, tmp_path: Path) ->
     assert not broken.exists()
     assert client.call("DELETE", "api/collected/20200101T000000.000Z-00000001")[0] == 404
 
+    status, reply = client.call("POST", "api/train")
+    assert status == 409 and "training needs at least 2" in reply["error"]
+
     # a dataset sorted by hand (the layout edged train reads), one photo corrupt
     truth = variants(tmp_path / "more", per_class=8, seed=5)
     for name, label in truth.items():
