@@ -600,7 +600,9 @@ class _Publishing:
         last = LastResult(item, time.time())
         daemon.live.last = last
         if daemon.collector is not None:
-            daemon.collector.offer(item.number, item.source, outcome.classification)
+            daemon.collector.offer(
+                item.number, item.source, outcome.classification, region=item.region
+            )
         settings = daemon.live.settings.publish
         if settings is not self.settings:  # changed by a `set` command
             self.settings = settings

@@ -590,6 +590,34 @@ class CollectConfig(_Section):
         return self
 
 
+class LearnConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="The Learn view and its API on the status page: label collected frames, "
+        "train, deploy, roll back (needs web.listen and collect.dir).",
+    )
+    dataset: str = Field(
+        "", description="Training photos, a folder per class; empty = $STATE_DIRECTORY/dataset."
+    )
+    models_dir: str = Field(
+        "", description="Trained models and their reports; empty = $STATE_DIRECTORY/models."
+    )
+    max_mb: float = Field(
+        1000.0, gt=0.0, description="Largest size of the dataset; labelling beyond it is refused."
+    )
+    keep_models: int = Field(
+        5, ge=2, le=100, description="Trained models kept with their reports (the newest)."
+    )
+    recipe: str = Field(
+        "head",
+        min_length=1,
+        description="How edged train trains: head = a new last layer on frozen features.",
+    )
+    held_out: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of each class held out to score old and new model."
+    )
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)
@@ -605,6 +633,21 @@ class Config(_Section):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
     collect: CollectConfig = Field(default_factory=CollectConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
+
+    @model_validator(mode="after")
+    def _check_learn(self) -> Config:
+        if self.learn.enabled and not (self.web.listen and self.collect.dir):
+            missing = " and ".join(
+                k
+                for k, v in (("web.listen", self.web.listen), ("collect.dir", self.collect.dir))
+                if not v
+            )
+            raise ValueError(
+                f"learn.enabled needs {missing}: the Learn view labels collected "
+                "frames on the status page"
+            )
+        return self
 
 
 class ConfigError(Exception):

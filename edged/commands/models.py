@@ -8,10 +8,39 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edged.commands.common import EXIT_OK, add_config, load
+from edged.commands.common import EXIT_ERROR, EXIT_OK, add_config, load
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from edged.config import ConfigError
+    from edged.learn.export import ExportError, export
+
+    if args.out is None:
+        print("edged models export: give --out FOLDER", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        manifest = export(load(args), args.model_id, Path(args.out))
+    except (ExportError, ConfigError) as exc:
+        print(f"edged models export: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps({k: v for k, v in manifest.items() if k != "report"}, indent=2))
+    else:
+        print(f"{Path(args.out) / manifest['model']}  sha256 {manifest['sha256']}")
+    return EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return cmd_export(args)
+    if args.model_id is not None:
+        import sys
+
+        print(f"edged models: unexpected {args.model_id!r} (valid: export)", file=sys.stderr)
+        return EXIT_ERROR
     from rich.console import Console
 
     from edged.health.devices import list_edge_tpus
@@ -90,6 +119,15 @@ def register(sub: Any) -> None:
         "models", help="edged's and the installed models: input, size, accuracy, latency here"
     )
     add_config(p)
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["export"],
+        help="export: write a model trained on this device (the deployed one, or MODEL_ID), "
+        "its sha256 and its report to --out, for other devices",
+    )
+    p.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="a trained model's id")
+    p.add_argument("--out", help="export: the folder to write to")
     p.add_argument("--bench", action="store_true", help="measure each installed model here")
     p.add_argument("--threads", type=int, help="CPU threads (default: the config's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -40,6 +40,7 @@ class Remote:
         self.cfg = cfg
         self.live = live
         self.publisher = publisher
+        self.target = target
         self._health = health
         self._healthy = healthy
         self.metrics: Metrics | None = None
@@ -137,8 +138,13 @@ class Remote:
             metrics=self.metrics.render if self.metrics is not None else None,
             metrics_type=CONTENT_TYPE,
         )
+        learn = None
+        if self.cfg.learn.enabled:
+            from edged.learn.api import LearnApi
+
+            learn = LearnApi(self.cfg, self.target, lambda: self.live.settings.model)
         try:
-            return StatusPage(self.cfg.web, source, self.cfg.device.id, password)
+            return StatusPage(self.cfg.web, source, self.cfg.device.id, password, learn)
         except WebStartError as exc:
             raise ConfigError("web", [("web.listen", str(exc), self.cfg.web.listen)]) from None
 
