@@ -51,6 +51,7 @@ class HealthReporter:
         else:
             cpu = round(self._process.cpu_percent(), 1)
             rss = self._process.rss_mb()
+        written = (process or self._process).disk_write_bytes()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
         return Health(
             device=self.device,
@@ -84,6 +85,7 @@ class HealthReporter:
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
             rss_mb=round(rss, 1) if rss is not None else None,
+            disk_write_bytes=written,
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
