@@ -29,6 +29,7 @@ that adds it alone to the baseline (no spool at all):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import signal
@@ -261,18 +262,17 @@ def main() -> int:
 
         runs: list[tuple[str, Callable[[], Result]]] = []
         for fps in (2, 15):
-            runs += [
+            runs.append(
                 (
                     f"spill-{fps}",
-                    lambda fps=fps: run_daemon(f"spill-{fps}", fps, args, broker, tmp),
-                ),
-                (
-                    f"always-{fps}",
-                    lambda fps=fps: run_daemon(
-                        f"always-{fps}", fps, args, broker, tmp, mqtt_extra='durability = "always"'
-                    ),
-                ),
-            ]
+                    functools.partial(run_daemon, f"spill-{fps}", fps, args, broker, tmp),
+                )
+            )
+            always = functools.partial(
+                run_daemon, f"always-{fps}", fps, args, broker, tmp,
+                mqtt_extra='durability = "always"',
+            )  # fmt: skip
+            runs.append((f"always-{fps}", always))
         runs += [
             ("nospool-15", lambda: run_daemon("nospool-15", 15, args, broker, tmp, spool=False)),
             (
