@@ -77,8 +77,8 @@ COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after
 IDLE_S = 1.0  # how long the spool thread sleeps with nothing to commit (disk retries)
 WINDOW = 100  # events handed to paho and not yet acknowledged
 EARLY_ACK_S = 5.0
-LEGACY_SPOOL = "mqtt-spool.jsonl"
-ACK_AGES = 1024  # where releases before the spool kept events at a stop
+LEGACY_SPOOL = "mqtt-spool.jsonl"  # where releases before the spool kept events at a stop
+ACK_AGES = 1024  # acknowledgement delays kept (bench/acks.py reads them)
 
 
 class MqttConfigError(ValueError):
