@@ -469,12 +469,16 @@ def test_spill_events_acknowledged_in_time_never_touch_the_disk(
     path = tmp_path / "events.db"
     pub = make(broker, path)
     publishers.append(pub)
+    wal = path.with_name(path.name + "-wal")
+    wal_at_start = wal.stat().st_size
     pub.start()
     for i in range(1, 51):
         pub.publish("events", event(i), qos=1)
     assert wait(lambda: pub.published == 50)
     assert seqs(broker) == list(range(1, 51))
     assert on_disk(path) == [] and pub.spool.commits == 0 and pub.spool.spilled == 0
+    # no transaction: the WAL holds only the table's creation, as it did before any event
+    assert wal.stat().st_size == wal_at_start
     pub.stop(1.0)
     assert pub.spool.commits == 0 and on_disk(path) == []
 
