@@ -31,7 +31,7 @@ def test_three_minute_soak_loses_nothing_and_leaks_no_fds_or_threads(tmp_path: P
     assert s["runs"] == 2, report  # the kill -9 and its restart happened
     assert s["lost_outside_window"] == 0, report
     assert s["lost_in_window"] <= s["window_events"], report
-    assert s["created"] >= 15 * 60, report  # frames kept flowing through the faults
+    assert s["created"] >= 15 * 30, report  # frames kept flowing through the faults
     assert s["received"] >= s["created"] - s["lost_in_window"], report
     assert s["reloads_ok"] == s["reloads_sent"] >= 2, report
     assert s["end"]["fds"] <= s["baseline"]["fds"], report
