@@ -439,6 +439,19 @@ class MqttConfig(_Section):
         ge=10,
         description="Events kept in memory when there is no spool or its disk refuses writes.",
     )
+    durability: Literal["spill", "always"] = Field(
+        "spill",
+        description="spill: an event is written to the spool only when it is at risk (not "
+        "acknowledged within spill_after_s, the broker away, a stop); always: every event is "
+        "written before it is sent (a write per event, an SD card wears faster).",
+    )
+    spill_after_s: float = Field(
+        1.0,
+        gt=0.0,
+        le=60.0,
+        description="spill: how long an unacknowledged event waits in memory before it is "
+        "written to the spool (what a kill -9 or a power cut can lose).",
+    )
 
     @field_validator("url")
     @classmethod

@@ -316,6 +316,9 @@ class Health(_Payload):
     mqtt_dropped: int = Field(0, description="Events given up (never delivered, not kept).")
     cpu_percent: float | None
     rss_mb: float | None
+    disk_write_bytes: int | None = Field(
+        None, description="Bytes the daemon wrote to disk since it started (/proc/self/io)."
+    )
     cpu_temp_c: float | None
     throttled: dict[str, Any] | None
     pid: int

@@ -47,6 +47,7 @@ _COUNTERS = (
     ("edged_events_published", H.events_published, "Events handed to the MQTT client."),
     ("edged_mqtt_reconnects", H.mqtt_reconnects, "Reconnections to the MQTT broker."),
     ("edged_mqtt_dropped", H.mqtt_dropped, "MQTT messages that could not be delivered."),
+    ("edged_disk_write_bytes", H.disk_write_bytes, "Bytes the daemon wrote to disk."),
     ("edged_tpu_fallbacks", H.fallbacks, "Switches from the Edge TPU to the CPU."),
     ("edged_worker_restarts", H.worker_restarts, "Restarts of the inference worker process."),
 )

@@ -52,6 +52,7 @@ class HealthReporter:
         else:
             cpu = round(self._process.cpu_percent(), 1)
             rss = self._process.rss_mb()
+        written = (process or self._process).disk_write_bytes()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
         backend[H.model] = engine.model.name if engine else None
         backend[H.model_sha256] = engine.model.sha256 if engine else None
@@ -87,6 +88,7 @@ class HealthReporter:
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
             rss_mb=round(rss, 1) if rss is not None else None,
+            disk_write_bytes=written,
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
