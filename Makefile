@@ -21,7 +21,7 @@ PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-ve
 # to write it: without it every run compiles edged and the tests again (about 1.3 s)
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
-.PHONY: run venv venv-run system-deps system-deps-run test test-unit test-integration \
+.PHONY: run venv venv-run venv-learn system-deps system-deps-run test test-unit test-integration \
 	test-deploy lint format bench clean
 
 # apt_install(packages): install the missing ones (with sudo unless root), or say which
@@ -64,6 +64,16 @@ $(VENV)/.dev: $(VENV)/.run
 
 venv-run: $(VENV)/.run
 venv: $(VENV)/.dev
+
+# ... and the `learn` extra (PyTorch, litert-torch: about 2 GB, 3 minutes) for
+# `edged train --recipe deep` and its test.  torch first, alone, so that nothing pulls a
+# CUDA build; where pip is pointed at a CPU wheel (find-links, or PyTorch's CPU index) it takes it.
+$(VENV)/.learn: $(VENV)/.dev
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev,learn]'
+	@touch $@
+
+venv-learn: $(VENV)/.learn
 
 ## run: the daemon on its embedded defaults (bundled model, sample photos, embedded broker)
 run: venv-run

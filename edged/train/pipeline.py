@@ -77,7 +77,7 @@ class TrainOptions:
     recipe: str = "head"  # one of RECIPES
     deep: DeepParams = field(default_factory=DeepParams)  # the deep recipe's settings
     threads: int | None = None  # deep: PyTorch threads (default: one fewer than the cores)
-    nice: int = TRAIN_NICE  # deep: the niceness training runs at
+    nice: int = TRAIN_NICE  # the niceness training runs at (train() raises its own to it)
 
 
 class Progress:
@@ -260,6 +260,8 @@ def train(opts: TrainOptions, progress: Progress | None = None) -> dict[str, Any
     timings: dict[str, float] = {}
     started = time.perf_counter()
     start = _start(opts, progress, timings)
+    # below the daemon, which keeps classifying: before any worker thread exists
+    lower_priority(opts.nice)
     if start.recipe == "deep":
         return _run_deep(opts, start, progress, timings, started)
     return _run_head(opts, start, progress, timings, started).report
@@ -425,6 +427,7 @@ def _run_head(
         "images": {k: {"used": used[k], "skipped": skipped[k]} for k in classes},
         "skipped_files": bad,
         "recipe": "head",
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "recipe_asked": opts.recipe,
         "recipe_reason": start.why,
         "augment": opts.augment,
@@ -599,7 +602,7 @@ def _run_deep(
     classes = dataset.classes
     n_classes = len(classes)
     samples = dataset.samples()
-    niceness = lower_priority(opts.nice)
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
     try:
         threads = opts.threads or training_threads()
     except ValueError as exc:
@@ -686,6 +689,7 @@ def _run_deep(
         "images": {k: {"used": used[k], "skipped": skipped[k]} for k in classes},
         "skipped_files": bad,
         "recipe": "deep",
+        "nice": niceness,
         "recipe_asked": opts.recipe,
         "recipe_reason": start.why,
         "augment": True,
