@@ -237,8 +237,8 @@ def start_daemon(tmp: Path, photos: Path, broker: Mosquitto, fps: float) -> subp
     )
 
 
-def timed_train(data: Path, out: Path, recipe: str, log: Path) -> tuple[float, float, Any]:
-    """``edged train`` as a child: (wall s, peak RSS MB, report)."""
+def timed_train(data: Path, out: Path, recipe: str, log: Path) -> tuple[float, float, float, Any]:
+    """``edged train`` as a child: (wall s, CPU s, peak RSS MB, report)."""
     cmd = [sys.executable, "-m", "edged", "train", str(data), "--out", str(out)]
     cmd += ["--recipe", recipe, "--no-cache", "--json"]
     t0 = time.monotonic()
@@ -250,7 +250,7 @@ def timed_train(data: Path, out: Path, recipe: str, log: Path) -> tuple[float, f
     if proc.returncode != 0:
         sys.exit(f"edged train --recipe {recipe} failed ({proc.returncode}), see {log}")
     report = json.loads((out.parent / f"{out.stem}.json.out").read_text())
-    return seconds, usage.ru_maxrss / 1024, report
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, report
 
 
 def test_accuracy(model: Path, test: dict[str, list[Path]]) -> tuple[float, int]:
@@ -305,7 +305,7 @@ def table_main(argv: list[str]) -> int:
                     time.sleep(args.rest)  # the daemon alone
                     t1 = time.monotonic()
                     out = tmp / f"{recipe}-{name}.tflite"
-                    seconds, rss, report = timed_train(
+                    seconds, cpu, rss, report = timed_train(
                         data, out, recipe, tmp / f"{recipe}-{name}.log"
                     )
                     t2 = time.monotonic()
@@ -316,6 +316,7 @@ def table_main(argv: list[str]) -> int:
                         "set": name,
                         "photos": photos,
                         "seconds": round(seconds, 1),
+                        "cpu_seconds": round(cpu, 1),
                         "peak_rss_mb": round(rss),
                         "test_accuracy_int8": round(acc, 4),
                         "test_photos": n_test,
@@ -343,14 +344,15 @@ def table_main(argv: list[str]) -> int:
         f"{load[0]:.1f} at the end"
     )
     print(
-        "| recipe | training photos | time s | peak RSS MB | int8 accuracy (test) "
+        "| recipe | training photos | time s | CPU s | peak RSS MB | int8 accuracy (test) "
         "| daemon events/s at rest | while training | ratio |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         ratio = r["fps_training"] / r["fps_rest"] if r["fps_rest"] else float("nan")
         print(
             f"| {r['recipe']} | {r['set']} ({r['photos']}) | {r['seconds']:.0f} | "
+            f"{r['cpu_seconds']:.0f} | "
             f"{r['peak_rss_mb']} | {r['test_accuracy_int8']:.3f} | {r['fps_rest']:.1f} | "
             f"{r['fps_training']:.1f} | {ratio:.2f} |"
         )
