@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -227,7 +228,8 @@ def start_daemon(tmp: Path, photos: Path, broker: Mosquitto, fps: float) -> subp
     config = tmp / "daemon.toml"
     config.write_text(
         '[device]\nid = "benchtrain"\n'
-        f'[capture]\ntype = "replay"\npaths = ["{photos}"]\nloop = true\nfps = {fps}\n'
+        f'[capture]\ntype = "replay"\npaths = ["{photos}"]\nrecursive = true\nloop = true\n'
+        f"fps = {fps}\n"
         f'[mqtt]\nurl = "{broker.url}"\n'
     )
     return subprocess.Popen(
@@ -235,6 +237,10 @@ def start_daemon(tmp: Path, photos: Path, broker: Mosquitto, fps: float) -> subp
         stdout=subprocess.DEVNULL,
         stderr=(tmp / "daemon.log").open("wb"),
     )
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 def timed_train(data: Path, out: Path, recipe: str, log: Path) -> tuple[float, float, float, Any]:
@@ -264,11 +270,13 @@ def test_accuracy(model: Path, test: dict[str, list[Path]]) -> tuple[float, int]
     return hits / len(files), len(files)
 
 
-def wait_for_events(rate: EventRate, n: int, timeout: float) -> None:
+def wait_for_events(rate: EventRate, n: int, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while rate.count() < n:
         if time.monotonic() > deadline:
-            sys.exit(f"the daemon sent fewer than {n} events in {timeout:.0f} s")
+            sys.exit(
+                f"the daemon sent fewer than {n} events in {timeout:.0f} s:\n{log.read_text()}"
+            )
         time.sleep(0.1)
 
 
@@ -282,6 +290,7 @@ def table_main(argv: list[str]) -> int:
     if not WEATHER.is_dir():
         sys.exit(f"fixture not found: {WEATHER}")
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    signal.signal(signal.SIGTERM, on_sigterm)  # clean up the daemon and the broker
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edged-bench-recipes-") as tmp_name:
         tmp = Path(tmp_name)
@@ -298,7 +307,7 @@ def table_main(argv: list[str]) -> int:
         daemon = start_daemon(tmp, test_dir, broker, args.fps)
         rate = EventRate(broker.port, "benchtrain")
         try:
-            wait_for_events(rate, 30, 120)
+            wait_for_events(rate, 30, 120, tmp / "daemon.log")
             for recipe in recipes:
                 for name, data in sets.items():
                     t0 = time.monotonic()

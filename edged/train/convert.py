@@ -159,7 +159,7 @@ def make_quantizer(observer: str = "histogram") -> Any:
             for node in calls(gm, passthrough):  # graph order: producers come first
                 if annotated(node):
                     continue
-                prev = node.args[0]
+                prev: Any = node.args[0]
                 if prev.op == "placeholder":
                     in_qspec: Any = input_qspec
                 elif has_output_qspec(prev):
@@ -307,7 +307,7 @@ def fold_pads(data: bytes) -> tuple[bytes, int, int]:
     names = _opcode_names(model)
 
     def op_name(op: Any) -> str:
-        return names[op.opcodeIndex]
+        return str(names[op.opcodeIndex])
 
     def consumers(tensor: int) -> list[Any]:
         return [op for op in graph.operators if tensor in list(op.inputs)]

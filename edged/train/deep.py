@@ -294,7 +294,7 @@ def train_deep(
             x = torch.from_numpy(cache[idx.numpy(), view].astype(np.float32))
             y = labels[idx]
             logits = net.rest(x, train=True)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss: Any = torch.nn.functional.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
