@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,18 @@ PREFIX_BATCH = 8  # views pushed through the frozen prefix at once
 def missing() -> list[str]:
     """The distributions the deep recipe needs that are not installed."""
     return [dist for mod, dist in DEPENDENCIES.items() if importlib.util.find_spec(mod) is None]
+
+
+def install_hint(machine: str | None = None) -> str:
+    """How to get the deep recipe's packages on this machine, or why it cannot have them."""
+    machine = machine or platform.machine()
+    if machine.lower() in ("aarch64", "arm64") and platform.system() == "Linux":
+        return (
+            "on aarch64 Linux (a Raspberry Pi) the learn extra does not install: litert-torch's "
+            "converter (litert-converter) publishes builds for x86-64 Linux and macOS only; "
+            "use --recipe head here, or train the deep recipe on an x86-64 machine"
+        )
+    return "pip install torch==2.13.0 (its CPU build), then pip install 'edged[learn]'"
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ def choose_recipe(opts: TrainOptions, photos: int, available: int | None) -> tup
     problems = []
     absent = deep.missing()
     if absent:
-        problems.append(f"the deep recipe needs {', '.join(absent)} (pip install 'edged[learn]')")
+        problems.append(f"the deep recipe needs {', '.join(absent)}: {deep.install_hint()}")
     if opts.base is not None and opts.base.resolve() != default_model_path().resolve():
         problems.append(
             f"the deep recipe fine-tunes the bundled EfficientNet-Lite0, not --base "

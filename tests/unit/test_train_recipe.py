@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from edged.train import augment
-from edged.train.deep import CACHE_BYTES_PER_VIEW, DeepParams, decode_side, missing
+from edged.train.deep import (
+    CACHE_BYTES_PER_VIEW,
+    DeepParams,
+    decode_side,
+    install_hint,
+    missing,
+)
 from edged.train.pipeline import RECIPES, TrainError, TrainOptions, choose_recipe, holdout, train
 from edged.train.resources import (
     MemoryCheck,
@@ -198,7 +204,15 @@ def test_auto_falls_back_to_head_and_says_why(tmp_path: Path) -> None:
     assert recipe == "head" and "MemAvailable is 100 MB" in why
     recipe, why = choose_recipe(opts(tmp_path, "auto"), 100, 64_000_000_000)
     if missing():
-        assert recipe == "head" and "pip install 'edged[learn]'" in why
+        assert recipe == "head" and "the deep recipe needs" in why
     else:
         assert recipe == "deep"
     assert choose_recipe(opts(tmp_path, "head"), 100, 1) == ("head", "")
+
+
+def test_install_hint_says_where_the_extra_does_not_install() -> None:
+    import platform
+
+    if platform.system() == "Linux":
+        assert "x86-64 machine" in install_hint("aarch64")
+    assert "pip install 'edged[learn]'" in install_hint("x86_64")
