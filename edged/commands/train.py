@@ -20,6 +20,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edged.train.report import RichProgress, render
 
     model_cfg = load(args).model
+    try:
+        deep = DeepParams() if args.epochs is None else DeepParams(epochs=args.epochs)
+    except ValueError as exc:
+        print(f"edged train: --epochs: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     opts = TrainOptions(
         data_dir=args.data_dir,
         out=args.out,
@@ -29,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=model_cfg,
         cache_dir=None if args.no_cache else (args.cache or default_cache_dir()),
         recipe=args.recipe,
-        **({"deep": DeepParams(epochs=args.epochs)} if args.epochs is not None else {}),
+        deep=deep,
     )
     progress = None if args.json or not sys.stderr.isatty() else RichProgress()
     try:
