@@ -624,7 +624,8 @@ class LearnConfig(_Section):
     recipe: str = Field(
         "head",
         min_length=1,
-        description="How edged train trains: head = a new last layer on frozen features.",
+        description="How edged train trains: head = a new last layer on frozen features; "
+        "deep = the last blocks too (the learn extra); auto = deep where it can run, else head.",
     )
     held_out: float = Field(
         0.2, gt=0.0, lt=1.0, description="Share of each class held out to score old and new model."
