@@ -76,16 +76,19 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():
             problems.append((f"mqtt.{key}", "no such file", value))
-    if cfg.capture.type == "stream":
-        value = cfg.capture.password_file
-        if value and not Path(value).is_file():
-            problems.append(("capture.password_file", "no such file", value))
     if cfg.web.password_file and not Path(cfg.web.password_file).is_file():
         problems.append(("web.password_file", "no such file", cfg.web.password_file))
-    if cfg.capture.type == "replay":
-        for i, value in enumerate(cfg.capture.paths):
-            if not Path(value).exists():
-                problems.append((f"capture.paths.{i}", "does not exist", value))
+    for i, camera in enumerate(cfg.camera_list()):
+        where = "capture" if camera.name is None else f"cameras[{i}]"
+        capture = camera.capture
+        if capture.type == "stream":
+            value = capture.password_file
+            if value and not Path(value).is_file():
+                problems.append((f"{where}.password_file", "no such file", value))
+        if capture.type == "replay":
+            for j, value in enumerate(capture.paths):
+                if not Path(value).exists():
+                    problems.append((f"{where}.paths.{j}", "does not exist", value))
     return problems
 
 
