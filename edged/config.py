@@ -324,7 +324,21 @@ class ModelConfig(_Section):
             "worker restarts, frames run in-process."
         ),
     )
-    num_threads: int = Field(2, ge=1, le=64, description="CPU threads for inference.")
+    num_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="CPU threads per interpreter.  Where several cameras share a CPU model "
+        "and this is not set, the cores are divided among its interpreters.",
+    )
+    interpreters: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Interpreters of a CPU model, each serving one camera's frame at a "
+        "time; 0 = one per camera that uses the model, at most one per core (one for a "
+        "single camera).  The Edge TPU is always one interpreter.",
+    )
     mean: float | None = Field(None, description="Input normalization mean (float models).")
     std: float | None = Field(None, gt=0.0, description="Input normalization std.")
     crop: Literal["center", "none"] = Field(

@@ -172,11 +172,12 @@ class Engine:
         """The oldest submitted frame's raw output, for :meth:`classify` (in any thread)."""
         return self.backend.collect()
 
-    def classify(self, result: Inference) -> Outcome:
-        """A raw output as a classification; touches no device, so the engine may since
-        have been closed."""
+    def classify(self, result: Inference, classifier: Classifier | None = None) -> Outcome:
+        """A raw output as a classification (by ``classifier``, a camera's own, or the
+        engine's); touches no device, so the engine may since have been closed."""
         raw, out, name, ms = result
-        return Outcome(self.classifier(raw, out.scale, out.zero_point), ms, name)
+        c = classifier or self.classifier
+        return Outcome(c(raw, out.scale, out.zero_point), ms, name)
 
     def classify_frame(self, frame: npt.NDArray[np.uint8]) -> tuple[Classification, float]:
         return self.infer(self.preprocess(frame))

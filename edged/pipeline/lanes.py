@@ -1,0 +1,149 @@
+"""The fair queue between cameras and a shared inference stage: one lane per camera.
+
+A lane holds at most ``capacity`` items.  A live camera puts without waiting: when its lane
+is full its oldest item makes room (the newest frame wins; the drop is the caller's to
+count).  A camera reading files waits for room instead, so that no file is skipped.
+:meth:`Lanes.get` serves the lanes round-robin, one item per turn, from the lane after the
+one served last: a camera with many frames waiting cannot starve one with few.  A lane
+keeps at most ``in_flight`` items taken and not yet :meth:`~Lanes.done` (one, where several
+interpreters serve a stage, so that one camera's results come back in order)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+Empty = queue.Empty
+
+
+@dataclass
+class _Lane(Generic[T]):
+    capacity: int
+    in_flight_max: int
+    items: deque[tuple[float, T]] = field(default_factory=deque)
+    in_flight: int = 0
+    ended: bool = False  # no more items will come (the camera's source finished)
+    closed: bool = False  # items are refused and those waiting were dropped
+
+
+class Lanes(Generic[T]):
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._lanes: dict[str, _Lane[T]] = {}
+        self._order: list[str] = []
+        self._next = 0  # index in _order where the next turn starts
+
+    def add(self, key: str, capacity: int, in_flight: int = 1) -> None:
+        if capacity < 1 or in_flight < 1:
+            raise ValueError(f"lane {key!r}: capacity and in_flight must be >= 1")
+        with self._cond:
+            if key in self._lanes:
+                raise ValueError(f"lane {key!r} exists already")
+            self._lanes[key] = _Lane(capacity, in_flight)
+            self._order.append(key)
+
+    def set_in_flight(self, in_flight: int) -> None:
+        with self._cond:
+            for lane in self._lanes.values():
+                lane.in_flight_max = max(1, in_flight)
+
+    # -- the cameras' side ------------------------------------------------------------------
+    def put_newest(self, key: str, item: T) -> int:
+        """Put without waiting; when the lane is full its oldest item makes room.  How many
+        items were dropped (0 or 1; an item put into a closed lane counts as dropped)."""
+        with self._cond:
+            lane = self._lanes[key]
+            if lane.closed:
+                return 1
+            dropped = 0
+            if len(lane.items) >= lane.capacity:
+                lane.items.popleft()
+                dropped = 1
+            lane.items.append((time.monotonic(), item))
+            self._cond.notify_all()
+            return dropped
+
+    def put(self, key: str, item: T, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for room; False if there was none.  True for a closed
+        lane (the item is dropped: nobody wants it any more)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            lane = self._lanes[key]
+            while len(lane.items) >= lane.capacity and not lane.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            if not lane.closed:
+                lane.items.append((time.monotonic(), item))
+                self._cond.notify_all()
+            return True
+
+    def end(self, key: str) -> None:
+        """No more items will come into ``key`` (those waiting are still served)."""
+        with self._cond:
+            self._lanes[key].ended = True
+            self._cond.notify_all()
+
+    def close(self, key: str) -> int:
+        """Refuse further items for ``key`` and drop those waiting; how many were dropped."""
+        with self._cond:
+            lane = self._lanes[key]
+            dropped = len(lane.items)
+            lane.items.clear()
+            lane.closed = lane.ended = True
+            self._cond.notify_all()
+            return dropped
+
+    # -- the stage's side -------------------------------------------------------------------
+    def get(self, timeout: float | None = None) -> tuple[str, T, float]:
+        """The next item round-robin: ``(key, item, queued_at)``; raises Empty after
+        ``timeout`` s (None: no wait)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self._take()
+                if found is not None:
+                    return found
+                left = 0.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise Empty
+                self._cond.wait(left)
+
+    def _take(self) -> tuple[str, T, float] | None:
+        n = len(self._order)
+        for i in range(n):
+            key = self._order[(self._next + i) % n]
+            lane = self._lanes[key]
+            if lane.items and lane.in_flight < lane.in_flight_max:
+                self._next = (self._next + i + 1) % n
+                queued_at, item = lane.items.popleft()
+                lane.in_flight += 1
+                self._cond.notify_all()  # room for a waiting put
+                return key, item, queued_at
+        return None
+
+    def done(self, key: str) -> None:
+        """An item taken from ``key`` has been dealt with."""
+        with self._cond:
+            lane = self._lanes[key]
+            lane.in_flight = max(0, lane.in_flight - 1)
+            self._cond.notify_all()
+
+    def finished(self) -> bool:
+        """Every lane has ended, holds nothing and has nothing in flight."""
+        with self._cond:
+            return all(
+                lane.ended and not lane.items and not lane.in_flight
+                for lane in self._lanes.values()
+            )
+
+    def waiting(self, key: str) -> int:
+        with self._cond:
+            return len(self._lanes[key].items)
