@@ -1,0 +1,223 @@
+"""Several cameras in one daemon, on a real mosquitto: a replay camera, an MJPEG camera over
+HTTP and an RTSP camera (GStreamer) share the bundled model; each publishes on its own
+topics with its own seq, and one camera's outage leaves the others classifying."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from tests.servers.mjpeg import MjpegServer, jpeg_frames
+from tests.servers.rtsp import RtspServer, require_rtsp
+from tests.support import ROOT, Mosquitto, Subscriber, start_edged, stop_process, write_config
+
+SAMPLES = ROOT / "edged" / "samples"
+COFFEE = SAMPLES / "coffee.jpg"
+CAT = SAMPLES / "chelsea_cat.jpg"
+CAT_LABELS = {"tiger cat", "tabby", "Egyptian cat"}
+
+
+def schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((ROOT / "docs" / "schema" / name).read_text())
+    return loaded
+
+
+def events_of(sub: Subscriber, camera: str) -> list[dict[str, Any]]:
+    return [json.loads(p) for t, p, _ in sub.messages if t == f"edged/home/{camera}/events"]
+
+
+def config(tmp_path: Path, broker: str, mjpeg: str, rtsp: str) -> Path:
+    stream = """reconnect_min_s = 0.25
+reconnect_max_s = 2.0
+read_timeout_s = 3.0
+connect_timeout_s = 3.0"""
+    return write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "home"
+[mqtt]
+url = "{broker}"
+[health]
+interval_s = 0.5
+[homeassistant]
+discovery = true
+
+[[cameras]]
+name = "hall"
+type = "replay"
+paths = ["{CAT}"]
+loop = true
+fps = 8
+
+[[cameras]]
+name = "garden"
+type = "stream"
+url = "{mjpeg}"
+{stream}
+[cameras.classify]
+top_k = 2
+
+[[cameras]]
+name = "kitchen"
+type = "stream"
+url = "{rtsp}"
+{stream}
+""",
+    )
+
+
+def test_three_cameras_publish_on_their_own_topics(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    require_rtsp()
+    rtsp = RtspServer([COFFEE], workdir=tmp_path).start()
+    mjpeg = MjpegServer(jpeg_frames([COFFEE], (450, 300)), fps=8).start()
+    sub = Subscriber(mosquitto.port, "#")
+    log = tmp_path / "edged.log"
+    cfg = config(tmp_path, mosquitto.url, f"{mjpeg.url}/stream", rtsp.url)
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    cameras = ("hall", "garden", "kitchen")
+    try:
+        assert sub.wait(lambda: all(len(events_of(sub, c)) >= 5 for c in cameras), 90), (
+            log.read_text()
+        )
+        assert sub.wait(
+            lambda: all(
+                (sub.last_health() or {}).get("cameras", {}).get(c, {}).get("state") == "ok"
+                for c in cameras
+            ),
+            20,
+        ), sub.last_health()
+        health = sub.last_health()
+        # one camera down: the MJPEG server goes away, the others go on
+        mjpeg.stop()
+        assert sub.wait(
+            lambda: (
+                (sub.last_health() or {}).get("cameras", {}).get("garden", {}).get("state")
+                == "down"
+            ),
+            20,
+        ), sub.last_health()
+        down = sub.last_health()
+        counts = {c: len(events_of(sub, c)) for c in ("hall", "kitchen")}
+        assert sub.wait(lambda: all(len(events_of(sub, c)) >= counts[c] + 5 for c in counts), 30), (
+            log.read_text()
+        )
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
+        rtsp.stop()
+        mjpeg.stop()
+        sub.close()
+    assert health is not None and down is not None
+    for camera in cameras:
+        events = events_of(sub, camera)
+        assert events, camera
+        # seq per camera from 1, without a gap, within the one run
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), camera
+        assert {e["camera"] for e in events} == {camera}
+        assert len({e["run_id"] for e in events}) == 1
+        for e in events[:20]:
+            jsonschema.validate(e, schema("event.json"))
+    assert {e["label"] for e in events_of(sub, "hall")} <= CAT_LABELS
+    assert {e["label"] for e in events_of(sub, "kitchen")} == {"espresso"}
+    assert all(len(e["top_k"]) <= 2 for e in events_of(sub, "garden"))  # its own classify
+    # no event on the device's own events topic: every camera has its own
+    assert not [t for t, _, _ in sub.messages if t == "edged/home/events"]
+    for report in (health, down):
+        jsonschema.validate(report, schema("health.json"))
+        assert set(report["cameras"]) == set(cameras)
+    assert down["state"] == "ok"  # the device judges by its healthy cameras
+    garden = down["cameras"]["garden"]
+    assert garden["source_state"] in ("reconnecting", "failed") and garden["error"]
+    # Home Assistant's state, one retained topic per camera
+    states = {t for t, _, _ in sub.messages if t.endswith("/state")}
+    assert {f"edged/home/{c}/state" for c in cameras} <= states
+
+
+def test_commands_by_camera_through_the_fleets_acl(tmp_path: Path, acl_broker: Mosquitto) -> None:
+    """`snapshot` of one camera and a `set` for one camera, sent by the operator over the
+    fleet's ACL; Home Assistant's discovery gives a device per camera via the edged device."""
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "cam-1"
+[mqtt]
+url = "{acl_broker.url}"
+username = "cam-1"
+protocol = "5"
+password_file = "{tmp_path / "pw-cam-1"}"
+[health]
+interval_s = 0.5
+[homeassistant]
+discovery = true
+[[cameras]]
+name = "front"
+type = "replay"
+paths = ["{CAT}"]
+loop = true
+fps = 10
+[[cameras]]
+name = "back"
+type = "replay"
+paths = ["{COFFEE}"]
+loop = true
+fps = 10
+""",
+    )
+    from tests.support import Operator
+
+    op = Operator(acl_broker.port, username="operator", password="pw-operator")
+    sub = Subscriber(acl_broker.port, "#", username="operator", password="pw-operator")
+    ha = Subscriber(
+        acl_broker.port, "homeassistant/#", username="homeassistant", password="pw-homeassistant"
+    )
+    log = tmp_path / "edged.log"
+    proc = start_edged("run", "-c", str(cfg), log=log)
+
+    def events(camera: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for t, p, _ in sub.messages if t == f"edged/cam-1/{camera}/events"]
+
+    try:
+        assert sub.wait(lambda: len(events("front")) >= 3 and len(events("back")) >= 3, 60), (
+            log.read_text()
+        )
+        reply = op.request({"cmd": "snapshot", "camera": "back"})
+        assert reply["ok"], reply
+        assert reply["result"]["topic"] == "edged/cam-1/back/snapshot"
+        assert reply["result"]["state"]["camera"] == "back"
+        assert reply["result"]["state"]["label"] == "espresso"
+        assert sub.wait(lambda: bool(sub.on("back/snapshot")), 10)
+        assert sub.on("back/snapshot")[-1][1][:3] == b"\xff\xd8\xff"
+        reply = op.request({"cmd": "snapshot", "camera": "side"})
+        assert not reply["ok"] and "cameras: front, back" in reply["error"], reply
+        # set for one camera: its top_k only
+        reply = op.request({"cmd": "set", "camera": "front", "classify": {"top_k": 1}})
+        assert reply["ok"] and reply["result"]["camera"] == "front", reply
+        n_front, n_back = len(events("front")), len(events("back"))
+        assert sub.wait(
+            lambda: len(events("front")) >= n_front + 4 and len(events("back")) >= n_back + 4, 30
+        )
+        # events classified before the reply (received after n_front was read) keep top 5;
+        # from the first with top_k 1 on, every one has it
+        after = [len(e["top_k"]) for e in events("front")[n_front:]]
+        first = after.index(1)
+        assert first <= 5 and set(after[first:]) == {1}, after
+        assert max(len(e["top_k"]) for e in events("back")[n_back:]) > 1
+        assert ha.wait(lambda: len(ha.messages) >= 14, 20)
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
+        op.close()
+        sub.close()
+        ha.close()
+    for camera in ("front", "back"):
+        seqs = [e["seq"] for e in events(camera)]
+        assert seqs == list(range(1, len(seqs) + 1))
+    configs = [json.loads(p) for t, p, _ in ha.messages if t.endswith("/config") and p]
+    devices = {c["device"]["identifiers"][0]: c["device"] for c in configs}
+    assert set(devices) == {"edged_cam-1", "edged_cam-1_front", "edged_cam-1_back"}
+    assert devices["edged_cam-1_front"]["via_device"] == "edged_cam-1"
+    labels = {c["state_topic"] for c in configs if c["unique_id"].endswith("_label")}
+    assert labels == {"edged/cam-1/front/state", "edged/cam-1/back/state"}
