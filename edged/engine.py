@@ -74,6 +74,7 @@ class Work:
     input: ModelInput
     region: str | None = None  # the capture.regions name; None = the whole frame
     image: npt.NDArray[np.uint8] | None = None
+    ts: float = 0.0  # time.time() when the source delivered the frame (0: unknown)
 
 
 @dataclass(frozen=True)

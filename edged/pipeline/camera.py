@@ -109,10 +109,25 @@ class CameraPipeline:
                     source.skipped += 1
                     log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                     break
-                item = Work(frame.number, frame.source, prepared, region=region, image=image)
+                item = Work(
+                    frame.number, frame.source, prepared, region=region, image=image, ts=frame.ts
+                )
                 if not self._hand_over(stage, item, stop):
                     return
+            if not source.live and not self._wait_turn(stop):
+                return
         self.ended = True
+
+    def _wait_turn(self, stop: threading.Event) -> bool:
+        """A camera reading files, sharing its stage: read the next frame only when its turn
+        is near (:meth:`Lanes.wait_turn`), so that it is fresh when classified."""
+        stage = self.main
+        if not stage.shared():
+            return True
+        while not stop.is_set():
+            if stage.lanes.wait_turn(self.key, stage.ahead, timeout=0.2):
+                return not self._closed
+        return False
 
     def _hand_over(self, stage: InferenceStage, item: Work, stop: threading.Event) -> bool:
         """Queue a frame (or one region of it) for inference; False once stopping."""

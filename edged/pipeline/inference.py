@@ -103,7 +103,7 @@ class InferenceStage:
         self._routes: dict[str, Route] = {}
         self._next: list[Engine | None] = [None] * len(engines)
         self._swapped = threading.Condition()
-        self.ages: deque[float] = deque(maxlen=8192)  # seconds from lane to interpreter
+        self.ages: deque[float] = deque(maxlen=8192)  # seconds from source to interpreter
         self.reason = "frame source finished"
         self._done = False
 
@@ -115,6 +115,15 @@ class InferenceStage:
     @property
     def depth(self) -> int:
         return sum(e.depth for e in self.engines)
+
+    @property
+    def ahead(self) -> int:
+        """How many cameras reading files may hold a frame for their coming turns: the
+        frames in flight and one more, so the device never waits for a frame."""
+        return self.depth + 1
+
+    def shared(self) -> bool:
+        return len(self._routes) > 1
 
     def attach(self, camera: str, route: Route, capacity: int) -> None:
         """A camera's lane; ``capacity`` frames (or regions) may wait in it."""
@@ -147,13 +156,15 @@ class InferenceStage:
                             engine.prepare(item.image),
                             region=item.region,
                             image=item.image,
+                            ts=item.ts,
                         )
                     engine.submit(item.input)
                 except (RuntimeError, ValueError) as exc:
                     self.lanes.done(camera)
                     route.lost(item, exc)
                     continue
-                self.ages.append(time.monotonic() - queued)
+                # the frame's age: from the source when it says, else from its lane
+                self.ages.append(time.time() - item.ts if item.ts else time.monotonic() - queued)
                 pending.append(Slot(camera, item))
             if not pending:
                 if self.lanes.finished():

@@ -6,7 +6,12 @@ count).  A camera reading files waits for room instead, so that no file is skipp
 :meth:`Lanes.get` serves the lanes round-robin, one item per turn, from the lane after the
 one served last: a camera with many frames waiting cannot starve one with few.  A lane
 keeps at most ``in_flight`` items taken and not yet :meth:`~Lanes.done` (one, where several
-interpreters serve a stage, so that one camera's results come back in order)."""
+interpreters serve a stage, so that one camera's results come back in order).
+
+A camera that reads files as fast as it is served would read its next frame long before its
+turn comes (with 8 cameras, 8 turns later): :meth:`Lanes.wait_turn` lets it read the next
+one only when its turn is near (``ahead`` lanes), so that a frame is fresh when it is
+classified."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class _Lane(Generic[T]):
     in_flight: int = 0
     ended: bool = False  # no more items will come (the camera's source finished)
     closed: bool = False  # items are refused and those waiting were dropped
+    turn_waiting: bool = False  # its camera waits in wait_turn()
 
 
 class Lanes(Generic[T]):
@@ -84,6 +90,39 @@ class Lanes(Generic[T]):
                 lane.items.append((time.monotonic(), item))
                 self._cond.notify_all()
             return True
+
+    def wait_turn(self, key: str, ahead: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until ``key`` holds nothing and fewer than ``ahead``
+        lanes are served before it (lanes holding items or waiting for their turn, from
+        the one served next); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            lane = self._lanes[key]
+            lane.turn_waiting = True
+            self._cond.notify_all()
+            try:
+                while not lane.closed and (lane.items or self._before(key) >= ahead):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                return True
+            finally:
+                lane.turn_waiting = False
+
+    def _before(self, key: str) -> int:
+        """Lanes served before ``key`` in the round from the next turn: those that hold
+        items or wait for their turn (an idle camera takes no turn)."""
+        n = len(self._order)
+        before = 0
+        for i in range(n):
+            k = self._order[(self._next + i) % n]
+            if k == key:
+                break
+            lane = self._lanes[k]
+            if lane.items or lane.turn_waiting:
+                before += 1
+        return before
 
     def end(self, key: str) -> None:
         """No more items will come into ``key`` (those waiting are still served)."""

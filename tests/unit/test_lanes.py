@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -133,3 +134,35 @@ def test_stats_total_adds_up_cameras() -> None:
     assert total.frames_processed == 3 and total.frames_dropped == 3
     assert total.latency_ms().p50 == 4.0
     assert total.last_frame_at == b.last_frame_at
+
+
+def test_a_file_camera_reads_its_next_frame_only_when_its_turn_is_near() -> None:
+    lanes = _lanes("a", "b", "c", "d", capacity=2)
+    for key in "abcd":
+        lanes.put(key, 0, timeout=0)
+    # d holds a frame: it waits until that one is taken and its turn is near
+    assert not lanes.wait_turn("d", ahead=2, timeout=0.01)
+    assert lanes.get(0)[0] == "a"  # a taken: b, c, d hold frames; d's own is still there
+    assert not lanes.wait_turn("d", ahead=2, timeout=0.01)
+    assert [lanes.get(0)[0] for _ in range(3)] == ["b", "c", "d"]
+    # the round starts again at a, which holds nothing and waits for nothing: d is next
+    assert lanes.wait_turn("d", ahead=1, timeout=0.01)
+    lanes.put("a", 1, timeout=0)
+    lanes.put("b", 1, timeout=0)
+    assert not lanes.wait_turn("d", ahead=2, timeout=0.01)  # a and b go first
+    assert lanes.wait_turn("d", ahead=3, timeout=0.01)
+
+
+def test_a_camera_waiting_for_its_turn_counts_for_those_behind_it() -> None:
+    lanes = _lanes("c", "a", "b", capacity=2)
+    lanes.put("c", 0, timeout=0)
+    assert lanes.wait_turn("b", ahead=2, timeout=0)  # before b: c only
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(lanes.wait_turn("a", ahead=1, timeout=5)))
+    t.start()
+    deadline = time.monotonic() + 5
+    while lanes.wait_turn("b", ahead=2, timeout=0.01):  # until a is seen waiting
+        assert time.monotonic() < deadline, "a never waited"
+    assert lanes.get(0)[0] == "c"  # c served: a's turn is next
+    t.join(5)
+    assert got == [True]
