@@ -4,20 +4,39 @@ topics with its own seq, and one camera's outage leaves the others classifying."
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
+from tests.fakes.delegate import build_fake_delegate
 from tests.servers.mjpeg import MjpegServer, jpeg_frames
 from tests.servers.rtsp import RtspServer, require_rtsp
-from tests.support import ROOT, Mosquitto, Subscriber, start_edged, stop_process, write_config
+from tests.support import (
+    BUNDLED,
+    ROOT,
+    Mosquitto,
+    Operator,
+    Subscriber,
+    start_edged,
+    stop_process,
+    write_config,
+)
 
 SAMPLES = ROOT / "edged" / "samples"
 COFFEE = SAMPLES / "coffee.jpg"
 CAT = SAMPLES / "chelsea_cat.jpg"
 CAT_LABELS = {"tiger cat", "tabby", "Egyptian cat"}
+FP32 = ROOT / "models" / "efficientnet_lite0_fp32.tflite"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -167,8 +186,6 @@ loop = true
 fps = 10
 """,
     )
-    from tests.support import Operator
-
     op = Operator(acl_broker.port, username="operator", password="pw-operator")
     sub = Subscriber(acl_broker.port, "#", username="operator", password="pw-operator")
     ha = Subscriber(
@@ -221,3 +238,88 @@ fps = 10
     assert devices["edged_cam-1_front"]["via_device"] == "edged_cam-1"
     labels = {c["state_topic"] for c in configs if c["unique_id"].endswith("_label")}
     assert labels == {"edged/cam-1/front/state", "edged/cam-1/back/state"}
+
+
+def test_every_camera_survives_a_tpu_fault_and_follows_a_reload(
+    tmp_path: Path, mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two cameras on one (fake) Edge TPU, opened once: its worker killed mid-run, both
+    cameras go on on the CPU and come back, with no seq gap; then a reload to another model
+    reaches both cameras."""
+    lib = build_fake_delegate(tmp_path_factory.mktemp("delegate"))
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "home"
+[model]
+path = "{BUNDLED}"
+backend = "edgetpu"
+edgetpu_library = "{lib}"
+num_threads = 1
+[mqtt]
+url = "{mosquitto.url}"
+protocol = "5"
+[health]
+interval_s = 0.5
+[[cameras]]
+name = "hall"
+type = "replay"
+paths = ["{CAT}"]
+loop = true
+fps = 15
+[[cameras]]
+name = "yard"
+type = "replay"
+paths = ["{COFFEE}"]
+loop = true
+fps = 15
+""",
+    )
+    sub = Subscriber(mosquitto.port, "#")
+    op = Operator(mosquitto.port, device="home")
+    log = tmp_path / "edged.log"
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    cameras = ("hall", "yard")
+
+    def backends(camera: str) -> list[str]:
+        return [e["backend"] for e in events_of(sub, camera)]
+
+    try:
+        assert sub.wait(lambda: all(len(events_of(sub, c)) >= 5 for c in cameras), 60), (
+            log.read_text()
+        )
+        health = sub.last_health() or {}
+        assert health.get("backend") == "edgetpu" and health.get("worker_pid"), health
+        assert (
+            len({h["worker_pid"] for h in map(json.loads, (p for _, p, _ in sub.on("health")))})
+            == 1
+        )  # one worker: the device is opened once for both cameras
+        os.kill(int(health["worker_pid"]), signal.SIGKILL)
+        assert sub.wait(lambda: all("cpu" in backends(c) for c in cameras), 20), log.read_text()
+        assert sub.wait(
+            lambda: all("cpu" in backends(c) and backends(c)[-1] == "edgetpu" for c in cameras),
+            30,
+        ), log.read_text()
+        assert sub.wait(lambda: (sub.last_health() or {}).get("fallbacks", 0) >= 1, 10)
+        # reload: both cameras classify with the new model
+        reply = op.request(
+            {
+                "cmd": "reload",
+                "model": {"path": str(FP32), "sha256": sha256(FP32), "backend": "cpu"},
+            },
+            timeout=60,
+        )
+        assert reply["ok"], reply
+        assert sub.wait(
+            lambda: all(events_of(sub, c)[-1]["model"] == FP32.name for c in cameras), 30
+        ), log.read_text()
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
+        op.close()
+        sub.close()
+    for camera in cameras:
+        seqs = [e["seq"] for e in events_of(sub, camera)]
+        assert seqs == list(range(1, len(seqs) + 1)), camera
+    final = json.loads(sub.on("health")[-1][1])
+    assert final["frames_lost"] == 0  # the frames in flight at the kill ran on the CPU
