@@ -7,7 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,11 @@ from tests.support import (
     Mosquitto,
     Operator,
     Subscriber,
+    free_port,
     start_edged,
     stop_process,
+    wait_port,
+    wait_until,
     write_config,
 )
 
@@ -323,3 +330,76 @@ fps = 15
         assert seqs == list(range(1, len(seqs) + 1)), camera
     final = json.loads(sub.on("health")[-1][1])
     assert final["frames_lost"] == 0  # the frames in flight at the kill ran on the CPU
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_status_page_shows_each_camera(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The status page's camera picker: each camera's frame and classification by name
+    (over HTTP, and in Chromium where it is installed)."""
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "home"
+[mqtt]
+url = "{mosquitto.url}"
+[web]
+listen = "127.0.0.1:{port}"
+refresh_s = 0.2
+[[cameras]]
+name = "hall"
+type = "replay"
+paths = ["{CAT}"]
+loop = true
+fps = 5
+[[cameras]]
+name = "yard"
+type = "replay"
+paths = ["{COFFEE}"]
+loop = true
+fps = 5
+""",
+    )
+    log = tmp_path / "edged.log"
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    base = f"http://127.0.0.1:{port}"
+
+    def status(camera: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{base}/api/status?camera={camera}", timeout=10) as r:
+            data: dict[str, Any] = json.loads(r.read())
+        return data
+
+    try:
+        wait_port(port, 60)
+        assert wait_until(lambda: all(status(c)["classification"] for c in ("hall", "yard")), 60), (
+            log.read_text()
+        )
+        yard, hall = status("yard"), status("hall")
+        assert yard["cameras"] == ["hall", "yard"] and yard["showing"] == "yard"
+        assert yard["classification"]["label"] == "espresso"
+        assert hall["classification"]["label"] in CAT_LABELS
+        assert set(yard["health"]["cameras"]) == {"hall", "yard"}
+        frames = {}
+        for camera in ("hall", "yard"):
+            with urllib.request.urlopen(f"{base}/frame.jpg?camera={camera}", timeout=10) as r:
+                frames[camera] = r.read()
+            assert frames[camera][:3] == b"\xff\xd8\xff"
+        assert frames["hall"] != frames["yard"]
+        if CHROMIUM is not None:
+            for camera, labels in (("yard", {"espresso"}), ("hall", CAT_LABELS)):
+                dom = subprocess.run(
+                    [
+                        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--no-first-run", f"--user-data-dir={tmp_path / camera}",
+                        "--virtual-time-budget=6000", "--dump-dom", f"{base}/?camera={camera}",
+                    ],
+                    capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+                label = re.search(r'<span id="label">([^<]*)</span>', dom.stdout)
+                assert label and label.group(1) in labels, dom.stdout[:3000]
+                assert f'<option value="{camera}" selected' in dom.stdout
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
