@@ -206,8 +206,8 @@ class StreamCaptureConfig(_CaptureCommon):
             raise ValueError("expected rtsp://, rtsps://, http:// or https:// followed by a host")
         if parts.username or parts.password:
             raise ValueError(
-                "credentials do not belong in the URL: use capture.username and "
-                "capture.password_file (or the camera_password credential)"
+                "credentials do not belong in the URL: use username and password_file "
+                "(or the camera's password credential, see docs/cameras.md)"
             )
         _ = parts.port  # raises on a bad port
         return v
@@ -705,14 +705,7 @@ class Config(_Section):
         [models.NAME] and a camera's [collect] that is invalid once merged."""
         problems: list[tuple[str, str, Any]] = []
         if self.cameras and "capture" in self.model_fields_set:
-            problems.append(
-                (
-                    "capture, cameras",
-                    "[capture] and [[cameras]] are both given: use [[cameras]] (one table "
-                    "per camera) or [capture] (one camera), not both",
-                    _MISSING,
-                )
-            )
+            problems.append(BOTH_CAPTURE_AND_CAMERAS)
         if "cameras" in self.model_fields_set and not self.cameras:
             problems.append(("cameras", "empty: give at least one [[cameras]] table", _MISSING))
         names = [c.name for c in self.cameras]
@@ -786,6 +779,12 @@ class ConfigError(Exception):
 
 
 _MISSING = object()
+BOTH_CAPTURE_AND_CAMERAS = (
+    "capture, cameras",
+    "[capture] and [[cameras]] are both given: use [[cameras]] (one table per camera) or "
+    "[capture] (one camera), not both",
+    _MISSING,
+)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -926,12 +925,14 @@ def parse_config(
     their errors name the variable instead of the file.  ConfigError lists every problem
     (with ``check_files``, also the paths that do not exist)."""
     missing = file_problems(data) if check_files else []
+    if "capture" in data and "cameras" in data:  # said at once, with the schema's errors
+        missing.insert(0, BOTH_CAPTURE_AND_CAMERAS)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         error = _from_validation_error(source, exc, env)
         raise ConfigError(source, error.problems + missing) from None
-    problems = cfg.camera_problems() + missing
+    problems = [p for p in cfg.camera_problems() if p != BOTH_CAPTURE_AND_CAMERAS] + missing
     if problems:
         raise ConfigError(source, problems)
     return cfg

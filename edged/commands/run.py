@@ -43,9 +43,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             described = check_model(cfg.model)
         except ModelError as exc:
             problems.append(_model_problem(cfg, str(exc)))
+    for name, model in cfg.models.items():  # [models.NAME]: opened as run would open them
+        try:
+            check_model(model)
+        except ModelError as exc:
+            problems.append((f"models.{name}", str(exc), model.path or model.profile))
     if problems:
         raise ConfigError(str(path), problems)
-    print(f"{path}: valid (device {cfg.device.id}; model {described})")
+    cameras = [c.name for c in cfg.cameras]
+    listed = f"; {len(cameras)} cameras: {', '.join(cameras)}" if cameras else ""
+    print(f"{path}: valid (device {cfg.device.id}{listed}; model {described})")
     return EXIT_OK
 
 

@@ -157,3 +157,14 @@ policy = "interval"
     f.write_text(f.read_text().replace("/no/such/photo.jpg", str(tmp_path)))
     yard, gate = load_config(f, {}, check_files=True).camera_list()
     assert gate.publish.policy == "interval" and yard.publish.policy == "every_frame"
+
+
+def test_capture_and_cameras_are_named_together_with_schema_errors() -> None:
+    problems = _problems({"capture": {"type": "replay"}, "cameras": [{"name": "events"}]})
+    assert {"capture, cameras", "cameras[0].name"} <= set(problems)
+
+
+def test_a_url_with_credentials_is_shown_redacted() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"cameras": [{"name": "a", "type": "stream", "url": "rtsp://u:pw@h/x"}]})
+    assert "pw" not in info.value.render() and "rtsp://***@h/x" in info.value.render()
