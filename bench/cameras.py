@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -317,6 +318,7 @@ def cmd_many(args: argparse.Namespace) -> None:
         rows.append((what, value, goal, ok))
         print(f"  {what}: {value}  (goal {goal}) {'ok' if ok else 'MISSED'}", flush=True)
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         frames = presized_frames(tmp / "frames")
@@ -341,7 +343,12 @@ def cmd_many(args: argparse.Namespace) -> None:
                 )
         finally:
             broker.stop()
+    load_after = os.getloadavg()
     print()
+    print(
+        f"{len(os.sched_getaffinity(0))} CPUs, load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after (1 min)"
+    )
     print("| figure | measured | goal | |")
     print("| --- | --- | --- | --- |")
     for what, value, goal, ok in rows:
@@ -356,7 +363,8 @@ def tpu_rows(fake: Path, frames: Path, broker_url: str, args: argparse.Namespace
     from pipeline import device_ceiling
 
     ms = 2
-    ceiling = device_ceiling(fake, ms, 2000)
+    # the device alone before and after the cameras (this machine's load varies: the mean)
+    before = device_ceiling(fake, ms, 2000)
     run = Run(
         _replays(8, frames),
         broker_url,
@@ -372,6 +380,7 @@ def tpu_rows(fake: Path, frames: Path, broker_url: str, args: argparse.Namespace
         ages = sorted(stage.ages)
     finally:
         run.close()
+    ceiling = (before + device_ceiling(fake, ms, 2000)) / 2
     total = sum(rates)
     fair = total / len(rates)
     worst = max(abs(r - fair) / fair for r in rates)
@@ -401,7 +410,8 @@ def cpu_rows(
     frames: Path, broker_url: str, args: argparse.Namespace, row: Row, bare_loop: Any
 ) -> None:
     """CPU: bare 2-thread invoke() loop, 2 cameras (auto pool), 1 camera at 2 threads."""
-    bare, _ = bare_loop(frames, 2, 600)
+    # the bare loop before and after each daemon run (this machine's load varies: the mean)
+    bare0, _ = bare_loop(frames, 2, 600)
     run = Run(_replays(2, frames), broker_url)
     try:
         run.wait(20)
@@ -410,23 +420,25 @@ def cpu_rows(
         two = sum(run.rates(args.seconds))
     finally:
         run.close()
+    bare1, _ = bare_loop(frames, 2, 600)
     run = Run(_replays(1, frames), broker_url, num_threads=2)
     try:
         run.wait(20)
         one = sum(run.rates(args.seconds))
     finally:
         run.close()
+    bare2, _ = bare_loop(frames, 2, 600)
     row(
         f"CPU 2 cameras ({shape}) / bare 2-thread invoke",
-        f"{two:.0f}/{bare:.0f} = {two / bare:.3f}",
+        f"{two:.0f}/{(bare0 + bare1) / 2:.0f} = {two / ((bare0 + bare1) / 2):.3f}",
         ">= 1.10",
-        two / bare >= 1.10,
+        two / ((bare0 + bare1) / 2) >= 1.10,
     )
     row(
         "CPU 1 camera at 2 threads / bare 2-thread invoke",
-        f"{one:.0f}/{bare:.0f} = {one / bare:.3f}",
+        f"{one:.0f}/{(bare1 + bare2) / 2:.0f} = {one / ((bare1 + bare2) / 2):.3f}",
         ">= 0.85",
-        one / bare >= 0.85,
+        one / ((bare1 + bare2) / 2) >= 0.85,
     )
 
 
