@@ -201,8 +201,9 @@ class InferenceStage:
     # -- reload ---------------------------------------------------------------------------
     def swap(self, engines: list[Engine], timeout: float) -> bool:
         """Hand ``engines`` (one per interpreter) to the interpreters' threads, which swap
-        between two frames (finishing those in flight on the old model); False, and the
-        new engines closed, when the stage did not take them within ``timeout``."""
+        between two frames (finishing those in flight on the old model); False when an
+        interpreter did not take its engine within ``timeout`` (the pipeline ended or is
+        stuck): the engines not taken are closed, and the stage is stopping anyway."""
         if len(engines) != len(self.engines):
             raise ValueError(f"{len(engines)} engines for {len(self.engines)} interpreters")
         with self._swapped:
@@ -212,7 +213,6 @@ class InferenceStage:
             )
             late = [e for e in self._next if e is not None]
             if late:
-                # interpreters that did not take theirs: roll back the ones that did
                 self._next = [None] * len(self.engines)
                 for e in late:
                     e.close()
