@@ -34,7 +34,7 @@ from edged.control.live import Live
 from edged.control.reload import load_checked
 from edged.control.remote import Remote
 from edged.control.request import CommandError
-from edged.engine import Engine
+from edged.engine import Engine, cpu_model
 from edged.health import Notifier, Stats
 from edged.health.report import HealthReporter
 from edged.health.stats import StatsTotal
@@ -107,7 +107,9 @@ class Daemon:
             for name in names:
                 uses[name] = uses.get(name, 0) + 1
         for name, count in uses.items():
-            engines = open_stage_engines(self.cfg.model_for(name), self.cfg.classify, count)
+            # an AI camera's CPU twin, for the one camera of [capture]
+            model = cpu_model(self.cfg) if not name and not self.multi else self.cfg.model_for(name)
+            engines = open_stage_engines(model, self.cfg.classify, count)
             stage = InferenceStage(name, engines, self.stop, self.live.paused, self._stage_finished)
             stack.callback(stage.close)
             self.stages[name] = stage
@@ -365,6 +367,9 @@ class Daemon:
         name = engine.model.name if engine else "?"
         backend = engine.backend.name if engine else "?"
         line = f"backend={backend} model={name} fps={self.stats.fps():.1f}"
+        sensor = self.source.status().get(HEALTH_FIELDS.sensor) if self.source else None
+        if sensor and not self.multi:
+            line += f" sensor={sensor}"
         if self.multi and self.cameras:
             up = sum(c.flowing() for c in self.cameras)
             line += f" cameras={up}/{len(self.cameras)}"
@@ -381,6 +386,9 @@ class Daemon:
         state = None
         while True:
             now = time.monotonic()
+            if not self.notifier.ready_sent and any(c.source.progressing() for c in self.cameras):
+                # a camera loading its network (minutes, the first time): up, and saying so
+                self.notifier.ready(self._status_line())
             if not self.notifier.ready_sent and self.stats.uptime_s() >= stall:
                 # Started, but no frame classified: systemd's start must not hang on a source
                 # that delivers nothing; the watchdog and the health gate judge the frames.

@@ -146,6 +146,61 @@ class Picamera2CaptureConfig(_CaptureCommon):
     )
 
 
+class Imx500CaptureConfig(_CaptureCommon):
+    """The Raspberry Pi AI Camera: the network runs on the IMX500 sensor, the CPU only
+    reads its output tensor (docs/aicamera.md)."""
+
+    type: Literal["imx500"]
+    network: str = Field(
+        description="The sensor's network (.rpk), e.g. "
+        "/usr/share/imx500-models/imx500_network_mobilenet_v2.rpk."
+    )
+    labels: str = Field(
+        "",
+        description="Labels file for the network; empty = the labels in the network's "
+        "intrinsics, else those of the CPU model when the class counts match.",
+    )
+    cpu_model: str = Field(
+        "",
+        description="TFLite twin that classifies the camera's frames on the CPU while the "
+        "network is not running; empty = the [model] section's model.",
+    )
+    camera_num: int = Field(0, ge=0, description="Index of the camera (Picamera2(camera_num)).")
+    fps: float = Field(30.0, gt=0.0, le=120.0, description="Camera frame rate.")
+    upload_timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="A network firmware upload that takes longer is a fault (the first "
+        "upload of a network can take minutes; later ones come from the sensor's flash).",
+    )
+    tensor_timeout_s: float = Field(
+        3.0,
+        gt=0.0,
+        le=300.0,
+        description="Frames without an output tensor for this long, once the network runs, "
+        "are a fault: the CPU classifies them while the sensor is retried.",
+    )
+    retry_min_s: float = Field(
+        10.0, gt=0.0, description="First wait before trying the sensor's network again."
+    )
+    retry_max_s: float = Field(
+        600.0, gt=0.0, description="Longest wait between tries (the backoff doubles)."
+    )
+
+    @model_validator(mode="after")
+    def _check_network(self) -> Imx500CaptureConfig:
+        if not self.network.endswith(".rpk"):
+            raise ValueError(
+                f"network {self.network!r} is not an IMX500 network package (.rpk); "
+                "see `edged models` for those installed"
+            )
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(
+                f"retry_max_s {self.retry_max_s:g} is below retry_min_s {self.retry_min_s:g}"
+            )
+        return self
+
+
 def redact_url(url: str) -> str:
     """``url`` with any user name and password in it replaced by ``***``."""
     parts = urlsplit(url)
@@ -253,7 +308,7 @@ class V4l2CaptureConfig(_CaptureCommon):
         return self
 
 
-CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream")
+CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream", "imx500")
 
 
 def _capture_type(value: Any) -> str:
@@ -266,7 +321,8 @@ CaptureConfig = Annotated[
     Annotated[ReplayCaptureConfig, Tag("replay")]
     | Annotated[Picamera2CaptureConfig, Tag("picamera2")]
     | Annotated[V4l2CaptureConfig, Tag("v4l2")]
-    | Annotated[StreamCaptureConfig, Tag("stream")],
+    | Annotated[StreamCaptureConfig, Tag("stream")]
+    | Annotated[Imx500CaptureConfig, Tag("imx500")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",
@@ -623,11 +679,16 @@ class StreamCamera(_CameraFields, StreamCaptureConfig):
         return f"camera_password_{self.name}"
 
 
+class Imx500Camera(_CameraFields, Imx500CaptureConfig):
+    pass
+
+
 CameraConfig = Annotated[
     Annotated[ReplayCamera, Tag("replay")]
     | Annotated[Picamera2Camera, Tag("picamera2")]
     | Annotated[V4l2Camera, Tag("v4l2")]
-    | Annotated[StreamCamera, Tag("stream")],
+    | Annotated[StreamCamera, Tag("stream")]
+    | Annotated[Imx500Camera, Tag("imx500")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",
@@ -666,6 +727,34 @@ def _merged(base: _S, override: BaseModel | None, cls: type[_S]) -> _S:
     return cls.model_validate({**base.model_dump(), **given}) if given else base
 
 
+class LearnConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="The Learn view and its API on the status page: label collected frames, "
+        "train, deploy, roll back (needs web.listen and collect.dir).",
+    )
+    dataset: str = Field(
+        "", description="Training photos, a folder per class; empty = $STATE_DIRECTORY/dataset."
+    )
+    models_dir: str = Field(
+        "", description="Trained models and their reports; empty = $STATE_DIRECTORY/models."
+    )
+    max_mb: float = Field(
+        1000.0, gt=0.0, description="Largest size of the dataset; labelling beyond it is refused."
+    )
+    keep_models: int = Field(
+        5, ge=2, le=100, description="Trained models kept with their reports (the newest)."
+    )
+    recipe: str = Field(
+        "head",
+        min_length=1,
+        description="How edged train trains: head = a new last layer on frozen features.",
+    )
+    held_out: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of each class held out to score old and new model."
+    )
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)
@@ -681,6 +770,22 @@ class Config(_Section):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
     collect: CollectConfig = Field(default_factory=CollectConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
+
+    @model_validator(mode="after")
+    def _check_learn(self) -> Config:
+        if self.learn.enabled and not (self.web.listen and self.collect.dir):
+            missing = " and ".join(
+                k
+                for k, v in (("web.listen", self.web.listen), ("collect.dir", self.collect.dir))
+                if not v
+            )
+            raise ValueError(
+                f"learn.enabled needs {missing}: the Learn view labels collected "
+                "frames on the status page"
+            )
+        return self
+
     cameras: list[CameraConfig] = Field(
         default_factory=list,
         description="Cameras ([[cameras]]), each with the keys of [capture] and a name; "

@@ -360,6 +360,21 @@ class Health(_Payload):
         None, description="Undecodable packets and corrupt frames skipped."
     )
     source_error: str | None = Field(None, description="Why the source is not streaming.")
+    sensor: str | None = Field(
+        None,
+        description="Of an AI camera (imx500): 'loading network N %', 'running', or "
+        "'fallback: why' (its frames are classified on the CPU meanwhile); else null.",
+    )
+    sensor_network: str | None = Field(None, description="The AI camera's network file.")
+    sensor_upload_percent: float | None = Field(
+        None, description="How much of the network has reached the sensor, while it loads."
+    )
+    sensor_dnn_ms: float | None = Field(
+        None, description="The network's run time on the sensor (median, last 64 frames)."
+    )
+    sensor_dsp_ms: float | None = Field(
+        None, description="The sensor's DSP time per frame (median, last 64 frames)."
+    )
     events_published: int = Field(description="This run's events the broker acknowledged.")
     events_waiting: int = Field(0, description="Events not acknowledged yet (spool, in flight).")
     events_resent: int = Field(0, description="Events of earlier runs acknowledged in this run.")

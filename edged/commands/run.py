@@ -8,9 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from edged.commands.common import EXIT_OK, add_config, positive_int
-from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from edged.engine import check_model
+from edged.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    Imx500CaptureConfig,
+    load_config,
+)
+from edged.engine import check_model, cpu_model
 from edged.infer.bundled import profile_model
+from edged.infer.imx500 import (
+    NETWORKS_DIR,
+    NetworkError,
+    NetworkFile,
+    inspect_network,
+    list_networks,
+)
 from edged.infer.model import ModelError
 from edged.logsetup import set_context
 from edged.signals import install_signal_handlers
@@ -40,7 +53,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     described = ""
     if not any(key.startswith("model.") for key, _, _ in problems):
         try:
-            described = check_model(cfg.model)
+            described = check_model(cpu_model(cfg))
         except ModelError as exc:
             problems.append(_model_problem(cfg, str(exc)))
     for name, model in cfg.models.items():  # [models.NAME]: opened as run would open them
@@ -96,6 +109,34 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
             for j, value in enumerate(capture.paths):
                 if not Path(value).exists():
                     problems.append((f"{where}.paths.{j}", "does not exist", value))
+        if capture.type == "imx500":
+            problems += check_imx500(capture, where)
+    return problems
+
+
+def check_imx500(
+    capture: Imx500CaptureConfig, where: str = "capture"
+) -> list[tuple[str, str, Any]]:
+    """An AI camera's files: the network package as edged reads it at load (a classifier
+    with an input size), its labels, the CPU twin."""
+    problems: list[tuple[str, str, Any]] = []
+    try:
+        inspect_network(capture.network)
+    except NetworkError as exc:
+        message = str(exc)
+        if not Path(capture.network).exists():
+            dirs = [Path(capture.network).parent, NETWORKS_DIR]
+            names = sorted({n.name for n in list_networks(dirs) if isinstance(n, NetworkFile)})
+            message = "no such file" + (
+                f"; installed networks: {', '.join(names)}"
+                if names
+                else f" (none in {NETWORKS_DIR}: apt install imx500-all)"
+            )
+        problems.append((f"{where}.network", message, capture.network))
+    for key in ("labels", "cpu_model"):
+        value = getattr(capture, key)
+        if value and not Path(value).is_file():
+            problems.append((f"{where}.{key}", "no such file", value))
     return problems
 
 

@@ -27,6 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         model=model_cfg,
         cache_dir=None if args.no_cache else (args.cache or default_cache_dir()),
+        recipe=args.recipe,
     )
     progress = None if args.json or not sys.stderr.isatty() else RichProgress()
     try:
@@ -81,6 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="add mirrored and cropped copies of the training images (default: on)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="head",
+        help="how to train: head = a new last layer on the base model's frozen features (default)",
     )
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder")
     p.add_argument("--no-cache", action="store_true", help="compute every feature afresh")

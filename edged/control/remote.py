@@ -40,6 +40,7 @@ class Remote:
         self.cfg = cfg
         self.live = live
         self.publisher = publisher
+        self.target = target
         self._health = health
         self._healthy = healthy
         self.metrics: Metrics | None = None
@@ -140,8 +141,13 @@ class Remote:
             camera_frame=self._frame,
             camera_result=self._result,
         )
+        learn = None
+        if self.cfg.learn.enabled:
+            from edged.learn.api import LearnApi
+
+            learn = LearnApi(self.cfg, self.target, lambda: self.live.settings.model)
         try:
-            return StatusPage(self.cfg.web, source, self.cfg.device.id, password)
+            return StatusPage(self.cfg.web, source, self.cfg.device.id, password, learn)
         except WebStartError as exc:
             raise ConfigError("web", [("web.listen", str(exc), self.cfg.web.listen)]) from None
 

@@ -10,6 +10,7 @@ from edged import __version__
 from edged.health.devices import scan_edge_tpus, tpu_temperature_c
 from edged.health.stats import Stats, StatsTotal
 from edged.health.system import ProcessMeter, cpu_temp_c, throttled
+from edged.wire import HEALTH_FIELDS as H
 from edged.wire import CameraHealth, Health, TpuInfo, utc_now
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ class HealthReporter:
             cpu = round(self._process.cpu_percent(), 1)
             rss = self._process.rss_mb()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
+        backend[H.model] = engine.model.name if engine else None
+        backend[H.model_sha256] = engine.model.sha256 if engine else None
+        if source is not None:  # a camera that classifies on its sensor speaks for itself
+            backend.update(source.inference_status())
         return Health(
             device=self.device,
             version=__version__,
@@ -65,8 +70,6 @@ class HealthReporter:
             state=state,
             source_live=source_live,
             **backend,
-            model=engine.model.name if engine else None,
-            model_sha256=engine.model.sha256 if engine else None,
             tpus=[TpuInfo(type=t.type, path=t.path) for t in scan_edge_tpus()],
             tpu_temp_c=tpu_temperature_c(),
             fps=round(stats.fps(), 2),

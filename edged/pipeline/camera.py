@@ -97,6 +97,19 @@ class CameraPipeline:
                 continue
             if collector is not None:
                 collector.hold(frame.number, frame.image)
+            if frame.sensor is not None:  # classified on the camera's sensor: no invoke here
+                item = Work(
+                    frame.number,
+                    frame.source,
+                    None,
+                    source.cropped_region,
+                    frame.image,
+                    frame.sensor,
+                    frame.ts,
+                )
+                if not self._hand_over(self.main, item, stop):
+                    return
+                continue
             parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
                 (r.name, r.crop(frame.image)) for r in crops
             ]
@@ -175,8 +188,11 @@ class CameraPipeline:
         return max(self.health_stall_s, self.source.stall_s or 0.0)
 
     def flowing(self) -> bool:
-        """Frames flow: the watchdog's test, camera by camera."""
-        return self.error is None and self.stats.idle_for() < self.stall_s
+        """Frames flow (or the source's slow start-up advances: an AI camera loading its
+        network): the watchdog's test, camera by camera."""
+        return self.error is None and (
+            self.stats.idle_for() < self.stall_s or self.source.progressing()
+        )
 
     def source_state(self) -> object:
         return self.source.status().get(HEALTH_FIELDS.source_state)

@@ -148,17 +148,25 @@ class InferenceStage:
                     self.lanes.done(camera)  # paused: frames reach the page, none is classified
                     continue
                 route = self._routes[camera]
+                if item.input is None:  # the camera's sensor classified it: no invoke here
+                    while pending:  # results keep their order
+                        self._collect(engine, pending.popleft(), sink)
+                    self._sensor(engine, Slot(camera, item), sink)
+                    continue
                 try:
-                    if item.input.spec != engine.backend.input_spec and item.image is not None:
+                    prepared = item.input
+                    if prepared.spec != engine.backend.input_spec and item.image is not None:
+                        prepared = engine.prepare(item.image)
                         item = Work(
                             item.number,
                             item.source,
-                            engine.prepare(item.image),
+                            prepared,
                             region=item.region,
                             image=item.image,
+                            sensor=item.sensor,
                             ts=item.ts,
                         )
-                    engine.submit(item.input)
+                    engine.submit(prepared)
                 except (RuntimeError, ValueError) as exc:
                     self.lanes.done(camera)
                     route.lost(item, exc)
@@ -186,6 +194,18 @@ class InferenceStage:
             except (RuntimeError, ValueError) as exc:
                 route.lost(slot.item, exc)
                 return
+            if route.collected(slot.item, inference):
+                sink(route, slot.item, inference, engine)
+        finally:
+            self.lanes.done(slot.camera)
+
+    def _sensor(self, engine: Engine, slot: Slot, sink: Sink) -> None:
+        """A frame the camera's sensor classified goes straight to classification."""
+        route = self._routes[slot.camera]
+        try:
+            if slot.item.sensor is None:
+                return
+            inference = engine.sensor_inference(slot.item.sensor)
             if route.collected(slot.item, inference):
                 sink(route, slot.item, inference, engine)
         finally:

@@ -85,11 +85,12 @@ class Publishing:
         """Classify a frame's raw output and publish it."""
         with self._lock:
             try:
-                outcome = engine.classify(inference, self.classifier(engine))
+                outcome = engine.classify(inference, item.sensor, self.classifier(engine))
             except (RuntimeError, ValueError) as exc:
                 self.lost(item, exc)
                 return
-            self(Result(item.number, item.source, outcome, item.region, engine.model.name))
+            model = item.sensor.model if item.sensor is not None else engine.model.name
+            self(Result(item.number, item.source, outcome, item.region, model))
 
     def lost(self, item: Work, exc: Exception) -> None:
         self.stats.frames_lost += 1
@@ -104,7 +105,9 @@ class Publishing:
         last = LastResult(item, time.time())
         self.live.last = last
         if self.collector is not None:
-            self.collector.offer(item.number, item.source, outcome.classification)
+            self.collector.offer(
+                item.number, item.source, outcome.classification, region=item.region
+            )
         settings = self.publish
         if settings is not self._policy_for:  # changed by a `set` command
             self._policy_for = settings

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 KFOLD_BELOW = 20  # k-fold cross-validation when a class has fewer images than this
 KFOLD = 5
 MAX_BYTES = 6_000_000
+# how the model is trained: "head" fits a new last layer on the base model's frozen features
+RECIPES = ("head",)
 
 
 class TrainError(Exception):
@@ -59,6 +61,7 @@ class TrainOptions:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     seed: int = 0
+    recipe: str = "head"  # one of RECIPES
 
 
 class Progress:
@@ -231,6 +234,8 @@ def run_training(opts: TrainOptions, progress: Progress | None = None) -> Traine
     progress = progress or Progress()
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if opts.recipe not in RECIPES:
+        raise TrainError(f"recipe {opts.recipe!r} is not known; valid: {', '.join(RECIPES)}")
     if not 0.0 < opts.val < 1.0:
         raise TrainError(f"--val {opts.val}: the held-out fraction must be between 0 and 1")
     check_out(opts.out)
@@ -327,6 +332,7 @@ def run_training(opts: TrainOptions, progress: Progress | None = None) -> Traine
         "classes": classes,
         "images": {k: {"used": used[k], "skipped": skipped[k]} for k in classes},
         "skipped_files": bad,
+        "recipe": opts.recipe,
         "augment": opts.augment,
         "features": {"computed": len(feats.labels) - cached, "cached": cached},
         "validation": {

@@ -8,7 +8,8 @@ Routes: ``/`` (the page), ``/frame.jpg`` (the latest frame the pipeline already 
 the top-k drawn over it, encoded only when asked for and once per frame however many
 viewers), ``/api/status`` (last classification and health), ``/api/config`` (the effective
 config with secrets redacted), ``/metrics`` (when metrics are on) and ``/healthz`` (200 while
-frames flow, else 503; no auth, for probes).
+frames flow, else 503; no auth, for probes).  With ``[learn]`` on, ``/learn`` (the Learn
+view) and the Learn API (:mod:`edged.learn.api`) are served behind the same auth.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -36,9 +37,14 @@ from edged.web.overlay import render_jpeg
 from edged.wire import CLASS_FIELDS as C
 from edged.wire import EVENT_FIELDS as E
 
+if TYPE_CHECKING:
+    from edged.learn.api import LearnApi
+
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
+LEARN_PAGE = Path(__file__).with_name("learn.html")
+MAX_BODY = 64 * 1024
 # the event fields the page's script reads, named by the wire format (not spelled in it)
 PAGE_FIELDS = json.dumps(
     {
@@ -112,9 +118,15 @@ def is_loopback(host: str) -> bool:
 
 class StatusPage:
     def __init__(
-        self, cfg: WebConfig, source: WebSource, device: str, password: str | None = None
+        self,
+        cfg: WebConfig,
+        source: WebSource,
+        device: str,
+        password: str | None = None,
+        learn: LearnApi | None = None,
     ) -> None:
         self.cfg = cfg
+        self.learn = learn
         self.source = source
         self.device = device
         self.host, self.port = parse_listen(cfg.listen)
@@ -166,6 +178,8 @@ class StatusPage:
     def close(self) -> None:
         stop_server(self._server, self._thread)
         self._server, self._thread = None, None
+        if self.learn is not None:
+            self.learn.close()
 
     # -- content -------------------------------------------------------------------------
     def authorized(self, header: str | None) -> bool:
@@ -219,7 +233,13 @@ class StatusPage:
         html = html.replace("{{device}}", _escape(self.device))
         html = html.replace("{{refresh_ms}}", str(int(self.cfg.refresh_s * 1000)))
         html = html.replace("{{fields}}", PAGE_FIELDS)
+        if self.learn is not None:
+            html = html.replace("<!--learn-->", '<a id="learn-link" href="learn">Learn</a>')
         return html.encode()
+
+    def learn_page(self) -> bytes:
+        html = LEARN_PAGE.read_text(encoding="utf-8")
+        return html.replace("{{device}}", _escape(self.device)).encode()
 
 
 def _escape(text: str) -> str:
@@ -239,6 +259,72 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.do_GET()
 
+    def do_POST(self) -> None:
+        self._learn_call()
+
+    def do_DELETE(self) -> None:
+        self._learn_call()
+
+    def _refuse_unauthorized(self) -> bool:
+        if self.owner.authorized(self.headers.get("Authorization")):
+            return False
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="edged", charset="UTF-8"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _learn_call(self) -> None:
+        """POST and DELETE: the Learn API only, JSON in and out."""
+        path, _, query = self.path.partition("?")
+        learn = self.owner.learn
+        try:
+            if self._refuse_unauthorized():
+                return
+            if learn is None or not learn.owns(path):
+                self._error(HTTPStatus.NOT_FOUND, f"no route {self.command} {path}")
+                return
+            origin = self.headers.get("Origin")
+            if origin and urlsplit(origin).netloc != self.headers.get("Host", ""):
+                # a page of another site cannot drive the device with the viewer's login
+                self._error(HTTPStatus.FORBIDDEN, f"cross-origin request from {origin!r}")
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY:
+                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
+                self.close_connection = True
+                return
+            raw = self.rfile.read(length) if length else b""
+            body: Any = None
+            if raw:
+                ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
+                if ctype != "application/json":
+                    self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+                    return
+                try:
+                    body = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    self._error(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}")
+                    return
+            self._reply(learn.handle(self.command, path, query, body))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:
+            log.exception("status page: %s %s failed", self.command, path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _reply(self, reply: Any) -> None:
+        body = reply.body
+        if isinstance(body, dict):
+            body = json.dumps(body, default=str).encode()
+        self._send(HTTPStatus(reply.status), body, reply.ctype)
+
+    def _error(self, status: HTTPStatus, reason: str) -> None:
+        self._send(status, json.dumps({"error": reason}).encode(), "application/json")
+
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         page = self.owner
@@ -251,13 +337,13 @@ class _Handler(BaseHTTPRequestHandler):
                     "text/plain; charset=utf-8",
                 )
                 return
-            if not page.authorized(self.headers.get("Authorization")):
-                self.send_response(HTTPStatus.UNAUTHORIZED)
-                self.send_header("WWW-Authenticate", 'Basic realm="edged", charset="UTF-8"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+            if self._refuse_unauthorized():
                 return
-            if path in ("/", "/index.html"):
+            if page.learn is not None and page.learn.owns(path):
+                self._reply(page.learn.handle("GET", path, query, None))
+            elif page.learn is not None and path == "/learn":
+                self._send(HTTPStatus.OK, page.learn_page(), "text/html; charset=utf-8")
+            elif path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page.page(), "text/html; charset=utf-8")
             elif path == "/frame.jpg":
                 jpeg = page.jpeg(page.camera(query))

@@ -36,7 +36,8 @@ HEALTH_KEYS_BEFORE = [
     "model_sha256", "tpus", "tpu_temp_c", "fps", "inference_ms", "frames_captured",
     "frames_processed", "frames_dropped", "frames_lost", "frames_skipped", "frames_static",
     "source_state", "source_reconnects", "source_fps", "source_dropped", "source_corrupt",
-    "source_error", "events_published", "events_waiting", "events_resent", "events_evicted",
+    "source_error", "sensor", "sensor_network", "sensor_upload_percent", "sensor_dnn_ms",
+    "sensor_dsp_ms", "events_published", "events_waiting", "events_resent", "events_evicted",
     "events_filtered", "spool", "mqtt_reconnects", "mqtt_dropped", "cpu_percent", "rss_mb",
     "cpu_temp_c", "throttled", "pid", "paused",
 ]  # fmt: skip
