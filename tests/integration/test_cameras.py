@@ -403,3 +403,37 @@ fps = 5
                 assert f'<option value="{camera}" selected' in dom.stdout
     finally:
         assert stop_process(proc) == 0, log.read_text()
+
+
+def test_a_region_classified_by_its_own_model() -> None:
+    """A region naming [models.NAME] goes to that model's stage, the others to the camera's;
+    each model is loaded once, and the camera's seq counts every region's events."""
+    from edged.app import Daemon
+    from edged.config import parse_config
+    from tests.support import FakePublisher
+
+    cfg = parse_config(
+        {
+            "models": {"big": {"path": str(FP32)}},
+            "cameras": [
+                {
+                    "name": "porch",
+                    "type": "replay",
+                    "paths": [str(COFFEE)],
+                    "loop": True,
+                    "regions": [
+                        {"name": "left", "width": 0.5, "model": "big"},
+                        {"name": "right", "x": 0.5, "width": 0.5},
+                    ],
+                }
+            ],
+        }
+    )
+    publisher = FakePublisher()
+    daemon = Daemon(cfg, publisher=publisher, max_frames=6)
+    assert daemon.run() == 0
+    events = [json.loads(p) for t, p, _, _ in publisher.published_messages if t == "porch/events"]
+    assert len(events) == 12 and [e["seq"] for e in events] == list(range(1, 13))
+    models = {(e["region"], e["model"]) for e in events}
+    assert models == {("left", FP32.name), ("right", "efficientnet_lite0_int8.tflite")}
+    assert set(daemon.stages) == {"", "big"}
