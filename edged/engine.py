@@ -83,6 +83,7 @@ class Work:
     region: str | None = None  # the capture.regions name; None = the whole frame
     image: npt.NDArray[np.uint8] | None = None
     sensor: SensorOutput | None = None
+    ts: float = 0.0  # time.time() when the source delivered the frame (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,21 @@ class Engine:
         """The oldest submitted frame's raw output, for :meth:`classify` (in any thread)."""
         return self.backend.collect()
 
-    def classify(self, result: Inference, sensor: SensorOutput | None = None) -> Outcome:
-        """A raw output as a classification; touches no device, so the engine may since
-        have been closed.  ``sensor``: the output came from a camera's sensor, with that
-        network's labels (see :meth:`sensor_inference`)."""
+    def classify(
+        self,
+        result: Inference,
+        sensor: SensorOutput | None = None,
+        classifier: Classifier | None = None,
+    ) -> Outcome:
+        """A raw output as a classification (by ``classifier``, a camera's own, or the
+        engine's); touches no device, so the engine may since have been closed.
+        ``sensor``: the output came from a camera's sensor, with that network's labels
+        (see :meth:`sensor_inference`)."""
         raw, out, name, ms = result
-        classifier = self.classifier if sensor is None else self._sensor_classifier(sensor)
-        return Outcome(classifier(raw, out.scale, out.zero_point), ms, name)
+        if sensor is not None:
+            classifier = self._sensor_classifier(sensor)
+        c = classifier or self.classifier
+        return Outcome(c(raw, out.scale, out.zero_point), ms, name)
 
     def sensor_inference(self, sensor: SensorOutput) -> Inference:
         """A sensor's class vector as a backend's raw output (its DNN time as the invoke)."""

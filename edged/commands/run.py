@@ -56,9 +56,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             described = check_model(cpu_model(cfg))
         except ModelError as exc:
             problems.append(_model_problem(cfg, str(exc)))
+    for name, model in cfg.models.items():  # [models.NAME]: opened as run would open them
+        try:
+            check_model(model)
+        except ModelError as exc:
+            problems.append((f"models.{name}", str(exc), model.path or model.profile))
     if problems:
         raise ConfigError(str(path), problems)
-    print(f"{path}: valid (device {cfg.device.id}; model {described})")
+    cameras = [c.name for c in cfg.cameras]
+    listed = f"; {len(cameras)} cameras: {', '.join(cameras)}" if cameras else ""
+    print(f"{path}: valid (device {cfg.device.id}{listed}; model {described})")
     return EXIT_OK
 
 
@@ -89,22 +96,27 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():
             problems.append((f"mqtt.{key}", "no such file", value))
-    if cfg.capture.type == "stream":
-        value = cfg.capture.password_file
-        if value and not Path(value).is_file():
-            problems.append(("capture.password_file", "no such file", value))
     if cfg.web.password_file and not Path(cfg.web.password_file).is_file():
         problems.append(("web.password_file", "no such file", cfg.web.password_file))
-    if cfg.capture.type == "replay":
-        for i, value in enumerate(cfg.capture.paths):
-            if not Path(value).exists():
-                problems.append((f"capture.paths.{i}", "does not exist", value))
-    if cfg.capture.type == "imx500":
-        problems += check_imx500(cfg.capture)
+    for i, camera in enumerate(cfg.camera_list()):
+        where = "capture" if camera.name is None else f"cameras[{i}]"
+        capture = camera.capture
+        if capture.type == "stream":
+            value = capture.password_file
+            if value and not Path(value).is_file():
+                problems.append((f"{where}.password_file", "no such file", value))
+        if capture.type == "replay":
+            for j, value in enumerate(capture.paths):
+                if not Path(value).exists():
+                    problems.append((f"{where}.paths.{j}", "does not exist", value))
+        if capture.type == "imx500":
+            problems += check_imx500(capture, where)
     return problems
 
 
-def check_imx500(capture: Imx500CaptureConfig) -> list[tuple[str, str, Any]]:
+def check_imx500(
+    capture: Imx500CaptureConfig, where: str = "capture"
+) -> list[tuple[str, str, Any]]:
     """An AI camera's files: the network package as edged reads it at load (a classifier
     with an input size), its labels, the CPU twin."""
     problems: list[tuple[str, str, Any]] = []
@@ -120,11 +132,11 @@ def check_imx500(capture: Imx500CaptureConfig) -> list[tuple[str, str, Any]]:
                 if names
                 else f" (none in {NETWORKS_DIR}: apt install imx500-all)"
             )
-        problems.append(("capture.network", message, capture.network))
+        problems.append((f"{where}.network", message, capture.network))
     for key in ("labels", "cpu_model"):
         value = getattr(capture, key)
         if value and not Path(value).is_file():
-            problems.append((f"capture.{key}", "no such file", value))
+            problems.append((f"{where}.{key}", "no such file", value))
     return problems
 
 

@@ -137,6 +137,9 @@ class Remote:
             paused=self.live.paused.is_set,
             metrics=self.metrics.render if self.metrics is not None else None,
             metrics_type=CONTENT_TYPE,
+            cameras=tuple(c.name for c in self.cfg.cameras),
+            camera_frame=self._frame,
+            camera_result=self._result,
         )
         learn = None
         if self.cfg.learn.enabled:
@@ -148,12 +151,12 @@ class Remote:
         except WebStartError as exc:
             raise ConfigError("web", [("web.listen", str(exc), self.cfg.web.listen)]) from None
 
-    def _frame(self) -> Any:
-        frame = self.live.frame
+    def _frame(self, camera: str | None = None) -> Any:
+        frame = self.live.camera(camera).frame
         return None if frame is None else (frame.number, frame.image)
 
-    def _result(self) -> dict[str, Any] | None:
-        last = self.live.last
+    def _result(self, camera: str | None = None) -> dict[str, Any] | None:
+        last = self.live.camera(camera).last
         if last is None:
             return None
         item = last.result

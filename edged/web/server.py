@@ -26,7 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -90,6 +90,21 @@ class WebSource:
     paused: Callable[[], bool] = lambda: False
     metrics: Callable[[], bytes] | None = None
     metrics_type: str = "text/plain; version=0.0.4; charset=utf-8"
+    # [[cameras]]: their names, and a camera's frame and last classification by name (the
+    # page's camera picker; ``frame`` and ``result`` are the first camera's)
+    cameras: tuple[str, ...] = ()
+    camera_frame: Callable[[str], tuple[int, npt.NDArray[np.uint8]] | None] | None = None
+    camera_result: Callable[[str], Mapping[str, Any] | None] | None = None
+
+    def frame_of(self, camera: str | None) -> tuple[int, npt.NDArray[np.uint8]] | None:
+        if camera is None or self.camera_frame is None:
+            return self.frame()
+        return self.camera_frame(camera)
+
+    def result_of(self, camera: str | None) -> Mapping[str, Any] | None:
+        if camera is None or self.camera_result is None:
+            return self.result()
+        return self.camera_result(camera)
 
 
 def is_loopback(host: str) -> bool:
@@ -126,8 +141,7 @@ class StatusPage:
             else "Basic " + base64.b64encode(f"{cfg.username}:{password}".encode()).decode()
         )
         self._jpeg_lock = threading.Lock()
-        self._jpeg_key: tuple[Any, ...] | None = None
-        self._jpeg = b""
+        self._jpegs: dict[str | None, tuple[tuple[Any, ...], bytes]] = {}  # by camera
         self.frames_encoded = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -173,32 +187,44 @@ class StatusPage:
             return True
         return header is not None and hmac.compare_digest(header.encode(), self._auth.encode())
 
-    def jpeg(self) -> bytes | None:
-        """The latest frame with the top-k over it, encoded once per (frame, result)."""
-        frame = self.source.frame()
+    def camera(self, query: str) -> str | None:
+        """The ``camera`` of a query string, if it names one of the cameras (else None:
+        the first camera)."""
+        for name, value in parse_qsl(query):
+            if name == "camera" and value in self.source.cameras:
+                return value
+        return None
+
+    def jpeg(self, camera: str | None = None) -> bytes | None:
+        """A camera's latest frame with the top-k over it, encoded once per (frame,
+        result)."""
+        frame = self.source.frame_of(camera)
         if frame is None:
             return None
         number, image = frame
-        result = self.source.result() or {}
+        result = self.source.result_of(camera) or {}
         paused = self.source.paused()
         key = (number, result.get(E.frame), result.get(E.label), paused)
         with self._jpeg_lock:
-            if key != self._jpeg_key:
-                self._jpeg = render_jpeg(
+            cached = self._jpegs.get(camera)
+            if cached is None or cached[0] != key:
+                jpeg = render_jpeg(
                     image,
                     list(result.get(E.top_k) or []),
                     ambiguous=bool(result.get(E.ambiguous)),
                     paused=paused,
                 )
-                self._jpeg_key = key
+                cached = self._jpegs[camera] = (key, jpeg)
                 self.frames_encoded += 1
-            return self._jpeg
+            return cached[1]
 
-    def status(self) -> dict[str, Any]:
+    def status(self, camera: str | None = None) -> dict[str, Any]:
         return {
             "device": self.device,
             "paused": self.source.paused(),
-            "classification": self.source.result(),
+            "cameras": list(self.source.cameras),
+            "showing": camera or (self.source.cameras[0] if self.source.cameras else None),
+            "classification": self.source.result_of(camera),
             "health": dict(self.source.health()),
         }
 
@@ -320,13 +346,13 @@ class _Handler(BaseHTTPRequestHandler):
             elif path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page.page(), "text/html; charset=utf-8")
             elif path == "/frame.jpg":
-                jpeg = page.jpeg()
+                jpeg = page.jpeg(page.camera(query))
                 if jpeg is None:
                     self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain")
                 else:
                     self._send(HTTPStatus.OK, jpeg, "image/jpeg")
             elif path == "/api/status":
-                self._json(page.status())
+                self._json(page.status(page.camera(query)))
             elif path == "/api/config":
                 self._json(redact(page.source.config()))
             elif path == "/metrics" and page.source.metrics is not None:

@@ -167,10 +167,10 @@ class _Target:
     def effective_config(self) -> Config:
         return Config()
 
-    def apply_settings(self, sections: dict[str, BaseModel]) -> None:
+    def apply_settings(self, sections: dict[str, BaseModel], camera: str | None = None) -> None:
         self.applied.append(sections)
 
-    def snapshot(self) -> None:
+    def snapshot(self, camera: str | None = None) -> None:
         return None
 
     def reload_model(self, model: ModelConfig) -> dict[str, Any]:
