@@ -39,7 +39,7 @@ HEALTH_KEYS_BEFORE = [
     "source_error", "sensor", "sensor_network", "sensor_upload_percent", "sensor_dnn_ms",
     "sensor_dsp_ms", "events_published", "events_waiting", "events_resent", "events_evicted",
     "events_filtered", "spool", "mqtt_reconnects", "mqtt_dropped", "cpu_percent", "rss_mb",
-    "cpu_temp_c", "throttled", "pid", "paused",
+    "disk_write_bytes", "cpu_temp_c", "throttled", "pid", "paused",
 ]  # fmt: skip
 
 
