@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from edged.config import ClassifyConfig, ModelConfig
 from edged.engine import Engine, Work, open_engine
 from edged.infer.base import Inference
+from edged.infer.runtime import release_freed_memory
 from edged.infer.supervisor import Supervisor
 from edged.logsetup import set_context
 from edged.pipeline.lanes import Empty, Lanes
@@ -255,6 +256,7 @@ class InferenceStage:
             self.engines[index] = new
             self._swapped.notify_all()
         engine.close()
+        release_freed_memory()
         set_context(model=new.model.name, backend=new.backend.name)
         log.info("model %s (%s) now running", new.model.name, new.backend.name)
         return new
