@@ -87,7 +87,9 @@ class Daemon:
         with contextlib.ExitStack() as stack:
             engine = open_engine(self.cfg.model, self.cfg.classify)
             stack.callback(engine.close)
-            source = open_source(self.cfg.capture, engine.capture_size(), engine.framing())
+            source = open_source(
+                self.cfg.capture, engine.capture_size(), engine.framing(), wait=True
+            )
             stack.callback(source.close)
             if self.cfg.collect.dir:  # window: frames queued, in the backend, being published
                 window = 2 * (self.cfg.pipeline.queue_size + engine.depth) + 8
@@ -178,7 +180,7 @@ class Daemon:
         gc.freeze()
         for t in threads:
             t.start()
-        if source.stall_s is not None:
+        if source.stall_s is not None or source.absent() is not None:
             # a camera that is away at start is waited for: the service is up meanwhile
             self.notifier.ready(self._status_line())
         try:
@@ -373,7 +375,9 @@ class Daemon:
         engine = self.engine
         name = engine.model.name if engine else "?"
         backend = engine.backend.name if engine else "?"
-        return f"backend={backend} model={name} fps={self.stats.fps():.1f}"
+        line = f"backend={backend} model={name} fps={self.stats.fps():.1f}"
+        missing = self.source.absent() if self.source is not None else None
+        return f"{line}; waiting: {missing}" if missing else line
 
     def _health(self, publisher: Publisher) -> None:
         interval = self.cfg.health.interval_s
@@ -411,8 +415,11 @@ class Daemon:
         return max(self.cfg.health.stall_s, own or 0.0)
 
     def _flowing(self) -> bool:
-        """Frames flow (or classification is paused on purpose): the watchdog's test."""
-        return self.live.paused.is_set() or self.stats.idle_for() < self._stall_s()
+        """Frames flow (or classification is paused on purpose, or the source waits for a
+        device that is not there, which no restart brings): the watchdog's test."""
+        if self.live.paused.is_set() or self.stats.idle_for() < self._stall_s():
+            return True
+        return self.source is not None and self.source.absent() is not None
 
     def health_payload(self, publisher: Publisher, process: ProcessMeter | None = None) -> Health:
         """``process``: a reader's own meter (the status page, metrics), so that
