@@ -125,6 +125,15 @@ def packages() -> Iterator[dict[str, Debs]]:
         yield debs
 
 
+def test_the_packaged_configuration_is_valid() -> None:
+    """/etc/edged/config.toml as shipped: valid, the Pi camera, the broker on this machine."""
+    config = DEPLOY / "deb" / "config.toml"
+    proc = run([sys.executable, "-m", "edged", "check-config", "--config", config], check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = config.read_text()
+    assert 'type = "picamera2"' in text and 'url = "mqtt://localhost"' in text
+
+
 def test_lintian_is_clean(packages: dict[str, Debs], capsys: pytest.CaptureFixture[str]) -> None:
     """Every tag lintian finds (pedantic and info included) is fixed or overridden with
     its reason in deploy/deb/lintian-overrides."""
