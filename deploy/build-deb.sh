@@ -57,8 +57,8 @@ src=${EDGED_SRC:-$repo}
 extras=${EDGED_EXTRAS-video}
 revision=${EDGED_DEB_REVISION:-1}
 maintainer=${EDGED_DEB_MAINTAINER:-edged maintainers <maintainers@edged.invalid>}
-for tool in dpkg-deb gzip python3; do
-    command -v "$tool" >/dev/null || { echo "build-deb.sh: $tool is missing (apt install dpkg-dev)" >&2; exit 1; }
+for tool in dpkg-deb gzip python3 md5sum; do
+    command -v "$tool" >/dev/null || { echo "build-deb.sh: $tool is missing; it needs dpkg-deb (package dpkg), gzip, python3 and md5sum (coreutils)" >&2; exit 1; }
 done
 if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
     SOURCE_DATE_EPOCH=$(git -C "$src" log -1 --format=%ct 2>/dev/null || date +%s)
