@@ -110,7 +110,7 @@ class Picamera2Source(FrameSource):
         except ImportError as exc:
             raise CameraAbsent(
                 "capture.type 'picamera2' needs picamera2 (on Raspberry Pi OS: "
-                "apt install python3-picamera2, and a venv with --system-site-packages)"
+                f"apt install python3-picamera2, and a venv with --system-site-packages): {exc}"
             ) from exc
         try:
             cam: Any = Picamera2(cfg.camera_num)
