@@ -306,12 +306,24 @@ class Subscriber:
         self.c = c
         self.events: list[dict[str, object]] = []
         self._lock = threading.Lock()
+        self._probed = threading.Event()
         self.start()
+
+    def wait_subscribed(self) -> None:
+        """Until a message published now reaches it: from then on it misses nothing."""
+
+        def probed() -> bool:
+            self.c.sh("mosquitto_pub -q 1 -t edged-test/probe -m probe")
+            return self._probed.wait(0.5)
+
+        self.c.wait("mosquitto_sub subscribed", probed, 60)
 
     def start(self) -> None:
         """Subscribe (again, if it ended): a persistent session (-c) at QoS 1, so that the
         broker keeps what arrives while it is away."""
-        argv = self.c.argv("exec mosquitto_sub -q 1 -c -i edged-test-sub -t 'edged/+/events'")
+        argv = self.c.argv(
+            "exec mosquitto_sub -q 1 -c -i edged-test-sub -t 'edged/+/events' -t edged-test/probe"
+        )
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
@@ -322,6 +334,9 @@ class Subscriber:
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            if line.strip() == "probe":
+                self._probed.set()
+                continue
             try:
                 event = json.loads(line)
             except ValueError:
@@ -407,6 +422,7 @@ def test_one_command_install_upgrade_remove_purge(
     c.sh("/opt/edged/current/venv/bin/edged check-config --config /etc/edged/config.toml")
     edited = _sha256(config)
     subscriber = Subscriber(c)
+    subscriber.wait_subscribed()
     c.sh("systemctl restart edged.service", timeout=180)
     c.wait("edged classifying the photos", lambda: len(subscriber.seqs()) == 1, 120)
     (run1,) = subscriber.seqs()
