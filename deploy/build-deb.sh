@@ -96,7 +96,12 @@ install -d -m 0755 "$tree/DEBIAN" "$tree/usr/lib/edged/wheels" "$tree/etc/edged"
 install -m 0644 "$wheels"/*.whl "$wheels/wheelhouse.json" "$tree/usr/lib/edged/wheels/"
 install -m 0644 "$here/deb/config.toml" "$tree/etc/edged/config.toml"
 install -m 0644 "$repo/systemd/edged.service" "$tree/$unit_dir/edged.service"
-install -m 0644 "$here/deb/lintian-overrides" "$tree/usr/share/lintian/overrides/edged"
+# the overrides of every suite, then those of this suite's lintian
+cat "$here/deb/lintian-overrides" >"$tree/usr/share/lintian/overrides/edged"
+if [[ -f $here/deb/lintian-overrides.$suite ]]; then
+    { echo; cat "$here/deb/lintian-overrides.$suite"; } >>"$tree/usr/share/lintian/overrides/edged"
+fi
+chmod 0644 "$tree/usr/share/lintian/overrides/edged"
 gzip -9n <"$src/README.md" >"$tree/usr/share/doc/edged/README.md.gz"
 chmod 0644 "$tree/usr/share/doc/edged/README.md.gz"
 

@@ -134,21 +134,36 @@ def test_the_packaged_configuration_is_valid() -> None:
     assert 'type = "picamera2"' in text and 'url = "mqtt://localhost"' in text
 
 
+# Tags the host's lintian knows but a package's own suite's lintian does not: bookworm's
+# lintian (CI's) reviewing the trixie package asks for an init.d script, a tag trixie's
+# lintian dropped (and whose override it calls an error).  Per suite, what may stay.
+FOREIGN_TAGS = {
+    "bookworm": set(),
+    "trixie": {"package-supports-alternative-init-but-no-init.d-script"},
+}
+
+
 def test_lintian_is_clean(packages: dict[str, Debs], capsys: pytest.CaptureFixture[str]) -> None:
-    """Every tag lintian finds (pedantic and info included) is fixed or overridden with
-    its reason in deploy/deb/lintian-overrides."""
+    """Every tag lintian finds (pedantic and info included) is fixed or overridden with its
+    reason in deploy/deb/lintian-overrides*."""
     require_tools("lintian")
-    for debs in packages.values():
-        proc = run(["lintian", "--pedantic", "--info", debs.current], check=False, timeout=600)
-        tags = [
-            line for line in proc.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)
-        ]  # fmt: skip
-        assert proc.returncode == 0 and not tags, f"lintian on {debs.current.name}:\n{proc.stdout}"
+    host = run(["lintian", "--version"]).stdout.strip()
+    for suite, debs in packages.items():
+        proc = run(
+            ["lintian", "--pedantic", "--display-info", "--display-experimental", debs.current],
+            check=False,
+            timeout=600,
+        )
+        tags = re.findall(r"^[EWIPX]: edged: (\S+)", proc.stdout, flags=re.MULTILINE)
+        unexplained = [t for t in tags if t not in FOREIGN_TAGS[suite]]
+        assert proc.returncode == 0 and not unexplained, (
+            f"{host} on {debs.current.name}:\n{proc.stdout}"
+        )
         with capsys.disabled():
             size_mb = debs.current.stat().st_size / 1e6
             print(
                 f"\n{debs.current.name}: {size_mb:.1f} MB, built in {debs.build_s:.1f} s "
-                f"from its wheelhouse; lintian clean"
+                f"from its wheelhouse; {host}: {', '.join(tags) or 'no tag'}"
             )
 
 
