@@ -82,11 +82,12 @@ test-deploy: venv
 	EDGED_REQUIRE_DEPLOY=1 $(BIN)/pytest -q -m deploy tests/deploy
 
 ## deb: edged_<version>_<arch>.deb in dist/ for this machine's architecture and Debian release
-## (SUITE=bookworm|trixie, DEB_ARCH=arm64|amd64 to choose; deploy/build-deb.sh)
+## (SUITE=bookworm|trixie, DEB_ARCH=arm64|amd64 to choose; deploy/build-deb.sh); the venv's pip
+## downloads the wheels, so a fresh Raspberry Pi OS needs no python3-pip
 DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null)
 SUITE ?= $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
-deb:
-	deploy/build-deb.sh $(DEB_ARCH) $(SUITE)
+deb: venv-run
+	PYTHON=$(abspath $(BIN))/python deploy/build-deb.sh $(DEB_ARCH) $(SUITE)
 
 lint: venv
 	$(BIN)/ruff check edged tests bench models
