@@ -22,7 +22,7 @@ PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-ve
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
 .PHONY: run venv venv-run venv-learn system-deps system-deps-run test test-unit test-integration \
-	test-deploy lint format bench clean
+	test-deploy lint format bench clean deb
 
 # apt_install(packages): install the missing ones (with sudo unless root), or say which
 define apt_install
@@ -96,6 +96,14 @@ test-unit: venv
 ## test-deploy: systemd containers, Ansible runs and the unit's checks (root; deploy/ci-setup.sh first)
 test-deploy: venv
 	EDGED_REQUIRE_DEPLOY=1 $(BIN)/pytest -q -m deploy tests/deploy
+
+## deb: edged_<version>_<arch>.deb in dist/ for this machine's architecture and Debian release
+## (SUITE=bookworm|trixie, DEB_ARCH=arm64|amd64 to choose; deploy/build-deb.sh); the venv's pip
+## downloads the wheels, so a fresh Raspberry Pi OS needs no python3-pip
+DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null)
+SUITE ?= $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+deb: venv-run
+	PYTHON=$(abspath $(BIN))/python deploy/build-deb.sh $(DEB_ARCH) $(SUITE)
 
 lint: venv
 	$(BIN)/ruff check edged tests bench models

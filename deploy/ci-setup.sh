@@ -22,6 +22,9 @@ apt-get install -y --no-install-recommends \
     ca-certificates tar iproute2 git make \
     qemu-user-static binfmt-support
 
+# the Debian package: dpkg-deb builds it, lintian reviews it (tests/deploy/test_deb.py)
+apt-get install -y --no-install-recommends dpkg-dev lintian
+
 # arm64 roots run under qemu through binfmt_misc (the F flag lets containers use it)
 if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc

@@ -116,7 +116,7 @@ class Daemon:
         sources = []
         for cam in self.camera_cfgs:
             engine = self.stages[cam.model_name].engine
-            source = open_source(cam.capture, engine.capture_size(), engine.framing())
+            source = open_source(cam.capture, engine.capture_size(), engine.framing(), wait=True)
             stack.callback(source.close)
             sources.append(source)
         publisher = self._publisher
@@ -199,7 +199,7 @@ class Daemon:
         gc.freeze()
         for t in threads:
             t.start()
-        if any(c.source.stall_s is not None for c in self.cameras):
+        if any(c.source.stall_s is not None or c.source.absent() for c in self.cameras):
             # a camera that is away at start is waited for: the service is up meanwhile
             self.notifier.ready(self._status_line())
         try:
@@ -373,6 +373,11 @@ class Daemon:
         if self.multi and self.cameras:
             up = sum(c.flowing() for c in self.cameras)
             line += f" cameras={up}/{len(self.cameras)}"
+        waiting = [(c.camera.label, m) for c in self.cameras if (m := c.source.absent())]
+        if waiting and not self.multi:
+            line += f"; waiting: {waiting[0][1]}"
+        elif waiting:
+            line += "; waiting: " + "; ".join(f"{name}: {m}" for name, m in waiting)
         return line
 
     def _health(self, publisher: Publisher) -> None:
@@ -411,14 +416,15 @@ class Daemon:
         return max((c.stall_s for c in self.cameras), default=self.cfg.health.stall_s)
 
     def _flowing(self) -> bool:
-        """Frames flow from at least one camera (or classification is paused on purpose):
-        the watchdog's test.  A device judges by its healthy cameras; with every camera
-        down it is unhealthy."""
+        """Frames flow from at least one camera (or classification is paused on purpose,
+        or a camera waits for a device that is not there, which no restart brings): the
+        watchdog's test.  A device judges by its healthy cameras; with every camera down it
+        is unhealthy."""
         if self.live.paused.is_set():
             return True
         if not self.cameras:
             return self.stats.idle_for() < self.cfg.health.stall_s
-        return any(c.flowing() for c in self.cameras)
+        return any(c.flowing() or c.source.absent() is not None for c in self.cameras)
 
     def health_payload(self, publisher: Publisher, process: ProcessMeter | None = None) -> Health:
         """``process``: a reader's own meter (the status page, metrics), so that

@@ -23,18 +23,21 @@ __all__ = [
 
 
 def open_source(
-    cfg: Any, input_size: tuple[int, int], framing: Framing | None = None
+    cfg: Any, input_size: tuple[int, int], framing: Framing | None = None, *, wait: bool = False
 ) -> FrameSource:
     """Build the source named by ``cfg.type``; ``input_size`` is the (width, height) the
     preprocessing needs (the model input, enlarged by the center crop).  With regions the
     source is asked for a frame in which the smallest region still covers it.  ``framing``
-    (the model's size and center crop) goes to a source that frames on the device."""
+    (the model's size and center crop) goes to a source that frames on the device.  ``wait``:
+    a source that can start without its device (the Pi camera) waits for it instead of
+    raising; the daemon asks for that, one-shot commands do not."""
     cls = SOURCES.get(cfg.type)
     if cls is None:
         raise ValueError(f"capture type {cfg.type!r} is unknown; valid: {', '.join(SOURCES)}")
     regions = regions_of(cfg.regions)
     if not (cls.crops_one_region and len(regions) == 1):
         input_size = capture_size(input_size, regions)  # every region covers the input
+    kwargs: dict[str, Any] = {"wait": True} if wait and cls.waits_for_device else {}
     if framing is not None and cls.frames_on_device and not regions:
-        return cls(cfg, input_size, framing=framing)  # type: ignore[call-arg]
-    return cls(cfg, input_size)  # type: ignore[call-arg]
+        kwargs["framing"] = framing
+    return cls(cfg, input_size, **kwargs)  # type: ignore[call-arg]

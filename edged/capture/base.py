@@ -58,6 +58,8 @@ class FrameSource(ABC):
     crops_one_region: ClassVar[bool] = False
     # ... and such a source class can also take the model's center crop (``framing=``)
     frames_on_device: ClassVar[bool] = False
+    # A source class that can start without its device and wait for it (``wait=``)
+    waits_for_device: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.skipped = 0  # unreadable inputs, counted and logged
@@ -92,6 +94,11 @@ class FrameSource(ABC):
         """Slow start-up work (a firmware upload) is making progress: the service is
         ready and its watchdog is fed although no frame comes yet."""
         return False
+
+    def absent(self) -> str | None:
+        """What is missing while the source waits for its device (no camera); else None.
+        Meanwhile the service is up and not stalled: restarting cannot bring a device."""
+        return None
 
 
 S = TypeVar("S", bound=type[FrameSource])

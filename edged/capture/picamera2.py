@@ -3,10 +3,16 @@
 The ISP scales frames to (about) the model's input size, so the CPU never resizes full
 frames.  picamera2 comes from Pi OS (``apt install python3-picamera2``); it is imported
 when this source is opened, never at import time.
+
+A camera that is not there (picamera2 missing, no camera detected) is an error for a
+one-shot command.  The daemon opens the source with ``wait=True``: it then starts without
+the camera, says what is missing (health, ``systemctl status``, one log line) and tries again
+every ``retry_s``, since restarting the service cannot bring a camera.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -18,6 +24,7 @@ import numpy as np
 
 from edged.capture.base import Frame, FrameSource, Framing, register
 from edged.config import Picamera2CaptureConfig, RegionConfig
+from edged.wire import HEALTH_FIELDS as H
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,13 @@ RGB_FORMAT = "BGR888"
 
 class CameraError(RuntimeError):
     pass
+
+
+class CameraAbsent(CameraError):
+    """No camera to open: picamera2 is not installed, or no camera is detected."""
+
+
+RETRY_S = 10.0  # between attempts to open a camera that is not there
 
 
 def _covering(want: tuple[int, int], aspect: float) -> tuple[int, int]:
@@ -43,15 +57,22 @@ class Picamera2Source(FrameSource):
     live = True
     crops_one_region = True
     frames_on_device = True
+    waits_for_device = True
 
     def __init__(
         self,
         cfg: Picamera2CaptureConfig,
         input_size: tuple[int, int],
         framing: Framing | None = None,
+        *,
+        wait: bool = False,
+        retry_s: float = RETRY_S,
     ) -> None:
+        """``wait``: a camera that is not there is waited for (see the module) instead of
+        raising :class:`CameraAbsent`."""
         super().__init__()
         self.cfg = cfg
+        self.retry_s = retry_s
         # the model's center crop by the ISP: frames arrive at the model's size, final
         center = (
             framing
@@ -63,40 +84,65 @@ class Picamera2Source(FrameSource):
         )
         if center is not None:
             input_size = center.size
-        width = cfg.width or input_size[0]
-        height = cfg.height or input_size[1]
+        self._input_size = input_size
+        self._center = center
+        self._region = cfg.regions[0] if len(cfg.regions) == 1 else None
+        # known from the configuration, camera or not: the pipeline reads it at start
+        self.cropped_region = self._region.name if self._region is not None else None
+        self._cam: Any = None
+        self._started = False
+        self.absent_reason: str | None = None
         try:
+            self._open()
+        except CameraAbsent as exc:
+            if not wait:
+                raise
+            self.absent_reason = str(exc)
+            log.warning("%s; waiting for it (trying again every %g s)", exc, retry_s)
+
+    def _open(self) -> None:
+        cfg = self.cfg
+        width = cfg.width or self._input_size[0]
+        height = cfg.height or self._input_size[1]
+        try:
+            importlib.invalidate_caches()  # a package installed while the daemon waited
             from picamera2 import Picamera2
         except ImportError as exc:
-            raise CameraError(
+            raise CameraAbsent(
                 "capture.type 'picamera2' needs picamera2 (on Raspberry Pi OS: "
-                "apt install python3-picamera2, and a venv with --system-site-packages)"
+                f"apt install python3-picamera2, and a venv with --system-site-packages): {exc}"
             ) from exc
         try:
-            self._cam: Any = Picamera2(cfg.camera_num)
+            cam: Any = Picamera2(cfg.camera_num)
         except (IndexError, RuntimeError) as exc:
-            raise CameraError(f"camera {cfg.camera_num} cannot be opened: {exc}") from exc
+            raise CameraAbsent(
+                f"camera {cfg.camera_num} cannot be opened: {exc} (is a camera connected? "
+                "rpicam-hello --list-cameras lists those detected)"
+            ) from exc
         try:  # the camera is ours from here: a failed configure must not leave it open
-            region = cfg.regions[0] if len(cfg.regions) == 1 else None
+            region = self._region
             if region is not None and not cfg.width:
                 # the ISP scales the region, not the frame: keep the region's own aspect
-                pw, ph = self._cam.camera_properties["PixelArraySize"]
-                width, height = _covering(input_size, region.width * pw / (region.height * ph))
+                pw, ph = cam.camera_properties["PixelArraySize"]
+                width, height = _covering(
+                    self._input_size, region.width * pw / (region.height * ph)
+                )
             small = {"size": (width, height), "format": RGB_FORMAT}
             controls = {"FrameRate": cfg.fps}
             if cfg.stream == "lores":
-                config = self._cam.create_video_configuration(
+                config = cam.create_video_configuration(
                     main={"size": (cfg.main_width, cfg.main_height), "format": RGB_FORMAT},
                     lores=small,
                     controls=controls,
                     buffer_count=4,
                 )
             else:
-                config = self._cam.create_video_configuration(
+                config = cam.create_video_configuration(
                     main=small, controls=controls, buffer_count=4
                 )
-            self._cam.align_configuration(config)
-            self._cam.configure(config)
+            cam.align_configuration(config)
+            cam.configure(config)
+            self._cam = cam
             size = config[cfg.stream]["size"]
             log.info(
                 "camera %d: %s stream %sx%s %s at %g fps",
@@ -109,12 +155,30 @@ class Picamera2Source(FrameSource):
             )
             if region is not None:
                 self._crop_on_isp(region)
-            elif center is not None:
-                self._crop_center_on_isp(center.crop_fraction)
+            elif self._center is not None:
+                self._crop_center_on_isp(self._center.crop_fraction)
         except BaseException:
-            self._cam.close()
+            self._cam = None
+            cam.close()
             raise
-        self._started = False
+
+    def absent(self) -> str | None:
+        return self.absent_reason
+
+    def _wait_for_camera(self, stop: threading.Event) -> bool:
+        """Try to open the camera every ``retry_s`` until it opens (True) or ``stop``."""
+        while not stop.wait(self.retry_s):
+            try:
+                self._open()
+            except CameraAbsent as exc:
+                if str(exc) != self.absent_reason:
+                    log.warning("%s; still waiting for it", exc)
+                self.absent_reason = str(exc)
+                continue
+            log.info("camera %d found", self.cfg.camera_num)
+            self.absent_reason = None
+            return True
+        return False
 
     def _crop_on_isp(self, region: RegionConfig) -> None:
         """One region: the ISP crops it (``ScalerCrop``, in pixel-array coordinates within
@@ -153,7 +217,14 @@ class Picamera2Source(FrameSource):
     def describe(self) -> str:
         return f"picamera2 (camera {self.cfg.camera_num}, {self.cfg.stream} stream)"
 
+    def status(self) -> dict[str, Any]:
+        if self.absent_reason is None:
+            return {}
+        return {H.source_state: "connecting", H.source_error: self.absent_reason}
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        if self._cam is None and not self._wait_for_camera(stop):
+            return
         self._cam.start()
         self._started = True
         number = 0
@@ -170,6 +241,8 @@ class Picamera2Source(FrameSource):
         if self.closed:
             return
         super().close()
+        if self._cam is None:
+            return
         try:
             if self._started:
                 self._cam.stop()

@@ -158,6 +158,52 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
         open_source(cfg.capture, (224, 224))
 
 
+def test_picamera2_absent_camera_is_waited_for(
+    fake_picamera2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's source (wait=True) starts without a camera, names what is missing and
+    opens the camera once it is there."""
+    from edged.capture.picamera2 import Picamera2Source
+
+    monkeypatch.setenv("FAKE_PICAMERA2_CAMERAS", "0")
+    cfg = parse_config({"capture": {"type": "picamera2", "fps": 100}})
+    src = Picamera2Source(cfg.capture, (224, 224), wait=True, retry_s=0.01)  # type: ignore[arg-type]
+    assert src.absent() is not None and "camera 0 cannot be opened" in src.absent()  # type: ignore[operator]
+    assert src.status() == {"source_state": "connecting", "source_error": src.absent()}
+    assert fake_picamera2.instances == []
+    monkeypatch.setenv("FAKE_PICAMERA2_CAMERAS", "1")  # the camera is detected
+    stop = threading.Event()
+    frame = next(iter(src.frames(stop)))
+    assert frame.image.shape == (224, 224, 3)
+    assert src.absent() is None and src.status() == {}
+    src.close()
+    assert fake_picamera2.instances[0].closed
+
+
+def test_picamera2_waiting_source_stops_without_a_camera(
+    fake_picamera2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edged.capture.picamera2 import Picamera2Source
+
+    monkeypatch.setenv("FAKE_PICAMERA2_CAMERAS", "0")
+    cfg = parse_config({"capture": {"type": "picamera2"}})
+    src = Picamera2Source(cfg.capture, (224, 224), wait=True, retry_s=0.01)  # type: ignore[arg-type]
+    stop = threading.Event()
+    stop.set()
+    assert list(src.frames(stop)) == []
+    src.close()  # nothing was opened: nothing to close, no error
+
+
+def test_picamera2_not_installed_is_waited_for_by_the_daemon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    cfg = parse_config({"capture": {"type": "picamera2"}})
+    src = open_source(cfg.capture, (224, 224), wait=True)
+    assert "python3-picamera2" in (src.absent() or "")
+    src.close()
+
+
 def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2: Any, tmp_path: Path) -> None:
     """One region on picamera2: ScalerCrop on the sensor, frames are the region itself."""
     arr = np.zeros((480, 640, 3), np.uint8)
