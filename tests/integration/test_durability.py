@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edged.publish.mqtt import COMMIT_S
-from tests.support import Mosquitto, Subscriber, retained, start_edged, write_config
+from tests.support import Mosquitto, Subscriber, retained, slowdown, start_edged, write_config
 
 PHOTO = Path(__file__).resolve().parents[2] / "edged" / "samples" / "coffee.jpg"
 FPS = 20
@@ -185,7 +185,8 @@ def test_every_event_arrives_through_restarts_kills_and_disk_faults(tmp_path: Pa
         assert first == sorted(first), (run.log, first)
     assert any("re-sending them first" in r.text() for r in runs[1:])
     assert all(run.created() for run in runs)
-    assert sum(len(r.created()) for r in runs) >= 60 * FPS * 0.8  # >= 60 s of frames
+    # >= 60 s of frames at FPS on an idle machine; a loaded one makes fewer of them
+    assert sum(len(r.created()) for r in runs) >= 60 * FPS * 0.8 / slowdown()
     health = json.loads(final_health or b"{}")
     d = runs[-1]
     ours = {s for rid, s in got if rid == d.run_id}
