@@ -372,7 +372,7 @@ def test_role_checks_the_device_against_the_wheelhouse_first(tmp_path: Path) -> 
     host = _host_target()
     role = ANSIBLE_DIR / "roles" / "edged"
     tasks = f"    - ansible.builtin.import_tasks: {role / 'tasks/wheelhouse.yml'}\n"
-    python = {"ansible_python_interpreter": str(deploy_tool("python"))}
+    python: dict[str, object] = {"ansible_python_interpreter": str(deploy_tool("python"))}
     fix = f"deploy/build-wheelhouse.sh {host['arch']} {host['release']}"
 
     def play(wheelhouse: Path | None, target: dict[str, str] | None) -> str:
