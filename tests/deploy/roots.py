@@ -55,9 +55,11 @@ def _debootstrap(arch: str, include: str, suite: str, tarball: Path) -> None:
     build = tarball.with_name(f"{tarball.name}.build")
     shutil.rmtree(build, ignore_errors=True)
     argv = ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={include}"]
+    # an arm64 root runs its second stage under qemu: about 3 minutes on a quiet machine, and
+    # 27 minutes was seen for trixie on a heavily loaded one
     try:
         proc = subprocess.run(
-            [*argv, suite, str(build), MIRROR], capture_output=True, text=True, timeout=1800
+            [*argv, suite, str(build), MIRROR], capture_output=True, text=True, timeout=3600
         )
     finally:
         _unmount_below(build)  # a debootstrap that was stopped leaves its /proc mounted
