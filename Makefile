@@ -6,11 +6,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # `make run` needs only a working venv (Debian splits ensurepip into python3-venv);
 # the tests also start real brokers (mosquitto), make TLS certificates (openssl) and build a
 # fake Edge TPU delegate (gcc, libc6-dev); GStreamer's RTSP server (the system python3-gi,
-# x264 from plugins-ugly) and ffmpeg serve the camera streams of tests/integration/test_stream.py
+# x264 from plugins-ugly) and ffmpeg serve the camera streams of tests/integration/test_stream.py;
+# picamera2 from PyPI (the AI camera's tests) builds python-prctl, which needs libcap-dev
 APT_RUN := python3-venv
 APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-plugins-ugly ffmpeg
+  gstreamer1.0-plugins-ugly ffmpeg libcap-dev
 # `make run FRAMES=8` stops the demo after 8 classified frames
 FRAMES ?=
 # pip for the editable install; setuptools' note that an editable install maps edged.models
@@ -20,7 +21,7 @@ PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-ve
 # to write it: without it every run compiles edged and the tests again (about 1.3 s)
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
-.PHONY: run venv venv-run system-deps system-deps-run test test-unit test-integration \
+.PHONY: run venv venv-run venv-learn system-deps system-deps-run test test-unit test-integration \
 	test-deploy lint format bench clean
 
 # apt_install(packages): install the missing ones (with sudo unless root), or say which
@@ -48,8 +49,13 @@ $(VENV)/.run: pyproject.toml setup.py
 
 # ... and for developing: the test and lint tools on top.  systemd-python (journald
 # fields) is optional and builds from source: installed where libsystemd-dev is present.
+# picamera2 (the real one, under the simulated AI camera of tests/fakes/imx500_api) where it
+# builds; without it those tests skip, saying so.
 $(VENV)/.dev: $(VENV)/.run
 	$(PIP) install --quiet -e '.[dev]'
+	@$(PIP) install --quiet -e '.[dev,aicamera-test]' >/dev/null 2>&1 \
+	  || echo "note: picamera2 did not install (it builds python-prctl: needs libcap-dev," \
+	    "python3-dev and gcc); the AI camera tests skip"
 	@if pkg-config --exists libsystemd 2>/dev/null; then \
 	  $(PIP) install --quiet -e '.[dev,systemd]' >/dev/null 2>&1 \
 	    || echo "note: systemd-python did not build (optional; needs python3-dev and gcc)"; \
@@ -58,6 +64,16 @@ $(VENV)/.dev: $(VENV)/.run
 
 venv-run: $(VENV)/.run
 venv: $(VENV)/.dev
+
+# ... and the `learn` extra (PyTorch, litert-torch: about 2 GB, 3 minutes) for
+# `edged train --recipe deep` and its test.  torch first, alone, so that nothing pulls a
+# CUDA build; where pip is pointed at a CPU wheel (find-links, or PyTorch's CPU index) it takes it.
+$(VENV)/.learn: $(VENV)/.dev
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev,learn]'
+	@touch $@
+
+venv-learn: $(VENV)/.learn
 
 ## run: the daemon on its embedded defaults (bundled model, sample photos, embedded broker)
 run: venv-run

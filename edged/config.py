@@ -7,11 +7,13 @@ collected all at once and reported with their key path, the bad value and what i
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,6 +31,7 @@ from edged.wire import BrokerUrlError, broker_address
 
 DEFAULT_CONFIG_PATH = Path("/etc/edged/config.toml")
 ENV_PREFIX = "EDGED_"
+_S = TypeVar("_S", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -60,6 +63,9 @@ class RegionConfig(_Section):
     y: float = Field(0.0, description="Top edge, 0..1 of the frame height.")
     width: float = Field(1.0, description="Width, a fraction of the frame width.")
     height: float = Field(1.0, description="Height, a fraction of the frame height.")
+    model: str = Field(
+        "", description="The [models.NAME] that classifies this region; empty = its camera's."
+    )
 
     @model_validator(mode="after")
     def _check_box(self) -> RegionConfig:
@@ -140,6 +146,61 @@ class Picamera2CaptureConfig(_CaptureCommon):
     )
 
 
+class Imx500CaptureConfig(_CaptureCommon):
+    """The Raspberry Pi AI Camera: the network runs on the IMX500 sensor, the CPU only
+    reads its output tensor (docs/aicamera.md)."""
+
+    type: Literal["imx500"]
+    network: str = Field(
+        description="The sensor's network (.rpk), e.g. "
+        "/usr/share/imx500-models/imx500_network_mobilenet_v2.rpk."
+    )
+    labels: str = Field(
+        "",
+        description="Labels file for the network; empty = the labels in the network's "
+        "intrinsics, else those of the CPU model when the class counts match.",
+    )
+    cpu_model: str = Field(
+        "",
+        description="TFLite twin that classifies the camera's frames on the CPU while the "
+        "network is not running; empty = the [model] section's model.",
+    )
+    camera_num: int = Field(0, ge=0, description="Index of the camera (Picamera2(camera_num)).")
+    fps: float = Field(30.0, gt=0.0, le=120.0, description="Camera frame rate.")
+    upload_timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="A network firmware upload that takes longer is a fault (the first "
+        "upload of a network can take minutes; later ones come from the sensor's flash).",
+    )
+    tensor_timeout_s: float = Field(
+        3.0,
+        gt=0.0,
+        le=300.0,
+        description="Frames without an output tensor for this long, once the network runs, "
+        "are a fault: the CPU classifies them while the sensor is retried.",
+    )
+    retry_min_s: float = Field(
+        10.0, gt=0.0, description="First wait before trying the sensor's network again."
+    )
+    retry_max_s: float = Field(
+        600.0, gt=0.0, description="Longest wait between tries (the backoff doubles)."
+    )
+
+    @model_validator(mode="after")
+    def _check_network(self) -> Imx500CaptureConfig:
+        if not self.network.endswith(".rpk"):
+            raise ValueError(
+                f"network {self.network!r} is not an IMX500 network package (.rpk); "
+                "see `edged models` for those installed"
+            )
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError(
+                f"retry_max_s {self.retry_max_s:g} is below retry_min_s {self.retry_min_s:g}"
+            )
+        return self
+
+
 def redact_url(url: str) -> str:
     """``url`` with any user name and password in it replaced by ``***``."""
     parts = urlsplit(url)
@@ -187,6 +248,11 @@ class StreamCaptureConfig(_CaptureCommon):
         default_factory=dict, description="Extra FFmpeg options for the input (advanced)."
     )
 
+    @property
+    def credential(self) -> str:
+        """The systemd credential that holds the password when ``password_file`` is empty."""
+        return "camera_password"
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
@@ -195,8 +261,8 @@ class StreamCaptureConfig(_CaptureCommon):
             raise ValueError("expected rtsp://, rtsps://, http:// or https:// followed by a host")
         if parts.username or parts.password:
             raise ValueError(
-                "credentials do not belong in the URL: use capture.username and "
-                "capture.password_file (or the camera_password credential)"
+                "credentials do not belong in the URL: use username and password_file "
+                "(or the camera's password credential, see docs/cameras.md)"
             )
         _ = parts.port  # raises on a bad port
         return v
@@ -242,7 +308,7 @@ class V4l2CaptureConfig(_CaptureCommon):
         return self
 
 
-CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream")
+CAPTURE_TYPES = ("replay", "picamera2", "v4l2", "stream", "imx500")
 
 
 def _capture_type(value: Any) -> str:
@@ -255,7 +321,8 @@ CaptureConfig = Annotated[
     Annotated[ReplayCaptureConfig, Tag("replay")]
     | Annotated[Picamera2CaptureConfig, Tag("picamera2")]
     | Annotated[V4l2CaptureConfig, Tag("v4l2")]
-    | Annotated[StreamCaptureConfig, Tag("stream")],
+    | Annotated[StreamCaptureConfig, Tag("stream")]
+    | Annotated[Imx500CaptureConfig, Tag("imx500")],
     Discriminator(
         _capture_type,
         custom_error_type="invalid_capture_type",
@@ -313,7 +380,21 @@ class ModelConfig(_Section):
             "worker restarts, frames run in-process."
         ),
     )
-    num_threads: int = Field(2, ge=1, le=64, description="CPU threads for inference.")
+    num_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="CPU threads per interpreter.  Where several cameras share a CPU model "
+        "and this is not set, the cores are divided among its interpreters.",
+    )
+    interpreters: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Interpreters of a CPU model, each serving one camera's frame at a "
+        "time; 0 = one per camera that uses the model, at most one per core (one for a "
+        "single camera).  The Edge TPU is always one interpreter.",
+    )
     mean: float | None = Field(None, description="Input normalization mean (float models).")
     std: float | None = Field(None, gt=0.0, description="Input normalization std.")
     crop: Literal["center", "none"] = Field(
@@ -382,6 +463,19 @@ class MqttConfig(_Section):
         10000,
         ge=10,
         description="Events kept in memory when there is no spool or its disk refuses writes.",
+    )
+    durability: Literal["spill", "always"] = Field(
+        "spill",
+        description="spill: an event is written to the spool only when it is at risk (not "
+        "acknowledged within spill_after_s, the broker away, a stop); always: every event is "
+        "written before it is sent (a write per event, an SD card wears faster).",
+    )
+    spill_after_s: float = Field(
+        1.0,
+        gt=0.0,
+        le=60.0,
+        description="spill: how long an unacknowledged event waits in memory before it is "
+        "written to the spool (what a kill -9 or a power cut can lose).",
     )
 
     @field_validator("url")
@@ -534,6 +628,147 @@ class CollectConfig(_Section):
         return self
 
 
+CAMERA_NAME = r"^[a-z0-9_-]{1,32}$"
+# words the topic layout already uses at the level of a camera's name
+RESERVED_CAMERA_NAMES = ("events", "health", "status", "cmd", "state", "snapshot", "result")
+
+
+class _CollectOverride(CollectConfig):
+    """A camera's [collect]: its keys are merged onto the device's section first, so the
+    rule check runs on the merged section (see :meth:`Config.camera_problems`)."""
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> _CollectOverride:
+        return self
+
+
+class _CameraFields(_Section):
+    """What a camera adds to the keys of [capture]: its name, its model and its own
+    [classify], [publish] and [collect] keys (merged onto the device's sections)."""
+
+    name: str = Field(
+        pattern=CAMERA_NAME,
+        description="The camera's name in topics and payloads: a-z, 0-9, _ and -, at most 32.",
+    )
+    model: str = Field(
+        "", description="The [models.NAME] that classifies this camera; empty = [model]."
+    )
+    classify: ClassifyConfig | None = Field(
+        None, description="[classify] keys for this camera (the rest from [classify])."
+    )
+    publish: PublishConfig | None = Field(
+        None, description="[publish] keys for this camera (the rest from [publish])."
+    )
+    collect: _CollectOverride | None = Field(
+        None, description="[collect] keys for this camera (the rest from [collect])."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_CAMERA_NAMES:
+            raise ValueError(
+                f"{v!r} is a word of the topic layout; a camera name is none of "
+                + ", ".join(RESERVED_CAMERA_NAMES)
+            )
+        return v
+
+
+class ReplayCamera(_CameraFields, ReplayCaptureConfig):
+    pass
+
+
+class Picamera2Camera(_CameraFields, Picamera2CaptureConfig):
+    pass
+
+
+class V4l2Camera(_CameraFields, V4l2CaptureConfig):
+    pass
+
+
+class StreamCamera(_CameraFields, StreamCaptureConfig):
+    @property
+    def credential(self) -> str:
+        return f"camera_password_{self.name}"
+
+
+class Imx500Camera(_CameraFields, Imx500CaptureConfig):
+    pass
+
+
+CameraConfig = Annotated[
+    Annotated[ReplayCamera, Tag("replay")]
+    | Annotated[Picamera2Camera, Tag("picamera2")]
+    | Annotated[V4l2Camera, Tag("v4l2")]
+    | Annotated[StreamCamera, Tag("stream")]
+    | Annotated[Imx500Camera, Tag("imx500")],
+    Discriminator(
+        _capture_type,
+        custom_error_type="invalid_capture_type",
+        custom_error_message="invalid capture type; valid types: "
+        + ", ".join(repr(t) for t in CAPTURE_TYPES),
+    ),
+]
+
+_CAMERA_ONLY = tuple(_CameraFields.model_fields)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One camera as the daemon runs it: its source and the sections in effect for it.
+    ``name`` is None for the one camera of a [capture] config (whose topics and payloads
+    carry no camera)."""
+
+    name: str | None
+    capture: Any  # one of the *CaptureConfig classes (a camera is one, plus its own keys)
+    model: ModelConfig
+    model_name: str  # "" = [model]; else the key of [models.NAME]
+    classify: ClassifyConfig
+    publish: PublishConfig
+    collect: CollectConfig
+
+    @property
+    def label(self) -> str:
+        """The camera's name in logs ("camera" for the one camera of [capture])."""
+        return self.name or "camera"
+
+
+def _merged(base: _S, override: BaseModel | None, cls: type[_S]) -> _S:
+    if override is None:
+        return base
+    given = {k: getattr(override, k) for k in override.model_fields_set}
+    return cls.model_validate({**base.model_dump(), **given}) if given else base
+
+
+class LearnConfig(_Section):
+    enabled: bool = Field(
+        False,
+        description="The Learn view and its API on the status page: label collected frames, "
+        "train, deploy, roll back (needs web.listen and collect.dir).",
+    )
+    dataset: str = Field(
+        "", description="Training photos, a folder per class; empty = $STATE_DIRECTORY/dataset."
+    )
+    models_dir: str = Field(
+        "", description="Trained models and their reports; empty = $STATE_DIRECTORY/models."
+    )
+    max_mb: float = Field(
+        1000.0, gt=0.0, description="Largest size of the dataset; labelling beyond it is refused."
+    )
+    keep_models: int = Field(
+        5, ge=2, le=100, description="Trained models kept with their reports (the newest)."
+    )
+    recipe: str = Field(
+        "head",
+        min_length=1,
+        description="How edged train trains: head = a new last layer on frozen features; "
+        "deep = the last blocks too (the learn extra); auto = deep where it can run, else head.",
+    )
+    held_out: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of each class held out to score old and new model."
+    )
+
+
 class Config(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     capture: CaptureConfig = Field(default_factory=ReplayCaptureConfig)
@@ -549,6 +784,101 @@ class Config(_Section):
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
     collect: CollectConfig = Field(default_factory=CollectConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
+
+    @model_validator(mode="after")
+    def _check_learn(self) -> Config:
+        if self.learn.enabled and not (self.web.listen and self.collect.dir):
+            missing = " and ".join(
+                k
+                for k, v in (("web.listen", self.web.listen), ("collect.dir", self.collect.dir))
+                if not v
+            )
+            raise ValueError(
+                f"learn.enabled needs {missing}: the Learn view labels collected "
+                "frames on the status page"
+            )
+        return self
+
+    cameras: list[CameraConfig] = Field(
+        default_factory=list,
+        description="Cameras ([[cameras]]), each with the keys of [capture] and a name; "
+        "instead of [capture], which is one camera.",
+    )
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="Further models ([models.NAME]) that a camera or a region names.",
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        bad = sorted(n for n in v if not re.match(CAMERA_NAME, n))
+        if bad:
+            raise ValueError(f"model names take a-z, 0-9, _ and - (at most 32): {bad}")
+        return v
+
+    def camera_problems(self) -> list[tuple[str, str, Any]]:
+        """What the sections say of each other: (key path, message, bad value) for both
+        [capture] and [[cameras]] given, repeated camera names, a model name without its
+        [models.NAME] and a camera's [collect] that is invalid once merged."""
+        problems: list[tuple[str, str, Any]] = []
+        if self.cameras and "capture" in self.model_fields_set:
+            problems.append(BOTH_CAPTURE_AND_CAMERAS)
+        if "cameras" in self.model_fields_set and not self.cameras:
+            problems.append(("cameras", "empty: give at least one [[cameras]] table", _MISSING))
+        names = [c.name for c in self.cameras]
+        for i, cam in enumerate(self.cameras):
+            if names.index(cam.name) != i:
+                problems.append(
+                    (f"cameras[{i}].name", "camera names must be unique; repeated", cam.name)
+                )
+        choices = ", ".join(self.models) or "none defined"
+        wanted: list[tuple[str, str]] = [
+            (f"capture.regions.{j}.model", r.model)
+            for j, r in enumerate(getattr(self.capture, "regions", ()))
+        ]
+        for i, cam in enumerate(self.cameras):
+            wanted.append((f"cameras[{i}].model", cam.model))
+            wanted += [
+                (f"cameras[{i}].regions.{j}.model", r.model) for j, r in enumerate(cam.regions)
+            ]
+            if cam.collect is not None:
+                try:
+                    _merged(self.collect, cam.collect, CollectConfig)
+                except ValidationError as exc:
+                    err = exc.errors(include_url=False)[0]
+                    msg = str(err["msg"]).removeprefix("Value error, ")
+                    problems.append((f"cameras[{i}].collect", msg, _MISSING))
+        for key, name in wanted:
+            if name and name not in self.models:
+                problems.append((key, f"no [models.{name}]; models: {choices}", name))
+        return problems
+
+    def model_for(self, name: str) -> ModelConfig:
+        """[model] for "", else [models.NAME]."""
+        return self.models[name] if name else self.model
+
+    def camera_list(self) -> list[Camera]:
+        """The cameras to run: those of [[cameras]], else the one camera of [capture]."""
+        if not self.cameras:
+            return [
+                Camera(
+                    None, self.capture, self.model, "", self.classify, self.publish, self.collect
+                )
+            ]
+        return [
+            Camera(
+                cam.name,
+                cam,
+                self.model_for(cam.model),
+                cam.model,
+                _merged(self.classify, cam.classify, ClassifyConfig),
+                _merged(self.publish, cam.publish, PublishConfig),
+                _merged(self.collect, cam.collect, CollectConfig),
+            )
+            for cam in self.cameras
+        ]
 
 
 class ConfigError(Exception):
@@ -568,6 +898,12 @@ class ConfigError(Exception):
 
 
 _MISSING = object()
+BOTH_CAPTURE_AND_CAMERAS = (
+    "capture, cameras",
+    "[capture] and [[cameras]] are both given: use [[cameras]] (one table per camera) or "
+    "[capture] (one camera), not both",
+    _MISSING,
+)
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -601,8 +937,19 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
 
 
 def _locate(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in CAPTURE_TYPES]
-    return ".".join(parts) or "(root)"
+    """``capture.fps``, ``cameras[2].url``, ``cameras[0].regions.1.x``: a camera's index in
+    brackets, as its table is written (the capture type's tag is left out)."""
+    out = ""
+    prev = None
+    for p in loc:
+        if p in CAPTURE_TYPES:
+            continue
+        if isinstance(p, int) and prev == "cameras":
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+        prev = p
+    return out or "(root)"
 
 
 def _from_validation_error(
@@ -658,12 +1005,18 @@ def file_problems(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
     models_dir = _section(data, "model").get("models_dir")
     if isinstance(models_dir, str) and models_dir and not Path(models_dir).is_dir():
         problems.append(("model.models_dir", "no such folder", models_dir))
-    capture = _section(data, "capture")
-    paths = capture.get("paths")
-    if capture.get("type", "replay") == "replay" and isinstance(paths, list):
-        for i, value in enumerate(paths):
-            if isinstance(value, str) and not Path(value).exists():
-                problems.append((f"capture.paths.{i}", "does not exist", value))
+    cameras = data.get("cameras")
+    sources = [("capture", _section(data, "capture"))] + [
+        (f"cameras[{i}]", c)
+        for i, c in enumerate(cameras if isinstance(cameras, list) else [])
+        if isinstance(c, dict)
+    ]
+    for where, capture in sources:
+        paths = capture.get("paths")
+        if capture.get("type", "replay") == "replay" and isinstance(paths, list):
+            for i, value in enumerate(paths):
+                if isinstance(value, str) and not Path(value).exists():
+                    problems.append((f"{where}.paths.{i}", "does not exist", value))
     return problems
 
 
@@ -691,13 +1044,16 @@ def parse_config(
     their errors name the variable instead of the file.  ConfigError lists every problem
     (with ``check_files``, also the paths that do not exist)."""
     missing = file_problems(data) if check_files else []
+    if "capture" in data and "cameras" in data:  # said at once, with the schema's errors
+        missing.insert(0, BOTH_CAPTURE_AND_CAMERAS)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         error = _from_validation_error(source, exc, env)
         raise ConfigError(source, error.problems + missing) from None
-    if missing:
-        raise ConfigError(source, missing)
+    problems = [p for p in cfg.camera_problems() if p != BOTH_CAPTURE_AND_CAMERAS] + missing
+    if problems:
+        raise ConfigError(source, problems)
     return cfg
 
 

@@ -6,7 +6,7 @@ they share one code path from pixels to classes.  ``infer/`` holds the backends 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,19 +15,27 @@ import numpy.typing as npt
 
 from edged.capture.base import Framing
 from edged.classify import Classification, Classifier, Labels
-from edged.config import ClassifyConfig, ModelConfig
+from edged.config import ClassifyConfig, Config, ModelConfig
 from edged.infer import cpu as _cpu  # noqa: F401  (registers the backend)
 from edged.infer import edgetpu as _edgetpu  # noqa: F401
-from edged.infer.base import BACKENDS, Inference, InferenceBackend
+from edged.infer.base import BACKENDS, Inference, InferenceBackend, OutputSpec
 from edged.infer.bundled import manifest_entry, profile_model
 from edged.infer.model import ModelError, ModelFile, cpu_twin, inspect_model, read_labels
 from edged.infer.supervisor import Supervisor, Timings
 from edged.infer.worker import WorkerBackend, WorkerFault
 from edged.preprocess import ImageSource, decode_size, prepare, to_model_input
-from edged.tensor import InputSpec, ModelInput
+from edged.tensor import InputSpec, ModelInput, SensorOutput
 from edged.wire import HEALTH_FIELDS
 
 log = logging.getLogger(__name__)
+
+
+def cpu_model(cfg: Config) -> ModelConfig:
+    """The model the CPU runs: an AI camera's ``cpu_model`` (its TFLite twin) when set."""
+    twin = getattr(cfg.capture, "cpu_model", "")
+    if not twin:
+        return cfg.model
+    return cfg.model.model_copy(update={"path": twin, "sha256": "", "cpu_path": ""})
 
 
 def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
@@ -71,9 +79,11 @@ class Work:
 
     number: int
     source: str
-    input: ModelInput
+    input: ModelInput | None  # None when the camera's sensor classified the frame
     region: str | None = None  # the capture.regions name; None = the whole frame
     image: npt.NDArray[np.uint8] | None = None
+    sensor: SensorOutput | None = None
+    ts: float = 0.0  # time.time() when the source delivered the frame (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class Engine:
     backend: InferenceBackend
     classifier: Classifier
     cfg: ModelConfig
+    _sensor_cache: tuple[object, Classifier] | None = field(default=None, repr=False)
 
     @property
     def model(self) -> ModelFile:
@@ -172,11 +183,48 @@ class Engine:
         """The oldest submitted frame's raw output, for :meth:`classify` (in any thread)."""
         return self.backend.collect()
 
-    def classify(self, result: Inference) -> Outcome:
-        """A raw output as a classification; touches no device, so the engine may since
-        have been closed."""
+    def classify(
+        self,
+        result: Inference,
+        sensor: SensorOutput | None = None,
+        classifier: Classifier | None = None,
+    ) -> Outcome:
+        """A raw output as a classification (by ``classifier``, a camera's own, or the
+        engine's); touches no device, so the engine may since have been closed.
+        ``sensor``: the output came from a camera's sensor, with that network's labels
+        (see :meth:`sensor_inference`)."""
         raw, out, name, ms = result
-        return Outcome(self.classifier(raw, out.scale, out.zero_point), ms, name)
+        if sensor is not None:
+            classifier = self._sensor_classifier(sensor)
+        c = classifier or self.classifier
+        return Outcome(c(raw, out.scale, out.zero_point), ms, name)
+
+    def sensor_inference(self, sensor: SensorOutput) -> Inference:
+        """A sensor's class vector as a backend's raw output (its DNN time as the invoke)."""
+        spec = OutputSpec(sensor.scores.size, np.dtype(np.float32), 0.0, 0)
+        return Inference(sensor.scores, spec, sensor.backend, sensor.ms)
+
+    def _sensor_classifier(self, sensor: SensorOutput) -> Classifier:
+        """The same post-processing (background rule, top-k, ambiguity, allow/deny) over
+        the network's labels; the CPU model's when the network has none and the class
+        counts match.  Cached until the labels or the classify settings change."""
+        key = (sensor.labels, sensor.scores.size, self.classifier.cfg)
+        cached = self._sensor_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        names: tuple[str, ...] | None = sensor.labels
+        source = sensor.labels_source
+        if names is None and abs(len(self.labels) - sensor.scores.size) <= 1:
+            names = self.labels.names
+            if self.labels.background is not None and len(names) == sensor.scores.size + 1:
+                names = names[1:]
+        try:
+            labels = Labels.build(names, sensor.scores.size, source, sensor.model)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        classifier = Classifier(labels, self.classifier.cfg)
+        self._sensor_cache = (key, classifier)
+        return classifier
 
     def classify_frame(self, frame: npt.NDArray[np.uint8]) -> tuple[Classification, float]:
         return self.infer(self.preprocess(frame))

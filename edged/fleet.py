@@ -97,6 +97,21 @@ class DeviceState:
         return self.health.source_live if self.health else None
 
     @property
+    def cameras(self) -> dict[str, wire.CameraHealth]:
+        """Each camera of a device with [[cameras]] (empty for one [capture] camera)."""
+        return dict(self.health.cameras or {}) if self.health else {}
+
+    def cameras_cell(self) -> str:
+        """``3/4 ok (down: gate)``; ``-`` for a device with one [capture] camera."""
+        cams = self.cameras
+        if not cams:
+            return "-"
+        ok = [n for n, c in cams.items() if c.state == "ok"]
+        text = f"{len(ok)}/{len(cams)} ok"
+        others = [f"{c.state}: {n}" for n, c in cams.items() if c.state != "ok"]
+        return text + (f" ({', '.join(others)})" if others else "")
+
+    @property
     def extra(self) -> dict[str, Any]:
         """The health report as JSON data (empty before the first one)."""
         return self.health.model_dump(mode="json", by_alias=True) if self.health else {}
@@ -257,6 +272,12 @@ class Gate:
             return f"not classifying: it reports state {state.state}"
         if self.backend and state.backend != self.backend:
             return f"it runs on backend {state.backend or '?'}, expected {self.backend}"
+        idle = {n: c for n, c in state.cameras.items() if c.state != "ok"}
+        if idle:  # a device with [[cameras]] passes only while every camera classifies
+            return "not classifying on every camera: " + "; ".join(
+                f"camera {n} is {c.state}" + (f" ({c.error})" if c.error else "")
+                for n, c in idle.items()
+            )
         base = self.baseline
         frames = state.frames_processed or 0
         if state.source_live is False:
@@ -319,12 +340,23 @@ def table_rows(states: Sequence[DeviceState], now: datetime) -> list[list[str]]:
                 f"{s.cpu_temp_c:.1f} °C" if s.cpu_temp_c is not None else "-",
                 str(s.frames_processed) if s.frames_processed is not None else "-",
                 seen,
+                s.cameras_cell(),
             ]
         )
     return rows
 
 
-TABLE_COLUMNS = ("device", "online", "version", "backend", "fps", "temp", "frames", "last seen")
+TABLE_COLUMNS = (
+    "device",
+    "online",
+    "version",
+    "backend",
+    "fps",
+    "temp",
+    "frames",
+    "last seen",
+    "cameras",
+)
 
 
 def render_table(states: Sequence[DeviceState], now: datetime) -> Any:

@@ -41,3 +41,20 @@ class ModelInput:
 
     tensor: npt.NDArray[np.generic]
     spec: InputSpec
+
+
+@dataclass(frozen=True)
+class SensorOutput:
+    """A class vector computed on the camera's own sensor (the IMX500), handed over beside
+    its frame: the frame needs no preprocessing and no invoke, only classification.
+
+    ``scores`` are probabilities (a softmax the network asks for is already applied) or
+    scores as the network gives them; ``labels`` are the network's own, or None for the
+    CPU model's (when the class counts match) or class indices."""
+
+    scores: npt.NDArray[np.float32]
+    labels: tuple[str, ...] | None
+    labels_source: str
+    model: str  # the network's file name
+    backend: str
+    ms: float  # the sensor's DNN time

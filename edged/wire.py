@@ -17,6 +17,13 @@ Topics are ``{prefix}/{device}/{suffix}``:
 - ``cmd/result``: :class:`CommandResult` replies (MQTT 5: the request's response topic,
   with its correlation data, when it names one).
 
+With ``[[cameras]]`` each camera publishes its own ``events``, ``state`` and
+``state/{region}`` one level down, at ``{prefix}/{device}/{camera}/{suffix}``
+(:func:`camera_suffix`); its events carry ``camera`` and count ``seq`` on their own.
+``status``, ``health`` and ``cmd`` stay per device; health has a ``cameras`` object.  The
+one camera of a ``[capture]`` config publishes exactly as before: no camera level, no
+``camera`` field.
+
 The models accept fields they do not know (a newer sender), and new fields are added as
 optional ones, so readers of an older version keep working.
 """
@@ -57,9 +64,32 @@ STATUS_VALUES = (ONLINE, OFFLINE)
 
 def retained_qos(suffix: str) -> int:
     """QoS of a retained topic: 1 for ``status`` and ``health``, whose last value the fleet
-    view and the rollout gate read; 0 for ``state``/``state/{region}``, re-sent every few
-    seconds anyway.  Events use ``mqtt.qos`` from the config."""
-    return 0 if suffix == Suffix.STATE or suffix.startswith(f"{Suffix.STATE}/") else 1
+    view and the rollout gate read; 0 for ``state``/``state/{region}`` (also a camera's,
+    ``{camera}/state...``), re-sent every few seconds anyway.  Events use ``mqtt.qos``."""
+    parts = suffix.split("/")
+    return 0 if Suffix.STATE in parts[:2] else 1
+
+
+def camera_suffix(camera: str | None, suffix: str) -> str:
+    """A camera's topic below the device: ``{camera}/{suffix}``, or ``suffix`` itself for
+    the one camera of a ``[capture]`` config (``camera`` None)."""
+    return f"{camera}/{suffix}" if camera else suffix
+
+
+def parse_camera_topic(prefix: str, value: str) -> tuple[str, str | None, str] | None:
+    """``(device, camera, suffix)`` for an events or state topic, with or without the camera
+    level (``camera`` None without it); None for anything else."""
+    head = prefix.rstrip("/") + "/"
+    if not value.startswith(head):
+        return None
+    rest = value[len(head) :].split("/")
+    if len(rest) < 2 or not all(rest):
+        return None
+    device, tail = rest[0], rest[1:]
+    for camera, parts in ((None, tail), (tail[0], tail[1:])):
+        if parts and ((parts == [Suffix.EVENTS]) or (parts[0] == Suffix.STATE and len(parts) <= 2)):
+            return device, camera, "/".join(parts)
+    return None
 
 
 def topic(prefix: str, device: str, suffix: str) -> str:
@@ -147,12 +177,20 @@ def _schema_field(schema_id: str) -> Any:
     )
 
 
+# fields that only a config with [[cameras]] sends: left out while null, so that the one
+# camera of a [capture] config publishes exactly what it published before cameras existed
+CAMERA_ONLY_FIELDS = ("camera", "cameras")
+
+
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     def to_json(self) -> bytes:
         """Compact JSON, as published (``schema`` and ``device`` first)."""
         data = self.model_dump(mode="json", by_alias=True)
+        for k in CAMERA_ONLY_FIELDS:
+            if k in data and data[k] is None:
+                del data[k]
         head = {k: data.pop(k) for k in ("schema", "device") if k in data}
         return json.dumps({**head, **data}, separators=(",", ":")).encode()
 
@@ -190,7 +228,15 @@ class Event(Classified):
         description="UUID of the daemon run that classified it (new at every start); "
         "(device, run_id, seq) identifies an event, also when it is delivered again.",
     )
-    seq: int = Field(description="Per run, from 1: a gap within a run shows a lost event.")
+    camera: str | None = Field(
+        None,
+        description="The [[cameras]] name that saw it; absent for the one camera of a "
+        "[capture] config.",
+    )
+    seq: int = Field(
+        description="Per run (and per camera, with [[cameras]]), from 1: a gap within a run "
+        "shows a lost event."
+    )
     ts: str = Field(description="RFC 3339 UTC, when it was classified (kept when re-sent).")
     frame: int = Field(description="Frame number from the source.")
     source: str = Field(description="Where the frame came from (file, camera).")
@@ -241,6 +287,31 @@ class TpuInfo(BaseModel):
     path: str = Field(description="Its sysfs or /dev path.")
 
 
+class CameraHealth(BaseModel):
+    """One camera's part of :class:`Health` (``cameras``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    state: Literal["starting", "ok", "down", "stalled"] = Field(
+        description="starting: no frame yet; down: its source is away (reconnecting, failed "
+        "or ended with an error); stalled: no frame classified for health.stall_s."
+    )
+    error: str | None = Field(None, description="Why the camera is down.")
+    fps: float = Field(description="Frames classified per second (10 s).")
+    frames: int = Field(description="Frames classified (each region counts).")
+    dropped: int = Field(description="Frames dropped: replaced by newer ones before inference.")
+    source_state: Literal["connecting", "streaming", "reconnecting", "failed"] | None = Field(
+        None, description="Of a camera that reconnects by itself (v4l2, stream); else null."
+    )
+    reconnects: int | None = Field(None, description="Times the source came back.")
+    last_frame_age_s: float | None = Field(
+        None, description="Seconds since its last classified frame; null before the first."
+    )
+    model: str | None = Field(None, description="File name of its model.")
+    backend: str | None = Field(None, description="Backend classifying its frames.")
+    inference_ms: Percentiles
+
+
 class Health(_Payload):
     """``{prefix}/{device}/health`` (retained).  Readings a machine lacks are null."""
 
@@ -289,6 +360,21 @@ class Health(_Payload):
         None, description="Undecodable packets and corrupt frames skipped."
     )
     source_error: str | None = Field(None, description="Why the source is not streaming.")
+    sensor: str | None = Field(
+        None,
+        description="Of an AI camera (imx500): 'loading network N %', 'running', or "
+        "'fallback: why' (its frames are classified on the CPU meanwhile); else null.",
+    )
+    sensor_network: str | None = Field(None, description="The AI camera's network file.")
+    sensor_upload_percent: float | None = Field(
+        None, description="How much of the network has reached the sensor, while it loads."
+    )
+    sensor_dnn_ms: float | None = Field(
+        None, description="The network's run time on the sensor (median, last 64 frames)."
+    )
+    sensor_dsp_ms: float | None = Field(
+        None, description="The sensor's DSP time per frame (median, last 64 frames)."
+    )
     events_published: int = Field(description="This run's events the broker acknowledged.")
     events_waiting: int = Field(0, description="Events not acknowledged yet (spool, in flight).")
     events_resent: int = Field(0, description="Events of earlier runs acknowledged in this run.")
@@ -301,10 +387,18 @@ class Health(_Payload):
     mqtt_dropped: int = Field(0, description="Events given up (never delivered, not kept).")
     cpu_percent: float | None
     rss_mb: float | None
+    disk_write_bytes: int | None = Field(
+        None, description="Bytes the daemon wrote to disk since it started (/proc/self/io)."
+    )
     cpu_temp_c: float | None
     throttled: dict[str, Any] | None
     pid: int
     paused: bool = Field(False, description="Classification paused by a command.")
+    cameras: dict[str, CameraHealth] | None = Field(
+        None,
+        description="Each camera of [[cameras]] by name; absent for the one camera of a "
+        "[capture] config.  The device's own fields add up its cameras.",
+    )
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -315,6 +409,9 @@ class State(Classified):
 
     schema_: str = _schema_field(STATE_SCHEMA)
     device: str
+    camera: str | None = Field(
+        None, description="The [[cameras]] name; absent for a [capture] config's camera."
+    )
     ts: str = Field(description="RFC 3339 UTC.")
     frame: int = Field(description="Frame number from the source.")
     region: str | None = Field(None, description="Region of interest, null = whole frame.")
@@ -337,6 +434,11 @@ class Command(BaseModel):
         None, description="Echoed in the reply (MQTT 3.1.1 callers match replies by it)."
     )
     cmd: Literal["set", "snapshot", "reload", "pause", "resume"]
+    camera: str | None = Field(
+        None,
+        description="snapshot: the camera to show; set: the camera whose settings change "
+        "(none = every camera).  Only with [[cameras]].",
+    )
     classify: dict[str, Any] | None = Field(None, description="set: [classify] keys.")
     publish: dict[str, Any] | None = Field(None, description="set: [publish] keys.")
     model: dict[str, Any] | None = Field(
@@ -445,6 +547,7 @@ class FieldNames:
 
 
 HEALTH_FIELDS = FieldNames(Health)
+CAMERA_HEALTH_FIELDS = FieldNames(CameraHealth)
 EVENT_FIELDS = FieldNames(Event)
 CLASS_FIELDS = FieldNames(ClassScore)
 PERCENTILE_FIELDS = FieldNames(Percentiles)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edged.capture import picamera2, replay, stream, v4l2
+from edged.capture import imx500, picamera2, replay, stream, v4l2
 from edged.capture.base import SOURCES, Frame, FrameSource, Framing
 from edged.capture.regions import capture_size, regions_of
 
@@ -13,6 +13,7 @@ __all__ = [
     "Frame",
     "FrameSource",
     "Framing",
+    "imx500",
     "open_source",
     "picamera2",
     "replay",

@@ -7,10 +7,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from edged.tensor import SensorOutput
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,14 @@ class Framing:
 
 @dataclass(frozen=True)
 class Frame:
-    """One RGB frame (HxWx3 uint8) with its number and origin."""
+    """One RGB frame (HxWx3 uint8) with its number and origin; ``sensor`` is the class
+    vector a camera computed itself (the IMX500), when it did."""
 
     number: int
     image: npt.NDArray[np.uint8]
     source: str
     ts: float
+    sensor: SensorOutput | None = None
 
 
 class FrameSource(ABC):
@@ -66,7 +70,7 @@ class FrameSource(ABC):
     def close(self) -> None:
         self.closed = True
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -78,6 +82,16 @@ class FrameSource(ABC):
     def status(self) -> dict[str, Any]:
         """Fields this source adds to the health message (none by default)."""
         return {}
+
+    def inference_status(self) -> dict[str, Any]:
+        """Health fields that replace the engine's (backend, fallback_reason, model...),
+        from a source that classifies on its own sensor (none by default)."""
+        return {}
+
+    def progressing(self) -> bool:
+        """Slow start-up work (a firmware upload) is making progress: the service is
+        ready and its watchdog is fed although no frame comes yet."""
+        return False
 
 
 S = TypeVar("S", bound=type[FrameSource])

@@ -46,7 +46,7 @@ class StreamSource(LiveSource):
             reconnect_max_s=cfg.reconnect_max_s,
             stall_s=cfg.stall_s,
         )
-        password = read_secret(cfg.password_file, "camera_password")
+        password = read_secret(cfg.password_file, cfg.credential)
         if password and not cfg.username:
             raise StreamConfigError(
                 "a camera password is set but capture.username is empty (HTTP basic auth and "

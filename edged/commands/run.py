@@ -8,9 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from edged.commands.common import EXIT_OK, add_config, positive_int
-from edged.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from edged.engine import check_model
+from edged.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    Imx500CaptureConfig,
+    load_config,
+)
+from edged.engine import check_model, cpu_model
 from edged.infer.bundled import profile_model
+from edged.infer.imx500 import (
+    NETWORKS_DIR,
+    NetworkError,
+    NetworkFile,
+    inspect_network,
+    list_networks,
+)
 from edged.infer.model import ModelError
 from edged.logsetup import set_context
 from edged.signals import install_signal_handlers
@@ -40,12 +53,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     described = ""
     if not any(key.startswith("model.") for key, _, _ in problems):
         try:
-            described = check_model(cfg.model)
+            described = check_model(cpu_model(cfg))
         except ModelError as exc:
             problems.append(_model_problem(cfg, str(exc)))
+    for name, model in cfg.models.items():  # [models.NAME]: opened as run would open them
+        try:
+            check_model(model)
+        except ModelError as exc:
+            problems.append((f"models.{name}", str(exc), model.path or model.profile))
     if problems:
         raise ConfigError(str(path), problems)
-    print(f"{path}: valid (device {cfg.device.id}; model {described})")
+    cameras = [c.name for c in cfg.cameras]
+    listed = f"; {len(cameras)} cameras: {', '.join(cameras)}" if cameras else ""
+    print(f"{path}: valid (device {cfg.device.id}{listed}; model {described})")
     return EXIT_OK
 
 
@@ -76,16 +96,47 @@ def check_files(cfg: Config) -> list[tuple[str, str, Any]]:
         value = getattr(cfg.mqtt, key)
         if value and not Path(value).is_file():
             problems.append((f"mqtt.{key}", "no such file", value))
-    if cfg.capture.type == "stream":
-        value = cfg.capture.password_file
-        if value and not Path(value).is_file():
-            problems.append(("capture.password_file", "no such file", value))
     if cfg.web.password_file and not Path(cfg.web.password_file).is_file():
         problems.append(("web.password_file", "no such file", cfg.web.password_file))
-    if cfg.capture.type == "replay":
-        for i, value in enumerate(cfg.capture.paths):
-            if not Path(value).exists():
-                problems.append((f"capture.paths.{i}", "does not exist", value))
+    for i, camera in enumerate(cfg.camera_list()):
+        where = "capture" if camera.name is None else f"cameras[{i}]"
+        capture = camera.capture
+        if capture.type == "stream":
+            value = capture.password_file
+            if value and not Path(value).is_file():
+                problems.append((f"{where}.password_file", "no such file", value))
+        if capture.type == "replay":
+            for j, value in enumerate(capture.paths):
+                if not Path(value).exists():
+                    problems.append((f"{where}.paths.{j}", "does not exist", value))
+        if capture.type == "imx500":
+            problems += check_imx500(capture, where)
+    return problems
+
+
+def check_imx500(
+    capture: Imx500CaptureConfig, where: str = "capture"
+) -> list[tuple[str, str, Any]]:
+    """An AI camera's files: the network package as edged reads it at load (a classifier
+    with an input size), its labels, the CPU twin."""
+    problems: list[tuple[str, str, Any]] = []
+    try:
+        inspect_network(capture.network)
+    except NetworkError as exc:
+        message = str(exc)
+        if not Path(capture.network).exists():
+            dirs = [Path(capture.network).parent, NETWORKS_DIR]
+            names = sorted({n.name for n in list_networks(dirs) if isinstance(n, NetworkFile)})
+            message = "no such file" + (
+                f"; installed networks: {', '.join(names)}"
+                if names
+                else f" (none in {NETWORKS_DIR}: apt install imx500-all)"
+            )
+        problems.append((f"{where}.network", message, capture.network))
+    for key in ("labels", "cpu_model"):
+        value = getattr(capture, key)
+        if value and not Path(value).is_file():
+            problems.append((f"{where}.{key}", "no such file", value))
     return problems
 
 

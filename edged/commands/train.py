@@ -15,10 +15,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from edged.train import TrainError, TrainOptions, train
+    from edged.train.deep import DeepParams
     from edged.train.features import default_cache_dir
     from edged.train.report import RichProgress, render
 
     model_cfg = load(args).model
+    try:
+        deep = DeepParams() if args.epochs is None else DeepParams(epochs=args.epochs)
+    except ValueError as exc:
+        print(f"edged train: --epochs: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     opts = TrainOptions(
         data_dir=args.data_dir,
         out=args.out,
@@ -27,6 +33,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         model=model_cfg,
         cache_dir=None if args.no_cache else (args.cache or default_cache_dir()),
+        recipe=args.recipe,
+        deep=deep,
     )
     progress = None if args.json or not sys.stderr.isatty() else RichProgress()
     try:
@@ -81,6 +89,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="add mirrored and cropped copies of the training images (default: on)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="head",
+        help="how to train: head = a new last layer on the base model's frozen features "
+        "(default); deep = the last blocks too, with augmentation (needs the learn extra: "
+        "pip install 'edged[learn]'); auto = deep where it can run, else head",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="deep recipe: passes over the photos (default 25)",
     )
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder")
     p.add_argument("--no-cache", action="store_true", help="compute every feature afresh")

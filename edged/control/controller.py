@@ -31,9 +31,9 @@ class Target(Protocol):
 
     def effective_config(self) -> Config: ...
 
-    def apply_settings(self, sections: dict[str, BaseModel]) -> None: ...
+    def apply_settings(self, sections: dict[str, BaseModel], camera: str | None = None) -> None: ...
 
-    def snapshot(self) -> tuple[bytes, wire.State | None] | None: ...
+    def snapshot(self, camera: str | None = None) -> tuple[bytes, wire.State | None] | None: ...
 
     def reload_model(self, model: ModelConfig) -> dict[str, Any]: ...
 
@@ -113,24 +113,32 @@ class Controller:
 
     def _run(self, request: Request) -> dict[str, Any]:
         if request.cmd == "set":
-            self.target.apply_settings(request.sections)
-            log.info("settings changed at run time: %s", request.changed)
+            if request.camera is None:
+                self.target.apply_settings(request.sections)
+            else:
+                self.target.apply_settings(request.sections, request.camera)
+            where = f" (camera {request.camera})" if request.camera else ""
+            log.info("settings changed at run time%s: %s", where, request.changed)
             return {
-                name: section.model_dump(mode="json") for name, section in request.sections.items()
+                **({"camera": request.camera} if request.camera else {}),
+                **{
+                    name: section.model_dump(mode="json")
+                    for name, section in request.sections.items()
+                },
             }
         if request.cmd in ("pause", "resume"):
             was = self.target.set_paused(request.cmd == "pause")
             return {"paused": request.cmd == "pause", "was_paused": was}
         if request.cmd == "snapshot":
-            return self._snapshot()
+            return self._snapshot(request.camera)
         if request.cmd == "reload":
             model = request.sections["model"]
             assert isinstance(model, ModelConfig)
             return self.target.reload_model(model)
         raise CommandError(f"unknown command {request.cmd!r}")  # parse_request prevents it
 
-    def _snapshot(self) -> dict[str, Any]:
-        shot = self.target.snapshot()
+    def _snapshot(self, camera: str | None = None) -> dict[str, Any]:
+        shot = self.target.snapshot() if camera is None else self.target.snapshot(camera)
         if shot is None:
             raise CommandError("no frame captured yet")
         jpeg, state = shot
@@ -145,7 +153,7 @@ class Controller:
                 (s.ts, state.ts),
                 ("state", state.to_json().decode()),
             )
-        topic = f"{self.base}/{wire.Suffix.SNAPSHOT}"
+        topic = f"{self.base}/{wire.camera_suffix(camera, wire.Suffix.SNAPSHOT)}"
         self.publisher.send(topic, jpeg, qos=1, user_properties=props)
         return {
             "topic": topic,

@@ -27,9 +27,45 @@ class LastResult:
         return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class CameraLive:
+    """One camera's latest frame and classification."""
+
+    def __init__(self) -> None:
+        self.frame: Frame | None = None  # written by the camera's capture thread
+        self.last: LastResult | None = None  # written by its publish stage
+
+
 class Live:
-    def __init__(self, cfg: Config) -> None:
+    """``cameras`` by name (None: the one camera of a [capture] config), in config order;
+    ``frame`` and ``last`` are the first camera's."""
+
+    def __init__(self, cfg: Config, cameras: tuple[str | None, ...] = (None,)) -> None:
         self.settings = cfg  # the configuration in effect, run-time changes included
-        self.frame: Frame | None = None  # written by the capture thread
-        self.last: LastResult | None = None  # written by the publish thread
+        self.cameras: dict[str | None, CameraLive] = {name: CameraLive() for name in cameras}
         self.paused = threading.Event()
+
+    def camera(self, name: str | None = None) -> CameraLive:
+        """The camera ``name`` (None: the first); KeyError naming the cameras there are."""
+        if name is None:
+            return next(iter(self.cameras.values()))
+        try:
+            return self.cameras[name]
+        except KeyError:
+            names = ", ".join(str(n) for n in self.cameras if n is not None) or "none"
+            raise KeyError(f"no camera {name!r}; cameras: {names}") from None
+
+    @property
+    def frame(self) -> Frame | None:
+        return self.camera().frame
+
+    @frame.setter
+    def frame(self, frame: Frame | None) -> None:
+        self.camera().frame = frame
+
+    @property
+    def last(self) -> LastResult | None:
+        return self.camera().last
+
+    @last.setter
+    def last(self, last: LastResult | None) -> None:
+        self.camera().last = last

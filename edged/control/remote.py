@@ -40,6 +40,7 @@ class Remote:
         self.cfg = cfg
         self.live = live
         self.publisher = publisher
+        self.target = target
         self._health = health
         self._healthy = healthy
         self.metrics: Metrics | None = None
@@ -136,18 +137,26 @@ class Remote:
             paused=self.live.paused.is_set,
             metrics=self.metrics.render if self.metrics is not None else None,
             metrics_type=CONTENT_TYPE,
+            cameras=tuple(c.name for c in self.cfg.cameras),
+            camera_frame=self._frame,
+            camera_result=self._result,
         )
+        learn = None
+        if self.cfg.learn.enabled:
+            from edged.learn.api import LearnApi
+
+            learn = LearnApi(self.cfg, self.target, lambda: self.live.settings.model)
         try:
-            return StatusPage(self.cfg.web, source, self.cfg.device.id, password)
+            return StatusPage(self.cfg.web, source, self.cfg.device.id, password, learn)
         except WebStartError as exc:
             raise ConfigError("web", [("web.listen", str(exc), self.cfg.web.listen)]) from None
 
-    def _frame(self) -> Any:
-        frame = self.live.frame
+    def _frame(self, camera: str | None = None) -> Any:
+        frame = self.live.camera(camera).frame
         return None if frame is None else (frame.number, frame.image)
 
-    def _result(self) -> dict[str, Any] | None:
-        last = self.live.last
+    def _result(self, camera: str | None = None) -> dict[str, Any] | None:
+        last = self.live.camera(camera).last
         if last is None:
             return None
         item = last.result

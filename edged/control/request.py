@@ -52,6 +52,7 @@ class Request:
     # set: the new sections (whole, validated); reload: {"model": ModelConfig}
     sections: dict[str, BaseModel] = field(default_factory=dict)
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)  # as sent
+    camera: str | None = None  # set, snapshot: that camera of [[cameras]] only
 
 
 def _request_id(data: dict[str, Any]) -> str | None:
@@ -90,7 +91,8 @@ def parse_request(payload: bytes, current: Config) -> Request:
         raise CommandError(
             f"unknown command {cmd!r}; valid commands: {', '.join(COMMANDS)}", rid, cmd
         )
-    body = {k: v for k, v in data.items() if k not in ("id", "cmd")}
+    camera = _camera(data.get("camera"), cmd, rid, current)
+    body = {k: v for k, v in data.items() if k not in ("id", "cmd", "camera")}
     allowed = {"set": tuple(SETTABLE), "reload": ("model",)}.get(cmd, ())
     unknown = sorted(set(body) - set(allowed))
     if unknown:
@@ -106,20 +108,38 @@ def parse_request(payload: bytes, current: Config) -> Request:
                 cmd,
             )
     if cmd == "set":
-        return _set(rid, body, current)
+        return _set(rid, body, current, camera)
     if cmd == "reload":
         return _reload(rid, body, current)
-    return Request(cmd, rid)
+    return Request(cmd, rid, camera=camera)
 
 
-def _set(rid: str | None, body: dict[str, Any], current: Config) -> Request:
+def _camera(value: Any, cmd: str, rid: str | None, current: Config) -> str | None:
+    """The ``camera`` of a set or snapshot: a name of [[cameras]]."""
+    if value is None:
+        return None
+    if cmd not in ("set", "snapshot"):
+        raise CommandError(f"{cmd}: takes no camera (only set and snapshot do)", rid, cmd)
+    names = [c.name for c in current.cameras]
+    if not isinstance(value, str) or value not in names:
+        valid = ", ".join(names) if names else "none: the config has no [[cameras]]"
+        raise CommandError(f"{cmd}: no camera {value!r}; cameras: {valid}", rid, cmd)
+    return value
+
+
+def _set(
+    rid: str | None, body: dict[str, Any], current: Config, camera: str | None = None
+) -> Request:
     if not body or not any(body.values()):
         raise CommandError(f"set: nothing to change; give one of {', '.join(SETTABLE)}", rid, "set")
     sections: dict[str, BaseModel] = {}
     problems: list[str] = []
+    now: Any = current
+    if camera is not None:  # that camera's sections in effect
+        now = next(c for c in current.camera_list() if c.name == camera)
     for name, changes in body.items():
         model = SETTABLE[name]
-        merged = {**getattr(current, name).model_dump(), **changes}
+        merged = {**getattr(now, name).model_dump(), **changes}
         try:
             # strict: "2" for an integer is a wrong type, not a 2
             sections[name] = model.model_validate(merged, strict=True)
@@ -127,7 +147,7 @@ def _set(rid: str | None, body: dict[str, Any], current: Config) -> Request:
             problems += describe_errors(model, exc, name)
     if problems:
         raise CommandError("; ".join(problems), rid, "set")
-    return Request("set", rid, sections, body)
+    return Request("set", rid, sections, body, camera)
 
 
 def _reload(rid: str | None, body: dict[str, Any], current: Config) -> Request:

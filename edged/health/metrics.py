@@ -47,6 +47,7 @@ _COUNTERS = (
     ("edged_events_published", H.events_published, "Events handed to the MQTT client."),
     ("edged_mqtt_reconnects", H.mqtt_reconnects, "Reconnections to the MQTT broker."),
     ("edged_mqtt_dropped", H.mqtt_dropped, "MQTT messages that could not be delivered."),
+    ("edged_disk_write_bytes", H.disk_write_bytes, "Bytes the daemon wrote to disk."),
     ("edged_tpu_fallbacks", H.fallbacks, "Switches from the Edge TPU to the CPU."),
     ("edged_worker_restarts", H.worker_restarts, "Restarts of the inference worker process."),
 )
@@ -58,6 +59,14 @@ _GAUGES = (
     ("edged_uptime_seconds", H.uptime_s, "Seconds since the daemon started."),
 )
 COMMANDS = (*wire.COMMANDS, "invalid")  # label values of edged_commands
+C = wire.CAMERA_HEALTH_FIELDS
+# per camera of [[cameras]] (label "camera": one value per configured camera, bounded)
+_CAMERA_COUNTERS = (
+    ("edged_camera_frames_processed", C.frames, "Frames of the camera classified."),
+    ("edged_camera_frames_dropped", C.dropped, "Frames of the camera dropped (newest wins)."),
+    ("edged_camera_reconnects", C.reconnects, "Times the camera's source came back."),
+)
+_CAMERA_GAUGES = (("edged_camera_fps", C.fps, "Frames of the camera classified per second."),)
 
 
 class _SnapshotCollector(Collector):
@@ -98,6 +107,30 @@ class _SnapshotCollector(Collector):
         )
         backend.add_metric([str(snap.get(H.backend) or ""), str(snap.get(H.model) or "")], 1)
         yield backend
+        cameras = snap.get(H.cameras)
+        if isinstance(cameras, Mapping) and cameras:
+            yield from _camera_families(cameras)
+
+
+def _camera_families(cameras: Mapping[str, Any]) -> Iterator[Any]:
+    """One sample per camera, labelled ``camera``."""
+    kinds = [(CounterMetricFamily, f) for f in _CAMERA_COUNTERS] + [
+        (GaugeMetricFamily, f) for f in _CAMERA_GAUGES
+    ]
+    for kind, (name, key, text) in kinds:
+        family = kind(name, text, labels=["camera"])
+        for camera, part in cameras.items():
+            value = part.get(key) if isinstance(part, Mapping) else None
+            if isinstance(value, int | float):
+                family.add_metric([camera], value)
+        yield family
+    up = GaugeMetricFamily(
+        "edged_camera_up", "1 while the camera classifies (state ok).", labels=["camera"]
+    )
+    for camera, part in cameras.items():
+        ok = isinstance(part, Mapping) and part.get(C.state) == "ok"
+        up.add_metric([camera], 1 if ok else 0)
+    yield up
 
 
 class Metrics:

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from edged import __version__
 from edged.health.devices import scan_edge_tpus, tpu_temperature_c
-from edged.health.stats import Stats
+from edged.health.stats import Stats, StatsTotal
 from edged.health.system import ProcessMeter, cpu_temp_c, throttled
-from edged.wire import Health, TpuInfo, utc_now
+from edged.wire import HEALTH_FIELDS as H
+from edged.wire import CameraHealth, Health, TpuInfo, utc_now
 
 if TYPE_CHECKING:
     from edged.capture import FrameSource
@@ -23,7 +24,7 @@ class HealthReporter:
     only (:func:`scan_edge_tpus`), never through libedgetpu, which must stay out of the
     daemon process."""
 
-    def __init__(self, device: str, stats: Stats, run_id: str | None = None) -> None:
+    def __init__(self, device: str, stats: Stats | StatsTotal, run_id: str | None = None) -> None:
         self.device = device
         self.run_id = run_id
         self.stats = stats
@@ -40,10 +41,14 @@ class HealthReporter:
         source_live: bool | None = None,
         paused: bool = False,
         process: ProcessMeter | None = None,
+        cameras: dict[str, CameraHealth] | None = None,
+        source_dropped: int = 0,
     ) -> Health:
         """``source`` adds its own drops and fields (state, reconnects, fps of a camera
         that reconnects by itself).  ``process``: another reader's own meter, so that
-        its cpu_percent window (the time since its last call) does not cut this one's."""
+        its cpu_percent window (the time since its last call) does not cut this one's.
+        ``cameras``: each camera's part, with [[cameras]] (``source_dropped`` then adds up
+        their sources' drops, and ``source`` is None)."""
         stats = self.stats
         if process is not None:  # another reader's own handle (status page, metrics)
             cpu: float | None = round(process.cpu_percent(), 1)
@@ -51,7 +56,12 @@ class HealthReporter:
         else:
             cpu = round(self._process.cpu_percent(), 1)
             rss = self._process.rss_mb()
+        written = (process or self._process).disk_write_bytes()
         backend: dict[str, Any] = engine.backend.status() if engine else {"backend": None}
+        backend[H.model] = engine.model.name if engine else None
+        backend[H.model_sha256] = engine.model.sha256 if engine else None
+        if source is not None:  # a camera that classifies on its sensor speaks for itself
+            backend.update(source.inference_status())
         return Health(
             device=self.device,
             version=__version__,
@@ -61,15 +71,15 @@ class HealthReporter:
             state=state,
             source_live=source_live,
             **backend,
-            model=engine.model.name if engine else None,
-            model_sha256=engine.model.sha256 if engine else None,
             tpus=[TpuInfo(type=t.type, path=t.path) for t in scan_edge_tpus()],
             tpu_temp_c=tpu_temperature_c(),
             fps=round(stats.fps(), 2),
             inference_ms=stats.latency_ms(),
             frames_captured=stats.frames_captured,
             frames_processed=stats.frames_processed,
-            frames_dropped=stats.frames_dropped + (source.dropped if source else 0),
+            frames_dropped=stats.frames_dropped
+            + (source.dropped if source else 0)
+            + source_dropped,
             frames_lost=stats.frames_lost,
             frames_skipped=frames_skipped,
             frames_static=stats.frames_static,
@@ -84,8 +94,10 @@ class HealthReporter:
             mqtt_dropped=publisher.dropped,
             cpu_percent=cpu,
             rss_mb=round(rss, 1) if rss is not None else None,
+            disk_write_bytes=written,
             cpu_temp_c=cpu_temp_c(),
             throttled=throttled(),
             pid=os.getpid(),
             paused=paused,
+            cameras=cameras,
         )

@@ -47,6 +47,10 @@ class Stats:
         span = max(now - recent[0], 1e-6)
         return len(recent) / span if now - recent[-1] < horizon_s else 0.0
 
+    def latency_values(self) -> list[float]:
+        with self._lock:
+            return list(self._latency)
+
     def latency_ms(self) -> Percentiles:
         with self._lock:
             values = np.fromiter(self._latency, dtype=np.float64)
@@ -65,3 +69,62 @@ class Stats:
         when none yet."""
         seen = [t for t in (self.last_frame_at, self.last_static_at) if t is not None]
         return time.monotonic() - max(seen, default=self.started)
+
+
+class StatsTotal:
+    """The device's counters: its cameras' :class:`Stats` added up (read-only)."""
+
+    def __init__(self, cameras: list[Stats]) -> None:
+        self.cameras = cameras
+        self.started = min((s.started for s in cameras), default=time.monotonic())
+
+    @property
+    def frames_captured(self) -> int:
+        return sum(s.frames_captured for s in self.cameras)
+
+    @property
+    def frames_processed(self) -> int:
+        return sum(s.frames_processed for s in self.cameras)
+
+    @property
+    def frames_dropped(self) -> int:
+        return sum(s.frames_dropped for s in self.cameras)
+
+    @property
+    def frames_lost(self) -> int:
+        return sum(s.frames_lost for s in self.cameras)
+
+    @property
+    def frames_static(self) -> int:
+        return sum(s.frames_static for s in self.cameras)
+
+    @property
+    def events_created(self) -> int:
+        return sum(s.events_created for s in self.cameras)
+
+    @property
+    def events_filtered(self) -> int:
+        return sum(s.events_filtered for s in self.cameras)
+
+    @property
+    def last_frame_at(self) -> float | None:
+        seen = [s.last_frame_at for s in self.cameras if s.last_frame_at is not None]
+        return max(seen, default=None)
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def fps(self, horizon_s: float = 10.0) -> float:
+        return sum(s.fps(horizon_s) for s in self.cameras)
+
+    def latency_ms(self) -> Percentiles:
+        values: list[float] = []
+        for s in self.cameras:
+            values.extend(s.latency_values())
+        if not values:
+            return Percentiles(p50=None, p95=None)
+        p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
+        return Percentiles(p50=round(float(p50), 2), p95=round(float(p95), 2))
+
+    def idle_for(self) -> float:
+        return min((s.idle_for() for s in self.cameras), default=0.0)

@@ -80,8 +80,11 @@ class ProcessMeter:
     """This process's CPU use since the last reading (percent of one core) and its resident
     memory, from ``os.times()`` and ``/proc/self/statm`` (no psutil in the daemon)."""
 
-    def __init__(self, statm: Path = Path("/proc/self/statm")) -> None:
+    def __init__(
+        self, statm: Path = Path("/proc/self/statm"), io: Path = Path("/proc/self/io")
+    ) -> None:
         self.statm = statm
+        self.io = io
         self._last = (time.monotonic(), self._cpu_s())
 
     @staticmethod
@@ -101,3 +104,15 @@ class ProcessMeter:
         except (OSError, ValueError, IndexError):
             return None
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def disk_write_bytes(self) -> int | None:
+        """Bytes this process sent (or caused to be sent) to the block layer since it started,
+        as the kernel counts them (``write_bytes`` of ``/proc/self/io``)."""
+        try:
+            for line in self.io.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key == "write_bytes":
+                    return int(value)
+        except (OSError, ValueError):
+            return None
+        return None

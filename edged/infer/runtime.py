@@ -105,3 +105,21 @@ def runtime_version(runtime: Runtime) -> str | None:
         return version(DISTRIBUTIONS[runtime.name])
     except (KeyError, PackageNotFoundError):
         return None
+
+
+@cache
+def _libc_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the heap that a closed interpreter freed back to the system (glibc keeps it
+    otherwise, and each reload of a model would leave the process larger)."""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)

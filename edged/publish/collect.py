@@ -107,7 +107,9 @@ class Collector:
             why.append(f"every {cfg.every_s:g} s")
         return tuple(why)
 
-    def offer(self, number: int, source: str, result: Classification) -> Collected | None:
+    def offer(
+        self, number: int, source: str, result: Classification, region: str | None = None
+    ) -> Collected | None:
         """Keep frame ``number`` when a rule selects it; returns what was written."""
         now = self.clock()
         why = self.reasons(result, now)
@@ -122,7 +124,7 @@ class Collector:
             return None
         if any(r.startswith("every") for r in why):
             self._last_periodic = now
-        return self._save(image, number, source, result, why, now)
+        return self._save(image, number, source, result, why, now, region)
 
     def _save(
         self,
@@ -132,6 +134,7 @@ class Collector:
         result: Classification,
         why: tuple[str, ...],
         now: float,
+        region: str | None = None,
     ) -> Collected | None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.3f}"[1:]
         stem = f"{stamp}Z-{number:08d}"
@@ -144,18 +147,24 @@ class Collector:
             "model": self.model,
             "source": source,
             "frame": number,
+            "region": region,
             "label": top.label if top else None,
             "score": round(top.score, 5) if top else None,
             "top_k": [c.as_dict() for c in result.top_k],
             "ambiguous": result.ambiguous,
             "reasons": list(why),
         }
+        # each file under a hidden name first, the sidecar before the JPEG: a reader that
+        # lists the folder never sees half a JPEG, nor a JPEG without its sidecar
+        tmp_jpg, tmp_side = (p.with_name(f".{p.name}.tmp") for p in (jpg, side))
         try:
-            Image.fromarray(image).save(jpg, "JPEG", quality=JPEG_QUALITY)
-            side.write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", "utf-8")
+            Image.fromarray(image).save(tmp_jpg, "JPEG", quality=JPEG_QUALITY)
+            tmp_side.write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", "utf-8")
+            os.replace(tmp_side, side)
+            os.replace(tmp_jpg, jpg)
         except OSError as exc:
             log.warning("cannot keep frame %d in %s: %s", number, self.dir, exc)
-            for p in (jpg, side):
+            for p in (jpg, side, tmp_jpg, tmp_side):
                 p.unlink(missing_ok=True)
             return None
         size = jpg.stat().st_size + side.stat().st_size

@@ -80,34 +80,35 @@ def event_json(
     inference_ms: float,
     region: str | None = None,
     confirmed_label: str | None = None,
+    camera: str | None = None,
 ) -> bytes:
     """An :class:`~edged.wire.Event` as published: byte for byte its ``to_json()``, without
-    building and dumping a pydantic model (the daemon sends one per frame)."""
+    building and dumping a pydantic model (the daemon sends one per frame).  ``camera``
+    None (the one camera of a [capture] config) leaves the field out."""
     top = result.top1
-    return _compact(
-        {
-            "schema": EVENT_SCHEMA,
-            "device": device,
-            "label": top.label if top else None,
-            "label_id": top.id if top else None,
-            "score": round(top.score, 5) if top else None,
-            "top_k": [
-                {"label": c.label, "label_id": c.id, "score": round(c.score, 5)}
-                for c in result.top_k
-            ],
-            "ambiguous": result.ambiguous,
-            "model": model,
-            "backend": backend,
-            "inference_ms": round(inference_ms, 3),
-            "run_id": run_id,
-            "seq": seq,
-            "ts": utc_now(),
-            "frame": frame,
-            "source": source,
-            "region": region,
-            "confirmed_label": confirmed_label,
-        }
-    ).encode()
+    data: dict[str, Any] = {
+        "schema": EVENT_SCHEMA,
+        "device": device,
+        "label": top.label if top else None,
+        "label_id": top.id if top else None,
+        "score": round(top.score, 5) if top else None,
+        "top_k": [
+            {"label": c.label, "label_id": c.id, "score": round(c.score, 5)} for c in result.top_k
+        ],
+        "ambiguous": result.ambiguous,
+        "model": model,
+        "backend": backend,
+        "inference_ms": round(inference_ms, 3),
+        "run_id": run_id,
+        **({"camera": camera} if camera is not None else {}),
+        "seq": seq,
+        "ts": utc_now(),
+        "frame": frame,
+        "source": source,
+        "region": region,
+        "confirmed_label": confirmed_label,
+    }
+    return _compact(data).encode()
 
 
 def classified_file(

@@ -1,6 +1,8 @@
 """Home Assistant MQTT discovery: every schema edged announces, in one place.
 
-One Home Assistant device per edged device; its entities read edged's own topics:
+One Home Assistant device per edged device, and with ``[[cameras]]`` one more per camera
+(``via_device`` the edged device, entities reading ``{camera}/state``); entities read
+edged's own topics:
 
 - ``state`` (retained, see :class:`StateThrottle`): the label (top-k as attributes), the
   score and ``ambiguous``; with regions, one label sensor per region on ``state/{region}``;
@@ -39,6 +41,7 @@ class Entity:
     suffix: str  # edged topic the state comes from (state, health, state/<region>)
     value_template: str
     extra: tuple[tuple[str, Any], ...] = ()
+    camera: str | None = None  # the entity belongs to this camera's device
 
 
 # The label sensors show the state confirmed by publish.confirm_frames (the raw top-1 until a
@@ -62,37 +65,98 @@ def node_id(device: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", device)
 
 
+MEASUREMENT = ("state_class", "measurement")
+
+
 def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
-    measurement = ("state_class", "measurement")
+    """The entities of a device with one camera (a [capture] config)."""
+    state = _state_entities(None, regions)
+    return state[:3] + _health_entities() + state[3:]
+
+
+def camera_entities(camera: str, regions: tuple[str, ...] = ()) -> list[Entity]:
+    """A camera's device: its label, score and ambiguous (and a label per region) from
+    ``{camera}/state``, and its state and frame rate from the device's health."""
+    c = f"{H.cameras}['{camera}']"
+    return [
+        *_state_entities(camera, regions),
+        Entity(
+            "sensor",
+            "camera_state",
+            "Camera state",
+            wire.Suffix.HEALTH,
+            f"{{{{ value_json.{c}.{wire.CAMERA_HEALTH_FIELDS.state} }}}}",
+            (("entity_category", "diagnostic"), ("icon", "mdi:cctv")),
+            camera,
+        ),
+        Entity(
+            "sensor",
+            "fps",
+            "Frame rate",
+            wire.Suffix.HEALTH,
+            f"{{{{ value_json.{c}.{wire.CAMERA_HEALTH_FIELDS.fps} }}}}",
+            (MEASUREMENT, ("unit_of_measurement", "fps"), ("entity_category", "diagnostic")),
+            camera,
+        ),
+    ]
+
+
+def _state_entities(camera: str | None, regions: tuple[str, ...]) -> list[Entity]:
+    state = wire.camera_suffix(camera, wire.Suffix.STATE)
     out = [
         Entity(
             "sensor",
             "label",
             "Label",
-            wire.Suffix.STATE,
+            state,
             LABEL_TEMPLATE,
             (
                 ("json_attributes_template", TOP_K_ATTRIBUTES),
                 ("icon", "mdi:tag-text"),
             ),
+            camera,
         ),
         Entity(
             "sensor",
             "score",
             "Score",
-            wire.Suffix.STATE,
+            state,
             _value(S.score),
-            (measurement, ("suggested_display_precision", 3), ("icon", "mdi:percent")),
+            (MEASUREMENT, ("suggested_display_precision", 3), ("icon", "mdi:percent")),
+            camera,
         ),
         # A template rendering a Python bool never matches payload_on: render ON/OFF.
         Entity(
             "binary_sensor",
             "ambiguous",
             "Ambiguous",
-            wire.Suffix.STATE,
+            state,
             f"{{{{ 'ON' if value_json.{S.ambiguous} else 'OFF' }}}}",
             (("payload_on", "ON"), ("payload_off", "OFF"), ("icon", "mdi:help-circle")),
+            camera,
         ),
+    ]
+    out.extend(
+        Entity(
+            "sensor",
+            f"label_{node_id(region)}",
+            f"Label {region}",
+            f"{state}/{region}",
+            LABEL_TEMPLATE,
+            (
+                ("json_attributes_template", TOP_K_ATTRIBUTES),
+                ("icon", "mdi:tag-text"),
+            ),
+            camera,
+        )
+        for region in regions
+    )
+    return out
+
+
+def _health_entities() -> list[Entity]:
+    measurement = MEASUREMENT
+    return [
         Entity(
             "sensor",
             "fps",
@@ -136,21 +200,6 @@ def entities(regions: tuple[str, ...] = ()) -> list[Entity]:
             (("entity_category", "diagnostic"), ("icon", "mdi:chip")),
         ),
     ]
-    out.extend(
-        Entity(
-            "sensor",
-            f"label_{node_id(region)}",
-            f"Label {region}",
-            f"{wire.Suffix.STATE}/{region}",
-            LABEL_TEMPLATE,
-            (
-                ("json_attributes_template", TOP_K_ATTRIBUTES),
-                ("icon", "mdi:tag-text"),
-            ),
-        )
-        for region in regions
-    )
-    return out
 
 
 @dataclass(frozen=True)
@@ -162,18 +211,33 @@ class Discovery:
     device: str
     hw_model: str = "unknown"
     regions: tuple[str, ...] = ()
+    cameras: tuple[tuple[str, tuple[str, ...]], ...] = ()  # [[cameras]]: (name, regions)
 
     @property
     def status_topic(self) -> str:
         return f"{self.discovery_prefix.rstrip('/')}/{HA_STATUS}"
 
+    def _object(self, entity: Entity) -> str:
+        """The entity's object id: its key, after its camera's name for a camera's."""
+        return f"{entity.camera}_{entity.key}" if entity.camera else entity.key
+
     def config_topic(self, entity: Entity) -> str:
+        # the node is the device for a camera's entities too (the fleet's ACL grants a
+        # device homeassistant/+/<device id>/#)
         return (
             f"{self.discovery_prefix.rstrip('/')}/{entity.component}/"
-            f"{node_id(self.device)}/{entity.key}/config"
+            f"{node_id(self.device)}/{self._object(entity)}/config"
         )
 
-    def device_block(self) -> dict[str, Any]:
+    def device_block(self, camera: str | None = None) -> dict[str, Any]:
+        if camera:
+            return {
+                "identifiers": [f"edged_{self.device}_{camera}"],
+                "name": f"{self.device} {camera}",
+                "manufacturer": "edged",
+                "model": "camera",
+                "via_device": f"edged_{self.device}",
+            }
         return {
             "identifiers": [f"edged_{self.device}"],
             "name": self.device,
@@ -182,8 +246,16 @@ class Discovery:
             "sw_version": __version__,
         }
 
+    def all_entities(self) -> list[Entity]:
+        if not self.cameras:
+            return entities(self.regions)
+        out = _health_entities()
+        for camera, regions in self.cameras:
+            out += camera_entities(camera, regions)
+        return out
+
     def config(self, entity: Entity) -> dict[str, Any]:
-        unique_id = f"edged_{node_id(self.device)}_{entity.key}"
+        unique_id = f"edged_{node_id(self.device)}_{self._object(entity)}"
         # entity ids allow only [a-z0-9_]
         object_id = re.sub(r"[^a-z0-9_]", "_", unique_id.lower())
         return {
@@ -206,7 +278,7 @@ class Discovery:
                     "payload_not_available": wire.OFFLINE,
                 }
             ],
-            "device": self.device_block(),
+            "device": self.device_block(entity.camera),
             "origin": ORIGIN,
             **dict(entity.extra),
         }
@@ -215,12 +287,12 @@ class Discovery:
         """(topic, payload) of every config, to publish retained."""
         return [
             (self.config_topic(e), json.dumps(self.config(e), separators=(",", ":")).encode())
-            for e in entities(self.regions)
+            for e in self.all_entities()
         ]
 
     def removals(self) -> list[tuple[str, bytes]]:
         """Empty retained payloads that remove every entity from Home Assistant."""
-        return [(self.config_topic(e), b"") for e in entities(self.regions)]
+        return [(self.config_topic(e), b"") for e in self.all_entities()]
 
 
 class StateThrottle:
@@ -279,7 +351,9 @@ class HomeAssistant:
         that nothing is built for a frame that sends nothing)."""
         key = state.region or ""
         suffix = wire.Suffix.STATE if not key else f"{wire.Suffix.STATE}/{key}"
-        self.publisher.publish(suffix, state.to_json(), retain=True)
+        # a camera of [[cameras]] has its own topics
+        topic = wire.camera_suffix(state.camera, suffix)
+        self.publisher.publish(topic, state.to_json(), retain=True)
 
 
 def discovery_for(cfg: Config) -> Discovery:
@@ -290,6 +364,7 @@ def discovery_for(cfg: Config) -> Discovery:
         cfg.device.id,
         machine_model(),
         regions_of(cfg),
+        tuple((cam.name, tuple(r.name for r in cam.regions)) for cam in cfg.cameras),
     )
 
 

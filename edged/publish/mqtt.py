@@ -1,13 +1,24 @@
-"""MQTT through paho-mqtt 2.x (VERSION2 callbacks): events through a write-ahead spool,
-retained state (status, health) last-value-wins, reconnects with backoff, a stop that keeps
-its deadline, and messages an operator can act on.
+"""MQTT through paho-mqtt 2.x (VERSION2 callbacks): events through a spool, retained state
+(status, health) last-value-wins, reconnects with backoff, a stop that keeps its deadline, and
+messages an operator can act on.
 
-Events (non-retained messages) are added to the :class:`~edged.publish.spool.Spool`; the
-spool thread commits them at most once every ``commit_s`` (the commit window, 200 ms; the
-first event after a quiet spell opens a window and is committed at once) and only then hands
-them to paho, at most ``window`` unacknowledged at a time.  An event leaves the
+Events (non-retained messages) are added to the :class:`~edged.publish.spool.Spool`.
+
+``mqtt.durability = "spill"`` (the default): the spool thread hands every event to paho as
+soon as it is added, from memory.  An event goes to disk only when it is at risk: still not
+acknowledged ``mqtt.spill_after_s`` after it was added, classified while the broker is away
+(written once per commit window during an outage), or waiting at a stop.  An event the broker
+acknowledges in time is never written, so with the broker up the spool writes nothing.  A
+``kill -9`` or a power cut loses at most the events of the last ``spill_after_s`` (the last
+commit window during an outage).
+
+``mqtt.durability = "always"``: the write-ahead log.  The spool thread commits events at most
+once every ``commit_s`` (the commit window, 200 ms; the first event after a quiet spell opens
+a window and is committed at once) and only then hands them to paho.  An event leaves the
 spool when paho reports its acknowledgement (``on_publish``: PUBACK for QoS 1).  So an event
 is on disk whether or not the broker is up, and a crash loses at most one commit window.
+
+In both modes at most ``window`` events are handed to paho and unacknowledged at a time.
 
 Retained messages are state: the last one per topic is kept in memory and sent again on every
 connect (``online`` first), never spooled.
@@ -40,6 +51,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +78,7 @@ IDLE_S = 1.0  # how long the spool thread sleeps with nothing to commit (disk re
 WINDOW = 100  # events handed to paho and not yet acknowledged
 EARLY_ACK_S = 5.0
 LEGACY_SPOOL = "mqtt-spool.jsonl"  # where releases before the spool kept events at a stop
+ACK_AGES = 1024  # acknowledgement delays kept (bench/acks.py reads them)
 
 
 class MqttConfigError(ValueError):
@@ -162,6 +175,7 @@ class MqttPublisher(Publisher):
             max_bytes=int(cfg.spool_max_mb * 2**20),
             max_rows=cfg.max_queued,
             retry_s=spool_retry_s,
+            spill_after_s=cfg.spill_after_s if cfg.durability == "spill" else None,
         )
         legacy = spool_path.with_name(LEGACY_SPOOL) if spool_path is not None else None
         if legacy is not None and legacy.exists():
@@ -173,6 +187,8 @@ class MqttPublisher(Publisher):
         self.resent = 0  # events of earlier runs the broker acknowledged
         self.dropped = 0  # events given up (too large for the broker, or no spool at stop)
         self.reconnects = 0
+        # seconds from publish() to the acknowledgement, of the last ACK_AGES events
+        self.ack_ages: deque[float] = deque(maxlen=ACK_AGES)
         self._connects = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -281,7 +297,11 @@ class MqttPublisher(Publisher):
         self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive)
         self._threads = [
             threading.Thread(target=self._network, name="edged-mqtt", daemon=True),
-            threading.Thread(target=self._spooler, name="edged-spool", daemon=True),
+            threading.Thread(
+                target=self._spiller if self.spool.spill else self._spooler,
+                name="edged-spool",
+                daemon=True,
+            ),
         ]
         for t in self._threads:
             t.start()
@@ -301,7 +321,9 @@ class MqttPublisher(Publisher):
                 self._send_state(topic, payload, qos)
             return
         self.spool.add(topic, payload, qos)
-        if self._idle:  # the first event after a quiet spell: commit and send it now
+        if self.spool.spill:  # handed over at once, from memory
+            self._wake.set()
+        elif self._idle:  # the first event after a quiet spell: commit and send it now
             self._idle = False
             self._wake.set()
 
@@ -321,6 +343,7 @@ class MqttPublisher(Publisher):
         """With ``_lock`` held."""
         if isinstance(item, Spooled):
             self.spool.ack((item.id,))
+            self.ack_ages.append(self.spool.age(item))
             if item.id >= self.spool.first_id:
                 self.published += 1
             else:
@@ -356,14 +379,46 @@ class MqttPublisher(Publisher):
             if commit:
                 next_commit = now + self.commit_s
             self._cycle(commit=commit)
-        self._cycle(hand_over=False)
+        self._cycle(hand_over=False, spill_all=True)
 
-    def _cycle(self, hand_over: bool = True, commit: bool = True) -> None:
+    # -- the spool thread in spill mode: hand over at once, write only what is at risk ----------
+    def _at_risk(self) -> bool:
+        """The broker is unreachable: what is held in memory goes to disk."""
+        return self._outage_since is not None and not self._connected.is_set()
+
+    def _spiller(self) -> None:
+        """Hands every event over as soon as it is added; writes the events held longer than
+        ``spill_after_s`` without an acknowledgement, and, during an outage, everything held,
+        once per commit window.  With nothing to do it sleeps until an event comes or the
+        oldest held event is due."""
+        next_spill = time.monotonic()
+        while not self._spool_stop.is_set():
+            wait = IDLE_S
+            if self.spool.path is not None and not self.spool.durable:  # retried on time
+                wait = min(wait, self.spool.retry_s)
+            due = self.spool.spill_due()
+            if due is not None:
+                if self._at_risk():
+                    due = min(due, next_spill)
+                wait = min(wait, due - time.monotonic())
+            if self.spool.dirty:
+                wait = 0.0
+            if wait > 0:
+                self._wake.wait(wait)
+            self._wake.clear()
+            now = time.monotonic()
+            spill_all = self._at_risk() and now >= next_spill
+            if spill_all:
+                next_spill = now + self.commit_s
+            self._cycle(spill_all=spill_all)
+        self._cycle(hand_over=False, spill_all=True)
+
+    def _cycle(self, hand_over: bool = True, commit: bool = True, spill_all: bool = False) -> None:
         try:
             with self._lock:
                 busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
             if commit:
-                self.spool.commit(busy)
+                self.spool.commit(busy, spill_all=spill_all)
             if hand_over:
                 self._hand_over()
         except Exception:
@@ -591,6 +646,7 @@ class MqttPublisher(Publisher):
         self._connected.clear()
         if was and not self._stopping:
             self._begin_outage(f"disconnected ({reason})")
+        self._wake.set()  # in spill mode, what is held is at risk now
 
     @_guarded
     def _on_publish(
@@ -608,7 +664,7 @@ class MqttPublisher(Publisher):
                 self._acked(item)
         # wake the spool thread for room that events wait for, or, when it sleeps with
         # nothing to do, for the acknowledgement to be written with the next commit
-        if self._starved or self._flushing or self._idle:
+        if self._starved or self._flushing or (self._idle and not self.spool.spill):
             self._idle = False
             self._wake.set()
 
@@ -667,8 +723,8 @@ class MqttPublisher(Publisher):
         for t in self._threads[:1]:
             t.join(max(0.05, deadline - time.monotonic()))
         spool_thread_done = not any(t.is_alive() for t in self._threads[1:])
-        if spool_thread_done:
-            self._cycle(hand_over=False)  # the acknowledgements that came meanwhile
+        if spool_thread_done:  # the acknowledgements that came meanwhile; the rest to disk
+            self._cycle(hand_over=False, spill_all=True)
         left = self.spool.backlog
         if left:
             if self.spool.durable:

@@ -1,5 +1,14 @@
-"""The write-ahead event spool: an event is on disk before it is handed to the broker client,
-and leaves the disk only once the broker has acknowledged it.
+"""The event spool: events the broker has not acknowledged, on disk where they are at risk.
+
+Two modes (``mqtt.durability``):
+
+- ``spill`` (the default, ``spill_after_s`` set): an event is held in memory and handed to the
+  broker client at once; it goes to disk only if it is still unacknowledged ``spill_after_s``
+  after it was added, or when the owner says it is at risk (the broker is unreachable, the
+  daemon stops: ``commit(spill_all=True)``).  An event acknowledged in time is never written:
+  no transaction is opened when there is nothing to write.
+- ``always`` (``spill_after_s`` None): the write-ahead log: an event is on disk before it is
+  handed to the broker client, and leaves the disk once the broker has acknowledged it.
 
 The store is SQLite in WAL mode with ``synchronous=FULL`` (stdlib ``sqlite3``): one table of
 rows ``(id, topic, payload, qos)`` with ``id`` increasing across runs, so the oldest event is
@@ -29,7 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,7 @@ class Spooled:
     topic: str
     payload: bytes
     qos: int
+    at: float = field(default=0.0, compare=False)  # when it was added (the spool's clock)
 
     @property
     def size(self) -> int:
@@ -63,9 +73,11 @@ class Spool:
         max_bytes: int,
         max_rows: int,
         retry_s: float = 5.0,
+        spill_after_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
+        self.spill_after_s = spill_after_s
         self.max_bytes = max_bytes
         self.max_rows = max_rows
         self.retry_s = retry_s
@@ -74,6 +86,7 @@ class Spool:
         self._new: list[Spooled] = []  # added, not committed yet
         self._acks: set[int] = set()  # acknowledged, not removed yet
         self._mem: dict[int, Spooled] = {}  # rows kept in memory (no disk, or disk refused)
+        self._held: dict[int, Spooled] = {}  # spill mode: not at risk yet, memory only
         self._db_acks: set[int] = set()  # acknowledged rows still on a disk that refuses writes
         self._db: sqlite3.Connection | None = None
         self._db_rows = 0
@@ -84,6 +97,7 @@ class Spool:
         self.evicted = 0
         self.evicted_in_outage = 0
         self.commits = 0
+        self.spilled = 0  # spill mode: events written because they were at risk
         self.rewind = False  # set when the reader should start again from the oldest row
         self._open()
         self.first_id = self._next_id  # rows below this were kept by an earlier run
@@ -178,7 +192,7 @@ class Spool:
                 taken += 1
             except (ValueError, KeyError, TypeError):
                 log.warning("earlier event spool %s: unreadable line skipped", legacy)
-        self.commit()
+        self.commit(spill_all=True)
         self.first_id = self._next_id  # they belong to an earlier run
         if self.durable:
             with contextlib.suppress(OSError):
@@ -188,7 +202,7 @@ class Spool:
     # -- any thread -------------------------------------------------------------------------
     def add(self, topic: str, payload: bytes, qos: int) -> Spooled:
         with self._lock:
-            row = Spooled(self._next_id, topic, payload, qos)
+            row = Spooled(self._next_id, topic, payload, qos, self._clock())
             self._next_id += 1
             self._new.append(row)
             return row
@@ -196,6 +210,10 @@ class Spool:
     def ack(self, ids: Iterable[int]) -> None:
         with self._lock:
             self._acks.update(ids)
+
+    def age(self, row: Spooled) -> float:
+        """Seconds since ``row`` was added."""
+        return self._clock() - row.at
 
     # -- owner thread -----------------------------------------------------------------------
     @property
@@ -213,18 +231,47 @@ class Spool:
     def backlog(self) -> int:
         """Events waiting for an acknowledgement (on disk, in memory or not yet committed)."""
         with self._lock:
-            pending = len(self._new) + len(self._mem) + self._db_rows
+            pending = len(self._new) + len(self._held) + len(self._mem) + self._db_rows
             return pending - len(self._acks) - len(self._db_acks)
 
-    def commit(self, busy: Collection[int] = ()) -> None:
-        """Make what was added durable and forget what was acknowledged, in one transaction;
-        then evict past the bound (never the ids in ``busy``: handed to the broker client)."""
+    @property
+    def spill(self) -> bool:
+        """Spill mode: only events at risk are written."""
+        return self.spill_after_s is not None
+
+    def spill_due(self) -> float | None:
+        """Spill mode: when (the spool's clock) the oldest event held in memory is at risk;
+        None when none is held."""
+        if self.spill_after_s is None:
+            return None
+        for row in self._held.values():  # the first is the oldest
+            return row.at + self.spill_after_s
+        return None
+
+    def commit(self, busy: Collection[int] = (), spill_all: bool = False) -> None:
+        """Make what is at risk durable and forget what was acknowledged, in one transaction
+        (none when there is nothing to write); then evict past the bound (never the ids in
+        ``busy``: handed to the broker client).  In spill mode, what is at risk is what was
+        added at least ``spill_after_s`` ago, or everything held with ``spill_all``; in
+        ``always`` mode, everything added."""
         with self._lock:
             new, self._new = self._new, []
             acks, self._acks = self._acks, set()
+        if self.spill_after_s is not None:
+            self._held.update((row.id, row) for row in new)
+            new = []
         for rid in acks:
-            if self._mem.pop(rid, None) is None:
+            if self._held.pop(rid, None) is None and self._mem.pop(rid, None) is None:
                 self._db_acks.add(rid)
+        if self.spill_after_s is not None and self._held:
+            cutoff = self._clock() - self.spill_after_s
+            for row in self._held.values():  # oldest first
+                if not spill_all and row.at > cutoff:
+                    break
+                new.append(row)
+            for row in new:
+                del self._held[row.id]
+            self.spilled += len(new)
         if not self._writable and self.path is not None and self._clock() >= self._next_retry:
             self._retry()
         if not self._writable:
@@ -365,11 +412,12 @@ class Spool:
             if len(found) == limit:
                 return rows
             cursor = max(cursor, int(found[-1][0])) if found else cursor
-        for rid, row in self._mem.items():  # in id order: rows are added in order
-            if len(rows) >= limit:
-                break
-            if rid > cursor and rid not in gone:
-                rows.append(row)
+        for held in (self._mem, self._held):  # in id order: rows are added in order
+            for rid, row in held.items():
+                if len(rows) >= limit:
+                    return rows
+                if rid > cursor and rid not in gone:
+                    rows.append(row)
         return rows
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,10 +28,20 @@ from edged.config import ModelConfig
 from edged.engine import resolve_model_config
 from edged.infer.bundled import default_model_path
 from edged.infer.runtime import get_runtime
+from edged.train import deep
 from edged.train import head as heads
+from edged.train.convert import add_metadata
 from edged.train.dataset import Dataset, DatasetError, check_counts, label_lines, scan
+from edged.train.deep import DeepParams
 from edged.train.features import FeatureExtractor, ImageFeatures, default_cache_dir
 from edged.train.metadata import ClassifierMetadata, classifier_metadata
+from edged.train.resources import (
+    TRAIN_NICE,
+    check_memory,
+    lower_priority,
+    read_mem_available,
+    training_threads,
+)
 from edged.train.tflite import BaseModel, BaseModelError, QuantizedHead
 
 log = logging.getLogger(__name__)
@@ -38,6 +49,10 @@ log = logging.getLogger(__name__)
 KFOLD_BELOW = 20  # k-fold cross-validation when a class has fewer images than this
 KFOLD = 5
 MAX_BYTES = 6_000_000
+# how the model is trained: "head" fits a new last layer on the base model's frozen features;
+# "deep" fine-tunes the last blocks too (PyTorch, the `learn` extra); "auto" runs deep when
+# its packages are installed and the memory is there, else head
+RECIPES = ("head", "deep", "auto")
 
 
 class TrainError(Exception):
@@ -59,6 +74,10 @@ class TrainOptions:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     seed: int = 0
+    recipe: str = "head"  # one of RECIPES
+    deep: DeepParams = field(default_factory=DeepParams)  # the deep recipe's settings
+    threads: int | None = None  # deep: PyTorch threads (default: one fewer than the cores)
+    nice: int = TRAIN_NICE  # the niceness training runs at (train() raises its own to it)
 
 
 class Progress:
@@ -221,18 +240,78 @@ class Trained:
     serving: ModelConfig  # the preprocessing the model was trained (and is served) with
 
 
+@dataclass(frozen=True)
+class _Start:
+    """What every recipe starts from: the checked options, the photos and the base model."""
+
+    dataset: Dataset
+    base: BaseModel
+    base_path: Path
+    base_sha: str
+    serving: ModelConfig
+    recipe: str  # the recipe that runs (never "auto")
+    why: str  # why "auto" chose it ("" when asked for by name)
+
+
 def train(opts: TrainOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Train and write the model; returns the report (also what ``--json`` prints)."""
-    return run_training(opts, progress).report
-
-
-def run_training(opts: TrainOptions, progress: Progress | None = None) -> Trained:
-    """Train and write the model."""
+    """Train and write the model; returns the report (also what ``--json`` prints).
+    ``report["recipe"]`` names the recipe that ran (``auto`` resolves to head or deep)."""
     progress = progress or Progress()
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    start = _start(opts, progress, timings)
+    # below the daemon, which keeps classifying: before any worker thread exists
+    lower_priority(opts.nice)
+    if start.recipe == "deep":
+        return _run_deep(opts, start, progress, timings, started)
+    return _run_head(opts, start, progress, timings, started).report
+
+
+def run_training(opts: TrainOptions, progress: Progress | None = None) -> Trained:
+    """Fit a new last layer (the head recipe) and write the model."""
+    progress = progress or Progress()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if opts.recipe != "head":
+        raise TrainError(f"run_training fits the head recipe, not {opts.recipe!r}: use train()")
+    return _run_head(opts, _start(opts, progress, timings), progress, timings, started)
+
+
+def choose_recipe(opts: TrainOptions, photos: int, available: int | None) -> tuple[str, str]:
+    """The recipe that runs, and for ``auto`` why.  ``deep`` asked for by name and
+    impossible raises :class:`TrainError` saying why and what to do."""
+    if opts.recipe == "head":
+        return "head", ""
+    problems = []
+    absent = deep.missing()
+    if absent:
+        problems.append(f"the deep recipe needs {', '.join(absent)}: {deep.install_hint()}")
+    if opts.base is not None and opts.base.resolve() != default_model_path().resolve():
+        problems.append(
+            f"the deep recipe fine-tunes the bundled EfficientNet-Lite0, not --base "
+            f"{str(opts.base)!r}"
+        )
+    train_photos = photos - round(photos * opts.val)
+    memory = check_memory(opts.deep.memory_needed(train_photos), available)
+    if not memory.ok:
+        problems.append(memory.message("deep"))
+    if not problems:
+        why = "its packages are installed and the memory is there"
+        return "deep", why if opts.recipe == "auto" else ""
+    if opts.recipe == "deep":
+        raise TrainError("; ".join(problems))
+    return "head", "; ".join(problems)
+
+
+def _start(opts: TrainOptions, progress: Progress, timings: dict[str, float]) -> _Start:
+    if opts.recipe not in RECIPES:
+        raise TrainError(f"recipe {opts.recipe!r} is not known; valid: {', '.join(RECIPES)}")
     if not 0.0 < opts.val < 1.0:
         raise TrainError(f"--val {opts.val}: the held-out fraction must be between 0 and 1")
+    if opts.threads is not None and opts.threads < 1:
+        raise TrainError(f"threads {opts.threads}: give 1 or more")
+    if not 0 <= opts.nice <= 19:
+        raise TrainError(f"nice {opts.nice}: give a niceness from 0 to 19")
     check_out(opts.out)
     with _timed(timings, "scan"):
         progress.phase("scan")
@@ -243,6 +322,26 @@ def run_training(opts: TrainOptions, progress: Progress | None = None) -> Traine
         base_path = opts.base or default_model_path()
         base, base_sha = _read_base(base_path)
         serving = _model_config(opts)
+    recipe, why = choose_recipe(opts, len(dataset.samples()), read_mem_available())
+    if why:
+        log.info("recipe %s: %s", recipe, why)
+    return _Start(dataset, base, base_path, base_sha, serving, recipe, why)
+
+
+def _run_head(
+    opts: TrainOptions,
+    start: _Start,
+    progress: Progress,
+    timings: dict[str, float],
+    started: float,
+) -> Trained:
+    dataset, base, base_path, base_sha, serving = (
+        start.dataset,
+        start.base,
+        start.base_path,
+        start.base_sha,
+        start.serving,
+    )
     classes = dataset.classes
     n_classes = len(classes)
     with (
@@ -327,6 +426,10 @@ def run_training(opts: TrainOptions, progress: Progress | None = None) -> Traine
         "classes": classes,
         "images": {k: {"used": used[k], "skipped": skipped[k]} for k in classes},
         "skipped_files": bad,
+        "recipe": "head",
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "recipe_asked": opts.recipe,
+        "recipe_reason": start.why,
         "augment": opts.augment,
         "features": {"computed": len(feats.labels) - cached, "cached": cached},
         "validation": {
@@ -398,6 +501,7 @@ def _write(
 
 MANIFEST_KEYS = (
     "sha256",
+    "recipe",
     "size_bytes",
     "base",
     "edged_version",
@@ -413,5 +517,208 @@ MANIFEST_KEYS = (
 
 def _write_manifest(out: Path, report: dict[str, Any]) -> None:
     manifest = {"model": out.name} | {k: report[k] for k in MANIFEST_KEYS}
+    if "deep" in report:
+        manifest["deep"] = report["deep"]
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     _atomic_write(manifest_path(out), text.encode("utf-8"))
+
+
+def holdout(
+    labels: list[int], classes: int, val: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """One stratified split: ``val`` of each class held out (at least one photo, and at
+    least one left to train on)."""
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in range(classes):
+        members = rng.permutation(np.flatnonzero(y == c))
+        k = min(max(1, round(len(members) * val)), len(members) - 1)
+        held.append(members[:k])
+    val_idx = np.sort(np.concatenate(held)).astype(np.int64)
+    train_idx = np.setdiff1d(np.arange(len(y)), val_idx).astype(np.int64)
+    return train_idx, val_idx
+
+
+class _DeepProgress(deep.Progress):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self.progress.phase(name, total)
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(n)
+
+
+def _score_model(
+    data: bytes, paths: list[Path], serving: ModelConfig, threads: int
+) -> tuple[list[int | None], list[tuple[Path, str]]]:
+    """The int8 model's top class for each photo, through the daemon's preprocessing and
+    the runtime (None for an unreadable photo); and an error for each of those."""
+    from edged.preprocess import ImageError, prepare
+    from edged.tensor import InputSpec
+
+    interp = get_runtime().Interpreter(model_content=data, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    scale, zero_point = inp["quantization"]
+    _, height, width, _ = (int(d) for d in inp["shape"])
+    spec = InputSpec(
+        height,
+        width,
+        np.dtype(inp["dtype"]),
+        scale=scale,
+        zero_point=zero_point,
+        mean=serving.mean or 127.0,
+        std=serving.std or 128.0,
+    )
+    preds: list[int | None] = []
+    errors: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            x = prepare(path, spec, serving.crop, serving.crop_fraction, serving.resample)
+        except (ImageError, OSError) as exc:
+            preds.append(None)
+            errors.append((path, str(exc)))
+            continue
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        preds.append(int(np.argmax(np.asarray(interp.get_tensor(out["index"])).reshape(-1))))
+    return preds, errors
+
+
+def _run_deep(
+    opts: TrainOptions,
+    start: _Start,
+    progress: Progress,
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    import resource
+
+    dataset, serving = start.dataset, start.serving
+    classes = dataset.classes
+    n_classes = len(classes)
+    samples = dataset.samples()
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        threads = opts.threads or training_threads()
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    train_idx, val_idx = holdout([s.label for s in samples], n_classes, opts.val, opts.seed)
+    photos = [deep.Photo(samples[i].path, samples[i].label) for i in train_idx]
+    try:
+        # the network and converter packages print to stdout: keep it for the report
+        with contextlib.redirect_stdout(sys.stderr):
+            result = deep.train_deep(
+                photos, n_classes, serving, opts.deep, threads, opts.seed, _DeepProgress(progress)
+            )
+    except MemoryError:
+        raise TrainError(
+            "out of memory while training the deep recipe: train on fewer photos or use "
+            "--recipe head"
+        ) from None
+    timings.update(result.timings)
+    mean, std = 127.0, 128.0
+    listed = ", ".join(classes)
+    meta = ClassifierMetadata(
+        name=f"{opts.out.stem} (int8)",
+        description=(
+            f"Image classifier ({n_classes} classes: {listed}), fine-tuned by edged train "
+            f"{__version__} (recipe deep: the last {opts.deep.blocks} blocks of "
+            "EfficientNet-Lite0, its conv head and a new classifier)."
+        ),
+        input_description=(
+            f"Input image to be classified: RGB, normalized as (pixel - {mean:g}) / {std:g}."
+        ),
+        output_description=f"Probabilities of the {n_classes} classes (softmax).",
+        mean=mean,
+        std=std,
+        input_range=(-128.0, 127.0),
+        author="edged train",
+        license="",
+    )
+    data = add_metadata(result.model, classifier_metadata(meta), label_lines(classes))
+
+    with _timed(timings, "int8"):
+        progress.phase("int8", len(val_idx))
+        val_paths = [samples[i].path for i in val_idx]
+        preds, errors = _score_model(data, val_paths, serving, threads)
+    used = {c: 0 for c in classes}
+    skipped = {c: 0 for c in classes}
+    bad = [{"file": str(p.path), "error": e} for p, e in result.skipped]
+    for p in result.used:
+        used[classes[p.label]] += 1
+    for p, _ in result.skipped:
+        skipped[classes[p.label]] += 1
+    truth: list[int] = []
+    pred_int8: list[int] = []
+    for i, pred in zip(val_idx, preds, strict=True):
+        name = classes[samples[i].label]
+        if pred is None:
+            skipped[name] += 1
+            continue
+        used[name] += 1
+        truth.append(samples[i].label)
+        pred_int8.append(pred)
+    bad += [{"file": str(path), "error": error} for path, error in errors]
+    try:
+        check_counts(used, skipped)
+    except DatasetError as exc:
+        raise TrainError(str(exc)) from None
+    acc_int8 = float(np.mean(np.asarray(pred_int8) == np.asarray(truth))) if truth else 0.0
+
+    with _timed(timings, "write"):
+        progress.phase("write")
+        _atomic_write(opts.out, data)
+        size, sha = len(data), hashlib.sha256(data).hexdigest()
+    timings["total"] = round(time.perf_counter() - started, 3)
+    progress.done()
+    held = round(opts.val * 100)
+    report: dict[str, Any] = {
+        "model": str(opts.out),
+        "manifest": str(manifest_path(opts.out)),
+        "sha256": sha,
+        "size_bytes": size,
+        "base": {"path": str(start.base_path), "sha256": start.base_sha},
+        "edged_version": __version__,
+        "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "classes": classes,
+        "images": {k: {"used": used[k], "skipped": skipped[k]} for k in classes},
+        "skipped_files": bad,
+        "recipe": "deep",
+        "nice": niceness,
+        "recipe_asked": opts.recipe,
+        "recipe_reason": start.why,
+        "augment": True,
+        "features": {"computed": len(result.used), "cached": 0},
+        "validation": {
+            "method": (
+                f"stratified split: {held}% of each class held out; the model written is the "
+                "one scored, trained on the other photos"
+            ),
+            "images": len(truth),
+            "accuracy_int8": round(acc_int8, 4),
+            "accuracy_float": None,
+            "confusion_matrix": heads.confusion(truth, pred_int8, n_classes),
+        },
+        "l2": None,
+        "l2_search": [],
+        "training_accuracy_float": round(result.train_accuracy_float, 4),
+        "deep": opts.deep.describe()
+        | {
+            "threads": threads,
+            "nice": niceness,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        },
+        "preprocessing": {
+            "crop": serving.crop,
+            "crop_fraction": serving.crop_fraction,
+            "resample": serving.resample,
+        },
+        "timings_s": timings,
+    }
+    _write_manifest(opts.out, report)
+    return report

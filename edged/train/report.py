@@ -16,6 +16,10 @@ PHASES = {
     "fit": "choosing L2 and fitting the head",
     "int8": "quantizing and scoring the int8 head",
     "write": "writing the model",
+    "views": "deep: random views through the frozen layers",
+    "train": "deep: training the last blocks (epochs)",
+    "calibrate": "deep: calibrating the int8 model",
+    "convert": "deep: converting to int8 TFLite",
 }
 
 
@@ -57,10 +61,16 @@ def render(report: dict[str, Any], console: Console) -> None:
         table.add_row(c, str(counts["used"]), str(counts["skipped"]) if counts["skipped"] else "")
     console.print(table)
     val = report["validation"]
+    recipe = report.get("recipe", "head")
+    why = f" ({report['recipe_reason']})" if report.get("recipe_reason") else ""
+    console.print(f"recipe: [bold]{recipe}[/bold]{why}")
+    floating = (
+        f", {val['accuracy_float']:.1%} float head" if val.get("accuracy_float") is not None else ""
+    )
+    l2 = f"; L2 = {report['l2']:g}" if report.get("l2") is not None else ""
     console.print(
-        f"held-out accuracy: [bold]{val['accuracy_int8']:.1%}[/bold] int8, "
-        f"{val['accuracy_float']:.1%} float head, on {val['images']} images "
-        f"({val['method']}); L2 = {report['l2']:g}"
+        f"held-out accuracy: [bold]{val['accuracy_int8']:.1%}[/bold] int8{floating}, "
+        f"on {val['images']} images ({val['method']}){l2}"
     )
     matrix = Table(title="confusion matrix (rows: true class, columns: predicted, int8)")
     matrix.add_column("")

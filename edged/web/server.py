@@ -8,7 +8,8 @@ Routes: ``/`` (the page), ``/frame.jpg`` (the latest frame the pipeline already 
 the top-k drawn over it, encoded only when asked for and once per frame however many
 viewers), ``/api/status`` (last classification and health), ``/api/config`` (the effective
 config with secrets redacted), ``/metrics`` (when metrics are on) and ``/healthz`` (200 while
-frames flow, else 503; no auth, for probes).
+frames flow, else 503; no auth, for probes).  With ``[learn]`` on, ``/learn`` (the Learn
+view) and the Learn API (:mod:`edged.learn.api`) are served behind the same auth.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -35,9 +37,14 @@ from edged.web.overlay import render_jpeg
 from edged.wire import CLASS_FIELDS as C
 from edged.wire import EVENT_FIELDS as E
 
+if TYPE_CHECKING:
+    from edged.learn.api import LearnApi
+
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("page.html")
+LEARN_PAGE = Path(__file__).with_name("learn.html")
+MAX_BODY = 64 * 1024
 # the event fields the page's script reads, named by the wire format (not spelled in it)
 PAGE_FIELDS = json.dumps(
     {
@@ -83,6 +90,21 @@ class WebSource:
     paused: Callable[[], bool] = lambda: False
     metrics: Callable[[], bytes] | None = None
     metrics_type: str = "text/plain; version=0.0.4; charset=utf-8"
+    # [[cameras]]: their names, and a camera's frame and last classification by name (the
+    # page's camera picker; ``frame`` and ``result`` are the first camera's)
+    cameras: tuple[str, ...] = ()
+    camera_frame: Callable[[str], tuple[int, npt.NDArray[np.uint8]] | None] | None = None
+    camera_result: Callable[[str], Mapping[str, Any] | None] | None = None
+
+    def frame_of(self, camera: str | None) -> tuple[int, npt.NDArray[np.uint8]] | None:
+        if camera is None or self.camera_frame is None:
+            return self.frame()
+        return self.camera_frame(camera)
+
+    def result_of(self, camera: str | None) -> Mapping[str, Any] | None:
+        if camera is None or self.camera_result is None:
+            return self.result()
+        return self.camera_result(camera)
 
 
 def is_loopback(host: str) -> bool:
@@ -96,9 +118,15 @@ def is_loopback(host: str) -> bool:
 
 class StatusPage:
     def __init__(
-        self, cfg: WebConfig, source: WebSource, device: str, password: str | None = None
+        self,
+        cfg: WebConfig,
+        source: WebSource,
+        device: str,
+        password: str | None = None,
+        learn: LearnApi | None = None,
     ) -> None:
         self.cfg = cfg
+        self.learn = learn
         self.source = source
         self.device = device
         self.host, self.port = parse_listen(cfg.listen)
@@ -113,8 +141,7 @@ class StatusPage:
             else "Basic " + base64.b64encode(f"{cfg.username}:{password}".encode()).decode()
         )
         self._jpeg_lock = threading.Lock()
-        self._jpeg_key: tuple[Any, ...] | None = None
-        self._jpeg = b""
+        self._jpegs: dict[str | None, tuple[tuple[Any, ...], bytes]] = {}  # by camera
         self.frames_encoded = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -151,6 +178,8 @@ class StatusPage:
     def close(self) -> None:
         stop_server(self._server, self._thread)
         self._server, self._thread = None, None
+        if self.learn is not None:
+            self.learn.close()
 
     # -- content -------------------------------------------------------------------------
     def authorized(self, header: str | None) -> bool:
@@ -158,32 +187,44 @@ class StatusPage:
             return True
         return header is not None and hmac.compare_digest(header.encode(), self._auth.encode())
 
-    def jpeg(self) -> bytes | None:
-        """The latest frame with the top-k over it, encoded once per (frame, result)."""
-        frame = self.source.frame()
+    def camera(self, query: str) -> str | None:
+        """The ``camera`` of a query string, if it names one of the cameras (else None:
+        the first camera)."""
+        for name, value in parse_qsl(query):
+            if name == "camera" and value in self.source.cameras:
+                return value
+        return None
+
+    def jpeg(self, camera: str | None = None) -> bytes | None:
+        """A camera's latest frame with the top-k over it, encoded once per (frame,
+        result)."""
+        frame = self.source.frame_of(camera)
         if frame is None:
             return None
         number, image = frame
-        result = self.source.result() or {}
+        result = self.source.result_of(camera) or {}
         paused = self.source.paused()
         key = (number, result.get(E.frame), result.get(E.label), paused)
         with self._jpeg_lock:
-            if key != self._jpeg_key:
-                self._jpeg = render_jpeg(
+            cached = self._jpegs.get(camera)
+            if cached is None or cached[0] != key:
+                jpeg = render_jpeg(
                     image,
                     list(result.get(E.top_k) or []),
                     ambiguous=bool(result.get(E.ambiguous)),
                     paused=paused,
                 )
-                self._jpeg_key = key
+                cached = self._jpegs[camera] = (key, jpeg)
                 self.frames_encoded += 1
-            return self._jpeg
+            return cached[1]
 
-    def status(self) -> dict[str, Any]:
+    def status(self, camera: str | None = None) -> dict[str, Any]:
         return {
             "device": self.device,
             "paused": self.source.paused(),
-            "classification": self.source.result(),
+            "cameras": list(self.source.cameras),
+            "showing": camera or (self.source.cameras[0] if self.source.cameras else None),
+            "classification": self.source.result_of(camera),
             "health": dict(self.source.health()),
         }
 
@@ -192,7 +233,13 @@ class StatusPage:
         html = html.replace("{{device}}", _escape(self.device))
         html = html.replace("{{refresh_ms}}", str(int(self.cfg.refresh_s * 1000)))
         html = html.replace("{{fields}}", PAGE_FIELDS)
+        if self.learn is not None:
+            html = html.replace("<!--learn-->", '<a id="learn-link" href="learn">Learn</a>')
         return html.encode()
+
+    def learn_page(self) -> bytes:
+        html = LEARN_PAGE.read_text(encoding="utf-8")
+        return html.replace("{{device}}", _escape(self.device)).encode()
 
 
 def _escape(text: str) -> str:
@@ -212,8 +259,74 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.do_GET()
 
+    def do_POST(self) -> None:
+        self._learn_call()
+
+    def do_DELETE(self) -> None:
+        self._learn_call()
+
+    def _refuse_unauthorized(self) -> bool:
+        if self.owner.authorized(self.headers.get("Authorization")):
+            return False
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="edged", charset="UTF-8"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _learn_call(self) -> None:
+        """POST and DELETE: the Learn API only, JSON in and out."""
+        path, _, query = self.path.partition("?")
+        learn = self.owner.learn
+        try:
+            if self._refuse_unauthorized():
+                return
+            if learn is None or not learn.owns(path):
+                self._error(HTTPStatus.NOT_FOUND, f"no route {self.command} {path}")
+                return
+            origin = self.headers.get("Origin")
+            if origin and urlsplit(origin).netloc != self.headers.get("Host", ""):
+                # a page of another site cannot drive the device with the viewer's login
+                self._error(HTTPStatus.FORBIDDEN, f"cross-origin request from {origin!r}")
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY:
+                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
+                self.close_connection = True
+                return
+            raw = self.rfile.read(length) if length else b""
+            body: Any = None
+            if raw:
+                ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
+                if ctype != "application/json":
+                    self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+                    return
+                try:
+                    body = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    self._error(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}")
+                    return
+            self._reply(learn.handle(self.command, path, query, body))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:
+            log.exception("status page: %s %s failed", self.command, path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _reply(self, reply: Any) -> None:
+        body = reply.body
+        if isinstance(body, dict):
+            body = json.dumps(body, default=str).encode()
+        self._send(HTTPStatus(reply.status), body, reply.ctype)
+
+    def _error(self, status: HTTPStatus, reason: str) -> None:
+        self._send(status, json.dumps({"error": reason}).encode(), "application/json")
+
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         page = self.owner
         try:
             if path == "/healthz":
@@ -224,22 +337,22 @@ class _Handler(BaseHTTPRequestHandler):
                     "text/plain; charset=utf-8",
                 )
                 return
-            if not page.authorized(self.headers.get("Authorization")):
-                self.send_response(HTTPStatus.UNAUTHORIZED)
-                self.send_header("WWW-Authenticate", 'Basic realm="edged", charset="UTF-8"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+            if self._refuse_unauthorized():
                 return
-            if path in ("/", "/index.html"):
+            if page.learn is not None and page.learn.owns(path):
+                self._reply(page.learn.handle("GET", path, query, None))
+            elif page.learn is not None and path == "/learn":
+                self._send(HTTPStatus.OK, page.learn_page(), "text/html; charset=utf-8")
+            elif path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page.page(), "text/html; charset=utf-8")
             elif path == "/frame.jpg":
-                jpeg = page.jpeg()
+                jpeg = page.jpeg(page.camera(query))
                 if jpeg is None:
                     self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain")
                 else:
                     self._send(HTTPStatus.OK, jpeg, "image/jpeg")
             elif path == "/api/status":
-                self._json(page.status())
+                self._json(page.status(page.camera(query)))
             elif path == "/api/config":
                 self._json(redact(page.source.config()))
             elif path == "/metrics" and page.source.metrics is not None:

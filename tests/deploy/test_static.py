@@ -409,3 +409,71 @@ def test_role_checks_the_device_against_the_wheelhouse_first(tmp_path: Path) -> 
     flat = " ".join(out.split())
     assert f".deploy-cache/wheelhouse/{host['release']}/{host['arch']}/wheelhouse.json" in flat
     assert "is missing" in flat, flat
+
+
+def test_role_renders_several_cameras_each_password_its_own_credential(tmp_path: Path) -> None:
+    """edged_cameras renders [[cameras]] (with each camera's regions and sections) that the
+    daemon accepts; each password stays out of the config and becomes its own credential,
+    loaded by a drop-in."""
+    import sys
+    import tomllib
+
+    role = ANSIBLE_DIR / "roles" / "edged"
+    tasks = (
+        "    - ansible.builtin.template:\n"
+        f"        src: {role / 'templates/config.toml.j2'}\n"
+        f"        dest: {tmp_path / 'config.toml'}\n"
+        "        mode: '0644'\n"
+        "    - ansible.builtin.template:\n"
+        f"        src: {role / 'templates/cameras.conf.j2'}\n"
+        f"        dest: {tmp_path / 'cameras.conf'}\n"
+        "        mode: '0644'\n"
+    )
+    cameras = [
+        {"name": "garden", "type": "picamera2", "camera_num": 0, "fps": 15},
+        {
+            "name": "drive",
+            "type": "stream",
+            "url": "rtsp://192.0.2.7:554/stream1",
+            "username": "viewer",
+            "password": "Sup3r-s3cret",
+            "regions": REGIONS,
+            "publish": {"policy": "on_change", "confirm_frames": 3},
+        },
+        {
+            "name": "door",
+            "type": "stream",
+            "url": "rtsp://192.0.2.8/h264",
+            "username": "viewer",
+            "password": "an0ther-s3cret",
+            "classify": {"allow": ["person"]},
+        },
+    ]
+    out = _local_play(
+        tmp_path,
+        tasks,
+        {
+            "edged_release": "test",
+            "edged_device_id": "house",
+            "edged_cameras": cameras,
+            "ansible_python_interpreter": str(deploy_tool("python")),
+        },
+    )
+    assert out.startswith("rc=0"), out[-4000:]
+    text = (tmp_path / "config.toml").read_text()
+    assert "s3cret" not in text
+    config = tomllib.loads(text)
+    assert "capture" not in config
+    sys.path.insert(0, str(REPO))
+    from edged.config import parse_config
+
+    garden, drive, door = parse_config(config).camera_list()
+    assert (garden.name, garden.capture.type, garden.capture.fps) == ("garden", "picamera2", 15)
+    assert [r.name for r in drive.capture.regions] == [r["name"] for r in REGIONS]
+    assert (drive.publish.policy, drive.publish.confirm_frames) == ("on_change", 3)
+    assert door.classify.allow == ["person"] and door.publish.policy == "every_frame"
+    assert drive.capture.credential == "camera_password_drive"
+    dropin = (tmp_path / "cameras.conf").read_text()
+    assert "LoadCredential=camera_password_drive:edged.camera_password_drive" in dropin
+    assert "LoadCredential=camera_password_door:edged.camera_password_door" in dropin
+    assert "garden" not in dropin and "s3cret" not in dropin

@@ -81,6 +81,7 @@ def test_prometheus_scrapes_frames_processed(tmp_path: Path) -> None:
             "edged_fps ",
             'edged_backend_info{backend="cpu",model="efficientnet_lite0_int8.tflite"} 1.0',
             "edged_tpu_fallbacks_total ",
+            "edged_disk_write_bytes_total ",
             "edged_mqtt_connected 0.0",
             "edged_paused 0.0",
             "process_cpu_seconds_total ",

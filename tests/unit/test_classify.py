@@ -113,3 +113,18 @@ def test_publish_policies() -> None:
     assert [p.should_publish(a, t) for t in (0, 5, 10, 11, 21)] == [True, False, True, False, True]
     p = PublishPolicy("every_frame", 10, 0.95)
     assert not p.should_publish(a, 0)
+
+
+def test_top_k_is_the_stable_sort_cut_at_k_on_tie_heavy_scores() -> None:
+    """The partition shortcut ranks exactly as a stable sort of every score: ties by class
+    id, ties at the k-th place included."""
+    import numpy as np
+
+    from edged.classify.topk import _top
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n = int(rng.integers(3, 1200))
+        k = min(int(rng.integers(2, 8)), n)
+        scores = (rng.integers(0, int(rng.integers(2, 50)), n) / 7).astype(np.float32)
+        assert list(_top(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])

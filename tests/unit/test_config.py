@@ -172,3 +172,14 @@ def test_messages_carry_no_pydantic_prefix() -> None:
         parse_config({"mqtt": {"url": "http://x"}})
     assert "Value error" not in info.value.render()
     assert "mqtt.url: bad broker URL 'http://x': expected mqtt://" in info.value.render()
+
+
+def test_durability_defaults_to_spill_and_bad_values_name_the_choices() -> None:
+    cfg = parse_config({})
+    assert cfg.mqtt.durability == "spill" and cfg.mqtt.spill_after_s == 1.0
+    assert parse_config({"mqtt": {"durability": "always"}}).mqtt.durability == "always"
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mqtt": {"durability": "sometimes", "spill_after_s": 0}})
+    text = info.value.render()
+    assert "mqtt.durability" in text and "'spill' or 'always'" in text and "'sometimes'" in text
+    assert "mqtt.spill_after_s" in text and "greater than 0" in text

@@ -298,9 +298,11 @@ def test_table_rows() -> None:
         device_state(device="dev3"),
     ]
     rows = fleet.table_rows(states, now)
-    assert rows[0] == ["dev1", "yes", "0.1.1", "edgetpu", "15.0", "51.0 °C", "1200", "60s ago"]
-    assert rows[1] == ["dev2", "no", "-", "-", "-", "-", "-", "2h ago"]
-    assert rows[2] == ["dev3", "?", "-", "-", "-", "-", "-", "-"]
+    assert rows[0] == [
+        "dev1", "yes", "0.1.1", "edgetpu", "15.0", "51.0 °C", "1200", "60s ago", "-"
+    ]  # fmt: skip
+    assert rows[1] == ["dev2", "no", "-", "-", "-", "-", "-", "2h ago", "-"]
+    assert rows[2] == ["dev3", "?", "-", "-", "-", "-", "-", "-", "-"]
     assert len(rows[0]) == len(fleet.TABLE_COLUMNS)
 
 
@@ -411,3 +413,39 @@ def test_status_reports_an_unreachable_broker(capsys: pytest.CaptureFixture[str]
     args = _parse(["fleet", "status", "--url", f"mqtt://127.0.0.1:{port}", "--wait", "0.2"])
     assert fleet.cmd_status(args) == fleet.EXIT_FAILED
     assert "cannot reach broker" in capsys.readouterr().err
+
+
+def _camera(state: str, error: str | None = None) -> dict[str, object]:
+    return {
+        "state": state,
+        "error": error,
+        "fps": 5.0 if state == "ok" else 0.0,
+        "frames": 10,
+        "dropped": 0,
+        "inference_ms": {"p50": 5.0, "p95": 6.0},
+    }
+
+
+def test_cameras_cell_and_the_gate_judge_every_camera() -> None:
+    since = T0 - timedelta(seconds=1)
+    both = {"hall": _camera("ok"), "gate": _camera("ok")}
+    one_down = {"hall": _camera("ok"), "gate": _camera("down", "connection refused")}
+    for cams, passes in ((both, True), (one_down, False)):
+        gate = fleet.Gate("0.1.1", since)
+        first = device_state(
+            online=True, version="0.1.1", frames_processed=10, fps=5.0, source_live=True,
+            cameras=cams, health_ts=T0,
+        )  # fmt: skip
+        later = device_state(
+            online=True, version="0.1.1", frames_processed=20, fps=5.0, source_live=True,
+            cameras=cams, health_ts=T0 + timedelta(seconds=5),
+        )  # fmt: skip
+        gate.update(first)
+        assert gate.update(later) is passes
+        if not passes:
+            assert gate.failure(later) == (
+                "not classifying on every camera: camera gate is down (connection refused)"
+            )
+            assert later.cameras_cell() == "1/2 ok (down: gate)"
+        else:
+            assert later.cameras_cell() == "2/2 ok"

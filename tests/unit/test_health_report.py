@@ -76,3 +76,18 @@ def test_process_meter_reads_cpu_and_rss(tmp_path: Path) -> None:
     statm.write_text(f"100 {2**20 // os.sysconf('SC_PAGE_SIZE') * 3} 0 0 0 0 0\n")
     assert ProcessMeter(statm).rss_mb() == 3.0
     assert ProcessMeter(tmp_path / "absent").rss_mb() is None
+
+
+def test_process_meter_reads_the_bytes_written_to_disk(tmp_path: Path) -> None:
+    from edged.health.system import ProcessMeter
+
+    assert isinstance(ProcessMeter().disk_write_bytes(), int)  # this process's own
+    io = tmp_path / "io"
+    io.write_text(
+        "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 0\nwrite_bytes: 12288\n"
+        "cancelled_write_bytes: 0\n"
+    )
+    assert ProcessMeter(io=io).disk_write_bytes() == 12288
+    io.write_text("rchar: 10\n")
+    assert ProcessMeter(io=io).disk_write_bytes() is None
+    assert ProcessMeter(io=tmp_path / "absent").disk_write_bytes() is None

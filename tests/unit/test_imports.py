@@ -143,3 +143,64 @@ def test_nothing_reads_a_supervisors_privates() -> None:
             ):
                 problems.append(f"{module}:{node.lineno}: .{node.attr}")
     assert not problems, problems
+
+
+def test_the_pipeline_rooms_stay_apart() -> None:
+    """pipeline/ holds the per-camera rooms and the shared stage: nothing below it (capture,
+    infer, preprocess, classify, publish, health, wire, config) imports it; the lanes are
+    pure (no other edged module); the inference stage knows no camera's pipeline, publish
+    stage or remote operation; a camera's pipeline never reaches the device-level wiring."""
+    below = (
+        "edged.capture",
+        "edged.infer",
+        "edged.preprocess",
+        "edged.classify",
+        "edged.publish",
+        "edged.health",
+        "edged.wire",
+        "edged.config",
+        "edged.engine",
+    )
+    problems = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if m.startswith(below)
+        for t in targets
+        if t.startswith("edged.pipeline")
+    ]
+    problems += [f"edged.pipeline.lanes imports {t}" for t in GRAPH["edged.pipeline.lanes"]]
+    stage_forbidden = (
+        "edged.pipeline.camera",
+        "edged.pipeline.publishing",
+        "edged.publish",
+        "edged.control",
+        "edged.capture",
+    )
+    problems += [
+        f"edged.pipeline.inference imports {t}"
+        for t in GRAPH["edged.pipeline.inference"]
+        if t.startswith(stage_forbidden)
+    ]
+    problems += [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if m.startswith("edged.pipeline")
+        for t in targets
+        if t in ("edged.app", "edged.cli", "edged.commands")
+    ]
+    assert not problems, problems
+
+
+def test_app_wires_and_keeps_no_stage_of_its_own() -> None:
+    """app.py builds the rooms and starts them: the capture loop, the interpreter loop and
+    the publish stage live in pipeline/, so app.py imports no preprocessing, static-scene
+    test, region cropping or event formatting."""
+    forbidden = (
+        "edged.capture.static",
+        "edged.capture.regions",
+        "edged.preprocess",
+        "edged.publish.events",
+        "edged.handoff",
+    )
+    problems = [t for t in GRAPH["edged.app"] if t.startswith(forbidden)]
+    assert not problems, problems

@@ -246,7 +246,7 @@ def test_events_are_on_disk_before_paho_sees_them_and_leave_when_acknowledged(
 ) -> None:
     path = tmp_path / "events.db"
     broker.frozen = True
-    pub = make(broker, path)
+    pub = make(broker, path, durability="always")
     publishers.append(pub)
     pub.start()
     for i in range(1, 4):
@@ -428,7 +428,9 @@ def test_one_commit_per_window_and_acks_drain_a_full_window_without_waiting_for_
     """A commit window far longer than the test: the first events commit at once (nothing
     was pending), acknowledgements then hand over what waits for room in the window without
     another commit, and no further commit (fsync) comes before the window ends."""
-    cfg = MqttConfig.model_validate({"reconnect_min_s": 0.01, "reconnect_max_s": 0.02})
+    cfg = MqttConfig.model_validate(
+        {"reconnect_min_s": 0.01, "reconnect_max_s": 0.02, "durability": "always"}
+    )
     pub = MqttPublisher(
         cfg,
         "cam-1",
@@ -442,9 +444,9 @@ def test_one_commit_per_window_and_acks_drain_a_full_window_without_waiting_for_
     commits: list[float] = []
     commit = pub.spool.commit
 
-    def counted(busy: object = ()) -> None:
+    def counted(busy: object = (), spill_all: bool = False) -> None:
         commits.append(time.monotonic())
-        commit(busy)  # type: ignore[arg-type]
+        commit(busy, spill_all)  # type: ignore[arg-type]
 
     pub.spool.commit = counted  # type: ignore[method-assign]
     for i in range(1, 41):
@@ -456,3 +458,110 @@ def test_one_commit_per_window_and_acks_drain_a_full_window_without_waiting_for_
     pub.publish("events", event(41), qos=1)  # inside the window: waits for its end
     time.sleep(0.1)
     assert len(commits) == 1 and pub.published == 40
+
+
+# -- spill mode (the default): only what is at risk is written ----------------------------
+
+
+def test_spill_events_acknowledged_in_time_never_touch_the_disk(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    path = tmp_path / "events.db"
+    pub = make(broker, path)
+    publishers.append(pub)
+    wal = path.with_name(path.name + "-wal")
+    wal_at_start = wal.stat().st_size
+    pub.start()
+    for i in range(1, 51):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: pub.published == 50)
+    assert seqs(broker) == list(range(1, 51))
+    assert on_disk(path) == [] and pub.spool.commits == 0 and pub.spool.spilled == 0
+    # no transaction: the WAL holds only the table's creation, as it did before any event
+    assert wal.stat().st_size == wal_at_start
+    pub.stop(1.0)
+    assert pub.spool.commits == 0 and on_disk(path) == []
+
+
+def test_spill_an_event_not_acknowledged_within_spill_after_s_is_written_then_removed(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """A broker that takes events and acknowledges none (connected, frozen): nothing is on
+    disk before spill_after_s, everything after it; the acknowledgements remove them."""
+    path = tmp_path / "events.db"
+    broker.frozen = True
+    pub = make(broker, path, spill_after_s=0.5)
+    publishers.append(pub)
+    pub.start()
+    assert pub.wait_connected(5)
+    t0 = time.monotonic()
+    for i in range(1, 4):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: len(seqs(broker)) == 3)  # handed over at once, before any write
+    early = on_disk(path)
+    if time.monotonic() - t0 < 0.4:
+        assert early == []
+    assert wait(lambda: on_disk(path) == [1, 2, 3])
+    assert time.monotonic() - t0 >= 0.5
+    broker.frozen = False
+    assert wait(lambda: pub.published == 3)
+    assert wait(lambda: on_disk(path) == [])
+
+
+def test_spill_the_broker_away_writes_what_is_held_within_a_commit_window(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    path = tmp_path / "events.db"
+    pub = make(broker, path, spill_after_s=60.0)
+    publishers.append(pub)
+    pub.start()
+    pub.publish("events", event(1), qos=1)
+    assert wait(lambda: pub.published == 1)
+    broker.up = False
+    assert wait(lambda: not pub.connected)
+    for i in range(2, 5):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: on_disk(path) == [2, 3, 4], 2.0)  # not 60 s: the broker is away
+    broker.up = True
+    assert wait(lambda: pub.published == 4)
+    assert seqs(broker) == [1, 2, 3, 4]
+    assert wait(lambda: on_disk(path) == [])
+
+
+def test_spill_a_stop_keeps_what_is_not_acknowledged_on_disk(
+    broker: FakeBroker, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.db"
+    broker.frozen = True
+    pub = make(broker, path, spill_after_s=60.0)
+    pub.start()
+    for i in range(1, 4):
+        pub.publish("events", event(i), qos=1)
+    assert wait(lambda: len(seqs(broker)) == 3)
+    assert on_disk(path) == []
+    pub.stop(0.5)
+    assert on_disk(path) == [1, 2, 3]
+
+
+def test_spill_spool_writes_nothing_for_acknowledged_rows_and_only_aged_ones(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+    path = tmp_path / "events.db"
+    spool = Spool(path, max_bytes=2**20, max_rows=100, spill_after_s=1.0, clock=lambda: now[0])
+    first = spool.add("events", event(1), 1)
+    spool.add("events", event(2), 1)
+    spool.commit()
+    assert [r.id for r in spool.after(0, 10)] == [1, 2]  # readable before any write
+    spool.ack([first.id])
+    now[0] += 0.5
+    spool.add("events", event(3), 1)
+    spool.commit()
+    assert spool.commits == 0 and on_disk(path) == []
+    now[0] += 0.6  # event 2 is 1.1 s old, event 3 0.6 s
+    spool.commit()
+    assert on_disk(path) == [2] and spool.commits == 1
+    assert spool.spill_due() == 101.5 and spool.backlog == 2
+    spool.commit(spill_all=True)
+    assert on_disk(path) == [2, 3] and spool.spill_due() is None
+    spool.close()

@@ -138,6 +138,7 @@ def test_metrics_render() -> None:
         "backend": "edgetpu",
         "model": "m.tflite",
         "fallbacks": 1,
+        "disk_write_bytes": 4096,
         "cpu_temp_c": None,
         "mqtt_connected": True,
         "paused": False,
@@ -151,6 +152,7 @@ def test_metrics_render() -> None:
     assert "edged_fps 2.5" in text
     assert 'edged_backend_info{backend="edgetpu",model="m.tflite"} 1.0' in text
     assert "edged_tpu_fallbacks_total 1.0" in text
+    assert "edged_disk_write_bytes_total 4096.0" in text
     assert "edged_cpu_temperature_celsius" not in text  # no sensor: no sample
     assert "edged_mqtt_connected 1.0" in text
     assert 'edged_inference_seconds_bucket{le="0.02"} 1.0' in text
@@ -165,10 +167,10 @@ class _Target:
     def effective_config(self) -> Config:
         return Config()
 
-    def apply_settings(self, sections: dict[str, BaseModel]) -> None:
+    def apply_settings(self, sections: dict[str, BaseModel], camera: str | None = None) -> None:
         self.applied.append(sections)
 
-    def snapshot(self) -> None:
+    def snapshot(self, camera: str | None = None) -> None:
         return None
 
     def reload_model(self, model: ModelConfig) -> dict[str, Any]:

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The daemon's CPU per frame with the AI camera's network on the sensor, against the CPU
+path on the same frames, in the same run: the same ``capture.type = "imx500"`` source at
+30 fps (the simulated sensor of tests/fakes/imx500_api under the real picamera2 0.3.38,
+cycling the sample photos), once with the network running (each frame's output tensor is
+classified, no invoke) and once with the camera reporting another sensor model, so that the
+source falls back and the bundled model classifies every frame on the CPU.
+
+CPU is the daemon process's utime + stime (/proc/PID/stat, every thread) over a steady
+window after warm-up, divided by the events published in that window (publish policy
+every_frame, QoS 1 to a local mosquitto).  Rounds alternate the two ways, both orders;
+medians.  The simulated camera's own work (building each frame's request) is inside both.
+
+    python bench/aicamera.py [--rounds 2] [--window 15] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.aicamera import PHOTOS, AiCamera, imx500_sim, make_aicamera  # noqa: E402
+from tests.support import (  # noqa: E402
+    Mosquitto,
+    Subscriber,
+    start_edged,
+    stop_process,
+    wait_until,
+    write_config,
+)
+
+FPS = 30.0
+HEALTH_S = 10.0
+WAYS = ("sensor", "cpu")
+POLICIES = ("every_frame", "on_change")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def frames_processed(sub: Subscriber) -> int:
+    health = sub.last_health()
+    return int(health["frames_processed"]) if health else 0
+
+
+def one_run(
+    way: str,
+    policy: str,
+    cam: AiCamera,
+    broker: Mosquitto,
+    tmp: Path,
+    window: float,
+    threads: int,
+) -> tuple[float, float, float]:
+    """(CPU ms per frame, frames per second, events per frame) of one daemon run."""
+    cfg = write_config(
+        tmp / f"{way}.toml",
+        f"""
+[device]
+id = "bench-{way}"
+[capture]
+type = "imx500"
+network = "{cam.network}"
+fps = {FPS}
+retry_min_s = 3600
+retry_max_s = 3600
+[model]
+num_threads = {threads}
+[publish]
+policy = "{policy}"
+[mqtt]
+url = "{broker.url}"
+[health]
+interval_s = {HEALTH_S}
+""",
+    )
+    # on_change: each photo is held for a second, as a scene in front of a camera is
+    knobs = {"hold": str(int(FPS))} if policy == "on_change" else {}
+    env = cam.env(**knobs, **({"cameras": "imx708"} if way == "cpu" else {}))
+    sub = Subscriber(broker.port, f"edged/bench-{way}/#")
+    proc = start_edged("run", "-c", str(cfg), log=tmp / f"{way}.log", env=env)
+    want = "imx500" if way == "sensor" else "cpu"
+    try:
+        if not wait_until(lambda: frames_processed(sub) >= 60 and bool(sub.events()), 90):
+            log = (tmp / f"{way}.log").read_text()[-2000:]
+            raise RuntimeError(f"{way}: no events; the daemon's log ends:\n{log}")
+        backends = {e["backend"] for e in sub.events()[-3:]}
+        if backends != {want}:
+            raise RuntimeError(f"{way}: events from {backends}, wanted {want}")
+        # the window runs from one health report to another: the frames it counts and
+        # the CPU read just after it arrives belong to the same moment (within a few ms)
+        edges = []
+        for _ in range(2):
+            seen = len(sub.on("health"))
+            wait_until(lambda: len(sub.on("health")) > seen, HEALTH_S + 5)  # noqa: B023
+            edges.append(
+                (cpu_seconds(proc.pid), frames_processed(sub), len(sub.events()), time.monotonic())
+            )
+            if not edges[1:]:
+                time.sleep(window - HEALTH_S)  # the measured window, not a wait for a condition
+    finally:
+        stop_process(proc)
+        sub.close()
+    (c0, f0, e0, t0), (c1, f1, e1, t1) = edges
+    frames = f1 - f0
+    return 1000.0 * (c1 - c0) / frames, frames / (t1 - t0), (e1 - e0) / frames
+
+
+def camera_alone(seconds: float) -> None:
+    """In a process of its own: the simulated camera under picamera2 at 30 fps, each
+    request's tensor parsed by picamera2's IMX500 class, nothing of edged.  Prints its CPU
+    ms per frame: the part of both ways' figures that a real camera's libcamera and
+    picamera2 would spend instead of the simulation."""
+    from picamera2 import Picamera2
+    from picamera2.devices.imx500 import IMX500
+
+    imx = IMX500(os.environ["BENCH_NETWORK"])
+    cam = Picamera2(imx.camera_num)
+    config = cam.create_video_configuration(
+        main={"size": (256, 256), "format": "BGR888"}, controls={"FrameRate": FPS}
+    )
+    cam.configure(config)
+    cam.start()
+    frames = 0
+    while imx.get_outputs(cam.capture_request().get_metadata()) is None:
+        pass  # the upload
+    c0, end = time.process_time(), time.monotonic() + seconds
+    while time.monotonic() < end:
+        request = cam.capture_request()
+        imx.get_outputs(request.get_metadata())
+        imx.get_kpi_info(request.get_metadata())
+        request.make_array("main")
+        request.release()
+        frames += 1
+    print(f"{1000.0 * (time.process_time() - c0) / frames:.3f}")
+
+
+def camera_run(cam: AiCamera, window: float) -> float:
+    env = {**os.environ, **cam.env(), "BENCH_NETWORK": str(cam.network)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--camera-alone", str(window)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=window + 60,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--window", type=float, default=20.0, help="seconds measured per run")
+    ap.add_argument("--threads", type=int, default=2, help="interpreter threads (CPU path)")
+    ap.add_argument("--policy", default=",".join(POLICIES), help="publish policies to run")
+    ap.add_argument("--camera-alone", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.camera_alone:
+        camera_alone(args.camera_alone)
+        return
+    print(
+        f"edged AI camera: {args.rounds} rounds, {args.window:g} s windows at {FPS:g} fps, "
+        f"{len(PHOTOS)} sample photos, {args.threads} interpreter threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        scores = imx500_sim.write_scores(tmp / "scores.npz", PHOTOS)
+        cam = make_aicamera(tmp, scores)
+        broker = Mosquitto(tmp).start()
+        try:
+            for policy in args.policy.split(","):
+                ms: dict[str, list[float]] = {w: [] for w in WAYS}
+                fps: dict[str, list[float]] = {w: [] for w in WAYS}
+                events: dict[str, list[float]] = {w: [] for w in WAYS}
+                for r in range(args.rounds):
+                    for way in WAYS if r % 2 == 0 else WAYS[::-1]:
+                        m, f, e = one_run(way, policy, cam, broker, tmp, args.window, args.threads)
+                        ms[way].append(m)
+                        fps[way].append(f)
+                        events[way].append(e)
+                        print(
+                            f"  {policy:11s} round {r + 1} {way:6s}: {m:6.2f} ms CPU/frame, "
+                            f"{f:5.1f} frames/s, {e:.2f} events/frame"
+                        )
+                sensor, cpu = statistics.median(ms["sensor"]), statistics.median(ms["cpu"])
+                print(
+                    f"{policy}: CPU per frame: sensor {sensor:.2f} ms, CPU path {cpu:.2f} ms; "
+                    f"ratio {sensor / cpu:.3f} (goal <= 0.15); frames/s sensor "
+                    f"{statistics.median(fps['sensor']):.1f}, CPU path "
+                    f"{statistics.median(fps['cpu']):.1f}"
+                )
+            alone = statistics.median(camera_run(cam, args.window) for _ in range(args.rounds))
+            print(
+                f"the simulated camera and picamera2's parsing alone, no edged: {alone:.2f} ms "
+                "CPU/frame (inside both ways' figures)"
+            )
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

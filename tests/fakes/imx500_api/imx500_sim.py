@@ -1,0 +1,622 @@
+"""The Raspberry Pi AI Camera (Sony IMX500) simulated beneath the real picamera2 package.
+
+What is simulated is only what no machine here has:
+
+- **the kernel's view of the sensor**: ``/sys/class/video4linux/v4l-subdevN/device`` (its
+  ``driver/module`` and ``of_node`` links), the ``/dev/v4l-subdevN`` node and its V4L2
+  controls (the network firmware's file descriptor, the inference ROI, the device id) as
+  ``ioctl`` calls on that node, and the debugfs firmware-upload progress files
+  (``imx500-fw:*/fw_progress``, ``rp2040-spi:*/transfer_progress``) that picamera2 reads with
+  ``cat``.  They live under ``$FAKE_IMX500_ROOT`` and are mapped there for the module
+  ``picamera2.devices.imx500.imx500`` only, which otherwise runs as it is;
+- **the camera's libcamera pipeline**: ``Picamera2`` keeps its real ``global_camera_info``
+  (over the fake libcamera's ``CameraManager``) but its open/configure/start/capture are
+  simulated: ``capture_request`` returns a real ``picamera2.CompletedRequest`` over a
+  libcamera ``Request`` whose metadata carries ``CnnOutputTensor`` (float32 values, as
+  libcamera's IMX500 helper dequantizes the sensor's output), ``CnnOutputTensorInfo`` (bytes
+  of libcamera's ``CnnOutputTensorInfoExported``, packed here by hand from the C layout) and
+  ``CnnKpiInfo`` (DNN and DSP microseconds).
+
+The sensor: a network given through the firmware control is uploaded when the camera
+starts; until the upload is done no frame comes (as with the real driver), and progress
+advances in the debugfs files.  Frames cycle through ``$FAKE_IMX500_IMAGES``
+(``os.pathsep``-separated), each with the tensor of that photo from ``$FAKE_IMX500_SCORES``
+(an ``.npz`` from :func:`write_scores`: the bundled model's int8 scores on the photo).
+
+Knobs (environment): ``FAKE_IMX500_UPLOAD_S`` (seconds an upload takes, default 0.3),
+``FAKE_IMX500_FAIL_LOADS`` (the first N firmware loads fail with EIO),
+``FAKE_IMX500_TENSORS_FOR`` (after N frames with tensors, frames come without them until the
+camera is started again), ``FAKE_IMX500_NO_PROGRESS`` (no debugfs progress files),
+``FAKE_IMX500_DNN_US`` / ``FAKE_IMX500_DSP_US`` (the KPI), ``FAKE_IMX500_HOLD`` (frames
+per photo, default 1).  ``$FAKE_IMX500_ROOT/roi`` records
+the last inference ROI set; ``$FAKE_IMX500_ROOT/loads`` counts firmware loads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+FULL_SENSOR = (4056, 3040)
+DEVICE = "11-001a"  # the imx500's i2c device, as on a Pi 5's CAM1 port
+SPI_DEVICE = "11-0040"
+NETWORK_STAGE = 2
+NETWORK_FW_FD_CTRL_ID = 0x00982901
+ROI_CTRL_ID = 0x00982900
+GET_DEVICE_ID_CTRL_ID = 0x00982902
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (ord("V") << 8) | nr
+
+
+# V4L2 ioctls (videodev2.h), computed from the ABI here rather than taken from picamera2
+VIDIOC_G_CTRL = _ioc(3, 27, 8)
+VIDIOC_S_CTRL = _ioc(3, 28, 8)
+VIDIOC_G_EXT_CTRLS = _ioc(3, 71, 32)
+VIDIOC_S_EXT_CTRLS = _ioc(3, 72, 32)
+
+
+def root() -> Path:
+    return Path(os.environ["FAKE_IMX500_ROOT"])
+
+
+# -- the sensor ----------------------------------------------------------------------------
+class Sensor:
+    """The IMX500's state, as the driver and the camera share it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.network: str | None = None  # path of the firmware handed to the driver
+        self.owner = -1  # the subdevice file that handed it (closing it drops the network)
+        self.loaded: str | None = None  # the network running on the sensor
+        self.uploading = threading.Event()
+        self.loads = 0
+        self.roi = (0, 0, *FULL_SENSOR)
+
+    def set_firmware(self, fd: int, subdev: int) -> None:
+        fails = int(os.environ.get("FAKE_IMX500_FAIL_LOADS", "0"))
+        with self.lock:
+            self.loads += 1
+            (root() / "loads").write_text(str(self.loads))
+            if self.loads <= fails:
+                raise OSError(errno.EIO, "Input/output error")
+            head = os.pread(fd, 4, 0)
+            if head != b"9464":
+                raise OSError(errno.EINVAL, "Invalid argument")
+            self.network = os.readlink(f"/proc/self/fd/{fd}")
+            self.owner = subdev
+            self.loaded = None
+
+    def set_roi(self, roi: tuple[int, int, int, int]) -> None:
+        self.roi = roi
+        (root() / "roi").write_text(" ".join(str(v) for v in roi))
+
+    def start_streaming(self) -> None:
+        """The driver uploads a new network when streaming starts."""
+        try:
+            held = os.readlink(f"/proc/self/fd/{self.owner}").endswith("/dev/v4l-subdev2")
+        except OSError:
+            held = False
+        if not held:  # the subdevice was closed: the driver released the network
+            self.network = self.loaded = None
+            self.uploading.clear()
+        if self.network is None or self.loaded == self.network:
+            return
+        self.uploading.set()
+        threading.Thread(target=self._upload, args=(self.network,), daemon=True).start()
+
+    def _upload(self, network: str) -> None:
+        total = os.path.getsize(network)
+        seconds = float(os.environ.get("FAKE_IMX500_UPLOAD_S", "0.3"))
+        steps = max(1, int(seconds / 0.05))
+        where = root()
+        for i in range(steps + 1):
+            if self.network != network:
+                return  # the driver dropped it
+            _write_progress(total * i // steps, total, where)
+            time.sleep(seconds / steps)
+        with self.lock:
+            if self.network == network:
+                self.loaded = network
+                self.uploading.clear()
+
+
+SENSOR = Sensor()
+
+
+def _write_progress(done: int, total: int, where: Path | None = None) -> None:
+    if os.environ.get("FAKE_IMX500_NO_PROGRESS"):
+        return
+    # the block counter moves in 4 KiB blocks; the SPI chunk counter adds the rest
+    block = done // 4096 * 4096
+    debug = (where or root()) / "sys" / "kernel" / "debug"
+    fw = debug / f"imx500-fw:{DEVICE}" / "fw_progress"
+    spi = debug / f"rp2040-spi:{SPI_DEVICE}" / "transfer_progress"
+    for path, text in ((fw, f"{NETWORK_STAGE} {block} {total}\n"), (spi, f"{done - block}\n")):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def make_tree(camera_id: str) -> None:
+    """The sysfs, /dev and debugfs entries of one IMX500 (``camera_id``: libcamera's id)."""
+    r = root()
+    devices = r / "sys" / "devices" / "platform" / "axi" / "i2c" / DEVICE
+    (devices / "driver").mkdir(parents=True, exist_ok=True)
+    module = r / "sys" / "module" / "imx500"
+    module.mkdir(parents=True, exist_ok=True)
+    of_node = r / "sys" / "firmware" / "devicetree" / camera_id.strip("/")
+    of_node.mkdir(parents=True, exist_ok=True)
+    for link, target in ((devices / "driver" / "module", module), (devices / "of_node", of_node)):
+        if not link.is_symlink():
+            link.symlink_to(target)
+    subdev = r / "sys" / "class" / "video4linux" / "v4l-subdev2"
+    subdev.mkdir(parents=True, exist_ok=True)
+    if not (subdev / "device").is_symlink():
+        (subdev / "device").symlink_to(devices)
+    (r / "dev").mkdir(exist_ok=True)
+    (r / "dev" / "v4l-subdev2").touch()
+    for d in (f"imx500-fw:{DEVICE}", f"rp2040-spi:{SPI_DEVICE}"):
+        (r / "sys" / "kernel" / "debug" / d).mkdir(parents=True, exist_ok=True)
+    _write_progress(0, 0)
+
+
+# -- the kernel, as picamera2's imx500 module sees it --------------------------------------
+def _mapped(path: Any) -> Any:
+    if isinstance(path, str) and (path.startswith("/sys/") or path.startswith("/dev/v4l-subdev")):
+        return str(root()) + path
+    return path
+
+
+class _OsPath:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os.path, name)
+
+    def exists(self, p: str) -> bool:
+        return os.path.exists(_mapped(p))
+
+    def islink(self, p: str) -> bool:
+        return os.path.islink(_mapped(p))
+
+    def isfile(self, p: str) -> bool:
+        return os.path.isfile(_mapped(p))
+
+
+class _Os:
+    path = _OsPath()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def readlink(self, p: str) -> str:
+        return str(os.readlink(_mapped(p)))
+
+
+_subdev_fds: set[int] = set()
+
+
+def _open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+    mapped = _mapped(file)
+    handle = open(mapped, mode, *args, **kwargs)  # noqa: SIM115
+    if mapped != file:
+        _subdev_fds.add(handle.fileno())
+    return handle
+
+
+class _Subprocess:
+    CalledProcessError = subprocess.CalledProcessError
+    DEVNULL = subprocess.DEVNULL
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    def check_output(self, cmd: list[str], **kwargs: Any) -> Any:
+        if cmd[0] == "sudo":  # no passwordless sudo for debug_stream_*.sh here
+            raise subprocess.CalledProcessError(1, cmd)
+        return subprocess.check_output([_mapped(c) for c in cmd], **kwargs)
+
+
+class _Fcntl:
+    """``ioctl`` on the fake subdevice is the driver; any other file goes to the kernel."""
+
+    def __getattr__(self, name: str) -> Any:
+        import fcntl
+
+        return getattr(fcntl, name)
+
+    def ioctl(self, fd: Any, request: int, arg: Any = 0, mutate: bool = True) -> Any:
+        import fcntl
+
+        number = fd if isinstance(fd, int) else fd.fileno()
+        if number not in _subdev_fds:
+            return fcntl.ioctl(fd, request, arg, mutate)
+        request &= 0xFFFFFFFF
+        raw = ctypes.string_at(ctypes.addressof(arg), ctypes.sizeof(arg))
+        if request == VIDIOC_S_CTRL:
+            ctrl_id, value = struct.unpack_from("<Ii", raw)
+            if ctrl_id == NETWORK_FW_FD_CTRL_ID:
+                SENSOR.set_firmware(value, number)
+                return 0
+        elif request in (VIDIOC_S_EXT_CTRLS, VIDIOC_G_EXT_CTRLS):
+            count = struct.unpack_from("<I", raw, 4)[0]
+            controls = struct.unpack_from("<Q", raw, 24)[0]
+            if count == 1:
+                ctrl = ctypes.string_at(controls, 20)  # struct v4l2_ext_control is packed
+                ctrl_id, size = struct.unpack_from("<II", ctrl)
+                pointer = struct.unpack_from("<Q", ctrl, 12)[0]
+                if ctrl_id == ROI_CTRL_ID and request == VIDIOC_S_EXT_CTRLS and size == 16:
+                    x, y, w, h = struct.unpack("<4I", ctypes.string_at(pointer, 16))
+                    SENSOR.set_roi((x, y, w, h))
+                    return 0
+                if ctrl_id == GET_DEVICE_ID_CTRL_ID and request == VIDIOC_G_EXT_CTRLS:
+                    ctypes.memmove(pointer, struct.pack("<4I", 0x1234, 0x5678, 0x9ABC, 0xDEF0), 16)
+                    return 0
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def _patch_imx500_module(module: Any) -> None:
+    module.os = _Os()
+    module.open = _open
+    module.subprocess = _Subprocess()
+    module.fcntl = _Fcntl()
+
+
+# -- the camera ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _tensor_info_head(name: str, classes: int) -> bytes:
+    out = struct.pack("<64sI", name.encode()[:63], 1)
+    for i in range(16):
+        dims = (classes,) if i == 0 else ()
+        size = list(dims) + [0] * (16 - len(dims))
+        out += struct.pack("<II16H", classes if i == 0 else 0, len(dims), *size)
+    return out
+
+
+def _tensor_info(name: str, classes: int, frame: int) -> list[int]:
+    """libcamera's ``CnnOutputTensorInfoExported`` (one output tensor), as the bindings
+    hand a byte span over: a list of ints."""
+    out = _tensor_info_head(name, classes) + struct.pack("<B", frame & 0xFF)
+    out += b"\0" * (-len(out) % 4)  # the struct's alignment (its uint32 members)
+    return list(out)
+
+
+class _Scores:
+    def __init__(self) -> None:
+        path = os.environ.get("FAKE_IMX500_SCORES", "")
+        self.by_name: dict[str, np.ndarray] = {}
+        if path:
+            with np.load(path) as data:
+                scale, zero = float(data["_scale"]), int(data["_zero_point"])
+                for key in data.files:
+                    if not key.startswith("_"):
+                        q = data[key].astype(np.float32)
+                        # the sensor's int8 output, dequantized as libcamera hands it over
+                        self.by_name[key] = (q - np.float32(zero)) * np.float32(scale)
+
+
+def _install_camera(module: Any) -> None:
+    """After ``picamera2.picamera2`` has loaded (and before the package's ``__init__`` takes
+    ``Picamera2`` from it): its camera over the simulated pipeline."""
+    real = module.Picamera2
+    completed = sys.modules["picamera2.request"].CompletedRequest
+    libcamera: Any = importlib.import_module("libcamera")  # the fake
+
+    class _Allocator:
+        def sync(self, *a: Any) -> Any:
+            raise AssertionError("no buffers in a simulated request")
+
+        def acquire(self, buffers: Any) -> None:
+            pass
+
+        def release(self, buffers: Any) -> None:
+            pass
+
+    class SimulatedRequest(completed):  # type: ignore[misc, valid-type]
+        def __init__(self, request: Any, picam2: Any, pixels: np.ndarray) -> None:
+            super().__init__(request, picam2)
+            self._pixels = pixels
+
+        def make_array(self, name: str) -> np.ndarray:
+            return self._pixels
+
+        def release(self) -> None:
+            with self.lock:
+                self.ref_count -= 1
+
+    class SimulatedPicamera2(real):  # type: ignore[misc, valid-type]
+        """picamera2's camera over the simulated pipeline."""
+
+        def __init__(
+            self,
+            camera_num: int = 0,
+            verbose_console: Any = None,
+            tuning: Any = None,
+            allocator: Any = None,
+        ) -> None:
+            info = real.global_camera_info()
+            if camera_num >= len(info):
+                raise IndexError("list index out of range")
+            self.camera_idx = camera_num
+            self.model = info[camera_num]["Model"]
+            self.camera = self
+            self.request_lock = threading.Lock()
+            self.stop_count = 0
+            self.configure_count = 0
+            self.camera_config: dict[str, Any] | None = None
+            self.stream_map: dict[str, Any] = {}
+            self.allocator = _Allocator()
+            self.started = False
+            self.is_open = True
+            self.frame = 0
+            self.with_tensors = 0
+            self._properties = {
+                "Model": self.model,
+                "PixelArraySize": FULL_SENSOR,
+                "ScalerCropMaximum": (0, 0, *FULL_SENSOR),
+            }
+            self._controls = {
+                "ScalerCrop": ((0, 0, 64, 64), (0, 0, *FULL_SENSOR), (0, 0, *FULL_SENSOR)),
+                "FrameRate": (1.0, 120.0, 30.0),
+            }
+            self._images: list[tuple[str, np.ndarray]] = []
+            self._scores = _Scores()
+
+        @property
+        def camera_properties(self) -> dict[str, Any]:
+            return self._properties
+
+        @property
+        def camera_controls(self) -> dict[str, Any]:
+            return self._controls
+
+        def create_video_configuration(
+            self,
+            main: dict[str, Any] | None = None,
+            lores: Any = None,
+            raw: Any = None,
+            transform: Any = None,
+            colour_space: Any = None,
+            buffer_count: int = 6,
+            controls: dict[str, Any] | None = None,
+            display: Any = "main",
+            encode: Any = "main",
+            queue: bool = True,
+            sensor: Any = None,
+            use_case: str = "video",
+        ) -> dict[str, Any]:
+            main = dict(main or {})
+            return {
+                "use_case": use_case,
+                "buffer_count": buffer_count,
+                "queue": queue,
+                "main": {
+                    "size": tuple(main.get("size", (1280, 720))),
+                    "format": main.get("format", "XBGR8888"),
+                },
+                "lores": None,
+                "controls": dict(controls or {}),
+            }
+
+        def align_configuration(self, config: dict[str, Any]) -> None:
+            w, h = config["main"]["size"]
+            config["main"]["size"] = ((w + 31) // 32 * 32, (h + 1) // 2 * 2)
+
+        def configure(self, camera_config: Any = None) -> None:
+            from PIL import Image
+
+            if self.started:
+                raise RuntimeError("Camera must be stopped before configuring")
+            self.camera_config = camera_config
+            self.configure_count += 1
+            w, h = camera_config["main"]["size"]
+            self._images = []
+            for path in os.environ.get("FAKE_IMX500_IMAGES", "").split(os.pathsep):
+                if path:
+                    with Image.open(path) as im:
+                        pixels = np.asarray(im.convert("RGB").resize((w, h)))
+                    self._images.append((Path(path).name, pixels))
+
+        def camera_configuration(self) -> Any:
+            return self.camera_config
+
+        def set_controls(self, controls: dict[str, Any]) -> None:
+            for name in controls:
+                if name not in self.camera_controls:
+                    raise RuntimeError(f"Control {name} is not advertised by libcamera")
+
+        def start(self, config: Any = None, show_preview: bool = False) -> None:
+            if self.camera_config is None:
+                raise RuntimeError("Camera has not been configured")
+            if self.model == "imx500":
+                SENSOR.start_streaming()
+            self.started = True
+            self.with_tensors = 0
+            self._next = time.monotonic()
+
+        def stop(self) -> None:
+            if self.started:
+                self.stop_count += 1
+            self.started = False
+
+        def close(self) -> None:
+            self.stop()
+            self.is_open = False
+
+        def capture_request(
+            self, wait: Any = None, signal_function: Any = None, flush: Any = None
+        ) -> Any:
+            if not self.started:
+                raise RuntimeError("Camera is not running")
+            timeout = None if wait in (None, True) else float(wait)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500":
+                if deadline is not None and time.monotonic() >= deadline:
+                    from concurrent.futures import TimeoutError as JobTimeout
+
+                    raise JobTimeout()
+                time.sleep(0.02)
+            assert self.camera_config is not None
+            period = 1.0 / float(self.camera_config["controls"].get("FrameRate", 30.0))
+            self._next = max(self._next + period, time.monotonic() - period)
+            delay = self._next - time.monotonic()
+            if deadline is not None and time.monotonic() + delay > deadline:
+                from concurrent.futures import TimeoutError as JobTimeout
+
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                raise JobTimeout()
+            if delay > 0:
+                time.sleep(delay)
+            self.frame += 1
+            hold = int(os.environ.get("FAKE_IMX500_HOLD", "1"))
+            name, pixels = self._images[(self.frame - 1) // hold % len(self._images)]
+            metadata: dict[Any, Any] = {
+                libcamera.controls.SensorTimestamp: time.monotonic_ns(),
+                libcamera.controls.ScalerCrop: libcamera.Rectangle(0, 0, *FULL_SENSOR),
+            }
+            limit = int(os.environ.get("FAKE_IMX500_TENSORS_FOR", "0"))
+            scores = self._scores.by_name.get(name)
+            if (
+                self.model == "imx500"
+                and SENSOR.loaded is not None
+                and SENSOR.loaded == SENSOR.network
+                and scores is not None
+                and (not limit or self.with_tensors < limit)
+            ):
+                self.with_tensors += 1
+                network = Path(str(SENSOR.loaded)).stem
+                metadata[libcamera.controls.CnnOutputTensor] = scores.tolist()
+                metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
+                    network, scores.size, self.frame
+                )
+                metadata[libcamera.controls.CnnKpiInfo] = [
+                    int(os.environ.get("FAKE_IMX500_DNN_US", "2400")),
+                    int(os.environ.get("FAKE_IMX500_DSP_US", "600")),
+                ]
+            request = libcamera.Request(metadata)
+            return SimulatedRequest(request, self, pixels.copy())
+
+    SimulatedPicamera2.__name__ = SimulatedPicamera2.__qualname__ = "Picamera2"
+    module.Picamera2 = SimulatedPicamera2
+
+
+# -- the import hook -----------------------------------------------------------------------
+class _Finder(importlib.abc.MetaPathFinder):
+    HOOKS: ClassVar[dict[str, Any]] = {
+        "picamera2.picamera2": _install_camera,
+        "picamera2.devices.imx500.imx500": _patch_imx500_module,
+    }
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        hook = self.HOOKS.get(name)
+        if hook is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_and_hook(module: Any) -> None:
+            exec_module(module)
+            hook(module)
+
+        loader.exec_module = exec_and_hook  # type: ignore[method-assign]
+        return spec
+
+
+def install() -> None:
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+    if "FAKE_IMX500_ROOT" in os.environ:
+        libcamera: Any = importlib.import_module("libcamera")
+        for cam in libcamera.CameraManager.singleton().cameras:
+            if cam.properties[libcamera.properties.Model] == "imx500":
+                make_tree(cam.id)
+
+
+# -- files for tests and bench -------------------------------------------------------------
+def _cpio(entries: dict[str, bytes]) -> bytes:
+    """A newc cpio archive (what the rpk's tail is)."""
+    out = b""
+    for ino, (name, data) in enumerate([*entries.items(), ("TRAILER!!!", b"")], start=1):
+        mode = 0o100644 if data or name != "TRAILER!!!" else 0
+        header = "070701" + "".join(
+            f"{v:08X}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        )
+        out += header.encode() + name.encode() + b"\0"
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return out
+
+
+def write_rpk(
+    path: Path,
+    *,
+    width: int = 224,
+    height: int = 224,
+    labels: list[str] | None = None,
+    softmax: bool = False,
+    task: str = "classification",
+    firmware_bytes: int = 64 * 1024,
+) -> Path:
+    """A network package laid out as picamera2 reads one: firmware blocks ('9464' header,
+    '3695' footer), then a cpio archive with ``network_info.txt`` and
+    ``network_intrinsics``."""
+    import json
+
+    body = bytes(8) + os.urandom(firmware_bytes)  # 8 flag bytes (no device lock), payload
+    size = len(body) - 52  # header (8) + size + 52 bytes + footer (4) = size + 64
+    block = b"9464" + struct.pack(">I", size) + body + b"3695"
+    info = (
+        "networkID=000004\napParamSize=1024\nnetworkNum=1\nnetworkOrdinal=0\n"
+        f"inputTensorWidth={width}\ninputTensorHeight={height}\ninputTensorFormat=RGB\n"
+        "inputTensorNorm_K00=0x0\ninputTensorNorm_K02=0x0\ninputTensorNorm_K03=0x0\n"
+        "inputTensorNorm_K11=0x0\ninputTensorNorm_K13=0x0\ninputTensorNorm_K20=0x0\n"
+        "inputTensorNorm_K22=0x0\ninputTensorNorm_K23=0x0\n"
+    )
+    intrinsics: dict[str, Any] = {"task": task}
+    if softmax:
+        intrinsics["cpu"] = {"softmax": True}
+    if labels is not None:
+        intrinsics["classes"] = {"labels": labels}
+    entries = {
+        "network_info.txt": info.encode(),
+        "network_intrinsics": json.dumps(intrinsics).encode(),
+    }
+    path.write_bytes(block + _cpio(entries))
+    return path
+
+
+def write_scores(path: Path, images: list[Path]) -> Path:
+    """The bundled model's int8 output on each photo (as the edged daemon prepares it), with
+    its output quantization: what an IMX500 running that network would hand over."""
+    from edged.config import ClassifyConfig, ModelConfig
+    from edged.engine import open_engine
+
+    engine = open_engine(ModelConfig(num_threads=1), ClassifyConfig())
+    try:
+        spec = engine.backend.output_spec
+        arrays: dict[str, Any] = {
+            image.name: engine.backend.infer(engine.load(image)).raw.copy() for image in images
+        }
+    finally:
+        engine.close()
+    arrays["_scale"] = np.float32(spec.scale)
+    arrays["_zero_point"] = np.int32(spec.zero_point)
+    np.savez(path, **arrays)
+    return path
