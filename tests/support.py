@@ -71,6 +71,21 @@ def sample_bmp(dest: Path, sample: str = "chelsea_cat.jpg") -> Path:
     return out
 
 
+def slowdown() -> float:
+    """How much slower than an idle machine this one runs now: its load average per core (at
+    least 1), or ``EDGED_TEST_SLOWDOWN`` where set (a Pi, a busy CI host).  Deadlines and
+    time budgets are multiplied by it: a test waits longer on a loaded machine, never less."""
+    forced = os.environ.get("EDGED_TEST_SLOWDOWN")
+    if forced:
+        return max(1.0, float(forced))
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` on an idle machine, stretched by :func:`slowdown`."""
+    return seconds * slowdown()
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     """Poll ``pred`` until it holds or ``timeout`` seconds pass; its last value."""
     deadline = time.monotonic() + timeout

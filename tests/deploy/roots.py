@@ -55,9 +55,14 @@ def _debootstrap(arch: str, include: str, suite: str, tarball: Path) -> None:
     build = tarball.with_name(f"{tarball.name}.build")
     shutil.rmtree(build, ignore_errors=True)
     argv = ["debootstrap", "--variant=minbase", f"--arch={arch}", f"--include={include}"]
-    proc = subprocess.run(
-        [*argv, suite, str(build), MIRROR], capture_output=True, text=True, timeout=1800
-    )
+    # an arm64 root runs its second stage under qemu: about 3 minutes on a quiet machine, and
+    # 27 minutes was seen for trixie on a heavily loaded one
+    try:
+        proc = subprocess.run(
+            [*argv, suite, str(build), MIRROR], capture_output=True, text=True, timeout=3600
+        )
+    finally:
+        _unmount_below(build)  # a debootstrap that was stopped leaves its /proc mounted
     assert proc.returncode == 0, f"debootstrap failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     for deb in (build / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         deb.unlink()
@@ -65,6 +70,14 @@ def _debootstrap(arch: str, include: str, suite: str, tarball: Path) -> None:
     subprocess.run(["tar", "-C", str(build), "-cf", str(partial), "."], check=True)
     partial.rename(tarball)
     shutil.rmtree(build)
+
+
+def _unmount_below(path: Path) -> None:
+    prefix = f"{path}/"
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 @contextmanager

@@ -1,9 +1,11 @@
-"""The Pi's architecture: the aarch64 wheelhouse installed offline into an arm64 Debian
-bookworm root, run under qemu-user-static through binfmt.
+"""The Pi's architecture: the aarch64 wheelhouse installed offline into an arm64 Debian root,
+bookworm (Python 3.11) and trixie (today's Raspberry Pi OS, Python 3.13), run under
+qemu-user-static through binfmt.
 
-qemu must emulate the Pi's CPU (QEMU_CPU=cortex-a72, a Pi 4): its default ``max`` CPU
-advertises SME, and the runtime's kernels then give silently wrong scores.  The host's x86
-/proc/cpuinfo makes the runtime crash, so a Pi 4's is bound over it.
+qemu must emulate the Pi's CPU: QEMU_CPU=cortex-a72 (a Pi 4) or cortex-a76 (a Pi 5).  Its
+default ``max`` CPU advertises SME, and the runtime's kernels then give silently wrong
+scores.  The host's x86 /proc/cpuinfo makes the runtime crash, so the Pi's own is bound over
+it.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from tests.support import SAMPLES, Mosquitto, Subscriber, run_edged
 pytestmark = pytest.mark.deploy
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-# cortex-a76 for a Pi 5; never qemu's default "max"
-QEMU_CPU = os.environ.get("EDGED_QEMU_CPU", "cortex-a72")
+# the Debian suite of each root, with the Python its wheelhouse is built for
+SUITES = {"bookworm": "3.11", "trixie": "3.13"}
+# the CPU model qemu emulates (never its default "max"); the first one runs every test
+PI4, PI5 = "cortex-a72", "cortex-a76"
 DEVICE = "pi-arm64"
 STEP = 1 / 256  # the bundled model's output quantization step
 TIMES: dict[str, str] = {}  # what each step took, printed by the tests
@@ -47,6 +51,16 @@ PI4_CPUINFO = "".join(
     "Hardware\t: BCM2835\nRevision\t: c03114\nSerial\t\t: 100000002a5f1c3e\n"
     "Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
 )
+PI5_CPUINFO = "".join(
+    f"processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 "
+    "sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
+    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\n"
+    "CPU revision\t: 1\n\n"
+    for n in range(4)
+) + (
+    "Revision\t: d04170\nSerial\t\t: 5e3a17c2b89d4f10\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+)
+CPUINFO = {PI4: PI4_CPUINFO, PI5: PI5_CPUINFO}
 
 
 def _require_qemu() -> None:
@@ -58,19 +72,20 @@ def _require_qemu() -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def pi_root() -> Iterator[Path]:
-    """A fresh arm64 root with edged installed offline from the aarch64 wheelhouse."""
+@pytest.fixture(scope="module", params=list(SUITES))
+def pi_root(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh arm64 root of the suite with edged installed offline from the aarch64
+    wheelhouse built for that suite."""
     _require_qemu()
-    with scratch("arm64") as work:
-        yield _install(work)
+    with scratch(f"arm64-{request.param}") as work:
+        yield _install(work, request.param)
 
 
-def _install(work: Path) -> Path:
+def _install(work: Path, suite: str) -> Path:
     t0 = time.monotonic()
     wheelhouse = work / "wheelhouse"
     build = subprocess.run(
-        [str(REPO / "deploy" / "build-wheelhouse.sh"), "aarch64", "bookworm", str(wheelhouse)],
+        [str(REPO / "deploy" / "build-wheelhouse.sh"), "aarch64", suite, str(wheelhouse)],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         text=True,
@@ -78,40 +93,45 @@ def _install(work: Path) -> Path:
         check=False,
     )
     assert build.returncode == 0, build.stderr[-3000:]
+    target = json.loads((wheelhouse / "wheelhouse.json").read_text())
+    assert (target["release"], target["python"]) == (suite, SUITES[suite]), target
     t_wheels = time.monotonic()
-    root = fresh_root(pristine_tarball("arm64", "python3,python3-venv"), work / "root")
+    root = fresh_root(pristine_tarball("arm64", "python3,python3-venv", suite), work / "root")
     shutil.copytree(wheelhouse, root / "opt" / "wheelhouse")
     shutil.copytree(SAMPLES, root / "srv" / "samples")
-    (work / "cpuinfo").write_text(PI4_CPUINFO)
+    for cpu, cpuinfo in CPUINFO.items():
+        (work / f"cpuinfo-{cpu}").write_text(cpuinfo)
     t_root = time.monotonic()
     install, install_s = _in_pi(
         root,
         work,
         "python3 -m venv /opt/edged && /opt/edged/bin/pip install --quiet --no-index "
-        "--find-links /opt/wheelhouse 'edged[video]' && uname -m",
+        "--find-links /opt/wheelhouse 'edged[video]' && uname -m && "
+        "/opt/edged/bin/python -c 'import sys; print(*sys.version_info[:2], sep=\".\")'",
         timeout=1800,
     )
     assert install.returncode == 0, tail(install)
-    assert install.stdout.split()[-1] == "aarch64", install.stdout
+    assert install.stdout.split()[-2:] == ["aarch64", SUITES[suite]], install.stdout
     TIMES["setup"] = (
-        f"wheelhouse {t_wheels - t0:.0f} s, fresh root {t_root - t_wheels:.0f} s, "
+        f"{suite}: wheelhouse {t_wheels - t0:.0f} s, fresh root {t_root - t_wheels:.0f} s, "
         f"offline install {install_s:.0f} s"
     )
     return root
 
 
 def _in_pi(
-    root: Path, work: Path, command: str, timeout: float
+    root: Path, work: Path, command: str, timeout: float, cpu: str = PI4
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    """``command`` in ``root`` under qemu as a Pi 4: a chroot in private mount and PID
-    namespaces (systemd-nspawn cannot bind a file over /proc/cpuinfo), sharing the host's
-    network.  The namespaces, and every mount in them, end with the command."""
+    """``command`` in ``root`` under qemu as a Pi 4 (cortex-a72) or a Pi 5 (cortex-a76): a
+    chroot in private mount and PID namespaces (systemd-nspawn cannot bind a file over
+    /proc/cpuinfo), sharing the host's network.  The namespaces, and every mount in them, end
+    with the command."""
     setup = (
         f"mount --rbind /dev {root}/dev && "
         f"mount -t tmpfs tmpfs {root}/tmp && "
-        f"mount --bind {work / 'cpuinfo'} {root}/proc/cpuinfo && "
+        f"mount --bind {work / f'cpuinfo-{cpu}'} {root}/proc/cpuinfo && "
         f"exec chroot {root} /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "
-        f'QEMU_CPU={QEMU_CPU} /bin/sh -c "$0"'
+        f'QEMU_CPU={cpu} /bin/sh -c "$0"'
     )
     argv = [
         "unshare", "--mount", "--propagation", "private", "--pid", "--fork",
@@ -122,8 +142,9 @@ def _in_pi(
     return proc, time.monotonic() - t0
 
 
+@pytest.mark.parametrize("cpu", [PI4, PI5], ids=["pi4", "pi5"])
 def test_classify_on_arm64_gives_the_x86_top1(
-    pi_root: Path, capsys: pytest.CaptureFixture[str]
+    pi_root: Path, cpu: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = sorted(p.name for p in SAMPLES.glob("*.jpg"))
     proc, seconds = _in_pi(
@@ -131,6 +152,7 @@ def test_classify_on_arm64_gives_the_x86_top1(
         pi_root.parent,
         "/opt/edged/bin/edged classify --json " + " ".join(f"/srv/samples/{n}" for n in photos),
         timeout=600,
+        cpu=cpu,
     )
     assert proc.returncode == 0, tail(proc)
     arm = {Path(r["file"]).name: r for r in json.loads(proc.stdout)}
@@ -138,7 +160,7 @@ def test_classify_on_arm64_gives_the_x86_top1(
     assert x86_run.returncode == 0, x86_run.stderr
     x86 = {Path(r["file"]).name: r for r in json.loads(x86_run.stdout)}
     with capsys.disabled():
-        print(f"\narm64: {TIMES.get('setup', '')}; classify {seconds:.0f} s (qemu {QEMU_CPU})")
+        print(f"\narm64: {TIMES.get('setup', '')}; classify {seconds:.0f} s (qemu {cpu})")
         for name in photos:
             print(f"  {name}: arm64 {arm[name]['label']} {arm[name]['score']}, "
                   f"x86 {x86[name]['label']} {x86[name]['score']}")  # fmt: skip

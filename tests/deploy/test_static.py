@@ -175,13 +175,15 @@ def test_example_device_configs_are_valid(name: str) -> None:
     parse_config(tomllib.loads(path.read_text()), str(path))
 
 
-def _local_play(tmp_path: Path, tasks: str, extra_vars: dict[str, object]) -> str:
+def _local_play(
+    tmp_path: Path, tasks: str, extra_vars: dict[str, object], *, facts: bool = False
+) -> str:
     """Run ``tasks`` of the role against localhost with the role's defaults."""
     import json
 
     playbook = tmp_path / "play.yml"
     playbook.write_text(
-        "- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+        f"- hosts: localhost\n  connection: local\n  gather_facts: {str(facts).lower()}\n"
         f"  vars_files: [{ANSIBLE_DIR / 'roles/edged/defaults/main.yml'}]\n"
         f"  tasks:\n{tasks}\n"
         "  handlers:\n    - name: Restart edged\n      ansible.builtin.debug: {msg: restart}\n"
@@ -336,6 +338,77 @@ def test_role_renders_webcam_and_ip_camera_configs(
     assert parsed.type == expected["type"]
     regions = REGIONS if expected["type"] == "stream" else []
     assert [r.name for r in parsed.regions] == [r["name"] for r in regions]
+
+
+def _host_target() -> dict[str, str]:
+    """This host as build-wheelhouse.sh would describe a device like it."""
+    import platform
+
+    release = re.search(
+        r"^VERSION_CODENAME=(\S+)", Path("/etc/os-release").read_text(), re.MULTILINE
+    )
+    python = subprocess.run(
+        [deploy_tool("python"), "-c", "import sys; print(*sys.version_info[:2], sep='.')"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    return {
+        "arch": platform.machine(),
+        "release": release.group(1) if release else "",
+        "python": python,
+        "glibc": glibc.split()[-1],
+    }
+
+
+def test_role_checks_the_device_against_the_wheelhouse_first(tmp_path: Path) -> None:
+    """Before it installs anything, the role compares the device's facts with the
+    wheelhouse.json that build-wheelhouse.sh wrote; a mismatch, or a wheelhouse that does not
+    say what it is for, stops the play naming what differs and the command that builds the
+    right one."""
+    import json
+
+    host = _host_target()
+    role = ANSIBLE_DIR / "roles" / "edged"
+    tasks = f"    - ansible.builtin.import_tasks: {role / 'tasks/wheelhouse.yml'}\n"
+    python: dict[str, object] = {"ansible_python_interpreter": str(deploy_tool("python"))}
+    fix = f"deploy/build-wheelhouse.sh {host['arch']} {host['release']}"
+
+    def play(wheelhouse: Path | None, target: dict[str, str] | None) -> str:
+        if wheelhouse is not None and target is not None:
+            wheelhouse.mkdir(parents=True, exist_ok=True)
+            (wheelhouse / "wheelhouse.json").write_text(json.dumps(target))
+        extra = python if wheelhouse is None else {**python, "edged_wheelhouse": str(wheelhouse)}
+        return _local_play(tmp_path, tasks, extra, facts=True)
+
+    # the same device, or one whose glibc is newer than the wheels need
+    out = play(tmp_path / "same", {**host, "glibc": "2.17"})
+    assert out.startswith("rc=0"), out[-4000:]
+
+    other = "trixie" if host["release"] != "trixie" else "bookworm"
+    arch = "aarch64" if host["arch"] != "aarch64" else "x86_64"
+    out = play(
+        tmp_path / "other", {"arch": arch, "release": other, "python": "3.99", "glibc": "2.99"}
+    )
+    assert not out.startswith("rc=0"), out[-4000:]
+    flat = " ".join(out.split())
+    assert f"was built for {other} on {arch} (Python 3.99, glibc 2.99" in flat, flat
+    assert f"runs {host['release']} on {host['arch']} (Python {host['python']}" in flat, flat
+    assert "arch, release, python, glibc differ" in flat and fix in flat, flat
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "edged-1.0.0-py3-none-any.whl").touch()
+    out = play(bare, None)
+    flat = " ".join(out.split())
+    assert not out.startswith("rc=0") and "wheelhouse.json is missing" in flat and fix in flat, flat
+
+    # by default the wheelhouse follows the device's release and architecture
+    out = play(None, None)
+    flat = " ".join(out.split())
+    assert f".deploy-cache/wheelhouse/{host['release']}/{host['arch']}/wheelhouse.json" in flat
+    assert "is missing" in flat, flat
 
 
 def test_role_renders_several_cameras_each_password_its_own_credential(tmp_path: Path) -> None:

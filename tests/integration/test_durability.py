@@ -24,6 +24,7 @@ from tests.support import (
     Subscriber,
     freeze_child,
     retained,
+    slowdown,
     start_edged,
     wait_until,
     write_config,
@@ -197,7 +198,8 @@ def test_every_event_arrives_through_restarts_kills_and_disk_faults(tmp_path: Pa
         assert first == sorted(first), (run.log, first)
     assert any("re-sending them first" in r.text() for r in runs[1:])
     assert all(run.created() for run in runs)
-    assert sum(len(r.created()) for r in runs) >= 60 * FPS * 0.8  # >= 60 s of frames
+    # >= 60 s of frames at FPS on an idle machine; a loaded one makes fewer of them
+    assert sum(len(r.created()) for r in runs) >= 60 * FPS * 0.8 / slowdown()
     health = json.loads(final_health or b"{}")
     d = runs[-1]
     ours = {s for rid, s in got if rid == d.run_id}

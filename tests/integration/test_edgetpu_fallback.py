@@ -34,6 +34,7 @@ from tests.support import (
     need,
     run_edged,
     sample_bmp,
+    scaled,
     start_edged,
     stop_process,
 )
@@ -183,7 +184,9 @@ def _check_fault(
         os.kill(pid, sig)
         assert sub.wait(lambda: any(e["backend"] == "cpu" for e in sub.events()), 10)
         t_cpu = next(t for t, e in sub.timed_events() if e["backend"] == "cpu")
-        assert t_cpu - t_fault < budget, f"first CPU event {t_cpu - t_fault:.2f} s after fault"
+        # the budget holds on an idle machine; a loaded one stretches it
+        took = t_cpu - t_fault
+        assert took < scaled(budget), f"first CPU event {took:.2f} s after fault"
         # by itself, back to the Edge TPU path once the fault has cleared
         assert sub.wait(
             lambda: (
@@ -253,7 +256,13 @@ url = "{mosquitto.url}"
     try:
         r = run_edged("run", "-c", str(cfg))
         assert r.returncode == 0, r.stderr
-        assert sub.wait(lambda: len(sub.on("health")) >= 2)
+        # Health is retained state: the last report wins, and one made before the broker
+        # connection is up is replaced by the next one.  So wait for the report made after
+        # the frame (state ok), not for a number of reports.
+        assert sub.wait(
+            lambda: (sub.last_health() or {}).get("state") == "ok" and bool(sub.events()),
+            scaled(20),
+        ), r.stderr[-3000:]
         health = sub.last_health()
     finally:
         sub.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from tests.support import (
     Mosquitto,
     Subscriber,
     free_port,
+    scaled,
     start_edged,
     stop_process,
     wait_until,
@@ -176,9 +176,16 @@ reconnect_max_s = 1
     return cfg
 
 
-def _log_after(proc, log: Path, seconds: float) -> str:  # type: ignore[no-untyped-def]
+def _log_after_retries(proc, log: Path, broker: Mosquitto, line: str) -> str:  # type: ignore[no-untyped-def]
+    """The daemon's log once it has written ``line`` and tried the broker at least three
+    times (mosquitto -v logs every connection), so that a line repeated per attempt shows."""
     try:
-        time.sleep(seconds)
+        assert wait_until(
+            lambda: (
+                line in log.read_text() and broker.log.read_text().count("New connection from") >= 3
+            ),
+            scaled(20),
+        ), log.read_text()
         assert proc.poll() is None, "the daemon must keep running"
     finally:
         assert stop_process(proc) == 0
@@ -193,7 +200,8 @@ def test_a_certificate_that_does_not_verify_is_named_with_the_ca_file(
     make_pki(other)  # a CA that did not sign the broker's certificate
     log = tmp_path / "edged.log"
     cfg = _plain_config(tmp_path, f"mqtts://127.0.0.1:{tls_broker.port}", str(other / "ca.crt"))
-    text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    text = _log_after_retries(proc, log, tls_broker, "certificate verify failed")
     lines = [line for line in text.splitlines() if "certificate verify failed" in line]
     assert len(lines) == 1, text  # once per outage, though it retried every second
     assert "ERROR" in lines[0] and str(other / "ca.crt") in lines[0], lines[0]
@@ -203,7 +211,8 @@ def test_a_certificate_that_does_not_verify_is_named_with_the_ca_file(
 def test_a_plain_url_on_a_tls_port_says_so(tmp_path: Path, tls_broker: Mosquitto) -> None:
     log = tmp_path / "edged.log"
     cfg = _plain_config(tmp_path, f"mqtt://127.0.0.1:{tls_broker.port}")
-    text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    text = _log_after_retries(proc, log, tls_broker, "speaks TLS on this port")
     assert text.count("speaks TLS on this port") == 1, text
     assert "use mqtts://" in text
     assert "Connection reset" not in text and "paho" not in text
@@ -213,7 +222,8 @@ def test_a_tls_url_on_a_plain_port_says_so(tmp_path: Path, mosquitto: Mosquitto)
     make_pki(tmp_path)
     log = tmp_path / "edged.log"
     cfg = _plain_config(tmp_path, f"mqtts://127.0.0.1:{mosquitto.port}", str(tmp_path / "ca.crt"))
-    text = _log_after(start_edged("run", "-c", str(cfg), log=log), log, 4)
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    text = _log_after_retries(proc, log, mosquitto, "TLS handshake failed")
     lines = [line for line in text.splitlines() if "TLS handshake failed" in line]
     assert len(lines) == 1, text
     assert "does not speak TLS on this port" in lines[0] and "mqtt://" in lines[0]
