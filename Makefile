@@ -14,6 +14,8 @@ APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev \
   gstreamer1.0-plugins-ugly ffmpeg libcap-dev
 # `make run FRAMES=8` stops the demo after 8 classified frames
 FRAMES ?=
+# `make test TESTS=tests/unit` runs only those
+TESTS ?= tests/unit tests/integration
 # pip for the editable install; setuptools' note that an editable install maps edged.models
 # to models/ through an import finder is information, not a problem
 PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-version-check
@@ -88,7 +90,7 @@ system-deps-run:
 
 ## test: unit and integration tests (a real mosquitto is started by the tests)
 test: system-deps venv
-	$(PYTEST) -q tests/unit tests/integration
+	$(PYTEST) -q $(TESTS)
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
