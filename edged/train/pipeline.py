@@ -468,22 +468,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise TrainError(f"cannot write {str(path)!r}: {exc}") from exc
 
 
-def _write(
-    opts: TrainOptions,
-    base: BaseModel,
-    base_path: Path,
-    head: QuantizedHead,
-    classes: list[str],
-    serving: ModelConfig,
-) -> tuple[int, str]:
-    mean, std = base.normalization or (serving.mean or 127.5, serving.std or 127.5)
-    listed = ", ".join(classes)
-    meta = ClassifierMetadata(
-        name=f"{opts.out.stem} (int8)",
-        description=(
-            f"Image classifier ({len(classes)} classes: {listed}), trained by edged train "
-            f"{__version__} on the features of {base_path.name}."
-        ),
+def _metadata(
+    out: Path, classes: list[str], how: str, mean: float, std: float
+) -> ClassifierMetadata:
+    """The written model's metadata: its classes, how it was trained, its normalization."""
+    return ClassifierMetadata(
+        name=f"{out.stem} (int8)",
+        description=f"Image classifier ({len(classes)} classes: {', '.join(classes)}), {how}.",
         input_description=(
             f"Input image to be classified: RGB, normalized as (pixel - {mean:g}) / {std:g}."
         ),
@@ -494,6 +485,19 @@ def _write(
         author="edged train",
         license="",
     )
+
+
+def _write(
+    opts: TrainOptions,
+    base: BaseModel,
+    base_path: Path,
+    head: QuantizedHead,
+    classes: list[str],
+    serving: ModelConfig,
+) -> tuple[int, str]:
+    mean, std = base.normalization or (serving.mean or 127.5, serving.std or 127.5)
+    how = f"trained by edged train {__version__} on the features of {base_path.name}"
+    meta = _metadata(opts.out, classes, how, mean, std)
     data = base.with_head(head, label_lines(classes), classifier_metadata(meta))
     _atomic_write(opts.out, data)
     return len(data), hashlib.sha256(data).hexdigest()
@@ -622,24 +626,11 @@ def _run_deep(
         ) from None
     timings.update(result.timings)
     mean, std = 127.0, 128.0
-    listed = ", ".join(classes)
-    meta = ClassifierMetadata(
-        name=f"{opts.out.stem} (int8)",
-        description=(
-            f"Image classifier ({n_classes} classes: {listed}), fine-tuned by edged train "
-            f"{__version__} (recipe deep: the last {opts.deep.blocks} blocks of "
-            "EfficientNet-Lite0, its conv head and a new classifier)."
-        ),
-        input_description=(
-            f"Input image to be classified: RGB, normalized as (pixel - {mean:g}) / {std:g}."
-        ),
-        output_description=f"Probabilities of the {n_classes} classes (softmax).",
-        mean=mean,
-        std=std,
-        input_range=(-128.0, 127.0),
-        author="edged train",
-        license="",
+    how = (
+        f"fine-tuned by edged train {__version__} (recipe deep: the last {opts.deep.blocks} "
+        "blocks of EfficientNet-Lite0, its conv head and a new classifier)"
     )
+    meta = _metadata(opts.out, classes, how, mean, std)
     data = add_metadata(result.model, classifier_metadata(meta), label_lines(classes))
 
     with _timed(timings, "int8"):
