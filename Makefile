@@ -7,11 +7,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the tests also start real brokers (mosquitto), make TLS certificates (openssl) and build a
 # fake Edge TPU delegate (gcc, libc6-dev); GStreamer's RTSP server (the system python3-gi,
 # x264 from plugins-ugly) and ffmpeg serve the camera streams of tests/integration/test_stream.py;
-# picamera2 from PyPI (the AI camera's tests) builds python-prctl, which needs libcap-dev
+# picamera2 from PyPI (the AI camera's tests) builds python-prctl, which needs libcap-dev and
+# python3-dev
 APT_RUN := python3-venv
 APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-plugins-ugly ffmpeg libcap-dev
+  gstreamer1.0-plugins-ugly ffmpeg libcap-dev python3-dev
 # `make run FRAMES=8` stops the demo after 8 classified frames
 FRAMES ?=
 # `make test TESTS=tests/unit` runs only those

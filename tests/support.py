@@ -148,9 +148,15 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
+        """SIGTERM (mosquitto saves its persistence file first), then SIGKILL if it has not
+        ended within a deadline scaled to the machine's load."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(5)
+            try:
+                self.proc.wait(scaled(5))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 class Subscriber:
