@@ -140,7 +140,8 @@ class Mosquitto:
             if self.persistent
             else "persistence false\n"
         )
-        conf.write_text(f"user root\n{persistence}{listener}")
+        # stderr is not buffered: the log file shows each line as it happens
+        conf.write_text(f"user root\nlog_dest stderr\n{persistence}{listener}")
         self.proc = subprocess.Popen(
             [exe, "-c", str(conf), "-v"], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )

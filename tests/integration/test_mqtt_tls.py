@@ -178,14 +178,18 @@ reconnect_max_s = 1
 
 def _log_after_retries(proc, log: Path, broker: Mosquitto, line: str) -> str:  # type: ignore[no-untyped-def]
     """The daemon's log once it has written ``line`` and tried the broker at least three
-    times (mosquitto -v logs every connection), so that a line repeated per attempt shows."""
+    times, so that a line repeated per attempt shows.  mosquitto -v logs every attempt: "New
+    connection from" once a TLS handshake got under way, "Client connection from ... failed"
+    where it did not."""
+
+    def attempts() -> int:
+        text = broker.log.read_text()
+        return text.count("New connection from") + text.count("Client connection from")
+
     try:
-        assert wait_until(
-            lambda: (
-                line in log.read_text() and broker.log.read_text().count("New connection from") >= 3
-            ),
-            scaled(20),
-        ), log.read_text()
+        assert wait_until(lambda: line in log.read_text() and attempts() >= 3, scaled(20)), (
+            log.read_text()
+        )
         assert proc.poll() is None, "the daemon must keep running"
     finally:
         assert stop_process(proc) == 0
