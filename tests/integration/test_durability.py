@@ -56,6 +56,18 @@ class Run:
         return [int(m) for m in re.findall(r"event seq (\d+) \(frame", self.text())]
 
 
+def start_run(tmp_path: Path, cfg: Path, state: Path, runs: list[Run]) -> Run:
+    """Start ``edged run`` (debug log, one file per run) with ``state`` as its state folder,
+    and add it to ``runs``."""
+    log = tmp_path / f"edged-{len(runs)}.log"
+    proc = start_edged(
+        "--log-level", "DEBUG", "run", "-c", str(cfg), log=log,
+        env={"STATE_DIRECTORY": str(state)},
+    )  # fmt: skip
+    runs.append(Run(proc, log))
+    return runs[-1]
+
+
 def looping_config(tmp_path: Path, url: str, mqtt_extra: str = "") -> Path:
     """One photo in a loop at FPS (a live source), the bundled model, device cam-1."""
     return write_config(
@@ -111,13 +123,7 @@ def test_every_event_arrives_through_restarts_kills_and_disk_faults(tmp_path: Pa
     runs: list[Run] = []
 
     def start() -> Run:
-        log = tmp_path / f"edged-{len(runs)}.log"
-        proc = start_edged(
-            "--log-level", "DEBUG", "run", "-c", str(cfg), log=log,
-            env={"STATE_DIRECTORY": str(state)},
-        )  # fmt: skip
-        runs.append(Run(proc, log))
-        return runs[-1]
+        return start_run(tmp_path, cfg, state, runs)
 
     def kill(run: Run) -> None:
         run.proc.send_signal(signal.SIGKILL)
@@ -277,13 +283,7 @@ def _kill_during_fault(tmp_path: Path, durability: str, fault: str) -> tuple[Run
     runs: list[Run] = []
 
     def start() -> Run:
-        log = tmp_path / f"edged-{len(runs)}.log"
-        proc = start_edged(
-            "--log-level", "DEBUG", "run", "-c", str(cfg), log=log,
-            env={"STATE_DIRECTORY": str(state)},
-        )  # fmt: skip
-        runs.append(Run(proc, log))
-        return runs[-1]
+        return start_run(tmp_path, cfg, state, runs)
 
     try:
         a = start()
