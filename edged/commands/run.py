@@ -25,6 +25,7 @@ from edged.infer.imx500 import (
     list_networks,
 )
 from edged.infer.model import ModelError
+from edged.infer.runtime import bound_heap_slack
 from edged.logsetup import set_context
 from edged.signals import install_signal_handlers
 
@@ -38,6 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(str(args.config or DEFAULT_CONFIG_PATH), problems)
     set_context(device=cfg.device.id)
+    bound_heap_slack()  # before any model is loaded: a reload must not leave the heap larger
     stop = threading.Event()
     install_signal_handlers(stop)
     daemon = Daemon(cfg, max_frames=args.frames, stop=stop)

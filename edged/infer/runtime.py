@@ -108,18 +108,55 @@ def runtime_version(runtime: Runtime) -> str | None:
 
 
 @cache
-def _libc_trim() -> Any:
+def _libc() -> Any:
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - glibc has both
     except (OSError, AttributeError):  # not glibc
         return None
+    return libc
 
 
 def release_freed_memory() -> None:
     """Give the heap that a closed interpreter freed back to the system (glibc keeps it
     otherwise, and each reload of a model would leave the process larger)."""
-    trim = _libc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+# mallopt(3) parameters
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+HEAP_SLACK = 1 << 20
+"""The free memory glibc may keep at the top of a heap, and the size from which a block is
+mapped on its own (and unmapped when freed): 1 MiB, above a 640x480 RGB frame."""
+
+MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+
+
+def bound_heap_slack() -> bool:
+    """Fix glibc's trim and mmap thresholds at :data:`HEAP_SLACK` for a long-lived process;
+    False where they are left alone (not glibc, or set in the environment).
+
+    By default glibc raises both thresholds each time it unmaps a large block (up to 32 and
+    64 MiB), so a model loaded later is allocated inside the heap of the thread that loads
+    it (the command thread, at a reload), and what the old model frees at its close stays at
+    the top of that heap.  ``malloc_trim`` returns the free pages inside every heap but trims
+    the top of the main heap only; a thread's heap gives its top back only at a ``free``
+    that leaves more than the trim threshold there.  So each of the first reloads left the
+    process a few MB larger.  With fixed thresholds a model's blocks of 1 MiB or more are
+    mapped on their own and unmapped at close, and no heap keeps more than 1 MiB free at its
+    top."""
+    libc = _libc()
+    if libc is None:
+        return False
+    given = [name for name in MALLOC_ENV if name in os.environ]
+    if given:
+        log.debug("malloc thresholds left as %s sets them", " and ".join(given))
+        return False
+    trim = libc.mallopt(M_TRIM_THRESHOLD, HEAP_SLACK) == 1
+    mmap = libc.mallopt(M_MMAP_THRESHOLD, HEAP_SLACK) == 1
+    return bool(trim and mmap)
