@@ -66,7 +66,9 @@ def main() -> int:
                     print(f"run {i + 1}/{args.times}: {name}", file=sys.stderr, flush=True)
                     runs[name].append(table(tree, args.rounds, args.frames))
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False)
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False
+            )
     measures = [m for m in runs["this"][0] if all(m in r for r in runs["ref"] + runs["this"])]
     print(
         f"bench/pipeline.py, {args.ref} against this tree: {args.times} alternating runs of each "
