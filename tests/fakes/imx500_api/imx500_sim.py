@@ -28,8 +28,14 @@ Knobs (environment): ``FAKE_IMX500_UPLOAD_S`` (seconds an upload takes, default 
 ``FAKE_IMX500_TENSORS_FOR`` (after N frames with tensors, frames come without them until the
 camera is started again), ``FAKE_IMX500_NO_PROGRESS`` (no debugfs progress files),
 ``FAKE_IMX500_DNN_US`` / ``FAKE_IMX500_DSP_US`` (the KPI), ``FAKE_IMX500_HOLD`` (frames
-per photo, default 1).  ``$FAKE_IMX500_ROOT/roi`` records
+per photo, default 1), read when the camera starts.  ``$FAKE_IMX500_ROOT/roi`` records
 the last inference ROI set; ``$FAKE_IMX500_ROOT/loads`` counts firmware loads.
+
+The simulation's own CPU time (what libcamera and the camera would spend on a Pi: building
+each frame's request, its metadata and its pacing) is counted on the capturing thread's clock
+in ``$FAKE_IMX500_ROOT/cpu/<pid>`` (:func:`simulation_cpu`), so that a bench can leave it out
+of the daemon's figure.  picamera2's own work (``CompletedRequest``, ``get_metadata``, the
+``IMX500`` parsing, ``make_array``'s copy of the frame) is not in it: it runs on a Pi too.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import functools
 import importlib
 import importlib.abc
 import importlib.machinery
+import mmap
 import os
 import struct
 import subprocess
@@ -276,6 +283,41 @@ def _patch_imx500_module(module: Any) -> None:
     module.fcntl = _Fcntl()
 
 
+# -- the simulation's own CPU time -----------------------------------------------------------
+class _CpuMeter:
+    """Frames and nanoseconds of the simulation's own work in this process, kept in a
+    16-byte file (two little-endian uint64) mapped in memory: updated per frame without a
+    system call, read by another process at any time."""
+
+    def __init__(self) -> None:
+        self._map: mmap.mmap | None = None
+        self.frames = 0
+        self.ns = 0
+
+    def add(self, ns: int) -> None:
+        self.frames += 1
+        self.ns += ns
+        if self._map is None:
+            path = root() / "cpu" / str(os.getpid())
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(bytes(16))
+            with open(path, "r+b") as f:
+                self._map = mmap.mmap(f.fileno(), 16)
+        struct.pack_into("<QQ", self._map, 0, self.frames, self.ns)
+
+
+METER = _CpuMeter()
+
+
+def simulation_cpu(fake_root: Path, pid: int) -> tuple[int, float]:
+    """(frames, CPU seconds) the simulated camera has spent so far in process ``pid``."""
+    try:
+        frames, ns = struct.unpack("<QQ", (fake_root / "cpu" / str(pid)).read_bytes()[:16])
+    except (OSError, struct.error):
+        return 0, 0.0
+    return frames, ns / 1e9
+
+
 # -- the camera ----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def _tensor_info_head(name: str, classes: int) -> bytes:
@@ -287,12 +329,12 @@ def _tensor_info_head(name: str, classes: int) -> bytes:
     return out
 
 
-def _tensor_info(name: str, classes: int, frame: int) -> list[int]:
+def _tensor_info(name: str, classes: int, frame: int) -> tuple[int, ...]:
     """libcamera's ``CnnOutputTensorInfoExported`` (one output tensor), as the bindings
-    hand a byte span over: a list of ints."""
+    hand an array control of bytes over: a tuple of ints."""
     out = _tensor_info_head(name, classes) + struct.pack("<B", frame & 0xFF)
     out += b"\0" * (-len(out) % 4)  # the struct's alignment (its uint32 members)
-    return list(out)
+    return tuple(out)
 
 
 class _Scores:
@@ -332,7 +374,7 @@ def _install_camera(module: Any) -> None:
             self._pixels = pixels
 
         def make_array(self, name: str) -> np.ndarray:
-            return self._pixels
+            return self._pixels.copy()  # picamera2 copies the buffer out, as here
 
         def release(self) -> None:
             with self.lock:
@@ -364,6 +406,9 @@ def _install_camera(module: Any) -> None:
             self.is_open = True
             self.frame = 0
             self.with_tensors = 0
+            self._hold = 1
+            self._tensors_for = 0
+            self._kpi = (0, 0)
             self._properties = {
                 "Model": self.model,
                 "PixelArraySize": FULL_SENSOR,
@@ -447,6 +492,13 @@ def _install_camera(module: Any) -> None:
             self.started = True
             self.with_tensors = 0
             self._next = time.monotonic()
+            env = os.environ.get
+            self._hold = int(env("FAKE_IMX500_HOLD", "1"))
+            self._tensors_for = int(env("FAKE_IMX500_TENSORS_FOR", "0"))
+            self._kpi = (
+                int(env("FAKE_IMX500_DNN_US", "2400")),
+                int(env("FAKE_IMX500_DSP_US", "600")),
+            )
 
         def stop(self) -> None:
             if self.started:
@@ -462,6 +514,15 @@ def _install_camera(module: Any) -> None:
         ) -> Any:
             if not self.started:
                 raise RuntimeError("Camera is not running")
+            t0 = time.thread_time_ns()
+            try:
+                request, pixels = self._simulate(wait)
+            finally:
+                METER.add(time.thread_time_ns() - t0)
+            return SimulatedRequest(request, self, pixels)
+
+        def _simulate(self, wait: Any) -> tuple[Any, np.ndarray]:
+            """The next frame's libcamera request and pixels, at the frame rate."""
             timeout = None if wait in (None, True) else float(wait)
             deadline = None if timeout is None else time.monotonic() + timeout
             while SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500":
@@ -482,13 +543,12 @@ def _install_camera(module: Any) -> None:
             if delay > 0:
                 time.sleep(delay)
             self.frame += 1
-            hold = int(os.environ.get("FAKE_IMX500_HOLD", "1"))
-            name, pixels = self._images[(self.frame - 1) // hold % len(self._images)]
+            name, pixels = self._images[(self.frame - 1) // self._hold % len(self._images)]
             metadata: dict[Any, Any] = {
                 libcamera.controls.SensorTimestamp: time.monotonic_ns(),
                 libcamera.controls.ScalerCrop: libcamera.Rectangle(0, 0, *FULL_SENSOR),
             }
-            limit = int(os.environ.get("FAKE_IMX500_TENSORS_FOR", "0"))
+            limit = self._tensors_for
             scores = self._scores.by_name.get(name)
             if (
                 self.model == "imx500"
@@ -499,16 +559,12 @@ def _install_camera(module: Any) -> None:
             ):
                 self.with_tensors += 1
                 network = Path(str(SENSOR.loaded)).stem
-                metadata[libcamera.controls.CnnOutputTensor] = scores.tolist()
+                metadata[libcamera.controls.CnnOutputTensor] = tuple(scores.tolist())
                 metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
                     network, scores.size, self.frame
                 )
-                metadata[libcamera.controls.CnnKpiInfo] = [
-                    int(os.environ.get("FAKE_IMX500_DNN_US", "2400")),
-                    int(os.environ.get("FAKE_IMX500_DSP_US", "600")),
-                ]
-            request = libcamera.Request(metadata)
-            return SimulatedRequest(request, self, pixels.copy())
+                metadata[libcamera.controls.CnnKpiInfo] = self._kpi
+            return libcamera.Request(metadata), pixels
 
     SimulatedPicamera2.__name__ = SimulatedPicamera2.__qualname__ = "Picamera2"
     module.Picamera2 = SimulatedPicamera2
