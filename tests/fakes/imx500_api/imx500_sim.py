@@ -294,8 +294,8 @@ class _CpuMeter:
         self.frames = 0
         self.ns = 0
 
-    def add(self, ns: int) -> None:
-        self.frames += 1
+    def add(self, ns: int, frame: bool = True) -> None:
+        self.frames += frame
         self.ns += ns
         if self._map is None:
             path = root() / "cpu" / str(os.getpid())
@@ -377,8 +377,27 @@ def _install_camera(module: Any) -> None:
             return self._pixels.copy()  # picamera2 copies the buffer out, as here
 
         def release(self) -> None:
+            """As picamera2's: the last release gives the request back to the camera,
+            unless the camera has stopped since."""
+            cam = self.picam2
             with self.lock:
                 self.ref_count -= 1
+                if self.ref_count == 0 and self.stop_count == cam.stop_count and cam.started:
+                    cam.free_requests += 1
+
+    class CaptureJob:
+        """picamera2's ``Job`` for ``capture_request``: it joins the camera's job list and
+        takes the next completed request, in order, whether or not its caller still waits
+        for it (a caller that timed out leaves it there; its request is then never
+        released)."""
+
+        def __init__(self, cam: Any) -> None:
+            self.cam = cam
+            self.result: Any = None
+            self.cancelled = False
+
+        def get_result(self, timeout: float | None = None) -> Any:
+            return self.cam.wait_job(self, timeout)
 
     class SimulatedPicamera2(real):  # type: ignore[misc, valid-type]
         """picamera2's camera over the simulated pipeline."""
@@ -408,6 +427,8 @@ def _install_camera(module: Any) -> None:
             self.with_tensors = 0
             self._hold = 1
             self._tensors_for = 0
+            self.jobs: list[Any] = []  # picamera2's _job_list (capture jobs only here)
+            self.free_requests = 0  # requests queued to the camera (picamera2: buffer_count)
             self._kpi = (0, 0)
             self._properties = {
                 "Model": self.model,
@@ -492,6 +513,7 @@ def _install_camera(module: Any) -> None:
             self.started = True
             self.with_tensors = 0
             self._next = time.monotonic()
+            self.free_requests = int(self.camera_config.get("buffer_count", 4))
             env = os.environ.get
             self._hold = int(env("FAKE_IMX500_HOLD", "1"))
             self._tensors_for = int(env("FAKE_IMX500_TENSORS_FOR", "0"))
@@ -501,9 +523,28 @@ def _install_camera(module: Any) -> None:
             )
 
         def stop(self) -> None:
+            """picamera2 queues its stop job behind the jobs already waiting, each of which
+            must take a frame first; where none can come (no request left to the camera, or
+            the sensor loading its network), picamera2's stop() would block: here that
+            raises, naming it."""
+            if self.started and self.jobs:
+                deadline = time.monotonic() + 2.0
+                while self.jobs:
+                    frame = self._next_frame(deadline)
+                    if frame is None:
+                        raise RuntimeError(
+                            f"Picamera2.stop() waits behind {len(self.jobs)} capture job(s) "
+                            "that no frame completes: it would block"
+                        )
+                    self.jobs.pop(0).result = SimulatedRequest(frame[0], self, frame[1])
             if self.started:
                 self.stop_count += 1
             self.started = False
+
+        def cancel_all_and_flush(self) -> None:
+            for job in self.jobs:
+                job.cancelled = True
+            self.jobs = []
 
         def close(self) -> None:
             self.stop()
@@ -512,36 +553,62 @@ def _install_camera(module: Any) -> None:
         def capture_request(
             self, wait: Any = None, signal_function: Any = None, flush: Any = None
         ) -> Any:
+            """As picamera2's: a job that takes the next completed request; ``wait``
+            False returns the job, a number waits that long (TimeoutError, the job staying
+            in the list), None or True waits for it."""
             if not self.started:
                 raise RuntimeError("Camera is not running")
-            t0 = time.thread_time_ns()
-            try:
-                request, pixels = self._simulate(wait)
-            finally:
-                METER.add(time.thread_time_ns() - t0)
-            return SimulatedRequest(request, self, pixels)
+            job = CaptureJob(self)
+            self.jobs.append(job)
+            if wait is False:
+                return job
+            return job.get_result(None if wait in (None, True) else float(wait))
 
-        def _simulate(self, wait: Any) -> tuple[Any, np.ndarray]:
-            """The next frame's libcamera request and pixels, at the frame rate."""
-            timeout = None if wait in (None, True) else float(wait)
+        def wait_job(self, job: Any, timeout: float | None) -> Any:
+            """Frames complete the waiting jobs oldest first, until ``job`` has one."""
+            from concurrent.futures import CancelledError
+
             deadline = None if timeout is None else time.monotonic() + timeout
-            while SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500":
-                if deadline is not None and time.monotonic() >= deadline:
-                    from concurrent.futures import TimeoutError as JobTimeout
+            while job.result is None:
+                if job.cancelled:
+                    raise CancelledError()
+                if job not in self.jobs:
+                    raise RuntimeError("a capture job that is no longer the camera's")
+                frame = self._next_frame(deadline)
+                if frame is None:
+                    raise TimeoutError()
+                self.jobs.pop(0).result = SimulatedRequest(frame[0], self, frame[1])
+            return job.result
 
-                    raise JobTimeout()
+        def _next_frame(self, deadline: float | None) -> tuple[Any, np.ndarray] | None:
+            """The next frame's libcamera request and pixels, at the frame rate; None by
+            ``deadline`` (none comes while the sensor loads a network, or while no request
+            is left to the camera)."""
+            t0 = time.thread_time_ns()
+            frame = None
+            try:
+                frame = self._simulate(deadline)
+                return frame
+            finally:
+                METER.add(time.thread_time_ns() - t0, frame is not None)
+
+        def _simulate(self, deadline: float | None) -> tuple[Any, np.ndarray] | None:
+            while self.free_requests <= 0 or (
+                SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500"
+            ):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
                 time.sleep(0.02)
             assert self.camera_config is not None
             period = 1.0 / float(self.camera_config["controls"].get("FrameRate", 30.0))
             self._next = max(self._next + period, time.monotonic() - period)
             delay = self._next - time.monotonic()
             if deadline is not None and time.monotonic() + delay > deadline:
-                from concurrent.futures import TimeoutError as JobTimeout
-
                 time.sleep(max(0.0, deadline - time.monotonic()))
-                raise JobTimeout()
+                return None
             if delay > 0:
                 time.sleep(delay)
+            self.free_requests -= 1
             self.frame += 1
             name, pixels = self._images[(self.frame - 1) // self._hold % len(self._images)]
             metadata: dict[Any, Any] = {
