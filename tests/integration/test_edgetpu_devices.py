@@ -8,6 +8,7 @@ both back; a model on another device has a worker of its own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from tests.support import (
     CONFIDENT,
     SAMPLES,
     Mosquitto,
+    Operator,
     Subscriber,
     start_edged,
     stop_process,
@@ -290,3 +292,84 @@ interval_s = 0.5
         assert seqs == list(range(1, len(seqs) + 1)), c
     final = json.loads(sub.on("health")[-1][1])
     assert final["frames_lost"] == 0  # the frames in flight at the kill ran on the CPU
+
+
+def test_daemon_reload_of_one_model_leaves_the_other_on_the_tpu(
+    fake_lib: Path, tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """[model] and [models.doors] share usb:0; a reload of [model] to another Edge TPU
+    model on usb:0 attaches it to the same worker: the door camera never leaves the Edge
+    TPU, and no second worker process is started."""
+    birds = copy_model(tmp_path, "birds.tflite")
+    doors = copy_model(tmp_path, "doors.tflite")
+    lock = tmp_path / "usb0.lock"
+    tpu = f"""backend = "edgetpu"
+edgetpu_library = "{fake_lib}"
+edgetpu_device = "usb:0"
+edgetpu_options = {{device_lock = "{lock}", latency_ms = "2"}}
+num_threads = 1"""
+    cfg = write_config(
+        tmp_path / "edged.toml",
+        f"""
+[device]
+id = "home"
+[mqtt]
+url = "{mosquitto.url}"
+protocol = "5"
+[health]
+interval_s = 0.5
+[model]
+path = "{BUNDLED}"
+{tpu}
+[models.doors]
+path = "{doors}"
+{tpu}
+[[cameras]]
+name = "hall"
+type = "replay"
+paths = ["{CAT}"]
+loop = true
+fps = 10
+[[cameras]]
+name = "door"
+type = "replay"
+paths = ["{COFFEE}"]
+loop = true
+fps = 10
+model = "doors"
+""",
+    )
+    sub = Subscriber(mosquitto.port, "#")
+    op = Operator(mosquitto.port, device="home")
+    log = tmp_path / "edged.log"
+    proc = start_edged("run", "-c", str(cfg), log=log)
+    try:
+        assert sub.wait(lambda: all(len(events_of(sub, c)) >= 5 for c in ("hall", "door")), 60), (
+            log.read_text()
+        )
+        (worker,) = workers_of(proc.pid)
+        reply = op.request(
+            {
+                "cmd": "reload",
+                "model": {
+                    "path": str(birds),
+                    "sha256": hashlib.sha256(birds.read_bytes()).hexdigest(),
+                },
+            },
+            timeout=60,
+        )
+        assert reply["ok"] and reply["result"]["backend"] == "edgetpu", reply
+        assert sub.wait(lambda: events_of(sub, "hall")[-1]["model"] == birds.name, 30), (
+            log.read_text()
+        )
+        door = len(events_of(sub, "door"))
+        assert sub.wait(lambda: len(events_of(sub, "door")) >= door + 10, 30)
+        assert workers_of(proc.pid) == [worker]
+        health = sub.last_health() or {}
+        assert health.get("worker_pid") == worker and health.get("fallbacks") == 0, health
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
+        op.close()
+        sub.close()
+    assert {e["backend"] for c in ("hall", "door") for e in events_of(sub, c)} == {"edgetpu"}
+    assert {e["model"] for e in events_of(sub, "door")} == {doors.name}
