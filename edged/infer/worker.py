@@ -154,17 +154,14 @@ def _load(
             backend: InferenceBackend = EdgeTpuBackend(inspect_model(model_path), cfg, delegate)
         else:
             backend = BACKENDS[kind](inspect_model(model_path), cfg)
-    except ModelError as exc:
-        cause = exc.__cause__ or exc
-        conn.send(("error", type(cause).__name__, str(cause)))
+    except (ModelError, OSError, ValueError, RuntimeError) as exc:
+        cause = (exc.__cause__ or exc) if isinstance(exc, ModelError) else exc
+        with contextlib.suppress(OSError):
+            conn.send(("error", type(cause).__name__, str(cause)))
         conn.close()
         return None
-    except (OSError, ValueError, RuntimeError) as exc:
-        conn.send(("error", type(exc).__name__, str(exc)))
-        conn.close()
-        return None
-    conn.send(("ready", backend.input_spec, backend.output_spec))
     try:
+        conn.send(("ready", backend.input_spec, backend.output_spec))
         names = conn.recv()
     except (EOFError, OSError):
         backend.close()
@@ -201,11 +198,11 @@ def _worker_main(control: Connection, kind: str, cfg_json: str) -> None:
                 if fd == control.fileno():
                     try:
                         msg = control.recv()
-                    except (EOFError, OSError):
+                        if msg[0] != "load":
+                            return  # quit
+                        conn = Connection(recv_handle(control))
+                    except (EOFError, OSError, RuntimeError):
                         return  # the parent is gone
-                    if msg[0] != "load":
-                        return  # quit
-                    conn = Connection(recv_handle(control))
                     model = _load(conn, kind, msg[1], msg[2], delegate)
                     if model is not None:
                         hosted[model.fd] = model
@@ -230,11 +227,13 @@ class WorkerProcess:
         self.device = cfg.edgetpu_device
         self.library = cfg.edgetpu_library
         self.options = cfg.edgetpu_options
+        self.key: tuple[str, str] | None = None  # its device in DEVICES; None: one model's
         self.models: list[str] = []  # names of the models attached now
         self.users = 0
         self.loading = 0  # models being loaded now (the worker serves no frame meanwhile)
         self.loaded = 0  # models loaded so far
         self._lock = threading.Lock()
+        self._reap = threading.Lock()  # one thread at a time waits for the process
         ctx = mp.get_context("spawn")
         self._ctx = ctx
         self._control, child = ctx.Pipe(duplex=True)
@@ -258,7 +257,7 @@ class WorkerProcess:
         try:
             msg = self._control.recv()
         except (EOFError, OSError):
-            self.process.join(1.0)
+            self.join(1.0)
             raise WorkerFault(
                 f"{self.kind} worker {_describe_exit(self.process.exitcode)} while loading"
             ) from None
@@ -298,18 +297,23 @@ class WorkerProcess:
             self.loading -= 1
             self.loaded += 1
 
+    def join(self, timeout: float) -> None:
+        """Wait for the process to end (every model's thread may ask at once)."""
+        with self._reap:
+            self.process.join(timeout)
+
     def kill(self) -> None:
         """End a worker that can no longer be trusted, without asking it first."""
         if self.process.is_alive() and self.process.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)  # also ends a SIGSTOPped worker
-        self.process.join(2.0)
+        self.join(2.0)
 
     def close(self) -> None:
         if self.process.is_alive():
             with contextlib.suppress(OSError, ValueError):
                 self._control.send(("quit",))
-            self.process.join(0.5)
+            self.join(0.5)
         self.kill()
         self._control.close()
 
@@ -317,11 +321,20 @@ class WorkerProcess:
 class Devices:
     """The worker processes of this process, one per Edge TPU device: every Edge TPU model
     that names the same ``model.edgetpu_device`` (and library) runs in the one worker of
-    that device, never two processes on one TPU.  A CPU worker is each model's own."""
+    that device, never two processes on one TPU.  A CPU worker is each model's own.
+
+    A device's worker is started, and ended while alive, under that device's own lock, so
+    a new worker never meets the old one still holding the device; a dead worker holds
+    nothing, and is let go without waiting for that lock."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the table and the users counts
         self._open: dict[tuple[str, str], WorkerProcess] = {}
+        self._guards: dict[tuple[str, str], threading.Lock] = {}
+
+    def _guard(self, key: tuple[str, str]) -> threading.Lock:
+        with self._lock:
+            return self._guards.setdefault(key, threading.Lock())
 
     def acquire(
         self, kind: str, model: ModelFile, cfg: ModelConfig, start_timeout: float
@@ -331,35 +344,45 @@ class Devices:
             own = WorkerProcess(kind, cfg, start_timeout)
             own.users += 1
             return own
-        with self._lock:
-            key = (cfg.edgetpu_library, cfg.edgetpu_device)
-            found = self._open.get(key)
-            if found is not None and found.users > 0 and found.alive:
-                worker = found
-                if worker.options != cfg.edgetpu_options:
-                    raise ModelError(
-                        f"{model.name} and {', '.join(worker.models)} share Edge TPU device "
-                        f"{cfg.edgetpu_device or '(the first found)'!r} with different "
-                        f"edgetpu_options ({cfg.edgetpu_options} against {worker.options}): "
-                        "one device is opened once, with one set of options; give the "
-                        "models the same options or different edgetpu_device values"
-                    )
-            else:
-                worker = WorkerProcess(kind, cfg, start_timeout)
+        key = (cfg.edgetpu_library, cfg.edgetpu_device)
+        with self._guard(key):
+            with self._lock:
+                found = self._open.get(key)
+                if found is not None and found.users > 0 and found.alive:
+                    if found.options != cfg.edgetpu_options:
+                        raise ModelError(
+                            f"{model.name} and {', '.join(found.models)} share Edge TPU "
+                            f"device {cfg.edgetpu_device or '(the first found)'!r} with "
+                            f"different edgetpu_options ({cfg.edgetpu_options} against "
+                            f"{found.options}): one device is opened once, with one set of "
+                            "options; give the models the same options or different "
+                            "edgetpu_device values"
+                        )
+                    found.users += 1
+                    return found
+            worker = WorkerProcess(kind, cfg, start_timeout)
+            worker.key = key
+            with self._lock:
                 self._open[key] = worker
-            worker.users += 1
+                worker.users += 1
             return worker
 
     def release(self, worker: WorkerProcess) -> None:
         """One user fewer; the last one ends the process."""
+        if worker.key is None or not worker.alive:
+            self._drop(worker)
+            return
+        with self._guard(worker.key):
+            self._drop(worker)
+
+    def _drop(self, worker: WorkerProcess) -> None:
         with self._lock:
             worker.users -= 1
             if worker.users > 0:
                 return
-            for key, known in list(self._open.items()):
-                if known is worker:
-                    del self._open[key]
-            worker.close()
+            if worker.key is not None and self._open.get(worker.key) is worker:
+                del self._open[worker.key]
+        worker.close()
 
     def processes(self) -> list[WorkerProcess]:
         with self._lock:
@@ -431,7 +454,7 @@ class WorkerBackend(InferenceBackend):
         try:
             msg = self._conn.recv()
         except (EOFError, OSError):
-            self.worker.process.join(1.0)
+            self.worker.join(1.0)
             raise WorkerFault(
                 f"{self.kind} worker {self.worker.describe_exit()} while loading"
             ) from None
@@ -507,7 +530,7 @@ class WorkerBackend(InferenceBackend):
 
     def _died(self) -> WorkerFault:
         """The fault for a worker whose socket broke: how it ended, once it is gone."""
-        self.worker.process.join(0.5)
+        self.worker.join(0.5)
         fault = WorkerFault(f"{self.kind} worker {self.worker.describe_exit()}")
         self._kill()
         return fault
