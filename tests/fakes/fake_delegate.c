@@ -15,6 +15,8 @@
  *   abort_on_prepare=1 abort() when the interpreter applies the delegate
  *   hang_on_prepare=1  block forever when the interpreter applies the delegate
  *   fail_on_prepare=1  return kTfLiteError from Prepare
+ *   prepare_ms=N       sleep N ms when the interpreter applies the delegate (a model
+ *                      being loaded onto the device)
  *   latency_ms=N       (passthrough mode) claim the whole graph, like the Edge TPU
  *                      compiler's single custom op: each invoke sleeps N ms of wall
  *                      time (N may be fractional), uses almost no CPU, and writes a
@@ -127,6 +129,7 @@ typedef struct {
   double latency_ms;
   unsigned long invokes;
   int lock; /* index in held_locks, or -1 */
+  double prepare_ms;
 } FakeState;
 
 /* The device locks this process holds: one open file (and flock) per path, counted. */
@@ -258,9 +261,20 @@ static TfLiteStatus claim_whole_graph(TfLiteContext* context, TfLiteDelegate* de
   return context->ReplaceNodeSubsetsWithDelegateKernels(context, kernel, plan, delegate);
 }
 
+static void sleep_ms(double ms) {
+  struct timespec pause_for;
+  pause_for.tv_sec = (time_t)(ms / 1000.0);
+  pause_for.tv_nsec = (long)((ms - pause_for.tv_sec * 1000.0) * 1e6);
+  while (nanosleep(&pause_for, &pause_for) != 0) {
+  }
+}
+
 static TfLiteStatus fake_prepare(void* context, TfLiteDelegate* delegate) {
   FakeState* state = (FakeState*)delegate->data_;
   state->prepare_calls++;
+  if (state->prepare_ms > 0) {
+    sleep_ms(state->prepare_ms);
+  }
   if (state->abort_on_prepare) {
     abort();
   }
@@ -290,7 +304,7 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
                                                           void (*report_error)(const char*)) {
   const char* mode = "passthrough";
   const char* device_lock = NULL;
-  FakeState options = {0, 0, 0, 0, 0.0, 0, -1};
+  FakeState options = {0, 0, 0, 0, 0.0, 0, -1, 0.0};
   char message[256];
 
   /* The Python binding declares the count as a C int; keep the low 32 bits. */
@@ -306,6 +320,15 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
       options.hang_on_prepare = is_true(value);
     } else if (strcmp(key, "fail_on_prepare") == 0) {
       options.fail_on_prepare = is_true(value);
+    } else if (strcmp(key, "prepare_ms") == 0) {
+      char* end = NULL;
+      options.prepare_ms = strtod(value, &end);
+      if (end == value || *end != '\0' || options.prepare_ms < 0) {
+        snprintf(message, sizeof message,
+                 "fake edgetpu: bad prepare_ms '%s': a number of milliseconds >= 0", value);
+        report(report_error, message);
+        return NULL;
+      }
     } else if (strcmp(key, "device_lock") == 0) {
       device_lock = value;
     } else if (strcmp(key, "latency_ms") == 0) {

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from tests.support import (
     Mosquitto,
     Operator,
     Subscriber,
+    scaled,
     start_edged,
     stop_process,
     write_config,
@@ -156,6 +159,39 @@ def test_a_kill_faults_every_model_of_the_device_only(fake_lib: Path, tmp_path: 
         for backend in (a, b, c):
             backend.close()
     assert workers_of(os.getpid()) == []
+
+
+def test_frames_of_one_model_wait_out_the_load_of_another(fake_lib: Path, tmp_path: Path) -> None:
+    """While the worker loads a model it serves no frame: another model's frame waits for
+    the load, and that wait is not taken for a hung device."""
+    timeout = scaled(0.5)
+    doors = copy_model(tmp_path, "doors.tflite")
+    cfg = tpu_cfg(fake_lib, tmp_path / "usb0.lock", prepare_ms=f"{3000 * timeout:.0f}")
+    cfg = cfg.model_copy(update={"inference_timeout_s": timeout})
+    frame = tensor()
+    a = WorkerBackend(inspect_model(BUNDLED), cfg)
+    attached: list[WorkerBackend] = []
+    loader = threading.Thread(
+        target=lambda: attached.append(
+            WorkerBackend(inspect_model(doors), cfg.model_copy(update={"path": str(doors)}))
+        )
+    )
+    waits = []
+    try:
+        loader.start()
+        while loader.is_alive():
+            t0 = time.monotonic()
+            assert a.infer(frame).backend == "edgetpu"  # no WorkerFault
+            waits.append(time.monotonic() - t0)
+        loader.join()
+        (b,) = attached
+        assert b.pid == a.pid and b.infer(frame).backend == "edgetpu"
+        # a frame did wait out the load, longer than the inference timeout
+        assert max(waits) > 2 * timeout, waits
+    finally:
+        a.close()
+        for b in attached:
+            b.close()
 
 
 def test_another_process_cannot_open_the_device(fake_lib: Path, tmp_path: Path) -> None:
