@@ -359,6 +359,14 @@ class Devices:
                             "edgetpu_device values"
                         )
                     found.users += 1
+                    if found.models:
+                        log.info(
+                            "Edge TPU %s: %s runs beside %s in one worker; models not "
+                            "compiled together reload their parameters at each switch",
+                            cfg.edgetpu_device or "(the first found)",
+                            model.name,
+                            ", ".join(found.models),
+                        )
                     return found
             worker = WorkerProcess(kind, cfg, start_timeout)
             worker.key = key
