@@ -33,6 +33,7 @@ from tests.support import (
     Mosquitto,
     Operator,
     Subscriber,
+    freeze_child,
     scaled,
     start_edged,
     stop_process,
@@ -159,6 +160,32 @@ def test_a_kill_faults_every_model_of_the_device_only(fake_lib: Path, tmp_path: 
         for backend in (a, b, c):
             backend.close()
     assert workers_of(os.getpid()) == []
+
+
+def test_a_hung_device_worker_times_out_for_every_model(fake_lib: Path, tmp_path: Path) -> None:
+    timeout = scaled(0.3)
+    cfg = tpu_cfg(fake_lib, tmp_path / "usb0.lock").model_copy(
+        update={"inference_timeout_s": timeout}
+    )
+    doors = copy_model(tmp_path, "doors.tflite")
+    frame = tensor()
+    a = WorkerBackend(inspect_model(BUNDLED), cfg)
+    b = WorkerBackend(inspect_model(doors), cfg.model_copy(update={"path": str(doors)}))
+    try:
+        assert a.pid is not None and a.pid == b.pid
+        b.submit(frame)
+        b.collect()
+        freeze_child(a.pid)
+        b.submit(frame)  # waiting in the frozen worker
+        with pytest.raises(WorkerFault, match="inference took longer than"):
+            a.infer(frame)
+        # the worker was killed for it: the other model's frame fails at once
+        with pytest.raises(WorkerFault, match="killed by SIGKILL"):
+            b.collect()
+        assert not a.process.is_alive() and workers_of(os.getpid()) == []
+    finally:
+        a.close()
+        b.close()
 
 
 def test_frames_of_one_model_wait_out_the_load_of_another(fake_lib: Path, tmp_path: Path) -> None:
