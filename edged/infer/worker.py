@@ -224,8 +224,6 @@ class WorkerProcess:
 
     def __init__(self, kind: str, cfg: ModelConfig, start_timeout: float = 30.0) -> None:
         self.kind = kind
-        self.device = cfg.edgetpu_device
-        self.library = cfg.edgetpu_library
         self.options = cfg.edgetpu_options
         self.key: tuple[str, str] | None = None  # its device in DEVICES; None: one model's
         self.models: list[str] = []  # names of the models attached now
