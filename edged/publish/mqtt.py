@@ -5,9 +5,7 @@ messages an operator can act on.
 Events (non-retained messages) are added to the :class:`~edged.publish.spool.Spool`.
 
 ``mqtt.durability = "spill"`` (the default): the spool thread hands every event to paho as
-soon as it is added, from memory (the first event after a quiet spell at once; those that
-follow it within ``group_s``, 50 ms, together: at a high event rate one wake-up of the spool and
-network threads carries several events).  An event goes to disk only when it is at risk: still not
+soon as it is added, from memory.  An event goes to disk only when it is at risk: still not
 acknowledged ``mqtt.spill_after_s`` after it was added, classified while the broker is away
 (written once per commit window during an outage), or waiting at a stop.  An event the broker
 acknowledges in time is never written, so with the broker up the spool writes nothing.  A
@@ -76,7 +74,6 @@ F = TypeVar("F", bound=Callable[..., None])
 ONLINE = wire.ONLINE.encode()
 OFFLINE = wire.OFFLINE.encode()
 COMMIT_S = 0.2  # the commit window: an event is on disk at most this long after publish()
-GROUP_S = 0.05  # spill mode: events that follow one handed over are grouped this long
 IDLE_S = 1.0  # how long the spool thread sleeps with nothing to commit (disk retries)
 WINDOW = 100  # events handed to paho and not yet acknowledged
 EARLY_ACK_S = 5.0
@@ -159,7 +156,6 @@ class MqttPublisher(Publisher):
         status: bool = True,
         client_factory: Callable[..., Any] = mqtt.Client,
         commit_s: float = COMMIT_S,
-        group_s: float = GROUP_S,
         window: int = WINDOW,
         spool_retry_s: float = 5.0,
         probe: Callable[[str, int], bool] = speaks_tls,
@@ -172,7 +168,6 @@ class MqttPublisher(Publisher):
         self.base = wire.device_topic(cfg.topic_prefix, device_id)
         self.host, self.port, self.tls = wire.broker_address(cfg.url)
         self.commit_s = commit_s
-        self.group_s = group_s
         self.window = window
         self._probe = probe
         self.spool = Spool(
@@ -326,7 +321,9 @@ class MqttPublisher(Publisher):
                 self._send_state(topic, payload, qos)
             return
         self.spool.add(topic, payload, qos)
-        if self._idle:  # the first event after a quiet spell: (commit and) send it now
+        if self.spool.spill:  # handed over at once, from memory
+            self._wake.set()
+        elif self._idle:  # the first event after a quiet spell: commit and send it now
             self._idle = False
             self._wake.set()
 
@@ -390,19 +387,12 @@ class MqttPublisher(Publisher):
         return self._outage_since is not None and not self._connected.is_set()
 
     def _spiller(self) -> None:
-        """Hands events over as they are added: the first after a quiet spell at once, those
-        that follow within ``group_s`` of a hand-over together; writes the events held longer
-        than ``spill_after_s`` without an acknowledgement, and, during an outage, everything
-        held, once per commit window.  With nothing to do it sleeps until an event comes or
-        the oldest held event is due."""
+        """Hands every event over as soon as it is added; writes the events held longer than
+        ``spill_after_s`` without an acknowledgement, and, during an outage, everything held,
+        once per commit window.  With nothing to do it sleeps until an event comes or the
+        oldest held event is due."""
         next_spill = time.monotonic()
-        next_group = 0.0  # until then, events added wait for the group's hand-over
         while not self._spool_stop.is_set():
-            # the flag goes up before the look at the spool: an event that publish() adds
-            # meanwhile is either seen here or wakes the thread
-            self._idle = True
-            if self.spool.dirty or time.monotonic() < next_group:
-                self._idle = False
             wait = IDLE_S
             if self.spool.path is not None and not self.spool.durable:  # retried on time
                 wait = min(wait, self.spool.retry_s)
@@ -411,8 +401,8 @@ class MqttPublisher(Publisher):
                 if self._at_risk():
                     due = min(due, next_spill)
                 wait = min(wait, due - time.monotonic())
-            if not self._idle:
-                wait = min(wait, next_group - time.monotonic())
+            if self.spool.dirty:
+                wait = 0.0
             if wait > 0:
                 self._wake.wait(wait)
             self._wake.clear()
@@ -420,8 +410,6 @@ class MqttPublisher(Publisher):
             spill_all = self._at_risk() and now >= next_spill
             if spill_all:
                 next_spill = now + self.commit_s
-            if self.spool.added:  # events handed over now: a group window opens
-                next_group = now + self.group_s
             self._cycle(spill_all=spill_all)
         self._cycle(hand_over=False, spill_all=True)
 

@@ -228,12 +228,6 @@ class Spool:
             return bool(self._new or self._acks)
 
     @property
-    def added(self) -> bool:
-        """Events added since the last commit (acknowledgements aside)."""
-        with self._lock:
-            return bool(self._new)
-
-    @property
     def backlog(self) -> int:
         """Events waiting for an acknowledgement (on disk, in memory or not yet committed)."""
         with self._lock:
