@@ -15,12 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edged.fleet import DeviceState, parse_ts
 
 from .conftest import DEVICE_FOOTAGE, Fleet, Wheelhouse, device_clock
+
+if TYPE_CHECKING:
+    from tests.servers.mjpeg import MjpegServer
 
 pytestmark = pytest.mark.deploy
 
@@ -291,7 +295,7 @@ class EventRecorder:
         self.client.loop_start()
         assert subscribed.wait(10), f"cannot subscribe to {device}'s events"
 
-    def _received(self, topic: str, payload: bytes) -> None:
+    def _received(self, topic: str, payload: bytes | bytearray) -> None:
         self.topics.append(topic)  # before the event: a reader never sees an event unmatched
         self.events.append(json.loads(payload))
 
@@ -519,14 +523,14 @@ CAMERA_PHOTOS = {"door": "coffee.jpg", "yard": "chelsea_cat.jpg"}
 
 
 @pytest.fixture(scope="module")
-def camera_servers(converged: Fleet) -> Iterator[dict[str, object]]:
+def camera_servers(converged: Fleet) -> Iterator[dict[str, MjpegServer]]:
     """Two real HTTP MJPEG cameras on the host (the devices share its network), each with
     basic auth and a photo of its own."""
     from tests.servers.mjpeg import MjpegServer, jpeg_frames
 
     from .conftest import SAMPLES
 
-    servers: dict[str, object] = {}
+    servers: dict[str, MjpegServer] = {}
     try:
         for name, (user, password) in CAMERA_ACCOUNTS.items():
             frames = jpeg_frames([SAMPLES / CAMERA_PHOTOS[name]], (384, 256))
@@ -534,15 +538,15 @@ def camera_servers(converged: Fleet) -> Iterator[dict[str, object]]:
         yield servers
     finally:
         for server in servers.values():
-            server.stop()  # type: ignore[attr-defined]
+            server.stop()
 
 
-def _cameras_vars(servers: dict[str, object], *, paths: dict[str, str] | None = None) -> str:
+def _cameras_vars(servers: dict[str, MjpegServer], *, paths: dict[str, str] | None = None) -> str:
     """edged_cameras for the two cameras (``paths`` replaces a camera's URL path), as an
     extra-vars JSON document."""
     cameras = []
     for name, (user, password) in CAMERA_ACCOUNTS.items():
-        url = servers[name].url  # type: ignore[attr-defined]
+        url = servers[name].url
         path = (paths or {}).get(name, "/stream")
         cameras.append(
             {
@@ -591,14 +595,14 @@ def _both_classify(s: DeviceState) -> bool:
 
 def test_a_device_with_two_ip_cameras_publishes_each_on_its_own_topic(
     converged: Fleet,
-    camera_servers: dict[str, object],
+    camera_servers: dict[str, MjpegServer],
     wheelhouses: tuple[Wheelhouse, Wheelhouse],
     tmp_path: object,
 ) -> None:
     """Device 1 gets two IP cameras through the role (edged_cameras): each password is its
-    own systemd credential, each camera publishes at edged/dev1/<camera>/events with a seq
-    of its own (1, 2, 3, ... without a gap), its events classify its own server's photo,
-    and the device's health has both cameras."""
+    own systemd credential (a removed camera's goes), each camera publishes at
+    edged/dev1/<camera>/events with a seq of its own (1, 2, 3, ... without a gap), its
+    events classify its own server's photo, and the device's health has both cameras."""
     from pathlib import Path
 
     current, _ = wheelhouses
@@ -606,6 +610,9 @@ def test_a_device_with_two_ip_cameras_publishes_each_on_its_own_topic(
     device = f"dev{n}"
     extra = Path(str(tmp_path)) / "cameras.json"
     extra.write_text(_cameras_vars(camera_servers))
+    # A camera configured earlier and since removed: its credential goes with it.
+    stale = "/etc/credstore/edged.camera_password_porch"
+    fleet.ssh(n, f"install -m 0600 /dev/null {stale}")
     recorder = EventRecorder(fleet, device, "+/events")
     try:
         since = device_clock(fleet, n)
@@ -656,14 +663,15 @@ def test_a_device_with_two_ip_cameras_publishes_each_on_its_own_topic(
 
     # Each server saw only its own account's basic auth (a wrong one gets 401, no frames).
     for name, server in camera_servers.items():
-        requests = server.requests  # type: ignore[attr-defined]
-        assert requests and {a for _, a in requests} == {server.auth}, name  # type: ignore[attr-defined]
+        assert server.requests, name
+        assert {a for _, a in server.requests} == {server.auth}, name
 
     # Each password is its own credential, root-only, loaded by the unit's drop-in; none is
     # in the configuration, the unit, its properties, the journal or Ansible's output.
     for name in CAMERA_ACCOUNTS:
         stat = fleet.ssh(n, f"stat -c '%a %U' /etc/credstore/edged.camera_password_{name}")
         assert stat.stdout.split() == ["600", "root"], name
+    assert fleet.ssh(n, f"test -e {stale}", check=False).returncode == 1, stale
     dropin = fleet.ssh(n, "cat /etc/systemd/system/edged.service.d/40-cameras.conf").stdout
     for name in CAMERA_ACCOUNTS:
         assert f"LoadCredential=camera_password_{name}:edged.camera_password_{name}" in dropin, (
@@ -692,7 +700,7 @@ def test_a_device_with_two_ip_cameras_publishes_each_on_its_own_topic(
 
 def test_the_rollout_gate_passes_two_cameras_only_while_both_classify(
     converged: Fleet,
-    camera_servers: dict[str, object],
+    camera_servers: dict[str, MjpegServer],
     wheelhouses: tuple[Wheelhouse, Wheelhouse],
     tmp_path: object,
 ) -> None:
