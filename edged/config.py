@@ -821,7 +821,8 @@ class Config(_Section):
     def camera_problems(self) -> list[tuple[str, str, Any]]:
         """What the sections say of each other: (key path, message, bad value) for both
         [capture] and [[cameras]] given, repeated camera names, a model name without its
-        [models.NAME] and a camera's [collect] that is invalid once merged."""
+        [models.NAME], an AI camera's cpu_model under [[cameras]] (its model is the twin)
+        and a camera's [collect] that is invalid once merged."""
         problems: list[tuple[str, str, Any]] = []
         if self.cameras and "capture" in self.model_fields_set:
             problems.append(BOTH_CAPTURE_AND_CAMERAS)
@@ -843,6 +844,16 @@ class Config(_Section):
             wanted += [
                 (f"cameras[{i}].regions.{j}.model", r.model) for j, r in enumerate(cam.regions)
             ]
+            if getattr(cam, "cpu_model", ""):
+                problems.append(
+                    (
+                        f"cameras[{i}].cpu_model",
+                        "under [[cameras]] an AI camera's CPU twin is its model: give it "
+                        'model = "NAME" with the twin in [models.NAME] (cpu_model is for '
+                        "[capture])",
+                        getattr(cam, "cpu_model", ""),
+                    )
+                )
             if cam.collect is not None:
                 try:
                     _merged(self.collect, cam.collect, CollectConfig)

@@ -168,3 +168,17 @@ def test_a_url_with_credentials_is_shown_redacted() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"cameras": [{"name": "a", "type": "stream", "url": "rtsp://u:pw@h/x"}]})
     assert "pw" not in info.value.render() and "rtsp://***@h/x" in info.value.render()
+
+
+def test_an_ai_cameras_cpu_twin_is_its_model_under_cameras() -> None:
+    twin = {"type": "imx500", "network": "/usr/share/imx500-models/n.rpk"}
+    problems = _problems({"cameras": [{"name": "door", **twin, "cpu_model": "/m/twin.tflite"}]})
+    assert "[models.NAME]" in problems["cameras[0].cpu_model"]
+    cfg = parse_config(
+        {
+            "models": {"twin": {"path": "/m/twin.tflite"}},
+            "cameras": [{"name": "door", **twin, "model": "twin"}],
+        }
+    )
+    (camera,) = cfg.camera_list()
+    assert camera.model.path == "/m/twin.tflite"
