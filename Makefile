@@ -26,7 +26,7 @@ PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip --disable-pip-ve
 # to write it: without it every run compiles edged and the tests again (about 1.3 s)
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 
-.PHONY: run venv venv-run venv-learn system-deps system-deps-run test test-unit test-integration \
+.PHONY: run venv venv-run venv-learn venv-ha system-deps system-deps-run test test-unit test-integration \
 	test-deploy lint format bench clean deb
 
 # apt_install(packages): install the missing ones (with sudo unless root), or say which
@@ -80,6 +80,32 @@ $(VENV)/.learn: $(VENV)/.dev
 
 venv-learn: $(VENV)/.learn
 
+# ... and Home Assistant (2025.4, headless) for the real Home Assistant tests
+# (tests/integration/test_homeassistant_real.py): a venv of its own, since it needs Python
+# 3.13 (a pyenv 3.13, else python3.13 on the PATH); with what it would otherwise install at its
+# first start (the tests start it with --skip-pip): its MQTT integration's paho-mqtt, and the
+# frontend, without which it starts in recovery mode.  About 800 MB and a few minutes.
+# Without Python 3.13 it says so and those tests skip.
+HA_VENV ?= .venv-ha
+HA_VERSION := 2025.4.4
+HA_REQUIREMENTS := homeassistant==$(HA_VERSION) paho-mqtt==2.1.0 \
+  home-assistant-frontend==20250411.0
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python) \
+  $(shell command -v python3.13 2>/dev/null))
+
+$(HA_VENV)/.ha: Makefile
+	@[ -x $(HA_VENV)/bin/pip ] || $(PYTHON313) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/pip install --quiet --disable-pip-version-check $(HA_REQUIREMENTS)
+	@touch $@
+
+venv-ha:
+ifeq ($(strip $(PYTHON313)),)
+	@echo "note: no Python 3.13 (python3.13, ~/.pyenv/versions/3.13*): Home Assistant is not" \
+	  "installed and the real Home Assistant tests skip"
+else
+	@$(MAKE) --no-print-directory $(HA_VENV)/.ha PYTHON313=$(PYTHON313)
+endif
+
 ## run: the daemon on its embedded defaults (bundled model, sample photos, embedded broker)
 run: venv-run
 	$(BIN)/edged demo $(if $(FRAMES),--frames $(FRAMES))
@@ -123,4 +149,4 @@ bench: venv
 	$(BIN)/python bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HA_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

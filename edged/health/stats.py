@@ -44,8 +44,10 @@ class Stats:
             recent = [t for t in self._done if now - t <= horizon_s]
         if len(recent) < 2:
             return 0.0
+        # the intervals since the first frame of the window (n frames span n - 1 of them,
+        # and the time since the last one), so that the rate falls when frames stop
         span = max(now - recent[0], 1e-6)
-        return len(recent) / span if now - recent[-1] < horizon_s else 0.0
+        return (len(recent) - 1) / span if now - recent[-1] < horizon_s else 0.0
 
     def latency_values(self) -> list[float]:
         with self._lock:

@@ -103,6 +103,7 @@ class InferenceStage:
         self.lanes: Lanes[Work | None] = Lanes()
         self._routes: dict[str, Route] = {}
         self._next: list[Engine | None] = [None] * len(engines)
+        self._retired: list[Engine | None] = [None] * len(engines)  # swapped out, not closed
         self._swapped = threading.Condition()
         self.ages: deque[float] = deque(maxlen=8192)  # seconds from source to interpreter
         self.reason = "frame source finished"
@@ -224,23 +225,38 @@ class InferenceStage:
     # -- reload ---------------------------------------------------------------------------
     def swap(self, engines: list[Engine], timeout: float) -> bool:
         """Hand ``engines`` (one per interpreter) to the interpreters' threads, which swap
-        between two frames (finishing those in flight on the old model); False when an
-        interpreter did not take its engine within ``timeout`` (the pipeline ended or is
-        stuck): the engines not taken are closed, and the stage is stopping anyway."""
-        if len(engines) != len(self.engines):
-            raise ValueError(f"{len(engines)} engines for {len(self.engines)} interpreters")
+        between two frames (finishing those in flight on the old model); the old engines are
+        closed once every thread has taken its new one.  False when an interpreter did not
+        take its engine within ``timeout`` (the pipeline ended or is stuck): the engines not
+        taken are closed, and the threads that took theirs go back to the old model, so
+        that a stage never runs two models."""
+        n = len(self.engines)
+        if len(engines) != n:
+            raise ValueError(f"{len(engines)} engines for {n} interpreters")
         with self._swapped:
+            self._retired = [None] * n
             self._next = list(engines)
             self._swapped.wait_for(
                 lambda: all(e is None for e in self._next) or self.stop.is_set(), timeout
             )
             late = [e for e in self._next if e is not None]
+            self._next = [None] * n
             if late:
-                self._next = [None] * len(self.engines)
-                for e in late:
-                    e.close()
-                return False
-        return True
+                back = [i for i, e in enumerate(self._retired) if e is not None]
+                for i in back:
+                    self._next[i], self._retired[i] = self._retired[i], None
+                self._swapped.wait_for(
+                    lambda: all(self._next[i] is None for i in back) or self.stop.is_set(),
+                    timeout,
+                )
+                if not self.stop.is_set() and any(self._next[i] is not None for i in back):
+                    log.warning("model reload: an interpreter did not go back to the old model")
+            retired = [e for e in self._retired if e is not None]
+            self._retired = [None] * n
+        for e in late + retired:
+            e.close()
+        release_freed_memory()
+        return not late
 
     def _swap(
         self,
@@ -256,15 +272,18 @@ class InferenceStage:
             assert new is not None
             self._next[index] = None
             self.engines[index] = new
+            self._retired[index] = engine  # closed by swap() once every thread has swapped
             self._swapped.notify_all()
-        engine.close()
-        release_freed_memory()
         set_context(model=new.model.name, backend=new.backend.name)
         log.info("model %s (%s) now running", new.model.name, new.backend.name)
         return new
 
     def close(self) -> None:
-        for engine in self.engines:
+        with self._swapped:  # and any engine a stuck reload left untaken
+            extra = [e for e in self._next + self._retired if e is not None]
+            self._next = [None] * len(self.engines)
+            self._retired = [None] * len(self.engines)
+        for engine in self.engines + extra:
             engine.close()
 
 
