@@ -8,11 +8,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # fake Edge TPU delegate (gcc, libc6-dev); GStreamer's RTSP server (the system python3-gi,
 # x264 from plugins-ugly) and ffmpeg serve the camera streams of tests/integration/test_stream.py;
 # picamera2 from PyPI (the AI camera's tests) builds python-prctl, which needs libcap-dev and
-# python3-dev
+# python3-dev, and its IMX500 class loads the libarchive C library (through libarchive-c):
+# libarchive-tools brings it under the library's name of each release (libarchive13 up to
+# Debian 12, libarchive13t64 from Debian 13), which a fresh minbase root lacks
 APT_RUN := python3-venv
 APT_TEST := $(APT_RUN) mosquitto mosquitto-clients openssl gcc libc6-dev \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-plugins-ugly ffmpeg libcap-dev python3-dev
+  gstreamer1.0-plugins-ugly ffmpeg libcap-dev python3-dev libarchive-tools
 # `make run FRAMES=8` stops the demo after 8 classified frames
 FRAMES ?=
 # `make test TESTS=tests/unit` runs only those

@@ -864,6 +864,41 @@ class Config(_Section):
         for key, name in wanted:
             if name and name not in self.models:
                 problems.append((key, f"no [models.{name}]; models: {choices}", name))
+        used = {name for _, name in wanted if name in self.models}
+        if not self.cameras or any(not cam.model for cam in self.cameras):
+            used.add("")
+        problems += self._device_problems(sorted(used))
+        return problems
+
+    def _device_problems(self, used: list[str]) -> list[tuple[str, str, Any]]:
+        """Models that may run on one Edge TPU device share its one worker, which opens the
+        device once, with one set of ``edgetpu_options``: two sets for a device are an
+        error naming both models."""
+        problems: list[tuple[str, str, Any]] = []
+        first: dict[tuple[str, str], str] = {}
+        for name in used:
+            model = self.model_for(name)
+            if model.backend == "cpu":
+                continue
+            key = (model.edgetpu_library, model.edgetpu_device)
+            if key not in first:
+                first[key] = name
+                continue
+            other = self.model_for(first[key])
+            if model.edgetpu_options != other.edgetpu_options:
+                here = f"models.{name}" if name else "model"
+                there = f"[models.{first[key]}]" if first[key] else "[model]"
+                problems.append(
+                    (
+                        f"{here}.edgetpu_options",
+                        f"{there} names Edge TPU device "
+                        f"{model.edgetpu_device or '(the first found)'!r} too, with "
+                        f"{other.edgetpu_options}: one device is opened once, with one set "
+                        "of options; give both the same edgetpu_options or different "
+                        "edgetpu_device values",
+                        model.edgetpu_options,
+                    )
+                )
         return problems
 
     def model_for(self, name: str) -> ModelConfig:

@@ -303,6 +303,10 @@ def open_backend(cfg: ModelConfig, timings: Timings | None = None) -> InferenceB
     cpu = BACKENDS["cpu"](cpu_file, cfg) if cpu_file is not None else None
     try:
         tpu = WorkerBackend(model, cfg, "edgetpu")
+    except ModelError:
+        if cpu is not None:
+            cpu.close()
+        raise
     except WorkerFault as exc:
         if cfg.backend == "edgetpu" or cpu is None:
             if cpu is not None:

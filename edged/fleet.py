@@ -229,13 +229,35 @@ class Gate:
     (``state`` stalled or fault); on ``backend`` when one is asked for; and, between a first
     fresh report (the baseline) and a later one of the same run, ``frames_processed`` grew
     and (for a live source) fps > 0.  A source of files that has finished passes with
-    frames processed.  :meth:`update` takes every new state; :meth:`failure` says which
-    condition does not hold (None once the gate is passed)."""
+    frames processed.
 
-    def __init__(self, version: str, since: datetime, backend: str | None = None) -> None:
+    A device with ``[[cameras]]`` is judged camera by camera: every camera named in
+    ``cameras`` (the configured ones) must be in its report, and at least ``min_cameras``
+    of the cameras it reports (0: every one) must classify, that is report state ``ok``
+    and, for a live source, have classified frames between the baseline and the later
+    report.  :meth:`update` takes every new state; :meth:`failure` says which condition
+    does not hold (None once the gate is passed)."""
+
+    def __init__(
+        self,
+        version: str,
+        since: datetime,
+        backend: str | None = None,
+        cameras: Sequence[str] = (),
+        min_cameras: int = 0,
+    ) -> None:
+        if min_cameras < 0:
+            raise ValueError(f"min_cameras must be 0 (every camera) or more, not {min_cameras}")
+        if cameras and min_cameras > len(cameras):
+            raise ValueError(
+                f"min_cameras {min_cameras} is more than the {len(cameras)} camera(s) named: "
+                + ", ".join(cameras)
+            )
         self.version = version
         self.since = since
         self.backend = backend
+        self.cameras = tuple(cameras)
+        self.min_cameras = min_cameras
         self.baseline: DeviceState | None = None
         self.passed = False
 
@@ -272,12 +294,23 @@ class Gate:
             return f"not classifying: it reports state {state.state}"
         if self.backend and state.backend != self.backend:
             return f"it runs on backend {state.backend or '?'}, expected {self.backend}"
-        idle = {n: c for n, c in state.cameras.items() if c.state != "ok"}
-        if idle:  # a device with [[cameras]] passes only while every camera classifies
-            return "not classifying on every camera: " + "; ".join(
-                f"camera {n} is {c.state}" + (f" ({c.error})" if c.error else "")
-                for n, c in idle.items()
+        cams = state.cameras
+        missing = [n for n in self.cameras if n not in cams]
+        if missing:
+            return (
+                f"its health report lacks camera(s) {', '.join(missing)} "
+                f"(it reports: {', '.join(cams) or 'no [[cameras]]'})"
             )
+        need = self.min_cameras or len(cams)
+        if len(cams) < need:
+            return f"it reports {len(cams)} camera(s), {need} must classify"
+        idle = {
+            n: f"is {c.state}" + (f" ({c.error})" if c.error else "")
+            for n, c in cams.items()
+            if c.state != "ok"
+        }
+        if len(cams) - len(idle) < need:
+            return self._cameras_failure(cams, need, idle)
         base = self.baseline
         frames = state.frames_processed or 0
         if state.source_live is False:
@@ -296,7 +329,28 @@ class Gate:
                 f"{state.fps or 0:g} between {format_ts(base.health_ts)} and "
                 f"{format_ts(state.health_ts)}"
             )
+        before = base.cameras
+        for n, c in cams.items():
+            if n not in idle and c.frames <= (before[n].frames if n in before else 0):
+                idle[n] = (
+                    f"classified nothing between {format_ts(base.health_ts)} and "
+                    f"{format_ts(state.health_ts)} (frames stayed at {c.frames})"
+                )
+        if len(cams) - len(idle) < need:
+            return self._cameras_failure(cams, need, idle)
         return None
+
+    @staticmethod
+    def _cameras_failure(
+        cams: dict[str, wire.CameraHealth], need: int, idle: dict[str, str]
+    ) -> str:
+        head = (
+            "not classifying on every camera"
+            if need == len(cams)
+            else f"not classifying on {need} of its {len(cams)} cameras "
+            f"({len(cams) - len(idle)} classify)"
+        )
+        return head + ": " + "; ".join(f"camera {n} {why}" for n, why in idle.items())
 
 
 def describe_wait_failure(device: str, state: DeviceState | None, version: str) -> str:
@@ -563,7 +617,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     view = FleetView(opts.prefix)
     topics = [wire.topic(opts.prefix, args.device, s) for s in (Suffix.STATUS, Suffix.HEALTH)]
-    gate = Gate(args.version, since, args.backend or None)
+    try:
+        gate = Gate(args.version, since, args.backend or None, args.camera or (), args.min_cameras)
+    except ValueError as exc:
+        print(f"edged fleet wait: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     def done() -> bool:
         return gate.update(view.get(args.device))
@@ -660,6 +718,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="",
         choices=["", "cpu", "edgetpu"],
         help="also require this inference backend (default: any)",
+    )
+    wait.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a camera the device must report (its [[cameras]] name); repeat for each "
+        "(default: the cameras it reports)",
+    )
+    wait.add_argument(
+        "--min-cameras",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many of its cameras must classify (default 0: every one)",
     )
     wait.add_argument(
         "--since",

@@ -56,7 +56,10 @@ def picamera2_missing() -> str | None:
     try:  # picamera2's IMX500 class reads the network package with libarchive (C)
         importlib.import_module("libarchive")
     except (ImportError, OSError, AttributeError) as exc:
-        return f"picamera2's IMX500 class needs libarchive (apt install libarchive13): {exc}"
+        return (
+            "picamera2's IMX500 class needs the libarchive C library (make system-deps, or "
+            f"apt install libarchive-tools): {exc}"
+        )
     return None
 
 

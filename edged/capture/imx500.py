@@ -101,6 +101,7 @@ class Imx500Source(FrameSource):
             self.cropped_region = region.name
         self._net: SensorNetwork | None = None
         self._cam: Any = None
+        self._job: Any = None  # picamera2's capture job waited for across polls
         self._started = False
         # state: "loading" (uploading, no frames), "running" (tensors), "fallback" (CPU)
         self.state = "fallback"
@@ -183,9 +184,12 @@ class Imx500Source(FrameSource):
 
     def _close_camera(self) -> None:
         cam, self._cam = self._cam, None
+        job, self._job = self._job, None
         if cam is None:
             return
         try:
+            if job is not None:  # picamera2 would run its stop job only after this one
+                cam.cancel_all_and_flush()
             if self._started:
                 cam.stop()
         finally:
@@ -244,7 +248,7 @@ class Imx500Source(FrameSource):
                 self._retry_at = None
                 self._retry()
             try:
-                request = self._cam.capture_request(wait=POLL_S)
+                request = self._next_request()
             except TimeoutError:
                 self._waited()
                 continue
@@ -257,6 +261,17 @@ class Imx500Source(FrameSource):
                 request.release()
             number += 1
             yield Frame(number, image, origin, time.time(), sensor=sensor)
+
+    def _next_request(self) -> Any:
+        """The next completed request, waiting at most POLL_S (TimeoutError).  One capture
+        job is kept across polls: picamera2 leaves a job whose wait timed out in its list,
+        where it still takes a frame later, whose request is then never released (the
+        camera runs out of requests) and ahead of which no stop job runs."""
+        if self._job is None:
+            self._job = self._cam.capture_request(wait=False)
+        request = self._job.get_result(timeout=POLL_S)
+        self._job = None
+        return request
 
     def _waited(self) -> None:
         """No frame within POLL_S: an upload in progress (bounded), or a camera stalled."""

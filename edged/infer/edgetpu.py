@@ -1,7 +1,9 @@
 """Inference on a Coral Edge TPU through libedgetpu's TFLite delegate.
 
 This backend runs inside a worker process (:mod:`edged.infer.worker`), so that an abort, a
-segfault or a hang in the delegate never takes the daemon down.  Loading fails with the
+segfault or a hang in the delegate never takes the daemon down.  A device can be opened by
+one process at a time: the worker of a device loads its delegate once and every Edge TPU
+model on that device gets an interpreter with that same delegate.  Loading fails with the
 runtime's own exceptions: ``OSError`` when the library is missing, ``ValueError`` when no
 device answers, ``RuntimeError`` at ``allocate_tensors`` when an Edge TPU model meets no
 delegate.
@@ -39,7 +41,10 @@ def load_edgetpu_delegate(cfg: ModelConfig) -> Any:
 class EdgeTpuBackend(TFLiteBackend):
     type_key = "edgetpu"
 
-    def __init__(self, model: ModelFile, cfg: ModelConfig) -> None:
-        delegate = load_edgetpu_delegate(cfg)
+    def __init__(self, model: ModelFile, cfg: ModelConfig, delegate: Any = None) -> None:
+        """``delegate``: the device's, already loaded (shared by every interpreter of the
+        device in the worker process); None loads one for this model."""
+        if delegate is None:
+            delegate = load_edgetpu_delegate(cfg)
         super().__init__(model, cfg, delegates=[delegate])
         self._delegate = delegate

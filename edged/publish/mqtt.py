@@ -4,13 +4,14 @@ messages an operator can act on.
 
 Events (non-retained messages) are added to the :class:`~edged.publish.spool.Spool`.
 
-``mqtt.durability = "spill"`` (the default): the spool thread hands every event to paho as
-soon as it is added, from memory.  An event goes to disk only when it is at risk: still not
-acknowledged ``mqtt.spill_after_s`` after it was added, classified while the broker is away
-(written once per commit window during an outage), or waiting at a stop.  An event the broker
-acknowledges in time is never written, so with the broker up the spool writes nothing.  A
-``kill -9`` or a power cut loses at most the events of the last ``spill_after_s`` (the last
-commit window during an outage).
+``mqtt.durability = "spill"`` (the default): every event is handed to paho as soon as it is
+added, from memory: by the thread that publishes it while nothing is at risk (the commit then
+touches only memory, and no thread is woken for it), else by the spool thread.  An event goes
+to disk only when it is at risk: still not acknowledged ``mqtt.spill_after_s`` after it was
+added, classified while the broker is away (written once per commit window during an outage),
+or waiting at a stop.  An event the broker acknowledges in time is never written, so with the
+broker up the spool writes nothing.  A ``kill -9`` or a power cut loses at most the events of
+the last ``spill_after_s`` (the last commit window during an outage).
 
 ``mqtt.durability = "always"``: the write-ahead log.  The spool thread commits events at most
 once every ``commit_s`` (the commit window, 200 ms; the first event after a quiet spell opens
@@ -145,6 +146,16 @@ def speaks_tls(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+class _PahoLog(logging.Logger):
+    """paho's log lines, all at DEBUG: paho reports every failed retry at ERROR, and the
+    outage is logged once, by us.  A logger rather than ``on_log``, for which paho formats
+    every line (two per event) whether or not anything is logged."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(f"paho: {msg}", *args)
+
+
 class MqttPublisher(Publisher):
     def __init__(
         self,
@@ -211,6 +222,9 @@ class MqttPublisher(Publisher):
         self._idle = False  # the spool thread sleeps until an event comes
         self._flushing = False  # stop is near: commit and hand over at every wake-up
         self._spool_stop = threading.Event()
+        # the spool's owner (Spool: "one thread"): the spool thread, or a publishing thread
+        # that hands its event over itself
+        self._owner = threading.Lock()
         self._net_stop = threading.Event()
         self._threads: list[threading.Thread] = []
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
@@ -220,7 +234,7 @@ class MqttPublisher(Publisher):
             protocol=protocol,
             clean_session=None if protocol == mqtt.MQTTv5 else True,
         )
-        self.client.on_log = self._on_log
+        self.client.enable_logger(_PahoLog(f"{__name__}.paho"))
         self.client.on_socket_register_write = _written_by_the_network_thread
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)  # bounded here: window + retained state
@@ -322,10 +336,28 @@ class MqttPublisher(Publisher):
             return
         self.spool.add(topic, payload, qos)
         if self.spool.spill:  # handed over at once, from memory
-            self._wake.set()
+            if not self._hand_over_here():
+                self._wake.set()
         elif self._idle:  # the first event after a quiet spell: commit and send it now
             self._idle = False
             self._wake.set()
+
+    def _hand_over_here(self) -> bool:
+        """Spill mode: commit and hand over in the calling thread, which saves waking the
+        spool thread for every event.  Only while connected, with room in the window and
+        nothing for the disk (nothing at risk, no row on disk, no disk to retry): the
+        caller never waits on a write.  False: the spool thread is to do it."""
+        if self._spool_stop.is_set() or self._starved or not self._connected.is_set():
+            return False
+        if not self._owner.acquire(blocking=False):
+            return False  # the spool thread is at it, and sees the event
+        try:
+            if not self.spool.in_memory_only():
+                return False
+            self._cycle()
+            return True
+        finally:
+            self._owner.release()
 
     def _send_state(self, topic: str, payload: bytes, qos: int) -> None:
         info = self.client.publish(self.topic(topic), payload, qos=qos, retain=True)
@@ -410,8 +442,10 @@ class MqttPublisher(Publisher):
             spill_all = self._at_risk() and now >= next_spill
             if spill_all:
                 next_spill = now + self.commit_s
-            self._cycle(spill_all=spill_all)
-        self._cycle(hand_over=False, spill_all=True)
+            with self._owner:
+                self._cycle(spill_all=spill_all)
+        with self._owner:
+            self._cycle(hand_over=False, spill_all=True)
 
     def _cycle(self, hand_over: bool = True, commit: bool = True, spill_all: bool = False) -> None:
         try:
@@ -420,16 +454,16 @@ class MqttPublisher(Publisher):
             if commit:
                 self.spool.commit(busy, spill_all=spill_all)
             if hand_over:
-                self._hand_over()
+                self._hand_over(busy)
         except Exception:
             self.callback_errors += 1
             log.exception("error in the event spool")
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, busy: set[int]) -> None:
+        """``busy``: the spool ids in flight (a commit does not change them)."""
         with self._lock:
             if not self._connected.is_set() or self._resending:
                 return
-            busy = {i.id for i in self._inflight.values() if isinstance(i, Spooled)}
         room = self.window - len(busy)
         if room <= 0:
             self._starved = True
@@ -668,10 +702,6 @@ class MqttPublisher(Publisher):
             self._idle = False
             self._wake.set()
 
-    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
-        # paho reports every failed retry at ERROR; the outage is logged once, by us
-        log.debug("paho: %s", text)
-
     # -- stopping ---------------------------------------------------------------------------
     def flush(self, timeout: float, stall: float = 0.3) -> bool:
         """Wait (at most ``timeout`` seconds, only while connected, and only while the broker
@@ -724,7 +754,8 @@ class MqttPublisher(Publisher):
             t.join(max(0.05, deadline - time.monotonic()))
         spool_thread_done = not any(t.is_alive() for t in self._threads[1:])
         if spool_thread_done:  # the acknowledgements that came meanwhile; the rest to disk
-            self._cycle(hand_over=False, spill_all=True)
+            with self._owner:
+                self._cycle(hand_over=False, spill_all=True)
         left = self.spool.backlog
         if left:
             if self.spool.durable:

@@ -25,8 +25,8 @@ move to disk when it takes writes again.  Without a path the spool is memory onl
 way it is bounded (``max_bytes``, and ``max_rows`` in memory): past the bound the oldest events
 not in flight are evicted and counted.
 
-Threads: :meth:`add` and :meth:`ack` may be called from any thread; everything else from the
-one thread that owns the spool.
+Threads: :meth:`add` and :meth:`ack` may be called from any thread; everything else from its
+owner, one thread at a time.
 """
 
 from __future__ import annotations
@@ -247,6 +247,17 @@ class Spool:
         for row in self._held.values():  # the first is the oldest
             return row.at + self.spill_after_s
         return None
+
+    def in_memory_only(self) -> bool:
+        """Spill mode: a commit now (without ``spill_all``) touches only memory: nothing
+        held is at risk yet, no row is on disk or kept in memory for a refusing disk, and
+        no disk waits to be tried again."""
+        if self.spill_after_s is None or self._db_rows or self._db_acks or self._mem:
+            return False
+        if self.path is not None and not self._writable:
+            return False
+        due = self.spill_due()
+        return due is None or self._clock() < due
 
     def commit(self, busy: Collection[int] = (), spill_all: bool = False) -> None:
         """Make what is at risk durable and forget what was acknowledged, in one transaction

@@ -15,12 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
-from edged.fleet import parse_ts
+from edged.fleet import DeviceState, parse_ts
 
-from .conftest import DEVICE_FOOTAGE, Fleet, Wheelhouse
+from .conftest import DEVICE_FOOTAGE, Fleet, Wheelhouse, device_clock
+
+if TYPE_CHECKING:
+    from tests.servers.mjpeg import MjpegServer
 
 pytestmark = pytest.mark.deploy
 
@@ -274,20 +278,26 @@ def test_rollout_stops_at_the_first_unhealthy_device(
 class EventRecorder:
     """The operator's subscription to one device's events (QoS 1)."""
 
-    def __init__(self, fleet: Fleet, device: str) -> None:
+    def __init__(self, fleet: Fleet, device: str, topic: str = "events") -> None:
+        """``topic`` below the device: ``events``, or ``+/events`` for every camera's."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.events: list[dict[str, object]] = []
+        self.topics: list[str] = []  # the topic of each event, in the same order
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
         self.client.username_pw_set("operator", fleet.operator_password_file.read_text().strip())
         subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"edged/{device}/events", 1)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"edged/{device}/{topic}", 1)
         self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = lambda c, u, m: self.events.append(json.loads(m.payload))
+        self.client.on_message = lambda c, u, m: self._received(m.topic, m.payload)
         self.client.connect("127.0.0.1", fleet.mqtt_port)
         self.client.loop_start()
         assert subscribed.wait(10), f"cannot subscribe to {device}'s events"
+
+    def _received(self, topic: str, payload: bytes | bytearray) -> None:
+        self.topics.append(topic)  # before the event: a reader never sees an event unmatched
+        self.events.append(json.loads(payload))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -499,3 +509,248 @@ def test_stream_camera_reconnects_then_the_watchdog_takes_over(
         if recorder is not None:
             recorder.close()
         server.stop()
+
+
+# ------------------------------------------------------------------- two cameras, one device
+
+TWO_CAMERAS_DEVICE = 1
+# Each camera has its own account and password, with characters that need quoting.
+CAMERA_ACCOUNTS = {
+    "door": ("door-viewer", "Door-s3cret pa$$:w0rd"),
+    "yard": ("yard", "Yard#s3cret/%"),
+}
+CAMERA_PHOTOS = {"door": "coffee.jpg", "yard": "chelsea_cat.jpg"}
+
+
+@pytest.fixture(scope="module")
+def camera_servers(converged: Fleet) -> Iterator[dict[str, MjpegServer]]:
+    """Two real HTTP MJPEG cameras on the host (the devices share its network), each with
+    basic auth and a photo of its own."""
+    from tests.servers.mjpeg import MjpegServer, jpeg_frames
+
+    from .conftest import SAMPLES
+
+    servers: dict[str, MjpegServer] = {}
+    try:
+        for name, (user, password) in CAMERA_ACCOUNTS.items():
+            frames = jpeg_frames([SAMPLES / CAMERA_PHOTOS[name]], (384, 256))
+            servers[name] = MjpegServer(frames, fps=4, username=user, password=password).start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def _cameras_vars(servers: dict[str, MjpegServer], *, paths: dict[str, str] | None = None) -> str:
+    """edged_cameras for the two cameras (``paths`` replaces a camera's URL path), as an
+    extra-vars JSON document."""
+    cameras = []
+    for name, (user, password) in CAMERA_ACCOUNTS.items():
+        url = servers[name].url
+        path = (paths or {}).get(name, "/stream")
+        cameras.append(
+            {
+                "name": name,
+                "type": "stream",
+                "url": f"{url}{path}",
+                "username": user,
+                "password": password,
+                "reconnect_max_s": 2.0,
+            }
+        )
+    return json.dumps({"edged_cameras": cameras})
+
+
+def wait_cameras(
+    fleet: Fleet,
+    device: str,
+    check: Callable[[DeviceState], bool],
+    what: str,
+    *,
+    since: datetime,
+    timeout: float = 60,
+) -> DeviceState:
+    """Block until a health report of ``device`` newer than ``since`` satisfies ``check``."""
+    from edged.fleet import FleetView, watch
+
+    view = FleetView("edged")
+
+    def done() -> bool:
+        s = view.get(device)
+        return bool(s and s.health_ts and s.health_ts > since and check(s))
+
+    ok = watch(fleet.broker(), [f"edged/{device}/health"], view, done, timeout)
+    state = view.get(device)
+    assert ok, f"{device}: no health report with {what} within {timeout}s: {state}"
+    assert state is not None
+    return state
+
+
+def _both_classify(s: DeviceState) -> bool:
+    cams = s.cameras
+    return set(cams) == set(CAMERA_ACCOUNTS) and all(
+        c.state == "ok" and c.frames > 0 for c in cams.values()
+    )
+
+
+def test_a_device_with_two_ip_cameras_publishes_each_on_its_own_topic(
+    converged: Fleet,
+    camera_servers: dict[str, MjpegServer],
+    wheelhouses: tuple[Wheelhouse, Wheelhouse],
+    tmp_path: object,
+) -> None:
+    """Device 1 gets two IP cameras through the role (edged_cameras): each password is its
+    own systemd credential (a removed camera's goes), each camera publishes at
+    edged/dev1/<camera>/events with a seq of its own (1, 2, 3, ... without a gap), its
+    events classify its own server's photo, and the device's health has both cameras."""
+    from pathlib import Path
+
+    current, _ = wheelhouses
+    n, fleet = TWO_CAMERAS_DEVICE, converged
+    device = f"dev{n}"
+    extra = Path(str(tmp_path)) / "cameras.json"
+    extra.write_text(_cameras_vars(camera_servers))
+    # A camera configured earlier and since removed: its credential goes with it.
+    stale = "/etc/credstore/edged.camera_password_porch"
+    fleet.ssh(n, f"install -m 0600 /dev/null {stale}")
+    recorder = EventRecorder(fleet, device, "+/events")
+    try:
+        since = device_clock(fleet, n)
+        started = time.monotonic()
+        play = fleet.playbook("site.yml", "--limit", device, "-e", f"@{extra}")
+        play_s = time.monotonic() - started
+        assert recap(play.stdout)[device]["failed"] == 0, play.stdout[-4000:]
+        assert current_release(fleet, n) == current.version
+        state = wait_cameras(fleet, device, _both_classify, "both cameras ok", since=since)
+        assert state.version == current.version and state.state == "ok", state
+
+        # A run's events: at least 5 per camera.
+        def run_events() -> dict[str, list[tuple[str, dict[str, object]]]]:
+            pairs = list(zip(recorder.topics, recorder.events, strict=False))
+            if not pairs:
+                return {}
+            run_id = pairs[-1][1]["run_id"]
+            out: dict[str, list[tuple[str, dict[str, object]]]] = {}
+            for topic, event in pairs:
+                if event["run_id"] == run_id:
+                    out.setdefault(str(event.get("camera")), []).append((topic, event))
+            return out
+
+        poll(
+            "5 events from each camera",
+            lambda: all(len(run_events().get(c, [])) >= 5 for c in CAMERA_ACCOUNTS),
+            60,
+        )
+        per_camera = run_events()
+        assert set(per_camera) == set(CAMERA_ACCOUNTS), set(per_camera)
+        for camera, received in per_camera.items():
+            assert {t for t, _ in received} == {f"edged/{device}/{camera}/events"}
+            seqs = [int(str(e["seq"])) for _, e in received]
+            # The recorder listened before the restart: each camera counts from 1, in order.
+            assert seqs == list(range(1, len(seqs) + 1)), (camera, seqs)
+        labels = {c: {e["label"] for _, e in r} for c, r in per_camera.items()}
+        assert labels["door"] == {"espresso"}, labels
+        assert labels["yard"] and "espresso" not in labels["yard"], labels
+    finally:
+        recorder.close()
+
+    # The health report: both cameras, each with its own frames, fps and backend.
+    state = wait_cameras(fleet, device, _both_classify, "both cameras ok", since=since)
+    for name, cam in state.cameras.items():
+        assert cam.fps > 0 and cam.source_state == "streaming", (name, cam)
+        assert cam.backend == state.backend and cam.model, (name, cam)
+    print(f"two cameras: playbook {play_s:.0f}s; health {state.cameras_cell()}")
+
+    # Each server saw only its own account's basic auth (a wrong one gets 401, no frames).
+    for name, server in camera_servers.items():
+        assert server.requests, name
+        assert {a for _, a in server.requests} == {server.auth}, name
+
+    # Each password is its own credential, root-only, loaded by the unit's drop-in; none is
+    # in the configuration, the unit, its properties, the journal or Ansible's output.
+    for name in CAMERA_ACCOUNTS:
+        stat = fleet.ssh(n, f"stat -c '%a %U' /etc/credstore/edged.camera_password_{name}")
+        assert stat.stdout.split() == ["600", "root"], name
+    assert fleet.ssh(n, f"test -e {stale}", check=False).returncode == 1, stale
+    dropin = fleet.ssh(n, "cat /etc/systemd/system/edged.service.d/40-cameras.conf").stdout
+    for name in CAMERA_ACCOUNTS:
+        assert f"LoadCredential=camera_password_{name}:edged.camera_password_{name}" in dropin, (
+            dropin
+        )
+    config = fleet.ssh(n, "cat /etc/edged/config.toml").stdout
+    assert config.count("[[cameras]]") == 2, config
+    shown = fleet.ssh(n, "systemctl show edged.service").stdout
+    journal = fleet.ssh(n, "journalctl -b --no-pager -o cat", timeout=120).stdout
+    for name, (_, password) in CAMERA_ACCOUNTS.items():
+        found = fleet.ssh(
+            n,
+            "grep -rRlF -f /dev/stdin /etc/edged /etc/systemd /opt/edged/current/config.toml "
+            "/etc/credstore; true",
+            input=password.encode(),
+        ).stdout.split()
+        assert found == [f"/etc/credstore/edged.camera_password_{name}"], (name, found)
+        for where, text in (
+            ("systemctl show", shown),
+            ("journal", journal),
+            ("ansible", play.stdout + play.stderr),
+        ):
+            assert password not in text, f"{name}'s password in the {where}"
+    fleet.notes["two_cameras"] = True
+
+
+def test_the_rollout_gate_passes_two_cameras_only_while_both_classify(
+    converged: Fleet,
+    camera_servers: dict[str, MjpegServer],
+    wheelhouses: tuple[Wheelhouse, Wheelhouse],
+    tmp_path: object,
+) -> None:
+    """rollout.yml to device 1 (two cameras): a new release whose yard camera cannot
+    classify (its URL names no stream: HTTP 404) is stopped by the gate, which names the
+    camera, and rolled back to the previous release, healthy on both cameras; with both
+    cameras right the same release passes."""
+    from pathlib import Path
+
+    current, nxt = wheelhouses
+    n, fleet = TWO_CAMERAS_DEVICE, converged
+    device = f"dev{n}"
+    if not fleet.notes.get("two_cameras"):
+        pytest.skip("device 1 has no two-camera release to roll back to (see the test above)")
+    assert current_release(fleet, n) == current.version
+
+    broken = Path(str(tmp_path)) / "broken.json"
+    broken.write_text(_cameras_vars(camera_servers, paths={"yard": "/no-such-stream"}))
+    started = time.monotonic()
+    proc = fleet.playbook(
+        "rollout.yml", "--limit", device, "-e", f"edged_wheelhouse={nxt.path}",
+        "-e", f"@{broken}", check=False,
+    )  # fmt: skip
+    failed_s = time.monotonic() - started
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-4000:]
+    assert f"Rollout stopped at device {device}" in out, out[-6000:]
+    verdict = out[out.index("did not become healthy:") : out.index("Restored release")]
+    assert "not classifying on every camera: camera yard is down" in verdict, verdict
+    assert "camera door" not in verdict, verdict  # only the camera at fault is blamed
+    assert f"Restored release {current.version} (healthy again)" in out, out[-6000:]
+    assert current_release(fleet, n) == current.version
+    since = device_clock(fleet, n)
+    state = wait_cameras(fleet, device, _both_classify, "both cameras ok", since=since)
+    assert state.version == current.version
+
+    good = Path(str(tmp_path)) / "good.json"
+    good.write_text(_cameras_vars(camera_servers))
+    started = time.monotonic()
+    proc = fleet.playbook(
+        "rollout.yml", "--limit", device, "-e", f"edged_wheelhouse={nxt.path}",
+        "-e", f"@{good}", check=False,
+    )  # fmt: skip
+    passed_s = time.monotonic() - started
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert recap(proc.stdout)[device]["failed"] == 0
+    assert current_release(fleet, n) == nxt.version
+    since = device_clock(fleet, n)
+    state = wait_cameras(fleet, device, _both_classify, "both cameras ok", since=since)
+    assert state.version == nxt.version
+    print(
+        f"two-camera rollout: stopped and rolled back in {failed_s:.0f}s, passed in {passed_s:.0f}s"
+    )

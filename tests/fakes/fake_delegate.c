@@ -15,12 +15,21 @@
  *   abort_on_prepare=1 abort() when the interpreter applies the delegate
  *   hang_on_prepare=1  block forever when the interpreter applies the delegate
  *   fail_on_prepare=1  return kTfLiteError from Prepare
+ *   prepare_ms=N       sleep N ms when the interpreter applies the delegate (a model
+ *                      being loaded onto the device)
  *   latency_ms=N       (passthrough mode) claim the whole graph, like the Edge TPU
  *                      compiler's single custom op: each invoke sleeps N ms of wall
  *                      time (N may be fractional), uses almost no CPU, and writes a
  *                      valid class vector: one class (the invoke count modulo the
  *                      number of classes) at the highest value, every other at the
  *                      lowest.  This stands in for a USB or PCIe Coral's latency.
+ *   device_lock=PATH   the device can be opened by one process at a time, as a real
+ *                      Coral: creating the delegate takes an exclusive flock on PATH
+ *                      (created if missing) and, when another process holds it,
+ *                      reports "device busy" and returns NULL (load_delegate raises
+ *                      ValueError).  Within one process the device is shared, as
+ *                      libedgetpu shares one device context among the delegates that
+ *                      name it: the lock is counted and released with the last one.
  *
  * No TensorFlow headers are needed: the structs below mirror the start of
  * TfLiteDelegate, TfLiteContext, TfLiteTensor and TfLiteNode and the whole of
@@ -28,12 +37,15 @@
  * kept stable ("new values only at the end"). The runtime only reads the fields
  * it knows, and calloc leaves any later ones zero.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #define FAKE_EXPORT __attribute__((visibility("default")))
@@ -116,7 +128,66 @@ typedef struct {
   unsigned long prepare_calls;
   double latency_ms;
   unsigned long invokes;
+  int lock; /* index in held_locks, or -1 */
+  double prepare_ms;
 } FakeState;
+
+/* The device locks this process holds: one open file (and flock) per path, counted. */
+#define MAX_LOCKS 16
+static struct {
+  char path[256];
+  int fd;
+  int users;
+} held_locks[MAX_LOCKS];
+
+/* -1 with ``message`` set when the device is busy or the lock cannot be taken. */
+static int take_device_lock(const char* path, char* message, size_t size) {
+  int free_slot = -1;
+  for (int i = 0; i < MAX_LOCKS; i++) {
+    if (held_locks[i].users > 0 && strcmp(held_locks[i].path, path) == 0) {
+      held_locks[i].users++;
+      return i;
+    }
+    if (held_locks[i].users == 0 && free_slot < 0) {
+      free_slot = i;
+    }
+  }
+  if (free_slot < 0 || strlen(path) >= sizeof held_locks[0].path) {
+    snprintf(message, size, "fake edgetpu: cannot track device lock '%s'", path);
+    return -1;
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(message, size, "fake edgetpu: cannot open device lock '%s': %s", path,
+             strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    close(fd);
+    if (err == EWOULDBLOCK) {
+      snprintf(message, size,
+               "fake edgetpu: device busy: another process has opened it (lock '%s')", path);
+    } else {
+      snprintf(message, size, "fake edgetpu: cannot lock '%s': %s", path, strerror(err));
+    }
+    return -1;
+  }
+  strcpy(held_locks[free_slot].path, path);
+  held_locks[free_slot].fd = fd;
+  held_locks[free_slot].users = 1;
+  return free_slot;
+}
+
+static void release_device_lock(int index) {
+  if (index < 0 || index >= MAX_LOCKS || held_locks[index].users == 0) {
+    return;
+  }
+  if (--held_locks[index].users == 0) {
+    close(held_locks[index].fd); /* releases the flock */
+    held_locks[index].fd = -1;
+  }
+}
 
 static int is_true(const char* value) {
   return strcmp(value, "1") == 0 || strcmp(value, "true") == 0 || strcmp(value, "True") == 0;
@@ -190,9 +261,20 @@ static TfLiteStatus claim_whole_graph(TfLiteContext* context, TfLiteDelegate* de
   return context->ReplaceNodeSubsetsWithDelegateKernels(context, kernel, plan, delegate);
 }
 
+static void sleep_ms(double ms) {
+  struct timespec pause_for;
+  pause_for.tv_sec = (time_t)(ms / 1000.0);
+  pause_for.tv_nsec = (long)((ms - pause_for.tv_sec * 1000.0) * 1e6);
+  while (nanosleep(&pause_for, &pause_for) != 0) {
+  }
+}
+
 static TfLiteStatus fake_prepare(void* context, TfLiteDelegate* delegate) {
   FakeState* state = (FakeState*)delegate->data_;
   state->prepare_calls++;
+  if (state->prepare_ms > 0) {
+    sleep_ms(state->prepare_ms);
+  }
   if (state->abort_on_prepare) {
     abort();
   }
@@ -221,7 +303,8 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
                                                           size_t n,
                                                           void (*report_error)(const char*)) {
   const char* mode = "passthrough";
-  FakeState options = {0, 0, 0, 0, 0.0, 0};
+  const char* device_lock = NULL;
+  FakeState options = {0, 0, 0, 0, 0.0, 0, -1, 0.0};
   char message[256];
 
   /* The Python binding declares the count as a C int; keep the low 32 bits. */
@@ -237,6 +320,17 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
       options.hang_on_prepare = is_true(value);
     } else if (strcmp(key, "fail_on_prepare") == 0) {
       options.fail_on_prepare = is_true(value);
+    } else if (strcmp(key, "prepare_ms") == 0) {
+      char* end = NULL;
+      options.prepare_ms = strtod(value, &end);
+      if (end == value || *end != '\0' || options.prepare_ms < 0) {
+        snprintf(message, sizeof message,
+                 "fake edgetpu: bad prepare_ms '%s': a number of milliseconds >= 0", value);
+        report(report_error, message);
+        return NULL;
+      }
+    } else if (strcmp(key, "device_lock") == 0) {
+      device_lock = value;
     } else if (strcmp(key, "latency_ms") == 0) {
       char* end = NULL;
       options.latency_ms = strtod(value, &end);
@@ -264,11 +358,20 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
     return NULL;
   }
 
+  if (device_lock != NULL && device_lock[0] != '\0') {
+    options.lock = take_device_lock(device_lock, message, sizeof message);
+    if (options.lock < 0) {
+      report(report_error, message);
+      return NULL;
+    }
+  }
+
   TfLiteDelegate* delegate = calloc(1, sizeof(TfLiteDelegate) + 64);
   FakeState* state = calloc(1, sizeof(FakeState));
   if (delegate == NULL || state == NULL) {
     free(delegate);
     free(state);
+    release_device_lock(options.lock);
     report(report_error, "fake edgetpu: out of memory");
     return NULL;
   }
@@ -282,6 +385,9 @@ FAKE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** va
 FAKE_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {
   if (delegate == NULL) {
     return;
+  }
+  if (delegate->data_ != NULL) {
+    release_device_lock(((FakeState*)delegate->data_)->lock);
   }
   free(delegate->data_);
   free(delegate);

@@ -98,6 +98,7 @@ class FakeClient:
         self.on_disconnect: Any = None
         self.on_publish: Any = None
         self.on_log: Any = None
+        self.logger: Any = None
         self.on_socket_register_write: Any = None
         self.will: tuple[str, bytes, int, bool] | None = None
         self.max_inflight = 20
@@ -125,6 +126,9 @@ class FakeClient:
 
     def username_pw_set(self, username: str | None, password: str | None = None) -> None:
         pass
+
+    def enable_logger(self, logger: Any = None) -> None:
+        self.logger = logger
 
     def tls_set(self, **kwargs: Any) -> None:
         pass

@@ -182,3 +182,47 @@ def test_an_ai_cameras_cpu_twin_is_its_model_under_cameras() -> None:
     )
     (camera,) = cfg.camera_list()
     assert camera.model.path == "/m/twin.tflite"
+
+
+def test_one_edge_tpu_device_takes_one_set_of_options() -> None:
+    """Models that share a device share its worker, which opens it once."""
+    tpu = {"backend": "edgetpu", "edgetpu_device": "usb:0"}
+    cameras = [{"name": "a", "model": "doors"}, {"name": "b", "model": "gate"}]
+    problems = _problems(
+        {
+            "models": {
+                "doors": {**tpu, "edgetpu_options": {"usb_max_bulk_in_queue_length": "32"}},
+                "gate": tpu,
+            },
+            "cameras": cameras,
+        }
+    )
+    assert problems["models.gate.edgetpu_options"] == (
+        "[models.doors] names Edge TPU device 'usb:0' too, with "
+        "{'usb_max_bulk_in_queue_length': '32'}: one device is opened once, with one set "
+        "of options; give both the same edgetpu_options or different edgetpu_device values"
+    )
+    # another device, the same options, a CPU model, or [model] unused: no problem
+    for gate in (
+        {**tpu, "edgetpu_device": "usb:1"},
+        {**tpu, "edgetpu_options": {"usb_max_bulk_in_queue_length": "32"}},
+        {"backend": "cpu"},
+    ):
+        models = {"doors": {**tpu, "edgetpu_options": {"usb_max_bulk_in_queue_length": "32"}}}
+        parse_config({"models": {**models, "gate": gate}, "cameras": cameras})
+    parse_config(
+        {
+            "model": tpu,
+            "models": {"doors": {**tpu, "edgetpu_options": {"x": "1"}}},
+            "cameras": [{"name": "a", "model": "doors"}],
+        }
+    )
+    # [model] used beside a [models.NAME] on its device
+    problems = _problems(
+        {
+            "model": tpu,
+            "models": {"doors": {**tpu, "edgetpu_options": {"x": "1"}}},
+            "cameras": [{"name": "a"}, {"name": "b", "model": "doors"}],
+        }
+    )
+    assert "[model] names Edge TPU device 'usb:0'" in problems["models.doors.edgetpu_options"]

@@ -415,37 +415,120 @@ def test_status_reports_an_unreachable_broker(capsys: pytest.CaptureFixture[str]
     assert "cannot reach broker" in capsys.readouterr().err
 
 
-def _camera(state: str, error: str | None = None) -> dict[str, object]:
+def _camera(state: str, error: str | None = None, frames: int = 10) -> dict[str, object]:
     return {
         "state": state,
         "error": error,
         "fps": 5.0 if state == "ok" else 0.0,
-        "frames": 10,
+        "frames": frames,
         "dropped": 0,
         "inference_ms": {"p50": 5.0, "p95": 6.0},
     }
 
 
-def test_cameras_cell_and_the_gate_judge_every_camera() -> None:
-    since = T0 - timedelta(seconds=1)
-    both = {"hall": _camera("ok"), "gate": _camera("ok")}
-    one_down = {"hall": _camera("ok"), "gate": _camera("down", "connection refused")}
-    for cams, passes in ((both, True), (one_down, False)):
-        gate = fleet.Gate("0.1.1", since)
-        first = device_state(
+def _two_reports(
+    first: dict[str, dict[str, object]], later: dict[str, dict[str, object]]
+) -> tuple[DeviceState, DeviceState]:
+    """Two health reports of one run, 5 s apart, of a live device whose total grew."""
+    return (
+        device_state(
             online=True, version="0.1.1", frames_processed=10, fps=5.0, source_live=True,
-            cameras=cams, health_ts=T0,
-        )  # fmt: skip
-        later = device_state(
+            cameras=first, health_ts=T0,
+        ),
+        device_state(
             online=True, version="0.1.1", frames_processed=20, fps=5.0, source_live=True,
-            cameras=cams, health_ts=T0 + timedelta(seconds=5),
-        )  # fmt: skip
-        gate.update(first)
-        assert gate.update(later) is passes
-        if not passes:
-            assert gate.failure(later) == (
-                "not classifying on every camera: camera gate is down (connection refused)"
-            )
-            assert later.cameras_cell() == "1/2 ok (down: gate)"
-        else:
-            assert later.cameras_cell() == "2/2 ok"
+            cameras=later, health_ts=T0 + timedelta(seconds=5),
+        ),
+    )  # fmt: skip
+
+
+def _judge(gate: fleet.Gate, first: DeviceState, later: DeviceState) -> str | None:
+    assert gate.update(first) is False  # one report cannot show frames growing
+    gate.update(later)
+    return gate.failure(later)
+
+
+SINCE = T0 - timedelta(seconds=1)
+
+
+def test_cameras_cell_and_the_gate_judge_every_camera() -> None:
+    both = _two_reports(
+        {"hall": _camera("ok", frames=4), "gate": _camera("ok", frames=6)},
+        {"hall": _camera("ok", frames=9), "gate": _camera("ok", frames=11)},
+    )
+    assert _judge(fleet.Gate("0.1.1", SINCE), *both) is None
+    assert both[1].cameras_cell() == "2/2 ok"
+
+    one_down = _two_reports(
+        {"hall": _camera("ok", frames=4), "gate": _camera("starting", frames=0)},
+        {"hall": _camera("ok", frames=20), "gate": _camera("down", "connection refused", 0)},
+    )
+    gate = fleet.Gate("0.1.1", SINCE)
+    assert _judge(gate, *one_down) == (
+        "not classifying on every camera: camera gate is down (connection refused)"
+    )
+    assert gate.passed is False
+    assert one_down[1].cameras_cell() == "1/2 ok (down: gate)"
+
+
+def test_the_gate_wants_each_camera_to_classify_between_two_reports() -> None:
+    """A camera still reported ok whose frames did not grow (its stream froze within the
+    stall window) is not classifying, however fast the other one runs."""
+    frozen = _two_reports(
+        {"hall": _camera("ok", frames=4), "gate": _camera("ok", frames=6)},
+        {"hall": _camera("ok", frames=14), "gate": _camera("ok", frames=6)},
+    )
+    failure = _judge(fleet.Gate("0.1.1", SINCE), *frozen)
+    assert failure is not None
+    assert failure.startswith("not classifying on every camera: camera gate classified nothing")
+    assert "(frames stayed at 6)" in failure
+
+
+def test_the_gate_names_a_configured_camera_the_device_does_not_report() -> None:
+    reports = _two_reports({"hall": _camera("ok", frames=4)}, {"hall": _camera("ok", frames=9)})
+    gate = fleet.Gate("0.1.1", SINCE, cameras=["hall", "gate"])
+    assert _judge(gate, *reports) == ("its health report lacks camera(s) gate (it reports: hall)")
+    assert _judge(fleet.Gate("0.1.1", SINCE, cameras=["hall"]), *reports) is None
+    single = device_state(
+        online=True, version="0.1.1", frames_processed=10, fps=5.0, source_live=True
+    )
+    assert fleet.Gate("0.1.1", SINCE, cameras=["hall"]).failure(single) == (
+        "its health report lacks camera(s) hall (it reports: no [[cameras]])"
+    )
+
+
+def test_min_cameras_lets_the_gate_pass_with_fewer_classifying() -> None:
+    one_down = _two_reports(
+        {"hall": _camera("ok", frames=4), "gate": _camera("down", "HTTP 404", 0)},
+        {"hall": _camera("ok", frames=9), "gate": _camera("down", "HTTP 404", 0)},
+    )
+    assert _judge(fleet.Gate("0.1.1", SINCE, min_cameras=1), *one_down) is None
+    both_down = _two_reports(
+        {"hall": _camera("down", "refused", 4), "gate": _camera("down", "HTTP 404", 0)},
+        {"hall": _camera("down", "refused", 4), "gate": _camera("down", "HTTP 404", 0)},
+    )
+    assert _judge(fleet.Gate("0.1.1", SINCE, min_cameras=1), *both_down) == (
+        "not classifying on 1 of its 2 cameras (0 classify): camera hall is down (refused); "
+        "camera gate is down (HTTP 404)"
+    )
+    assert _judge(fleet.Gate("0.1.1", SINCE, min_cameras=3), *one_down) == (
+        "it reports 2 camera(s), 3 must classify"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--min-cameras", "-1"], "min_cameras must be 0 (every camera) or more, not -1"),
+        (
+            ["--camera", "hall", "--min-cameras", "2"],
+            "min_cameras 2 is more than the 1 camera(s) named: hall",
+        ),
+    ],
+)
+def test_wait_refuses_an_impossible_camera_minimum(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parse(["fleet", "wait", "--device", "d", "--version", "1", *argv])
+    assert fleet.cmd_wait(args) == fleet.EXIT_USAGE
+    assert message in capsys.readouterr().err

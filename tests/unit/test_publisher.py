@@ -565,3 +565,40 @@ def test_spill_spool_writes_nothing_for_acknowledged_rows_and_only_aged_ones(
     spool.commit(spill_all=True)
     assert on_disk(path) == [2, 3] and spool.spill_due() is None
     spool.close()
+
+
+def test_spill_the_publishing_thread_hands_over_itself_only_while_nothing_is_at_risk(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """An event is handed to paho by the thread that publishes it (no spool-thread wake-up)
+    while a commit would touch only memory; once an event is on disk, the spool thread does
+    it, and the publishing thread again when the disk holds nothing."""
+    path = tmp_path / "events.db"
+    pub = make(broker, path, spill_after_s=0.3)
+    publishers.append(pub)
+    by: dict[int, str] = {}
+    paho_publish = pub.client.publish
+
+    def recording(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> object:
+        if not retain:
+            by[json.loads(payload)["seq"]] = threading.current_thread().name
+        return paho_publish(topic, payload, qos=qos, retain=retain)
+
+    pub.client.publish = recording
+    pub.start()
+    assert pub.wait_connected(5)
+    here = threading.current_thread().name
+    pub.publish("events", event(1), qos=1)
+    assert wait(lambda: pub.published == 1)
+    broker.frozen = True  # takes events, acknowledges none: event 2 comes to be at risk
+    pub.publish("events", event(2), qos=1)
+    assert wait(lambda: on_disk(path) == [2])
+    pub.publish("events", event(3), qos=1)  # a row on disk: the spool thread's work
+    assert wait(lambda: 3 in by)
+    broker.frozen = False
+    assert wait(lambda: pub.published == 3)
+    assert wait(lambda: on_disk(path) == [])
+    pub.publish("events", event(4), qos=1)
+    assert wait(lambda: pub.published == 4)
+    assert seqs(broker) == [1, 2, 3, 4]
+    assert by == {1: here, 2: here, 3: "edged-spool", 4: here}

@@ -28,8 +28,14 @@ Knobs (environment): ``FAKE_IMX500_UPLOAD_S`` (seconds an upload takes, default 
 ``FAKE_IMX500_TENSORS_FOR`` (after N frames with tensors, frames come without them until the
 camera is started again), ``FAKE_IMX500_NO_PROGRESS`` (no debugfs progress files),
 ``FAKE_IMX500_DNN_US`` / ``FAKE_IMX500_DSP_US`` (the KPI), ``FAKE_IMX500_HOLD`` (frames
-per photo, default 1).  ``$FAKE_IMX500_ROOT/roi`` records
+per photo, default 1), read when the camera starts.  ``$FAKE_IMX500_ROOT/roi`` records
 the last inference ROI set; ``$FAKE_IMX500_ROOT/loads`` counts firmware loads.
+
+The simulation's own CPU time (what libcamera and the camera would spend on a Pi: building
+each frame's request, its metadata and its pacing) is counted on the capturing thread's clock
+in ``$FAKE_IMX500_ROOT/cpu/<pid>`` (:func:`simulation_cpu`), so that a bench can leave it out
+of the daemon's figure.  picamera2's own work (``CompletedRequest``, ``get_metadata``, the
+``IMX500`` parsing, ``make_array``'s copy of the frame) is not in it: it runs on a Pi too.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import functools
 import importlib
 import importlib.abc
 import importlib.machinery
+import mmap
 import os
 import struct
 import subprocess
@@ -276,6 +283,41 @@ def _patch_imx500_module(module: Any) -> None:
     module.fcntl = _Fcntl()
 
 
+# -- the simulation's own CPU time -----------------------------------------------------------
+class _CpuMeter:
+    """Frames and nanoseconds of the simulation's own work in this process, kept in a
+    16-byte file (two little-endian uint64) mapped in memory: updated per frame without a
+    system call, read by another process at any time."""
+
+    def __init__(self) -> None:
+        self._map: mmap.mmap | None = None
+        self.frames = 0
+        self.ns = 0
+
+    def add(self, ns: int, frame: bool = True) -> None:
+        self.frames += frame
+        self.ns += ns
+        if self._map is None:
+            path = root() / "cpu" / str(os.getpid())
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(bytes(16))
+            with open(path, "r+b") as f:
+                self._map = mmap.mmap(f.fileno(), 16)
+        struct.pack_into("<QQ", self._map, 0, self.frames, self.ns)
+
+
+METER = _CpuMeter()
+
+
+def simulation_cpu(fake_root: Path, pid: int) -> tuple[int, float]:
+    """(frames, CPU seconds) the simulated camera has spent so far in process ``pid``."""
+    try:
+        frames, ns = struct.unpack("<QQ", (fake_root / "cpu" / str(pid)).read_bytes()[:16])
+    except (OSError, struct.error):
+        return 0, 0.0
+    return frames, ns / 1e9
+
+
 # -- the camera ----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def _tensor_info_head(name: str, classes: int) -> bytes:
@@ -287,12 +329,12 @@ def _tensor_info_head(name: str, classes: int) -> bytes:
     return out
 
 
-def _tensor_info(name: str, classes: int, frame: int) -> list[int]:
+def _tensor_info(name: str, classes: int, frame: int) -> tuple[int, ...]:
     """libcamera's ``CnnOutputTensorInfoExported`` (one output tensor), as the bindings
-    hand a byte span over: a list of ints."""
+    hand an array control of bytes over: a tuple of ints."""
     out = _tensor_info_head(name, classes) + struct.pack("<B", frame & 0xFF)
     out += b"\0" * (-len(out) % 4)  # the struct's alignment (its uint32 members)
-    return list(out)
+    return tuple(out)
 
 
 class _Scores:
@@ -332,11 +374,30 @@ def _install_camera(module: Any) -> None:
             self._pixels = pixels
 
         def make_array(self, name: str) -> np.ndarray:
-            return self._pixels
+            return self._pixels.copy()  # picamera2 copies the buffer out, as here
 
         def release(self) -> None:
+            """As picamera2's: the last release gives the request back to the camera,
+            unless the camera has stopped since."""
+            cam = self.picam2
             with self.lock:
                 self.ref_count -= 1
+                if self.ref_count == 0 and self.stop_count == cam.stop_count and cam.started:
+                    cam.free_requests += 1
+
+    class CaptureJob:
+        """picamera2's ``Job`` for ``capture_request``: it joins the camera's job list and
+        takes the next completed request, in order, whether or not its caller still waits
+        for it (a caller that timed out leaves it there; its request is then never
+        released)."""
+
+        def __init__(self, cam: Any) -> None:
+            self.cam = cam
+            self.result: Any = None
+            self.cancelled = False
+
+        def get_result(self, timeout: float | None = None) -> Any:
+            return self.cam.wait_job(self, timeout)
 
     class SimulatedPicamera2(real):  # type: ignore[misc, valid-type]
         """picamera2's camera over the simulated pipeline."""
@@ -364,6 +425,11 @@ def _install_camera(module: Any) -> None:
             self.is_open = True
             self.frame = 0
             self.with_tensors = 0
+            self._hold = 1
+            self._tensors_for = 0
+            self.jobs: list[Any] = []  # picamera2's _job_list (capture jobs only here)
+            self.free_requests = 0  # requests queued to the camera (picamera2: buffer_count)
+            self._kpi = (0, 0)
             self._properties = {
                 "Model": self.model,
                 "PixelArraySize": FULL_SENSOR,
@@ -447,11 +513,38 @@ def _install_camera(module: Any) -> None:
             self.started = True
             self.with_tensors = 0
             self._next = time.monotonic()
+            self.free_requests = int(self.camera_config.get("buffer_count", 4))
+            env = os.environ.get
+            self._hold = int(env("FAKE_IMX500_HOLD", "1"))
+            self._tensors_for = int(env("FAKE_IMX500_TENSORS_FOR", "0"))
+            self._kpi = (
+                int(env("FAKE_IMX500_DNN_US", "2400")),
+                int(env("FAKE_IMX500_DSP_US", "600")),
+            )
 
         def stop(self) -> None:
+            """picamera2 queues its stop job behind the jobs already waiting, each of which
+            must take a frame first; where none can come (no request left to the camera, or
+            the sensor loading its network), picamera2's stop() would block: here that
+            raises, naming it."""
+            if self.started and self.jobs:
+                deadline = time.monotonic() + 2.0
+                while self.jobs:
+                    frame = self._next_frame(deadline)
+                    if frame is None:
+                        raise RuntimeError(
+                            f"Picamera2.stop() waits behind {len(self.jobs)} capture job(s) "
+                            "that no frame completes: it would block"
+                        )
+                    self.jobs.pop(0).result = SimulatedRequest(frame[0], self, frame[1])
             if self.started:
                 self.stop_count += 1
             self.started = False
+
+        def cancel_all_and_flush(self) -> None:
+            for job in self.jobs:
+                job.cancelled = True
+            self.jobs = []
 
         def close(self) -> None:
             self.stop()
@@ -460,35 +553,69 @@ def _install_camera(module: Any) -> None:
         def capture_request(
             self, wait: Any = None, signal_function: Any = None, flush: Any = None
         ) -> Any:
+            """As picamera2's: a job that takes the next completed request; ``wait``
+            False returns the job, a number waits that long (TimeoutError, the job staying
+            in the list), None or True waits for it."""
             if not self.started:
                 raise RuntimeError("Camera is not running")
-            timeout = None if wait in (None, True) else float(wait)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500":
-                if deadline is not None and time.monotonic() >= deadline:
-                    from concurrent.futures import TimeoutError as JobTimeout
+            job = CaptureJob(self)
+            self.jobs.append(job)
+            if wait is False:
+                return job
+            return job.get_result(None if wait in (None, True) else float(wait))
 
-                    raise JobTimeout()
+        def wait_job(self, job: Any, timeout: float | None) -> Any:
+            """Frames complete the waiting jobs oldest first, until ``job`` has one."""
+            from concurrent.futures import CancelledError
+
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while job.result is None:
+                if job.cancelled:
+                    raise CancelledError()
+                if job not in self.jobs:
+                    raise RuntimeError("a capture job that is no longer the camera's")
+                frame = self._next_frame(deadline)
+                if frame is None:
+                    raise TimeoutError()
+                self.jobs.pop(0).result = SimulatedRequest(frame[0], self, frame[1])
+            return job.result
+
+        def _next_frame(self, deadline: float | None) -> tuple[Any, np.ndarray] | None:
+            """The next frame's libcamera request and pixels, at the frame rate; None by
+            ``deadline`` (none comes while the sensor loads a network, or while no request
+            is left to the camera)."""
+            t0 = time.thread_time_ns()
+            frame = None
+            try:
+                frame = self._simulate(deadline)
+                return frame
+            finally:
+                METER.add(time.thread_time_ns() - t0, frame is not None)
+
+        def _simulate(self, deadline: float | None) -> tuple[Any, np.ndarray] | None:
+            while self.free_requests <= 0 or (
+                SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500"
+            ):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
                 time.sleep(0.02)
             assert self.camera_config is not None
             period = 1.0 / float(self.camera_config["controls"].get("FrameRate", 30.0))
             self._next = max(self._next + period, time.monotonic() - period)
             delay = self._next - time.monotonic()
             if deadline is not None and time.monotonic() + delay > deadline:
-                from concurrent.futures import TimeoutError as JobTimeout
-
                 time.sleep(max(0.0, deadline - time.monotonic()))
-                raise JobTimeout()
+                return None
             if delay > 0:
                 time.sleep(delay)
+            self.free_requests -= 1
             self.frame += 1
-            hold = int(os.environ.get("FAKE_IMX500_HOLD", "1"))
-            name, pixels = self._images[(self.frame - 1) // hold % len(self._images)]
+            name, pixels = self._images[(self.frame - 1) // self._hold % len(self._images)]
             metadata: dict[Any, Any] = {
                 libcamera.controls.SensorTimestamp: time.monotonic_ns(),
                 libcamera.controls.ScalerCrop: libcamera.Rectangle(0, 0, *FULL_SENSOR),
             }
-            limit = int(os.environ.get("FAKE_IMX500_TENSORS_FOR", "0"))
+            limit = self._tensors_for
             scores = self._scores.by_name.get(name)
             if (
                 self.model == "imx500"
@@ -499,16 +626,12 @@ def _install_camera(module: Any) -> None:
             ):
                 self.with_tensors += 1
                 network = Path(str(SENSOR.loaded)).stem
-                metadata[libcamera.controls.CnnOutputTensor] = scores.tolist()
+                metadata[libcamera.controls.CnnOutputTensor] = tuple(scores.tolist())
                 metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
                     network, scores.size, self.frame
                 )
-                metadata[libcamera.controls.CnnKpiInfo] = [
-                    int(os.environ.get("FAKE_IMX500_DNN_US", "2400")),
-                    int(os.environ.get("FAKE_IMX500_DSP_US", "600")),
-                ]
-            request = libcamera.Request(metadata)
-            return SimulatedRequest(request, self, pixels.copy())
+                metadata[libcamera.controls.CnnKpiInfo] = self._kpi
+            return libcamera.Request(metadata), pixels
 
     SimulatedPicamera2.__name__ = SimulatedPicamera2.__qualname__ = "Picamera2"
     module.Picamera2 = SimulatedPicamera2

@@ -6,9 +6,9 @@ runs: the geometry types (``Rectangle``, ``Size`` with the methods of libcamera'
 ``geometry.h`` that picamera2 calls), the enums and control/property ids read at import,
 ``CameraManager.singleton().cameras`` (each camera with ``id`` and a ``properties`` dict keyed
 by ``ControlId``), and ``Request`` objects whose ``metadata`` maps ``ControlId`` to values as
-the bindings return them (``CnnOutputTensor``: a list of float32, ``CnnOutputTensorInfo``: a
-list of bytes laid out as libcamera's ``CnnOutputTensorInfoExported``, ``CnnKpiInfo``: two
-int32 microsecond values).
+the bindings return them (array controls come as tuples: ``CnnOutputTensor`` of float32,
+``CnnOutputTensorInfo`` of bytes laid out as libcamera's ``CnnOutputTensorInfoExported``,
+``CnnKpiInfo``: two int32 microsecond values).
 
 Cameras come from ``FAKE_IMX500_CAMERAS`` (comma-separated sensor models, default
 ``imx500``).  Importing this package also installs the simulated IMX500 sensor, kernel and
