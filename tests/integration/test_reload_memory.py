@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,21 +19,13 @@ from tests.support import (
     scaled,
     start_edged,
     stop_process,
+    wait_until,
 )
 
 MODEL = ROOT / "models" / "efficientnet_lite0_int8.tflite"
 RELOADS = 20
 WARM_UP_EVENTS = 150  # 10 s of frames first: what fills up with time is full by then
 BOUND_MB = 3.0
-
-
-def wait_for(pred: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def events_from(op: Operator, n: int) -> Callable[[], bool]:
@@ -57,12 +48,12 @@ def test_reloads_do_not_grow_resident_memory(tmp_path: Path, mosquitto: Mosquitt
     body = {"path": str(MODEL), "sha256": hashlib.sha256(MODEL.read_bytes()).hexdigest()}
     rss: list[float] = []
     try:
-        assert wait_for(events_from(op, WARM_UP_EVENTS), scaled(60)), log.read_text()
+        assert wait_until(events_from(op, WARM_UP_EVENTS), scaled(60)), log.read_text()
         for i in range(RELOADS):
             reply = op.request({"id": f"r{i}", "cmd": "reload", "model": body}, scaled(60))
             assert reply["ok"], reply
             # frames flow on the new model (the old one closed) before each reading
-            assert wait_for(events_from(op, len(op.events()) + 3), scaled(30)), log.read_text()
+            assert wait_until(events_from(op, len(op.events()) + 3), scaled(30)), log.read_text()
             rss.append(rss_mb(proc.pid))
         assert proc.poll() is None, log.read_text()
     finally:
