@@ -5,7 +5,7 @@ an unpaced replay of pre-sized 224x224 frames at 1 interpreter thread, publishin
 a local mosquitto.  A profile that needs no sampler: every figure is the kernel's own
 account of each thread's CPU time.
 
-    python bench/threads.py [--frames 1500] [--threads 1]
+    python bench/threads.py [--frames 1500] [--threads 1] [--durability spill|always]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--frames", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=1, help="interpreter threads")
+    ap.add_argument("--durability", choices=["spill", "always"], default="spill")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -61,7 +62,7 @@ def main() -> int:
                     "device": {"id": "bench"},
                     "capture": {"type": "replay", "paths": [str(images)], "loop": True},
                     "model": {"num_threads": args.threads},
-                    "mqtt": {"url": broker.url, "qos": 1},
+                    "mqtt": {"url": broker.url, "qos": 1, "durability": args.durability},
                     "health": {"interval_s": 5.0},
                 }
             )
@@ -88,6 +89,7 @@ def main() -> int:
     total = (c1 - c0) / n * 1000
     print(
         f"edged threads: {n} frames, {args.threads} interpreter thread(s), "
+        f"durability {args.durability}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'process':32s} {total:7.3f} ms/frame")
