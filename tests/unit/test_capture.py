@@ -84,20 +84,27 @@ def test_looped_replay_lists_a_directory_again_only_when_it_changes(
     assert [next(frames).source for _ in range(4)] == ["01.png", "02.png"] * 2
 
 
-def test_looped_replay_decodes_each_image_once_until_it_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the replay source decodes, in order."""
     from edged.capture import replay
+    from edged.preprocess import image
 
-    paths = _images(tmp_path, 2)
     decodes: list[str] = []
-    real_load = replay.load_image
 
     def counting_load(path: Path, size: Any = None) -> Any:
         decodes.append(Path(path).name)
-        return real_load(path, size)
+        return image.load_image(path, size)
 
     monkeypatch.setattr(replay, "load_image", counting_load)
+    return decodes
+
+
+def test_looped_replay_decodes_each_image_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    paths = _images(tmp_path, 2)
+    decodes = _count_decodes(monkeypatch)
     cfg = parse_config({"capture": {"paths": [str(tmp_path)], "loop": True}})
     frames = open_source(cfg.capture, (32, 32)).frames(threading.Event())
     seen = [next(frames) for _ in range(20)]  # ten passes
@@ -120,13 +127,7 @@ def test_replay_keeps_no_more_decoded_images_than_it_may(
 
     _images(tmp_path, 3)  # 64x48x3 = 9216 bytes each
     monkeypatch.setattr(replay, "DECODED_MAX_BYTES", 2 * 64 * 48 * 3)
-    decodes: list[str] = []
-    real_load = replay.load_image
-    monkeypatch.setattr(
-        replay,
-        "load_image",
-        lambda path, size=None: decodes.append(path.name) or real_load(path, size),
-    )
+    decodes = _count_decodes(monkeypatch)
     once = parse_config({"capture": {"paths": [str(tmp_path)]}})
     assert len(list(open_source(once.capture, (32, 32)).frames(threading.Event()))) == 3
     assert len(decodes) == 3
