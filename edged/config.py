@@ -121,7 +121,13 @@ class ReplayCaptureConfig(_CaptureCommon):
         default_factory=list,
         description="Image files, directories of images or video files; empty = bundled samples.",
     )
-    loop: bool = Field(False, description="Start again from the first file after the last.")
+    loop: bool = Field(
+        False,
+        description=(
+            "Start again from the first file after the last (images decoded once and kept, "
+            "up to 16 MB, while their files do not change)."
+        ),
+    )
     fps: float = Field(
         0.0,
         ge=0.0,

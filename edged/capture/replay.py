@@ -21,7 +21,7 @@ from edged.preprocess.image import ImageError, load_image
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-DECODED_MAX_BYTES = 32 * 2**20  # decoded images a looped replay keeps between passes
+DECODED_MAX_BYTES = 16 * 2**20  # decoded images a looped replay keeps between passes
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".h264", ".mjpeg", ".m4v", ".ts"}
 
 
