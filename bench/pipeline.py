@@ -165,10 +165,14 @@ def daemon_run(
 ) -> tuple[float, float, float]:
     """(frames/s, CPU s per frame of the daemon and its worker, of which s per frame inside
     in-process ``invoke()`` calls) between two marks."""
+    # the photos listed over and over, not looped: a looped replay decodes each image once
+    # and keeps it, and here the daemon decodes every frame, as the sequential loop does
+    files = sorted(str(p) for p in images.iterdir())
+    paths = files * ((warmup + frames + 10) // len(files) + 1)
     cfg = parse_config(
         {
             "device": {"id": "bench"},
-            "capture": {"type": "replay", "paths": [str(images)], "loop": True},
+            "capture": {"type": "replay", "paths": paths},
             "model": model,
             "mqtt": {"url": broker.url, "qos": 1},
             "health": {"interval_s": 5.0},
