@@ -6,6 +6,7 @@ a local mosquitto.  A profile that needs no sampler: every figure is the kernel'
 account of each thread's CPU time.
 
     python bench/threads.py [--frames 1500] [--threads 1] [--durability spill|always]
+                            [--coalesce-ms MS]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=1, help="interpreter threads")
     ap.add_argument("--durability", choices=["spill", "always"], default="spill")
+    ap.add_argument("--coalesce-ms", type=float, default=None, help="mqtt.coalesce_ms")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -62,7 +64,12 @@ def main() -> int:
                     "device": {"id": "bench"},
                     "capture": {"type": "replay", "paths": [str(images)], "loop": True},
                     "model": {"num_threads": args.threads},
-                    "mqtt": {"url": broker.url, "qos": 1, "durability": args.durability},
+                    "mqtt": {
+                        "url": broker.url,
+                        "qos": 1,
+                        "durability": args.durability,
+                        **({} if args.coalesce_ms is None else {"coalesce_ms": args.coalesce_ms}),
+                    },
                     "health": {"interval_s": 5.0},
                 }
             )
@@ -89,7 +96,7 @@ def main() -> int:
     total = (c1 - c0) / n * 1000
     print(
         f"edged threads: {n} frames, {args.threads} interpreter thread(s), "
-        f"durability {args.durability}, "
+        f"durability {args.durability}, coalesce_ms {daemon.cfg.mqtt.coalesce_ms:g}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'process':32s} {total:7.3f} ms/frame")

@@ -483,6 +483,14 @@ class MqttConfig(_Section):
         description="spill: how long an unacknowledged event waits in memory before it is "
         "written to the spool (what a kill -9 or a power cut can lose).",
     )
+    coalesce_ms: float = Field(
+        20.0,
+        ge=0.0,
+        le=1000.0,
+        description="spill: an event that comes within this many ms of the last hand-over to "
+        "the broker connection waits for the next one, at most this long (events in a burst "
+        "go out together, with fewer wake-ups per event); 0 = every event at once.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -221,6 +221,11 @@ class MqttPublisher(Publisher):
         self._starved = False  # committed events wait for room in the window
         self._idle = False  # the spool thread sleeps until an event comes
         self._flushing = False  # stop is near: commit and hand over at every wake-up
+        # spill mode: events that come within coalesce_ms of the last hand-over wait for the
+        # spool thread, which hands them over together at _next_hand_over
+        self.coalesce_s = cfg.coalesce_ms / 1000.0
+        self._next_hand_over = 0.0  # time.monotonic()
+        self._coalescing = False  # an event waits for _next_hand_over
         self._spool_stop = threading.Event()
         # the spool's owner (Spool: "one thread"): the spool thread, or a publishing thread
         # that hands its event over itself
@@ -335,8 +340,15 @@ class MqttPublisher(Publisher):
                 self._send_state(topic, payload, qos)
             return
         self.spool.add(topic, payload, qos)
-        if self.spool.spill:  # handed over at once, from memory
-            if not self._hand_over_here():
+        if self.spool.spill:  # handed over from memory: at once, or with the burst it is in
+            now = time.monotonic()
+            if now < self._next_hand_over and not self._flushing:
+                if not self._coalescing:  # the first of a burst: the spool thread is due
+                    self._coalescing = True
+                    self._wake.set()
+            elif self._hand_over_here():
+                self._next_hand_over = now + self.coalesce_s
+            else:
                 self._wake.set()
         elif self._idle:  # the first event after a quiet spell: commit and send it now
             self._idle = False
@@ -419,10 +431,11 @@ class MqttPublisher(Publisher):
         return self._outage_since is not None and not self._connected.is_set()
 
     def _spiller(self) -> None:
-        """Hands every event over as soon as it is added; writes the events held longer than
-        ``spill_after_s`` without an acknowledgement, and, during an outage, everything held,
-        once per commit window.  With nothing to do it sleeps until an event comes or the
-        oldest held event is due."""
+        """Hands over the events a publishing thread could not hand over itself, and those
+        of a burst at its hand-over time (``coalesce_ms``); writes the events held longer
+        than ``spill_after_s`` without an acknowledgement, and, during an outage, everything
+        held, once per commit window.  With nothing to do it sleeps until an event comes or
+        the oldest held event is due."""
         next_spill = time.monotonic()
         while not self._spool_stop.is_set():
             wait = IDLE_S
@@ -433,16 +446,29 @@ class MqttPublisher(Publisher):
                 if self._at_risk():
                     due = min(due, next_spill)
                 wait = min(wait, due - time.monotonic())
-            if self.spool.dirty:
-                wait = 0.0
+            if self.spool.dirty:  # at once, or a burst at its hand-over time
+                coalescing = self._coalescing and not self._flushing
+                wait = min(wait, self._next_hand_over - time.monotonic()) if coalescing else 0.0
             if wait > 0:
                 self._wake.wait(wait)
             self._wake.clear()
             now = time.monotonic()
+            if (
+                self._coalescing
+                and now < self._next_hand_over
+                and not (self._flushing or self._at_risk() or self._spool_stop.is_set())
+                and (due is None or now < due)
+            ):
+                continue  # woken before the burst's hand-over time, with nothing due
             spill_all = self._at_risk() and now >= next_spill
             if spill_all:
                 next_spill = now + self.commit_s
             with self._owner:
+                # the flag goes down before the hand-over: an event added after it raises
+                # it again and wakes this thread; one added before is handed over here
+                if self._coalescing:
+                    self._coalescing = False
+                    self._next_hand_over = now + self.coalesce_s
                 self._cycle(spill_all=spill_all)
         with self._owner:
             self._cycle(hand_over=False, spill_all=True)

@@ -574,7 +574,7 @@ def test_spill_the_publishing_thread_hands_over_itself_only_while_nothing_is_at_
     while a commit would touch only memory; once an event is on disk, the spool thread does
     it, and the publishing thread again when the disk holds nothing."""
     path = tmp_path / "events.db"
-    pub = make(broker, path, spill_after_s=0.3)
+    pub = make(broker, path, spill_after_s=0.3, coalesce_ms=0)  # no event waits for a burst
     publishers.append(pub)
     by: dict[int, str] = {}
     paho_publish = pub.client.publish
@@ -602,3 +602,89 @@ def test_spill_the_publishing_thread_hands_over_itself_only_while_nothing_is_at_
     assert wait(lambda: pub.published == 4)
     assert seqs(broker) == [1, 2, 3, 4]
     assert by == {1: here, 2: here, 3: "edged-spool", 4: here}
+
+
+def _recorded_hand_overs(pub: MqttPublisher) -> list[tuple[int, str, float]]:
+    """(seq, thread, time.monotonic()) of each event as it is handed to paho."""
+    out: list[tuple[int, str, float]] = []
+    paho_publish = pub.client.publish
+
+    def recording(topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> object:
+        if not retain:
+            out.append(
+                (json.loads(payload)["seq"], threading.current_thread().name, time.monotonic())
+            )
+        return paho_publish(topic, payload, qos=qos, retain=retain)
+
+    pub.client.publish = recording
+    return out
+
+
+def test_spill_a_burst_is_handed_over_together_at_its_hand_over_time(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """The first event goes at once, from the publishing thread; the events that follow
+    within coalesce_ms wait and go together, from the spool thread, at the first event's
+    time + coalesce_ms; an event after a quiet spell goes at once again.  Nothing is lost
+    or reordered."""
+    pub = make(broker, tmp_path / "events.db", coalesce_ms=300)
+    publishers.append(pub)
+    handed = _recorded_hand_overs(pub)
+    pub.start()
+    assert pub.wait_connected(5)
+    here = threading.current_thread().name
+    t0 = time.monotonic()
+    for seq in range(1, 6):
+        pub.publish("events", event(seq), qos=1)
+    assert wait(lambda: pub.published == 5)
+    assert [(seq, thread) for seq, thread, _ in handed] == [(1, here)] + [
+        (seq, "edged-spool") for seq in range(2, 6)
+    ]
+    burst = [at for _, _, at in handed[1:]]
+    assert min(burst) - t0 >= 0.3 - 0.01  # not before the hand-over time
+    assert max(burst) - min(burst) < 0.1  # together
+    time.sleep(0.35)  # a quiet spell longer than coalesce_ms
+    pub.publish("events", event(6), qos=1)
+    assert wait(lambda: pub.published == 6)
+    assert handed[-1][:2] == (6, here)
+    assert seqs(broker) == [1, 2, 3, 4, 5, 6]
+    assert on_disk(tmp_path / "events.db") == []  # acknowledged in time: nothing written
+
+
+def test_spill_a_burst_waiting_at_stop_is_delivered_by_the_flush(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """A stop does not wait out coalesce_ms, and loses nothing of a waiting burst."""
+    pub = make(broker, tmp_path / "events.db", coalesce_ms=1000)
+    handed = _recorded_hand_overs(pub)
+    pub.start()
+    assert pub.wait_connected(5)
+    for seq in range(1, 4):
+        pub.publish("events", event(seq), qos=1)
+    assert wait(lambda: pub.published == 1)
+    assert pub.published == 1 and len(handed) == 1  # 2 and 3 wait for the hand-over time
+    t0 = time.monotonic()
+    pub.stop(2.0)
+    assert time.monotonic() - t0 < 0.9
+    assert pub.published == 3
+    assert seqs(broker) == [1, 2, 3]
+
+
+def test_spill_a_burst_while_the_broker_is_away_is_spilled_and_sent_after(
+    broker: FakeBroker, tmp_path: Path, publishers: list[MqttPublisher]
+) -> None:
+    """Events of a burst that the broker does not acknowledge are written once they are at
+    risk (spill_after_s), and reach the broker in order once it answers again."""
+    path = tmp_path / "events.db"
+    pub = make(broker, path, coalesce_ms=200, spill_after_s=0.1)
+    publishers.append(pub)
+    pub.start()
+    assert pub.wait_connected(5)
+    broker.frozen = True
+    for seq in range(1, 5):
+        pub.publish("events", event(seq), qos=1)
+    assert wait(lambda: on_disk(path) == [1, 2, 3, 4])
+    broker.frozen = False
+    assert wait(lambda: pub.published == 4)
+    assert seqs(broker) == [1, 2, 3, 4]
+    assert wait(lambda: on_disk(path) == [])
