@@ -296,23 +296,27 @@ def _patch_imx500_module(module: Any) -> None:
 class _CpuMeter:
     """Frames and nanoseconds of the simulation's own work in this process, kept in a
     16-byte file (two little-endian uint64) mapped in memory: updated per frame without a
-    system call, read by another process at any time."""
+    system call, read by another process at any time.  Added to from the simulated
+    libcamera's thread (per frame) and from picamera2's threads (the simulated kernel's
+    share of their ioctls)."""
 
     def __init__(self) -> None:
         self._map: mmap.mmap | None = None
+        self._lock = threading.Lock()
         self.frames = 0
         self.ns = 0
 
     def add(self, ns: int, frame: bool = True) -> None:
-        self.frames += frame
-        self.ns += ns
-        if self._map is None:
-            path = root() / "cpu" / str(os.getpid())
-            path.parent.mkdir(exist_ok=True)
-            path.write_bytes(bytes(16))
-            with open(path, "r+b") as f:
-                self._map = mmap.mmap(f.fileno(), 16)
-        struct.pack_into("<QQ", self._map, 0, self.frames, self.ns)
+        with self._lock:
+            self.frames += frame
+            self.ns += ns
+            if self._map is None:
+                path = root() / "cpu" / str(os.getpid())
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(bytes(16))
+                with open(path, "r+b") as f:
+                    self._map = mmap.mmap(f.fileno(), 16)
+            struct.pack_into("<QQ", self._map, 0, self.frames, self.ns)
 
 
 METER = _CpuMeter()
@@ -528,13 +532,31 @@ class _DmaFcntl:
         return getattr(fcntl, name)
 
     def ioctl(self, fd: Any, request: int, arg: Any = 0, mutate: bool = True) -> Any:
-        import fcntl
+        """The emulation's own CPU (not the kernel's on a Pi) goes to the meter."""
+        t0 = time.thread_time_ns()
+        try:
+            return self._ioctl(fd, request, arg, mutate)
+        finally:
+            if "FAKE_IMX500_ROOT" in os.environ:
+                METER.add(time.thread_time_ns() - t0, frame=False)
 
+    def _ioctl(self, fd: Any, request: int, arg: Any, mutate: bool) -> Any:
         number = fd if isinstance(fd, int) else fd.fileno()
         target = _fd_target(number)
         request &= 0xFFFFFFFF
-        heap = "FAKE_IMX500_ROOT" in os.environ and target == str(root()) + DMA_HEAP
-        if heap:
+        if target.startswith(DMA_BUF_PREFIX):  # a buffer (the frequent case: syncs)
+            if request == DMA_BUF_IOCTL_SYNC:
+                if arg.flags & ~DMA_BUF_SYNC_VALID or not arg.flags & 3:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                return 0
+            if request == DMA_BUF_SET_NAME:
+                return arg.encode() if isinstance(arg, str) else 0
+            raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+        if (
+            target.endswith(DMA_HEAP)
+            and "FAKE_IMX500_ROOT" in os.environ
+            and target == (str(root()) + DMA_HEAP)
+        ):
             if request != DMA_HEAP_IOCTL_ALLOC:
                 raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
             length = int(arg.len)
@@ -544,14 +566,8 @@ class _DmaFcntl:
             os.ftruncate(buf, length)
             arg.fd = buf
             return 0
-        if target.startswith(DMA_BUF_PREFIX):
-            if request == DMA_BUF_SET_NAME:
-                return arg.encode() if isinstance(arg, str) else 0
-            if request == DMA_BUF_IOCTL_SYNC:
-                if arg.flags & ~DMA_BUF_SYNC_VALID or not arg.flags & 3:
-                    raise OSError(errno.EINVAL, "Invalid argument")
-                return 0
-            raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+        import fcntl
+
         return fcntl.ioctl(fd, request, arg, mutate)
 
 
