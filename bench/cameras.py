@@ -315,7 +315,12 @@ def process_rss(tmp: Path, n: int, images: Path, broker_url: str, seconds: float
 
 def cmd_many(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from pipeline import bare_loop, presized_frames  # type: ignore[import-not-found]
+    from pipeline import (  # type: ignore[import-not-found]
+        _InvokeClock,
+        bare_loop,
+        parallel_loop,
+        presized_frames,
+    )
 
     from tests.fakes.delegate import build_fake_delegate
     from tests.support import Mosquitto
@@ -337,7 +342,7 @@ def cmd_many(args: argparse.Namespace) -> None:
             if "tpu" in parts:
                 tpu_rows(fake, frames, broker.url, args, row)
             if "cpu" in parts:
-                cpu_rows(frames, broker.url, args, row, bare_loop)
+                cpu_rows(frames, broker.url, args, row, bare_loop, parallel_loop, _InvokeClock)
             if "outage" in parts:
                 outage_rows(frames, broker.url, args, row)
             if "rss" in parts:
@@ -464,20 +469,54 @@ def two_models(
 
 
 def cpu_rows(
-    frames: Path, broker_url: str, args: argparse.Namespace, row: Row, bare_loop: Any
+    frames: Path,
+    broker_url: str,
+    args: argparse.Namespace,
+    row: Row,
+    bare_loop: Any,
+    parallel_loop: Any,
+    invoke_clock: Any,
 ) -> None:
-    """CPU: bare 2-thread invoke() loop, 2 cameras (auto pool), 1 camera at 2 threads."""
+    """CPU: bare 2-thread invoke() loop, 2 cameras (auto pool), 1 camera at 2 threads; beside
+    them what bounds the 2 cameras: two bare 1-thread loops in parallel (nothing but
+    invoke), and the daemon's CPU per frame outside invoke() in the same run."""
     # the bare loop before and after each daemon run (this machine's load varies: the mean)
     bare0, _ = bare_loop(frames, 2, 600)
+    ceiling = parallel_loop(frames, 2, 600)
     run = Run(_replays(2, frames), broker_url)
     try:
         run.wait(20)
         pool = next(iter(run.daemon.stages.values()))
         shape = f"{len(pool.engines)}x{pool.engine.cfg.num_threads} threads"
-        two = sum(run.rates(args.seconds))
+        with invoke_clock() as clock:  # 1-thread interpreters: invoke's CPU is its thread's
+            c0, n0, i0 = time.process_time(), sum(run.counts()), clock.cpu
+            two = sum(run.rates(args.seconds))
+            c1, n1, i1 = time.process_time(), sum(run.counts()), clock.cpu
     finally:
         run.close()
     bare1, _ = bare_loop(frames, 2, 600)
+    inside = (i1 - i0) / max(1, n1 - n0) * 1000
+    outside = (c1 - c0) / max(1, n1 - n0) * 1000 - inside
+    cpus = len(os.sched_getaffinity(0))
+    bound = cpus * 1000 / (inside + outside)
+    bare01 = (bare0 + bare1) / 2
+    row(
+        "CPU 2 cameras: ceiling, two bare 1-thread loops in parallel / bare 2-thread invoke",
+        f"{ceiling:.0f}/{bare01:.0f} = {ceiling / bare01:.3f}",
+        "(no goal: what nothing but invoke() reaches)",
+        True,
+    )
+    row(
+        "CPU 2 cameras: daemon CPU per frame inside + outside invoke(); the rate "
+        f"{cpus} CPUs allow at that / bare 2-thread invoke",
+        f"{inside:.2f} + {outside:.2f} ms; {bound:.0f}/{bare01:.0f} = {bound / bare01:.3f}",
+        (
+            f"outside <= {need:.2f} ms for 1.10"
+            if (need := cpus * 1000 / (1.10 * bare01) - inside) > 0
+            else "1.10: beyond the CPUs even with nothing outside invoke()"
+        ),
+        bound / bare01 >= 1.10,
+    )
     run = Run(_replays(1, frames), broker_url, num_threads=2)
     try:
         run.wait(20)

@@ -92,6 +92,39 @@ def bare_loop(images: Path, threads: int, frames: int) -> tuple[float, float]:
     return frames / wall, cpu / frames
 
 
+def parallel_loop(images: Path, interpreters: int, frames: int) -> float:
+    """Frames/s of ``interpreters`` 1-thread interpreters, each invoked back to back on one
+    prepared frame by a thread of its own: what that many cameras could reach with nothing
+    but ``invoke()`` to do (the ceiling of a pool of 1-thread interpreters)."""
+    cfg = parse_config({"model": {"num_threads": 1}})
+    engines = [open_engine(cfg.model, cfg.classify) for _ in range(interpreters)]
+    try:
+        first = sorted(images.iterdir())[0]
+        tensors = [e.preprocess(load_image(first, e.capture_size())) for e in engines]
+        for engine, tensor in zip(engines, tensors, strict=True):
+            for _ in range(10):
+                engine.backend.invoke(tensor)
+
+        def loop(backend: Any, tensor: Any) -> None:
+            for _ in range(frames):
+                backend.invoke(tensor)
+
+        threads = [
+            threading.Thread(target=loop, args=(e.backend, t))
+            for e, t in zip(engines, tensors, strict=True)
+        ]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        for engine in engines:
+            engine.close()
+    return interpreters * frames / wall
+
+
 def _child_cpu(pid: int | None) -> float:
     if not pid:
         return 0.0
@@ -132,10 +165,14 @@ def daemon_run(
 ) -> tuple[float, float, float]:
     """(frames/s, CPU s per frame of the daemon and its worker, of which s per frame inside
     in-process ``invoke()`` calls) between two marks."""
+    # the photos listed over and over, not looped: a looped replay decodes each image once
+    # and keeps it, and here the daemon decodes every frame, as the sequential loop does
+    files = sorted(str(p) for p in images.iterdir())
+    paths = files * ((warmup + frames + 10) // len(files) + 1)
     cfg = parse_config(
         {
             "device": {"id": "bench"},
-            "capture": {"type": "replay", "paths": [str(images)], "loop": True},
+            "capture": {"type": "replay", "paths": paths},
             "model": model,
             "mqtt": {"url": broker.url, "qos": 1},
             "health": {"interval_s": 5.0},

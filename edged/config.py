@@ -121,7 +121,13 @@ class ReplayCaptureConfig(_CaptureCommon):
         default_factory=list,
         description="Image files, directories of images or video files; empty = bundled samples.",
     )
-    loop: bool = Field(False, description="Start again from the first file after the last.")
+    loop: bool = Field(
+        False,
+        description=(
+            "Start again from the first file after the last (images decoded once and kept, "
+            "up to 16 MB, while their files do not change)."
+        ),
+    )
     fps: float = Field(
         0.0,
         ge=0.0,
@@ -882,6 +888,19 @@ class Config(_Section):
                 continue
             key = (model.edgetpu_library, model.edgetpu_device)
             if key not in first:
+                clash = next(
+                    (
+                        other
+                        for (lib, dev), other in first.items()
+                        if lib == model.edgetpu_library
+                        and _may_be_one_device(dev, model.edgetpu_device)
+                        and _on_the_tpu(model)
+                        and _on_the_tpu(self.model_for(other))
+                    ),
+                    None,
+                )
+                if clash is not None:
+                    problems.append(_ambiguous_device(name, model, clash, self.model_for(clash)))
                 first[key] = name
                 continue
             other = self.model_for(first[key])
@@ -1141,3 +1160,37 @@ def read_secret(path: str, credential: str, environ: Mapping[str, str] | None = 
             if path:
                 raise
     return None
+
+
+def _may_be_one_device(a: str, b: str) -> bool:
+    """Two different ``edgetpu_device`` values that libedgetpu may resolve to one device:
+    '' (the first found) and any other, or 'usb' (any USB one) and 'usb:N' (pci alike)."""
+    if a == b:
+        return False
+    if not a or not b:
+        return True
+    return a.split(":")[0] == b.split(":")[0] and (":" not in a or ":" not in b)
+
+
+def _on_the_tpu(model: ModelConfig) -> bool:
+    """An Edge TPU model as far as the config tells: backend 'edgetpu', or 'auto' with a
+    file named as the Edge TPU compiler names its output (``*_edgetpu.tflite``)."""
+    return model.backend == "edgetpu" or (
+        model.backend == "auto" and Path(model.path).stem.endswith("_edgetpu")
+    )
+
+
+def _ambiguous_device(
+    name: str, model: ModelConfig, other_name: str, other: ModelConfig
+) -> tuple[str, str, Any]:
+    here = f"models.{name}" if name else "model"
+    there = f"[models.{other_name}]" if other_name else "[model]"
+    return (
+        f"{here}.edgetpu_device",
+        f"{there} names Edge TPU device {other.edgetpu_device or '(the first found)'!r} "
+        f"and this model {model.edgetpu_device or '(the first found)'!r}: both may be the "
+        "same Edge TPU, which one process opens at a time, so the second would run on the "
+        "CPU; name the device the same way in both models, or each device by its index "
+        "(usb:0, usb:1, pci:0)",
+        model.edgetpu_device,
+    )

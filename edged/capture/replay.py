@@ -7,7 +7,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from edged.preprocess.image import ImageError, load_image
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+DECODED_MAX_BYTES = 16 * 2**20  # decoded images a looped replay keeps between passes
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".h264", ".mjpeg", ".m4v", ".ts"}
 
 
@@ -92,6 +93,33 @@ def _video_frames(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
         raise ImageError(f"cannot decode video {str(path)!r}: {exc}") from exc
 
 
+class _Decoded:
+    """A looped replay's decoded images, kept while they fit in ``max_bytes``, so that each
+    pass over a few files does not decode them again; a file is decoded again when its
+    size or modification time changed.  The arrays are read-only: every pass shares them."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._images: dict[Path, tuple[tuple[int, int], npt.NDArray[np.uint8]]] = {}
+        self._bytes = 0
+
+    def get(self, path: Path, decode: Callable[[], npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        kept = self._images.get(path)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        image = decode()
+        if kept is not None:
+            del self._images[path]
+            self._bytes -= kept[1].nbytes
+        if self._bytes + image.nbytes <= self.max_bytes:
+            image.flags.writeable = False
+            self._images[path] = (stamp, image)
+            self._bytes += image.nbytes
+        return image
+
+
 @register
 class ReplaySource(FrameSource):
     type_key = "replay"
@@ -112,9 +140,11 @@ class ReplaySource(FrameSource):
         pace = f"{self.cfg.fps:g} fps" if self.cfg.fps else "unpaced"
         return f"replay ({pace}{', looped' if self.cfg.loop else ''})"
 
-    def _decode(self, path: Path) -> Iterator[npt.NDArray[np.uint8]]:
+    def _decode(self, path: Path, decoded: _Decoded | None) -> Iterator[npt.NDArray[np.uint8]]:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video_frames(path)
+        elif decoded is not None:
+            yield decoded.get(path, lambda: load_image(path, self._min_size))
         else:
             yield load_image(path, self._min_size)
 
@@ -123,6 +153,7 @@ class ReplaySource(FrameSource):
         period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
         next_due = time.monotonic()
         listing = _Listing(self.cfg.paths, self.cfg.recursive)
+        decoded = _Decoded(DECODED_MAX_BYTES) if self.cfg.loop else None
         while not stop.is_set():
             files = listing.files()
             produced = False
@@ -130,7 +161,7 @@ class ReplaySource(FrameSource):
                 if stop.is_set():
                     return
                 try:
-                    for image in self._decode(path):
+                    for image in self._decode(path, decoded):
                         if period:
                             delay = next_due - time.monotonic()
                             if delay > 0 and stop.wait(delay):

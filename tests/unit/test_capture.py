@@ -84,6 +84,61 @@ def test_looped_replay_lists_a_directory_again_only_when_it_changes(
     assert [next(frames).source for _ in range(4)] == ["01.png", "02.png"] * 2
 
 
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the replay source decodes, in order."""
+    from edged.capture import replay
+    from edged.preprocess import image
+
+    decodes: list[str] = []
+
+    def counting_load(path: Path, size: Any = None) -> Any:
+        decodes.append(Path(path).name)
+        return image.load_image(path, size)
+
+    monkeypatch.setattr(replay, "load_image", counting_load)
+    return decodes
+
+
+def test_looped_replay_decodes_each_image_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    paths = _images(tmp_path, 2)
+    decodes = _count_decodes(monkeypatch)
+    cfg = parse_config({"capture": {"paths": [str(tmp_path)], "loop": True}})
+    frames = open_source(cfg.capture, (32, 32)).frames(threading.Event())
+    seen = [next(frames) for _ in range(20)]  # ten passes
+    assert decodes == ["00.png", "01.png"]
+    assert [f.image[0, 0].tolist() for f in seen[:4]] == [[0, 0, 0], [40, 0, 0]] * 2
+    with pytest.raises(ValueError, match="read-only"):
+        seen[1].image[0, 0] = 1  # every pass shares the arrays: nobody may write into them
+    # a file rewritten (another size) is decoded again, and its new pixels are replayed
+    Image.new("RGB", (80, 48), (200, 0, 0)).save(paths[1])
+    again = [next(frames) for _ in range(4)]
+    assert decodes == ["00.png", "01.png", "01.png"]
+    assert [f.image[0, 0].tolist() for f in again] == [[0, 0, 0], [200, 0, 0]] * 2
+    assert again[1].image.shape == (48, 80, 3)
+
+
+def test_replay_keeps_no_more_decoded_images_than_it_may(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edged.capture import replay
+
+    _images(tmp_path, 3)  # 64x48x3 = 9216 bytes each
+    monkeypatch.setattr(replay, "DECODED_MAX_BYTES", 2 * 64 * 48 * 3)
+    decodes = _count_decodes(monkeypatch)
+    once = parse_config({"capture": {"paths": [str(tmp_path)]}})
+    assert len(list(open_source(once.capture, (32, 32)).frames(threading.Event()))) == 3
+    assert len(decodes) == 3
+    decodes.clear()
+    cfg = parse_config({"capture": {"paths": [str(tmp_path)], "loop": True}})
+    frames = open_source(cfg.capture, (32, 32)).frames(threading.Event())
+    assert [next(frames).source for _ in range(9)] == ["00.png", "01.png", "02.png"] * 3
+    # two fit: the third is decoded on every pass
+    assert decodes == ["00.png", "01.png", "02.png", "02.png", "02.png"]
+
+
 def test_replay_video(tmp_path: Path) -> None:
     av = pytest.importorskip("av")
     video = tmp_path / "clip.mp4"

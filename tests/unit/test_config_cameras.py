@@ -226,3 +226,50 @@ def test_one_edge_tpu_device_takes_one_set_of_options() -> None:
         }
     )
     assert "[model] names Edge TPU device 'usb:0'" in problems["models.doors.edgetpu_options"]
+
+
+def test_edge_tpu_names_that_may_be_one_device_are_an_error() -> None:
+    """'' (the first found) beside 'usb:0', or 'usb' beside 'usb:1', may be one Coral:
+    two worker processes would race for it and one model would run on the CPU."""
+    cameras = [{"name": "a", "model": "doors"}, {"name": "b", "model": "gate"}]
+
+    def config(doors: str, gate: str) -> dict[str, object]:
+        return {
+            "models": {
+                "doors": {"backend": "edgetpu", "edgetpu_device": doors},
+                "gate": {
+                    "backend": "auto",
+                    "path": "/m/gate_edgetpu.tflite",
+                    "edgetpu_device": gate,
+                },
+            },
+            "cameras": cameras,
+        }
+
+    for doors, gate in (("", "usb:0"), ("usb", "usb:1"), ("pci:0", "pci"), ("pci", "")):
+        problems = _problems(config(doors, gate))
+        assert set(problems) == {"models.gate.edgetpu_device"}, (doors, gate)
+        message = problems["models.gate.edgetpu_device"]
+        assert message.startswith(
+            f"[models.doors] names Edge TPU device {doors or '(the first found)'!r} and this "
+            f"model {gate or '(the first found)'!r}: both may be the same Edge TPU"
+        )
+        assert "(usb:0, usb:1, pci:0)" in message
+    # one name for one device, distinct indices, distinct types, or a CPU model: valid
+    for doors, gate in (("usb:0", "usb:0"), ("usb:0", "usb:1"), ("usb", "pci"), ("", "")):
+        parse_config(config(doors, gate))
+    # a CPU model, or 'auto' on a file not compiled for the Edge TPU (the bundled model),
+    # opens no Edge TPU
+    for gate_model in (
+        {"backend": "cpu", "edgetpu_device": "usb:0"},
+        {"backend": "auto", "path": "/m/gate.tflite", "edgetpu_device": "usb:0"},
+    ):
+        parse_config(
+            {
+                "models": {
+                    "doors": {"backend": "edgetpu", "edgetpu_device": ""},
+                    "gate": gate_model,
+                },
+                "cameras": cameras,
+            }
+        )
