@@ -8,12 +8,13 @@ source falls back and the bundled model classifies every frame on the CPU.
 
 CPU is the daemon process's utime + stime (/proc/PID/stat, every thread) over a steady
 window after warm-up, divided by the frames processed in that window (QoS 1 to a local
-mosquitto).  The simulated camera's own CPU in the daemon (building each frame's libcamera
-request, its metadata and pacing: on a Pi, libcamera's work, and more of it in the sensor
-way, which carries a tensor) is counted by the simulation on its thread clock and left out
-of both ways' figures; the raw figures are printed beside.  picamera2's own work (the
-request, get_metadata, the IMX500 class's parsing, the frame's copy) stays in: it runs on a
-Pi too.  Rounds alternate the two ways, both orders; medians.
+mosquitto).  The simulated camera's own CPU in the daemon (the simulated libcamera's
+thread: pacing, writing each frame into its buffer, building its request's metadata; on a
+Pi, libcamera's and the ISP's work, and more of it in the sensor way, which carries a
+tensor) is counted by the simulation on that thread's clock and left out of both ways'
+figures; the raw figures are printed beside.  picamera2's own work (its listening and
+event-loop threads, the request, get_metadata, the IMX500 class's parsing, the frame's
+copy) stays in: it runs on a Pi too.  Rounds alternate the two ways, both orders; medians.
 
     python bench/aicamera.py [--rounds 2] [--window 15] [--threads 2]
 """
@@ -138,7 +139,7 @@ def camera_alone(seconds: float) -> None:
     """In a process of its own: the simulated camera under picamera2 at 30 fps, each
     request's tensor parsed by picamera2's IMX500 class, nothing of edged.  Prints its CPU
     ms per frame without the simulation's own: picamera2's part of the sensor way's
-    figure (its parsing, the frame's copy)."""
+    figure (its capture path and event loop, its parsing, the frame's copy)."""
     from picamera2 import Picamera2
     from picamera2.devices.imx500 import IMX500
 
@@ -239,7 +240,8 @@ def main() -> None:
                 )
             alone = statistics.median(camera_run(cam, args.window) for _ in range(args.rounds))
             print(
-                f"picamera2's parsing and copy alone over the simulated camera (without its CPU), "
+                f"picamera2 alone (capture path, event loop, parsing, copy) over the simulated "
+                f"camera (without its CPU), "
                 f"no edged: {alone:.3f} ms CPU/frame (inside the sensor way's figure)"
             )
         finally:

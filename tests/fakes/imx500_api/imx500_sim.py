@@ -9,13 +9,19 @@ What is simulated is only what no machine here has:
   (``imx500-fw:*/fw_progress``, ``rp2040-spi:*/transfer_progress``) that picamera2 reads with
   ``cat``.  They live under ``$FAKE_IMX500_ROOT`` and are mapped there for the module
   ``picamera2.devices.imx500.imx500`` only, which otherwise runs as it is;
-- **the camera's libcamera pipeline**: ``Picamera2`` keeps its real ``global_camera_info``
-  (over the fake libcamera's ``CameraManager``) but its open/configure/start/capture are
-  simulated: ``capture_request`` returns a real ``picamera2.CompletedRequest`` over a
-  libcamera ``Request`` whose metadata carries ``CnnOutputTensor`` (float32 values, as
-  libcamera's IMX500 helper dequantizes the sensor's output), ``CnnOutputTensorInfo`` (bytes
-  of libcamera's ``CnnOutputTensorInfoExported``, packed here by hand from the C layout) and
-  ``CnnKpiInfo`` (DNN and DSP microseconds).
+- **the kernel's DMA heap** (``/dev/dma_heap/vidbuf_cached`` under the root): picamera2's
+  default ``DmaAllocator`` allocates its frame buffers there with ``DMA_HEAP_IOCTL_ALLOC``
+  (each a memfd of the size asked, which it maps as it would a dma-buf), names them and
+  brackets CPU access with ``DMA_BUF_IOCTL_SYNC``; mapped for ``picamera2.dma_heap`` and
+  ``picamera2.allocators.dmaallocator`` only;
+- **the camera modules** (:class:`CameraModule`, listed by :func:`attached_cameras`) that
+  the simulated libcamera (``libcamera/_libcamera.py``) drives: their sensor modes, their
+  frames, and for the IMX500 the metadata its network adds to each request:
+  ``CnnOutputTensor`` (float32 values, as libcamera's IMX500 helper dequantizes the
+  sensor's output), ``CnnOutputTensorInfo`` (bytes of libcamera's
+  ``CnnOutputTensorInfoExported``, packed here by hand from the C layout) and
+  ``CnnKpiInfo`` (DNN and DSP microseconds).  picamera2's ``Picamera2`` class runs as it
+  is above them.
 
 The sensor: a network given through the firmware control is uploaded when the camera
 starts; until the upload is done no frame comes (as with the real driver), and progress
@@ -31,11 +37,13 @@ camera is started again), ``FAKE_IMX500_NO_PROGRESS`` (no debugfs progress files
 per photo, default 1), read when the camera starts.  ``$FAKE_IMX500_ROOT/roi`` records
 the last inference ROI set; ``$FAKE_IMX500_ROOT/loads`` counts firmware loads.
 
-The simulation's own CPU time (what libcamera and the camera would spend on a Pi: building
-each frame's request, its metadata and its pacing) is counted on the capturing thread's clock
-in ``$FAKE_IMX500_ROOT/cpu/<pid>`` (:func:`simulation_cpu`), so that a bench can leave it out
-of the daemon's figure.  picamera2's own work (``CompletedRequest``, ``get_metadata``, the
-``IMX500`` parsing, ``make_array``'s copy of the frame) is not in it: it runs on a Pi too.
+The simulation's own CPU time (what libcamera, the ISP and the camera would spend on a Pi:
+the simulated libcamera's thread that paces the frames, writes each into its buffer and
+builds its request's metadata) is counted on that thread's clock in
+``$FAKE_IMX500_ROOT/cpu/<pid>`` (:func:`simulation_cpu`), so that a bench can leave it out
+of the daemon's figure.  picamera2's own work (its listening and event-loop threads,
+``CompletedRequest``, ``get_metadata``, the ``IMX500`` parsing, ``make_array``'s copy of
+the frame) is not in it: it runs on a Pi too.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -287,23 +296,27 @@ def _patch_imx500_module(module: Any) -> None:
 class _CpuMeter:
     """Frames and nanoseconds of the simulation's own work in this process, kept in a
     16-byte file (two little-endian uint64) mapped in memory: updated per frame without a
-    system call, read by another process at any time."""
+    system call, read by another process at any time.  Added to from the simulated
+    libcamera's thread (per frame) and from picamera2's threads (the simulated kernel's
+    share of their ioctls)."""
 
     def __init__(self) -> None:
         self._map: mmap.mmap | None = None
+        self._lock = threading.Lock()
         self.frames = 0
         self.ns = 0
 
     def add(self, ns: int, frame: bool = True) -> None:
-        self.frames += frame
-        self.ns += ns
-        if self._map is None:
-            path = root() / "cpu" / str(os.getpid())
-            path.parent.mkdir(exist_ok=True)
-            path.write_bytes(bytes(16))
-            with open(path, "r+b") as f:
-                self._map = mmap.mmap(f.fileno(), 16)
-        struct.pack_into("<QQ", self._map, 0, self.frames, self.ns)
+        with self._lock:
+            self.frames += frame
+            self.ns += ns
+            if self._map is None:
+                path = root() / "cpu" / str(os.getpid())
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(bytes(16))
+                with open(path, "r+b") as f:
+                    self._map = mmap.mmap(f.fileno(), 16)
+            struct.pack_into("<QQ", self._map, 0, self.frames, self.ns)
 
 
 METER = _CpuMeter()
@@ -351,296 +364,224 @@ class _Scores:
                         self.by_name[key] = (q - np.float32(zero)) * np.float32(scale)
 
 
-def _install_camera(module: Any) -> None:
-    """After ``picamera2.picamera2`` has loaded (and before the package's ``__init__`` takes
-    ``Picamera2`` from it): its camera over the simulated pipeline."""
-    real = module.Picamera2
-    completed = sys.modules["picamera2.request"].CompletedRequest
-    libcamera: Any = importlib.import_module("libcamera")  # the fake
+@dataclass(frozen=True)
+class SensorMode:
+    """One of the sensor's modes as libcamera lists them for the raw stream."""
 
-    class _Allocator:
-        def sync(self, *a: Any) -> Any:
-            raise AssertionError("no buffers in a simulated request")
+    format: str
+    size: tuple[int, int]
+    bit_depth: int
+    min_frame_us: int
 
-        def acquire(self, buffers: Any) -> None:
-            pass
 
-        def release(self, buffers: Any) -> None:
-            pass
+# the modes libcamera lists for these sensors on a Pi (packed 10-bit Bayer)
+MODES: dict[str, tuple[tuple[int, int], list[SensorMode]]] = {
+    "imx500": (
+        FULL_SENSOR,
+        [
+            SensorMode("SRGGB10_CSI2P", (2028, 1520), 10, 33333),
+            SensorMode("SRGGB10_CSI2P", (4056, 3040), 10, 100000),
+        ],
+    ),
+    "imx708": (
+        (4608, 2592),
+        [
+            SensorMode("SRGGB10_CSI2P", (1536, 864), 10, 8333),
+            SensorMode("SRGGB10_CSI2P", (2304, 1296), 10, 17857),
+            SensorMode("SRGGB10_CSI2P", (4608, 2592), 10, 69444),
+        ],
+    ),
+}
 
-    class SimulatedRequest(completed):  # type: ignore[misc, valid-type]
-        def __init__(self, request: Any, picam2: Any, pixels: np.ndarray) -> None:
-            super().__init__(request, picam2)
-            self._pixels = pixels
 
-        def make_array(self, name: str) -> np.ndarray:
-            return self._pixels.copy()  # picamera2 copies the buffer out, as here
+class CameraModule:
+    """A camera module as libcamera's pipeline handler drives it: its sensor's modes,
+    streaming on and off (an IMX500 uploads its network then, and gives no frame until the
+    upload is done), and each frame's image and the sensor's own metadata (the IMX500's
+    output tensor, its info and KPI)."""
 
-        def release(self) -> None:
-            """As picamera2's: the last release gives the request back to the camera,
-            unless the camera has stopped since."""
-            cam = self.picam2
-            with self.lock:
-                self.ref_count -= 1
-                if self.ref_count == 0 and self.stop_count == cam.stop_count and cam.started:
-                    cam.free_requests += 1
+    def __init__(self, model: str, index: int) -> None:
+        self.model = model
+        bus = "i2c@80000" if index else "i2c@88000"
+        self.id = f"/base/axi/pcie@120000/rp1/{bus}/{model}@1a"
+        self.location = 2
+        self.rotation = 0
+        self.pixel_array, self.modes = MODES.get(model, MODES["imx500"])
+        self._images: list[tuple[str, np.ndarray]] = []
+        self._scores = _Scores()
+        self.with_tensors = 0
+        self._hold = 1
+        self._tensors_for = 0
+        self._kpi = (0, 0)
 
-    class CaptureJob:
-        """picamera2's ``Job`` for ``capture_request``: it joins the camera's job list and
-        takes the next completed request, in order, whether or not its caller still waits
-        for it (a caller that timed out leaves it there; its request is then never
-        released)."""
+    def configure(self, size: tuple[int, int]) -> None:
+        """The ISP's output size: the photos, scaled to it."""
+        self._images = [
+            (Path(p).name, _photo(p, size))
+            for p in os.environ.get("FAKE_IMX500_IMAGES", "").split(os.pathsep)
+            if p
+        ]
+        self._scores = _Scores()
 
-        def __init__(self, cam: Any) -> None:
-            self.cam = cam
-            self.result: Any = None
-            self.cancelled = False
+    def stream_on(self) -> None:
+        if self.model == "imx500":
+            SENSOR.start_streaming()
+        self.with_tensors = 0
+        env = os.environ.get
+        self._hold = int(env("FAKE_IMX500_HOLD", "1"))
+        self._tensors_for = int(env("FAKE_IMX500_TENSORS_FOR", "0"))
+        self._kpi = (int(env("FAKE_IMX500_DNN_US", "2400")), int(env("FAKE_IMX500_DSP_US", "600")))
 
-        def get_result(self, timeout: float | None = None) -> Any:
-            return self.cam.wait_job(self, timeout)
+    def stream_off(self) -> None:
+        pass
 
-    class SimulatedPicamera2(real):  # type: ignore[misc, valid-type]
-        """picamera2's camera over the simulated pipeline."""
+    def blocked(self) -> bool:
+        """No frame comes while the sensor uploads its network."""
+        return self.model == "imx500" and SENSOR.uploading.is_set() and bool(SENSOR.network)
 
-        def __init__(
-            self,
-            camera_num: int = 0,
-            verbose_console: Any = None,
-            tuning: Any = None,
-            allocator: Any = None,
-        ) -> None:
-            info = real.global_camera_info()
-            if camera_num >= len(info):
-                raise IndexError("list index out of range")
-            self.camera_idx = camera_num
-            self.model = info[camera_num]["Model"]
-            self.camera = self
-            self.request_lock = threading.Lock()
-            self.stop_count = 0
-            self.configure_count = 0
-            self.camera_config: dict[str, Any] | None = None
-            self.stream_map: dict[str, Any] = {}
-            self.allocator = _Allocator()
-            self.started = False
-            self.is_open = True
-            self.frame = 0
-            self.with_tensors = 0
-            self._hold = 1
-            self._tensors_for = 0
-            self.jobs: list[Any] = []  # picamera2's _job_list (capture jobs only here)
-            self.free_requests = 0  # requests queued to the camera (picamera2: buffer_count)
-            self._kpi = (0, 0)
-            self._properties = {
-                "Model": self.model,
-                "PixelArraySize": FULL_SENSOR,
-                "ScalerCropMaximum": (0, 0, *FULL_SENSOR),
-            }
-            self._controls = {
-                "ScalerCrop": ((0, 0, 64, 64), (0, 0, *FULL_SENSOR), (0, 0, *FULL_SENSOR)),
-                "FrameRate": (1.0, 120.0, 30.0),
-            }
-            self._images: list[tuple[str, np.ndarray]] = []
-            self._scores = _Scores()
+    def account(self, ns: int) -> None:
+        METER.add(ns)
 
-        @property
-        def camera_properties(self) -> dict[str, Any]:
-            return self._properties
+    def frame(
+        self, sequence: int, crop: tuple[int, int, int, int]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Frame ``sequence`` (from 1): its pixels and the sensor's metadata by control
+        name (the ISP's ``crop`` is recorded, not applied)."""
+        if not self._images:
+            raise RuntimeError("no photos in FAKE_IMX500_IMAGES")
+        name, pixels = self._images[(sequence - 1) // self._hold % len(self._images)]
+        metadata: dict[str, Any] = {}
+        limit = self._tensors_for
+        scores = self._scores.by_name.get(name)
+        if (
+            self.model == "imx500"
+            and SENSOR.loaded is not None
+            and SENSOR.loaded == SENSOR.network
+            and scores is not None
+            and (not limit or self.with_tensors < limit)
+        ):
+            self.with_tensors += 1
+            network = Path(str(SENSOR.loaded)).stem
+            metadata["CnnOutputTensor"] = tuple(scores.tolist())
+            metadata["CnnOutputTensorInfo"] = _tensor_info(network, scores.size, sequence)
+            metadata["CnnKpiInfo"] = self._kpi
+        return pixels, metadata
 
-        @property
-        def camera_controls(self) -> dict[str, Any]:
-            return self._controls
 
-        def create_video_configuration(
-            self,
-            main: dict[str, Any] | None = None,
-            lores: Any = None,
-            raw: Any = None,
-            transform: Any = None,
-            colour_space: Any = None,
-            buffer_count: int = 6,
-            controls: dict[str, Any] | None = None,
-            display: Any = "main",
-            encode: Any = "main",
-            queue: bool = True,
-            sensor: Any = None,
-            use_case: str = "video",
-        ) -> dict[str, Any]:
-            main = dict(main or {})
-            return {
-                "use_case": use_case,
-                "buffer_count": buffer_count,
-                "queue": queue,
-                "main": {
-                    "size": tuple(main.get("size", (1280, 720))),
-                    "format": main.get("format", "XBGR8888"),
-                },
-                "lores": None,
-                "controls": dict(controls or {}),
-            }
+@functools.lru_cache(maxsize=32)
+def _photo(path: str, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
 
-        def align_configuration(self, config: dict[str, Any]) -> None:
-            w, h = config["main"]["size"]
-            config["main"]["size"] = ((w + 31) // 32 * 32, (h + 1) // 2 * 2)
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB").resize(size))
+    pixels.flags.writeable = False
+    return pixels
 
-        def configure(self, camera_config: Any = None) -> None:
-            from PIL import Image
 
-            if self.started:
-                raise RuntimeError("Camera must be stopped before configuring")
-            self.camera_config = camera_config
-            self.configure_count += 1
-            w, h = camera_config["main"]["size"]
-            self._images = []
-            for path in os.environ.get("FAKE_IMX500_IMAGES", "").split(os.pathsep):
-                if path:
-                    with Image.open(path) as im:
-                        pixels = np.asarray(im.convert("RGB").resize((w, h)))
-                    self._images.append((Path(path).name, pixels))
+def attached_cameras() -> list[CameraModule]:
+    """The camera modules attached (``FAKE_IMX500_CAMERAS``: comma-separated sensor models,
+    default ``imx500``), in libcamera's order."""
+    models = [
+        m.strip() for m in os.environ.get("FAKE_IMX500_CAMERAS", "imx500").split(",") if m.strip()
+    ]
+    return [CameraModule(m, i) for i, m in enumerate(models)]
 
-        def camera_configuration(self) -> Any:
-            return self.camera_config
 
-        def set_controls(self, controls: dict[str, Any]) -> None:
-            for name in controls:
-                if name not in self.camera_controls:
-                    raise RuntimeError(f"Control {name} is not advertised by libcamera")
+# -- the kernel's DMA heap, as picamera2's DmaAllocator sees it ------------------------------
+DMA_HEAP = "/dev/dma_heap/vidbuf_cached"
+DMA_BUF_PREFIX = "/memfd:dmabuf:"
 
-        def start(self, config: Any = None, show_preview: bool = False) -> None:
-            if self.camera_config is None:
-                raise RuntimeError("Camera has not been configured")
-            if self.model == "imx500":
-                SENSOR.start_streaming()
-            self.started = True
-            self.with_tensors = 0
-            self._next = time.monotonic()
-            self.free_requests = int(self.camera_config.get("buffer_count", 4))
-            env = os.environ.get
-            self._hold = int(env("FAKE_IMX500_HOLD", "1"))
-            self._tensors_for = int(env("FAKE_IMX500_TENSORS_FOR", "0"))
-            self._kpi = (
-                int(env("FAKE_IMX500_DNN_US", "2400")),
-                int(env("FAKE_IMX500_DSP_US", "600")),
-            )
 
-        def stop(self) -> None:
-            """picamera2 queues its stop job behind the jobs already waiting, each of which
-            must take a frame first; where none can come (no request left to the camera, or
-            the sensor loading its network), picamera2's stop() would block: here that
-            raises, naming it."""
-            if self.started and self.jobs:
-                deadline = time.monotonic() + 2.0
-                while self.jobs:
-                    frame = self._next_frame(deadline)
-                    if frame is None:
-                        raise RuntimeError(
-                            f"Picamera2.stop() waits behind {len(self.jobs)} capture job(s) "
-                            "that no frame completes: it would block"
-                        )
-                    self.jobs.pop(0).result = SimulatedRequest(frame[0], self, frame[1])
-            if self.started:
-                self.stop_count += 1
-            self.started = False
+def _dma_ioc(direction: int, kind: str, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (ord(kind) << 8) | nr
 
-        def cancel_all_and_flush(self) -> None:
-            for job in self.jobs:
-                job.cancelled = True
-            self.jobs = []
 
-        def close(self) -> None:
-            self.stop()
-            self.is_open = False
+DMA_HEAP_IOCTL_ALLOC = _dma_ioc(3, "H", 0, 24)  # struct dma_heap_allocation_data
+DMA_BUF_IOCTL_SYNC = _dma_ioc(1, "b", 0, 8)  # struct dma_buf_sync
+DMA_BUF_SET_NAME = _dma_ioc(1, "b", 1, 8)  # const char *
+DMA_BUF_SYNC_VALID = 0b111
 
-        def capture_request(
-            self, wait: Any = None, signal_function: Any = None, flush: Any = None
-        ) -> Any:
-            """As picamera2's: a job that takes the next completed request; ``wait``
-            False returns the job, a number waits that long (TimeoutError, the job staying
-            in the list), None or True waits for it."""
-            if not self.started:
-                raise RuntimeError("Camera is not running")
-            job = CaptureJob(self)
-            self.jobs.append(job)
-            if wait is False:
-                return job
-            return job.get_result(None if wait in (None, True) else float(wait))
 
-        def wait_job(self, job: Any, timeout: float | None) -> Any:
-            """Frames complete the waiting jobs oldest first, until ``job`` has one."""
-            from concurrent.futures import CancelledError
+def _fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
 
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while job.result is None:
-                if job.cancelled:
-                    raise CancelledError()
-                if job not in self.jobs:
-                    raise RuntimeError("a capture job that is no longer the camera's")
-                frame = self._next_frame(deadline)
-                if frame is None:
-                    raise TimeoutError()
-                self.jobs.pop(0).result = SimulatedRequest(frame[0], self, frame[1])
-            return job.result
 
-        def _next_frame(self, deadline: float | None) -> tuple[Any, np.ndarray] | None:
-            """The next frame's libcamera request and pixels, at the frame rate; None by
-            ``deadline`` (none comes while the sensor loads a network, or while no request
-            is left to the camera)."""
-            t0 = time.thread_time_ns()
-            frame = None
-            try:
-                frame = self._simulate(deadline)
-                return frame
-            finally:
-                METER.add(time.thread_time_ns() - t0, frame is not None)
+class _DmaOs:
+    """``os`` for picamera2's dma_heap module: the heap node lives under the root."""
 
-        def _simulate(self, deadline: float | None) -> tuple[Any, np.ndarray] | None:
-            while self.free_requests <= 0 or (
-                SENSOR.uploading.is_set() and SENSOR.network and self.model == "imx500"
-            ):
-                if deadline is not None and time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.02)
-            assert self.camera_config is not None
-            period = 1.0 / float(self.camera_config["controls"].get("FrameRate", 30.0))
-            self._next = max(self._next + period, time.monotonic() - period)
-            delay = self._next - time.monotonic()
-            if deadline is not None and time.monotonic() + delay > deadline:
-                time.sleep(max(0.0, deadline - time.monotonic()))
-                return None
-            if delay > 0:
-                time.sleep(delay)
-            self.free_requests -= 1
-            self.frame += 1
-            name, pixels = self._images[(self.frame - 1) // self._hold % len(self._images)]
-            metadata: dict[Any, Any] = {
-                libcamera.controls.SensorTimestamp: time.monotonic_ns(),
-                libcamera.controls.ScalerCrop: libcamera.Rectangle(0, 0, *FULL_SENSOR),
-            }
-            limit = self._tensors_for
-            scores = self._scores.by_name.get(name)
-            if (
-                self.model == "imx500"
-                and SENSOR.loaded is not None
-                and SENSOR.loaded == SENSOR.network
-                and scores is not None
-                and (not limit or self.with_tensors < limit)
-            ):
-                self.with_tensors += 1
-                network = Path(str(SENSOR.loaded)).stem
-                metadata[libcamera.controls.CnnOutputTensor] = tuple(scores.tolist())
-                metadata[libcamera.controls.CnnOutputTensorInfo] = _tensor_info(
-                    network, scores.size, self.frame
-                )
-                metadata[libcamera.controls.CnnKpiInfo] = self._kpi
-            return libcamera.Request(metadata), pixels
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
 
-    SimulatedPicamera2.__name__ = SimulatedPicamera2.__qualname__ = "Picamera2"
-    module.Picamera2 = SimulatedPicamera2
+    def open(self, path: str, flags: int, mode: int = 0o777) -> int:
+        if path.startswith("/dev/dma_heap/") and "FAKE_IMX500_ROOT" in os.environ:
+            path = str(root()) + path
+        return os.open(path, flags, mode)
+
+
+class _DmaFcntl:
+    """``ioctl`` on the heap (allocations: a memfd of the size asked, as a dma-buf is a
+    file of that size) and on its buffers (name, cache sync); any other file goes to the
+    kernel."""
+
+    def __getattr__(self, name: str) -> Any:
+        import fcntl
+
+        return getattr(fcntl, name)
+
+    def ioctl(self, fd: Any, request: int, arg: Any = 0, mutate: bool = True) -> Any:
+        """The emulation's own CPU (not the kernel's on a Pi) goes to the meter."""
+        t0 = time.thread_time_ns()
+        try:
+            return self._ioctl(fd, request, arg, mutate)
+        finally:
+            if "FAKE_IMX500_ROOT" in os.environ:
+                METER.add(time.thread_time_ns() - t0, frame=False)
+
+    def _ioctl(self, fd: Any, request: int, arg: Any, mutate: bool) -> Any:
+        number = fd if isinstance(fd, int) else fd.fileno()
+        target = _fd_target(number)
+        request &= 0xFFFFFFFF
+        if target.startswith(DMA_BUF_PREFIX):  # a buffer (the frequent case: syncs)
+            if request == DMA_BUF_IOCTL_SYNC:
+                if arg.flags & ~DMA_BUF_SYNC_VALID or not arg.flags & 3:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                return 0
+            if request == DMA_BUF_SET_NAME:
+                return arg.encode() if isinstance(arg, str) else 0
+            raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+        if (
+            target.endswith(DMA_HEAP)
+            and "FAKE_IMX500_ROOT" in os.environ
+            and target == (str(root()) + DMA_HEAP)
+        ):
+            if request != DMA_HEAP_IOCTL_ALLOC:
+                raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+            length = int(arg.len)
+            if length <= 0 or arg.heap_flags:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            buf = os.memfd_create("dmabuf:", os.MFD_CLOEXEC if arg.fd_flags & os.O_CLOEXEC else 0)
+            os.ftruncate(buf, length)
+            arg.fd = buf
+            return 0
+        import fcntl
+
+        return fcntl.ioctl(fd, request, arg, mutate)
+
+
+def _patch_dma_module(module: Any) -> None:
+    module.fcntl = _DmaFcntl()
+    if hasattr(module, "os"):
+        module.os = _DmaOs()
 
 
 # -- the import hook -----------------------------------------------------------------------
 class _Finder(importlib.abc.MetaPathFinder):
     HOOKS: ClassVar[dict[str, Any]] = {
-        "picamera2.picamera2": _install_camera,
+        "picamera2.dma_heap": _patch_dma_module,
+        "picamera2.allocators.dmaallocator": _patch_dma_module,
         "picamera2.devices.imx500.imx500": _patch_imx500_module,
     }
 
@@ -666,9 +607,11 @@ def install() -> None:
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
     if "FAKE_IMX500_ROOT" in os.environ:
-        libcamera: Any = importlib.import_module("libcamera")
-        for cam in libcamera.CameraManager.singleton().cameras:
-            if cam.properties[libcamera.properties.Model] == "imx500":
+        heap = root() / DMA_HEAP.lstrip("/")
+        heap.parent.mkdir(parents=True, exist_ok=True)
+        heap.touch()
+        for cam in attached_cameras():
+            if cam.model == "imx500":
                 make_tree(cam.id)
 
 
