@@ -515,6 +515,12 @@ class MqttConfig(_Section):
                 f"{' and '.join(tls_files)} need{'s' if len(tls_files) == 1 else ''} an "
                 f"mqtts:// url (TLS), not {self.url!r}"
             )
+        if self.durability == "spill" and self.coalesce_ms >= self.spill_after_s * 1000:
+            problems.append(
+                f"coalesce_ms ({self.coalesce_ms:g}) must be below spill_after_s "
+                f"({self.spill_after_s:g} s): an event would be written to the spool before "
+                "it is sent"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
