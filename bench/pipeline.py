@@ -40,7 +40,7 @@ from PIL import Image  # noqa: E402
 from bench import sequential  # noqa: E402
 from edged.app import Daemon  # noqa: E402
 from edged.config import parse_config  # noqa: E402
-from edged.engine import open_engine  # noqa: E402
+from edged.engine import Engine, open_engine  # noqa: E402
 from edged.infer.base import TFLiteBackend  # noqa: E402
 from edged.infer.bundled import default_model_path  # noqa: E402
 from edged.preprocess import load_image  # noqa: E402
@@ -73,16 +73,30 @@ def photos(out: Path) -> Path:
     return out
 
 
+def _warm_engines(images: Path, threads: int, count: int) -> list[tuple[Engine, Any]]:
+    """``count`` engines at ``threads`` interpreter threads, each with the first photo
+    prepared as its input and ten invokes done."""
+    cfg = parse_config({"model": {"num_threads": threads}})
+    first = sorted(images.iterdir())[0]
+    out: list[tuple[Engine, Any]] = []
+    try:
+        for _ in range(count):
+            engine = open_engine(cfg.model, cfg.classify)
+            out.append((engine, engine.preprocess(load_image(first, engine.capture_size()))))
+            for _ in range(10):
+                engine.backend.invoke(out[-1][1])
+    except BaseException:
+        for engine, _ in out:
+            engine.close()
+        raise
+    return out
+
+
 def bare_loop(images: Path, threads: int, frames: int) -> tuple[float, float]:
     """(frames/s, CPU s per invoke) of ``invoke()`` alone on one prepared frame."""
-    cfg = parse_config({"model": {"num_threads": threads}})
-    engine = open_engine(cfg.model, cfg.classify)
+    ((engine, tensor),) = _warm_engines(images, threads, 1)
     try:
-        first = sorted(images.iterdir())[0]
-        tensor = engine.preprocess(load_image(first, engine.capture_size()))
         backend = engine.backend
-        for _ in range(10):
-            backend.invoke(tensor)
         c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(frames):
             backend.invoke(tensor)
@@ -96,23 +110,14 @@ def parallel_loop(images: Path, interpreters: int, frames: int) -> float:
     """Frames/s of ``interpreters`` 1-thread interpreters, each invoked back to back on one
     prepared frame by a thread of its own: what that many cameras could reach with nothing
     but ``invoke()`` to do (the ceiling of a pool of 1-thread interpreters)."""
-    cfg = parse_config({"model": {"num_threads": 1}})
-    engines = [open_engine(cfg.model, cfg.classify) for _ in range(interpreters)]
+    engines = _warm_engines(images, 1, interpreters)
     try:
-        first = sorted(images.iterdir())[0]
-        tensors = [e.preprocess(load_image(first, e.capture_size())) for e in engines]
-        for engine, tensor in zip(engines, tensors, strict=True):
-            for _ in range(10):
-                engine.backend.invoke(tensor)
 
         def loop(backend: Any, tensor: Any) -> None:
             for _ in range(frames):
                 backend.invoke(tensor)
 
-        threads = [
-            threading.Thread(target=loop, args=(e.backend, t))
-            for e, t in zip(engines, tensors, strict=True)
-        ]
+        threads = [threading.Thread(target=loop, args=(e.backend, t)) for e, t in engines]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -120,7 +125,7 @@ def parallel_loop(images: Path, interpreters: int, frames: int) -> float:
             t.join()
         wall = time.perf_counter() - t0
     finally:
-        for engine in engines:
+        for engine, _ in engines:
             engine.close()
     return interpreters * frames / wall
 
