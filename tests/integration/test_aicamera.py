@@ -386,6 +386,8 @@ def test_snapshot_and_status_page_get_a_current_frame_from_the_sensor_way(
     cfg = aicamera_config(
         tmp_path, aicamera, mosquitto.url, extra=f'[web]\nlisten = "127.0.0.1:{port}"'
     )
+    # commands answered on the response topic the operator names (MQTT 5)
+    cfg.write_text(cfg.read_text().replace("[mqtt]\n", '[mqtt]\nprotocol = "5"\n'))
     cfg.write_text(cfg.read_text().replace('id = "aicam"', 'id = "cam-1"'))
     op = Operator(mosquitto.port)
     log = tmp_path / "edged.log"
@@ -397,7 +399,7 @@ def test_snapshot_and_status_page_get_a_current_frame_from_the_sensor_way(
         assert wait_until(lambda: bool(op.on("snapshot")), 10)
         jpeg = op.on("snapshot")[-1].payload
         with Image.open(io.BytesIO(jpeg)) as img:
-            assert img.size == (224, 224)
+            assert img.size == (256, 256)  # the capture size (the model input and its crop)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=10) as r:
             assert r.status == 200 and r.read()[:3] == b"\xff\xd8\xff"
         seen = len(op.events())

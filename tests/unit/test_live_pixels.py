@@ -4,11 +4,19 @@ current frame: :class:`PixelDemand` and :meth:`CameraLive.current_frame`."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
+import pytest
 
-from edged.capture.base import Frame, PixelDemand
+from edged.capture.base import Frame, FrameSource, PixelDemand
+from edged.config import parse_config
 from edged.control.live import CameraLive
+from edged.health import Stats
+from edged.pipeline.camera import CameraPipeline
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
 
@@ -81,3 +89,34 @@ def test_an_ask_that_no_frame_answers_returns_the_newest_held() -> None:
     live.show(frame(2, False))
     held = live.current_frame(timeout=0.01)  # the camera stalled: the older frame
     assert held is not None and held.number == 1
+
+
+class SensorSource(FrameSource):
+    """A source class whose sensor classifies (it yields nothing here)."""
+
+    type_key = "sensor-test"
+    pixels_on_demand = True
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        return iter(())
+
+
+@pytest.mark.parametrize(
+    ("capture", "collector", "on_demand"),
+    [
+        ({}, None, True),
+        ({"skip_static": True}, None, False),  # every frame is compared with the last
+        ({}, object(), False),  # collect holds every frame
+    ],
+)
+def test_the_pipeline_leaves_pixels_on_demand_only_when_nothing_needs_every_frame(
+    tmp_path: Path, capture: dict[str, Any], collector: object, on_demand: bool
+) -> None:
+    network = tmp_path / "net.rpk"
+    cfg = parse_config({"capture": {"type": "imx500", "network": str(network), **capture}})
+    [camera] = cfg.camera_list()
+    source, live = SensorSource(), CameraLive()
+    publishing: Any = SimpleNamespace(collector=collector)
+    CameraPipeline(camera, source, {}, publishing, live, Stats(), health_stall_s=30.0)
+    assert (source.demand is not None) is on_demand
+    assert live.demand is source.demand
