@@ -24,7 +24,7 @@ from edged.capture.base import Frame, FrameSource, PixelDemand
 from edged.capture.imx500 import Imx500Source
 from edged.config import ClassifyConfig, ModelConfig, parse_config
 from edged.engine import Engine, open_engine
-from edged.infer.imx500 import softmax
+from edged.infer.imx500 import NetworkError, SensorNetwork, inspect_network, softmax
 from tests.aicamera import (  # noqa: F401  (fixtures: aicamera, imx500_here, sensor_scores)
     PHOTOS,
     AiCamera,
@@ -155,6 +155,40 @@ def test_sensor_frames_leave_their_pixels_in_the_buffer_until_asked(
         asked = copied[photo_of(f)]
         assert asked is not None and f.image is not None and asked.shape == (256, 256, 3)
         np.testing.assert_array_equal(asked, f.image)
+
+
+def test_tensor_info_parsed_again_only_when_it_changes(imx500_here: AiCamera) -> None:
+    """The output shapes picamera2 parses from a frame's tensor info are kept while the info
+    (but its frame counter) stays the same; another info is parsed again, and one with two
+    output tensors is refused as before."""
+    from picamera2 import Picamera2
+
+    camera_id = str(Picamera2.global_camera_info()[0]["Id"])
+    net = SensorNetwork(inspect_network(imx500_here.network), camera_id=camera_id)
+    try:
+
+        def metadata(scores: list[float], info: tuple[int, ...]) -> dict[str, Any]:
+            return {
+                "CnnOutputTensor": tuple(scores),
+                "CnnOutputTensorInfo": info,
+                "CnnKpiInfo": (2400, 600),
+            }
+
+        rng = np.random.default_rng(1)
+        for frame in (1, 2, 3):
+            scores = rng.random(1000).tolist()
+            got = net.read(metadata(scores, imx500_sim._tensor_info("net", 1000, frame)))
+            assert got is not None and got.dnn_ms == pytest.approx(2.4)
+            np.testing.assert_array_equal(got.scores, np.asarray(scores, np.float32))
+        got = net.read(metadata([0.5] * 10, imx500_sim._tensor_info("other", 10, 4)))
+        assert got is not None and got.scores.shape == (10,)
+        two = bytearray(imx500_sim._tensor_info("two", 10, 5))
+        two[64] = 2  # num_tensors
+        with pytest.raises(NetworkError, match="has 2 output tensors; a classifier has one"):
+            net.read(metadata([0.5] * 20, tuple(two)))
+        assert net.read({"CnnKpiInfo": (2400, 600)}) is None  # a frame without a tensor
+    finally:
+        net.close()
 
 
 @pytest.mark.parametrize(
