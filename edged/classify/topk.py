@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,16 +99,52 @@ class Classifier:
             denied = {d.lower() for d in cfg.deny}
             excluded |= np.array([_matches(n, denied) for n in lowered])
         self._excluded = excluded if excluded.any() else None
+        # the classes that may be reported, ascending (None: all of them)
+        self._kept = None if self._excluded is None else np.flatnonzero(~excluded)
 
     def __call__(
         self, raw: npt.NDArray[np.generic], scale: float = 0.0, zero_point: int = 0
     ) -> Classification:
-        scores = _as_probabilities(dequantize(raw, scale, zero_point))
-        if self._excluded is not None:
-            scores = np.where(self._excluded, np.float32(-1.0), scores)
-        k = min(max(self.cfg.top_k, 2), scores.size)
-        idx = _top(scores, k)
-        candidates = [(int(i), float(scores[i])) for i in idx if scores[i] >= 0.0]
+        k = min(max(self.cfg.top_k, 2), raw.size)
+        quantized = self._quantized(raw, scale, zero_point, k)
+        if quantized is not None:
+            candidates = quantized
+        else:
+            scores = _as_probabilities(dequantize(raw, scale, zero_point))
+            if self._excluded is not None:
+                scores = np.where(self._excluded, np.float32(-1.0), scores)
+            idx = _top(scores, k)
+            candidates = [(int(i), float(scores[i])) for i in idx if scores[i] >= 0.0]
+        return self._classification(candidates)
+
+    def _quantized(
+        self, raw: npt.NDArray[np.generic], scale: float, zero_point: int, k: int
+    ) -> list[tuple[int, float]] | None:
+        """The candidates of an integer output that already holds probabilities (a
+        quantized softmax), ranked on the integers themselves: dequantizing is increasing,
+        so the order (ties included) is the same as on the scores, and only the winners are
+        dequantized, exactly as :func:`dequantize` does.  None for anything else (float
+        outputs, logits): the general path."""
+        if raw.dtype.kind not in "iu" or raw.size <= 4 * k:
+            return None
+        if scale <= 0:
+            scale, zero_point = (1 / 256, 0) if raw.dtype == np.uint8 else (1 / 256, -128)
+        lowest = (int(raw.min()) - zero_point) * scale
+        total = (int(raw.sum()) - raw.size * zero_point) * scale
+        if lowest < -1e-3 or total > 1.05:
+            return None  # logits: softmax on the general path
+        kept = self._kept
+        values = raw if kept is None else raw[kept]
+        if values.dtype.itemsize == 1:  # ~ reverses the order: a stable radix sort, O(n)
+            idx = np.invert(values).argsort(kind="stable")[:k]
+        else:
+            idx = _top(values.astype(np.int64), min(k, values.size))
+        if kept is not None:
+            idx = kept[idx]
+        scores = (raw[idx].astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+        return [(i, s) for i, s in zip(idx.tolist(), scores.tolist(), strict=True) if s >= 0.0]
+
+    def _classification(self, candidates: list[tuple[int, float]]) -> Classification:
         first = candidates[0][1] if candidates else 0.0
         second = candidates[1][1] if len(candidates) > 1 else 0.0
         ambiguous = (
@@ -123,7 +160,7 @@ class Classifier:
         return Classification(top, ambiguous)
 
 
-def _top(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+def _top(scores: npt.NDArray[Any], k: int) -> npt.NDArray[np.intp]:
     """The indices of the ``k`` highest scores, highest first; equal scores (common in a
     quantized output) rank the lower class id first, as argmax does.  That is a stable sort
     of every score cut at ``k``, computed on the few scores that reach the k-th highest

@@ -128,3 +128,39 @@ def test_top_k_is_the_stable_sort_cut_at_k_on_tie_heavy_scores() -> None:
         k = min(int(rng.integers(2, 8)), n)
         scores = (rng.integers(0, int(rng.integers(2, 50)), n) / 7).astype(np.float32)
         assert list(_top(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])
+
+
+def test_quantized_outputs_classify_as_their_dequantized_scores() -> None:
+    """An integer output is ranked on its integers (only the winners dequantized): the same
+    classification, float for float, as its dequantized scores on the general path, for
+    uint8 and int8, ties, background, allow and deny, and logits (which need softmax)."""
+    rng = np.random.default_rng(1)
+    n = 1001
+    names = ["background"] + [f"c{i}, alias{i}" for i in range(n - 1)]
+    lab = Labels.build(names, n, "test", "m")
+    configs = [
+        ClassifyConfig(top_k=5),
+        ClassifyConfig(top_k=1, min_score=0.0),
+        ClassifyConfig(top_k=3, allow=["c7", "alias9", "c400", "c999"]),
+        ClassifyConfig(top_k=4, deny=[f"c{i}" for i in range(0, 900, 3)]),
+    ]
+    fast = 0
+    for _ in range(600):
+        cfg = configs[int(rng.integers(len(configs)))]
+        clf = Classifier(lab, cfg)
+        signed = bool(rng.integers(2))
+        dtype, zp = (np.int8, int(rng.integers(-128, -100))) if signed else (np.uint8, 0)
+        info = np.iinfo(dtype)
+        if rng.integers(3) == 0:  # logits: the sum is far above 1
+            raw = rng.integers(info.min, info.max, n).astype(dtype)
+            scale = 0.1
+        else:  # a quantized softmax: a few classes share the mass, many tie at the floor
+            raw = np.full(n, zp if signed else 0, dtype)
+            hot = rng.choice(n, int(rng.integers(1, 12)), replace=False)
+            raw[hot] = rng.integers(zp + 1, zp + 40, hot.size)
+            scale = 1 / 256 if rng.integers(2) else 0.0  # 0: the 1/256 default
+        got = clf(raw, scale, zp)
+        want = clf(dequantize(raw, scale, zp))
+        assert got == want
+        fast += clf._quantized(raw, scale, zp, min(max(cfg.top_k, 2), n)) is not None
+    assert 300 < fast < 600  # both paths were compared
