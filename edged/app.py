@@ -512,8 +512,8 @@ class Daemon:
         cam = self._pipeline(camera) if self.cameras else None
         if cam is None:
             return None
-        frame, last = cam.live.frame, cam.live.last
-        if frame is None:
+        frame, last = cam.live.current_frame(), cam.live.last
+        if frame is None or frame.image is None:
             return None
         from edged.web.overlay import encode_jpeg  # Pillow's JPEG encoder, on demand
 
@@ -526,7 +526,7 @@ class Daemon:
         stage = self.stages.get("")
         if stage is None:
             raise CommandError("no camera uses [model]: nothing to reload")
-        frame = self.live.frame
+        frame = self.live.camera().current_frame()
         engines: list[Engine] = []
         try:
             for _ in stage.engines:

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.capture.base import Frame
 from edged.publish import Publisher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,12 @@ def sample_bmp(dest: Path, sample: str = "chelsea_cat.jpg") -> Path:
     with Image.open(SAMPLES / sample) as im:
         im.convert("RGB").save(out)
     return out
+
+
+def pixels(frame: Frame) -> Any:
+    """A frame's image, which a source that copies every frame always gives."""
+    assert frame.image is not None, f"frame {frame.number} came without its pixels"
+    return frame.image
 
 
 def slowdown() -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,13 +31,32 @@ class Framing:
 @dataclass(frozen=True)
 class Frame:
     """One RGB frame (HxWx3 uint8) with its number and origin; ``sensor`` is the class
-    vector a camera computed itself (the IMX500), when it did."""
+    vector a camera computed itself (the IMX500), when it did.  ``image`` is None only on
+    such a frame, when nothing needed its pixels (see :class:`PixelDemand`)."""
 
     number: int
-    image: npt.NDArray[np.uint8]
+    image: npt.NDArray[np.uint8] | None
     source: str
     ts: float
     sensor: SensorOutput | None = None
+
+
+class PixelDemand:
+    """Whether the frames a camera's sensor classified need their pixels: copying the ISP's
+    frame out of the camera's buffer is a large part of such a frame's cost, for nothing
+    when no one looks.  Someone who wants a current frame (the status page, a snapshot, a
+    model reload's test frame) calls :meth:`ask`, and the frames come with their pixels
+    for the next ``for_s`` seconds.  Frames classified on the CPU always have them."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._until = float("-inf")
+
+    def wanted(self) -> bool:
+        return bool(self._clock() < self._until)
+
+    def ask(self, for_s: float) -> None:
+        self._until = max(self._until, self._clock() + for_s)
 
 
 class FrameSource(ABC):
@@ -60,11 +80,16 @@ class FrameSource(ABC):
     frames_on_device: ClassVar[bool] = False
     # A source class that can start without its device and wait for it (``wait=``)
     waits_for_device: ClassVar[bool] = False
+    # A source class whose sensor classifies can leave the pixels of such frames uncopied
+    # while ``demand`` (set by the pipeline when nothing else needs every frame's pixels)
+    # does not want them; with no ``demand``, every frame has its pixels
+    pixels_on_demand: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.skipped = 0  # unreadable inputs, counted and logged
         self.dropped = 0  # frames the source replaced by newer ones before they were taken
         self.closed = False
+        self.demand: PixelDemand | None = None
 
     @abstractmethod
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...

@@ -68,6 +68,7 @@ class Imx500Source(FrameSource):
     type_key = "imx500"
     live = True
     crops_one_region = True
+    pixels_on_demand = True
 
     def __init__(
         self,
@@ -256,7 +257,12 @@ class Imx500Source(FrameSource):
                 sensor = self._sensor_output(request) if self._net is not None else None
                 if sensor is None and self.state != "fallback":
                     continue  # the network runs (or loads) but this frame has no tensor
-                image = np.ascontiguousarray(request.make_array("main")[:, :, :3], dtype=np.uint8)
+                demand = self.demand
+                image = (
+                    None  # classified on the sensor, and nothing needs its pixels
+                    if sensor is not None and demand is not None and not demand.wanted()
+                    else np.ascontiguousarray(request.make_array("main")[:, :, :3], dtype=np.uint8)
+                )
             finally:
                 request.release()
             number += 1

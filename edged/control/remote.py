@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from edged import wire
 from edged.config import Config, ConfigError, parse_listen, read_secret
 from edged.control.controller import Controller, Target
-from edged.control.live import Live
+from edged.control.live import LOOK_S, Live
 from edged.infer.runtime import get_runtime
 from edged.publish.base import Publisher
 from edged.publish.homeassistant import HomeAssistant, discovery_for
@@ -43,6 +43,8 @@ class Remote:
         self.target = target
         self._health = health
         self._healthy = healthy
+        # a viewer's frames keep their pixels until a few of its refreshes have gone by
+        self._look_s = max(LOOK_S, 3 * cfg.web.refresh_s)
         self.metrics: Metrics | None = None
         if cfg.metrics.listen:
             from edged.health.metrics import Metrics
@@ -152,8 +154,8 @@ class Remote:
             raise ConfigError("web", [("web.listen", str(exc), self.cfg.web.listen)]) from None
 
     def _frame(self, camera: str | None = None) -> Any:
-        frame = self.live.camera(camera).frame
-        return None if frame is None else (frame.number, frame.image)
+        frame = self.live.camera(camera).current_frame(look_s=self._look_s)
+        return None if frame is None or frame.image is None else (frame.number, frame.image)
 
     def _result(self, camera: str | None = None) -> dict[str, Any] | None:
         last = self.live.camera(camera).last

@@ -160,9 +160,14 @@ class SensorNetwork:
     def __init__(self, network: NetworkFile, camera_id: str) -> None:
         try:
             from picamera2.devices.imx500 import IMX500
+            from picamera2.devices.imx500.imx500 import CnnOutputTensorInfoExported
         except ImportError as exc:
             raise NetworkError(f"picamera2's IMX500 support is missing: {exc}") from exc
         self.file = network
+        # the tensor info's bytes before its frame counter: the same while the network is
+        # (what picamera2 parses from them is kept, not parsed again for every frame)
+        self._info_head = int(CnnOutputTensorInfoExported.frameCount.offset)
+        self._shapes: tuple[Any, list[Any]] | None = None
         try:
             self._imx: Any = IMX500(str(network.path), camera_id=camera_id)
         except (RuntimeError, OSError, ValueError, StopIteration) as exc:
@@ -194,19 +199,35 @@ class SensorNetwork:
     def read(self, metadata: dict[str, Any]) -> SensorScores | None:
         """The frame's class vector (softmax applied when the network asks for it), or
         None when the frame came without an output tensor."""
-        outputs = self._imx.get_outputs(metadata)
-        if outputs is None:
+        tensor = metadata.get("CnnOutputTensor")
+        if not tensor:
             return None
-        if len(outputs) != 1:
+        shapes = self._output_shapes(metadata)
+        if len(shapes) != 1:
             raise NetworkError(
-                f"{self.file.name} has {len(outputs)} output tensors; a classifier has one"
+                f"{self.file.name} has {len(shapes)} output tensors; a classifier has one"
             )
-        scores = np.ascontiguousarray(outputs[0], dtype=np.float32).reshape(-1)
+        # as picamera2's IMX500.get_outputs() gives the one output tensor
+        size = int(np.prod(shapes[0]))
+        output = np.fromiter(tensor, dtype=np.float32)[:size].reshape(shapes[0], order="F")
+        scores = np.ascontiguousarray(output, dtype=np.float32).reshape(-1)
         if self.softmax:
             scores = softmax(scores)
         kpi = self._imx.get_kpi_info(metadata)
         dnn, dsp = (float(kpi[0]), float(kpi[1])) if kpi else (None, None)
         return SensorScores(scores, dnn, dsp)
+
+    def _output_shapes(self, metadata: dict[str, Any]) -> list[Any]:
+        """picamera2's ``IMX500.get_output_shapes()``, parsed again only when the tensor
+        info (but its frame counter) changes."""
+        info = metadata.get("CnnOutputTensorInfo")
+        head = info[: self._info_head] if info else None
+        cached = self._shapes
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        shapes: list[Any] = self._imx.get_output_shapes(metadata)
+        self._shapes = (head, shapes)
+        return shapes
 
     def set_roi(self, rect: tuple[int, int, int, int]) -> None:
         """The sensor's inference crop, in full-sensor pixels (left, top, width, height)."""

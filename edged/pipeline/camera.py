@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.capture import FrameSource
+from edged.capture.base import PixelDemand
 from edged.capture.regions import regions_of
 from edged.capture.static import StaticScene
 from edged.config import Camera
@@ -62,6 +63,10 @@ class CameraPipeline:
         self.ended = False  # its source finished
         self.observe: Callable[[float], None] | None = None  # the metrics' histogram
         self._closed = False
+        if source.pixels_on_demand and not camera.capture.skip_static and not publishing.collector:
+            # nothing needs every frame's pixels: those the sensor classified keep theirs in
+            # the camera's buffer unless someone asks for a current frame (live.current_frame)
+            source.demand = live.demand = PixelDemand()
 
     @property
     def main(self) -> InferenceStage:
@@ -89,41 +94,45 @@ class CameraPipeline:
         # regions the CPU crops; a source that crops on the device names its one region
         crops = [] if source.cropped_region else regions_of(cfg.regions)
         collector = self.publishing.collector
+        live = self.live
         for frame in source.frames(stop):
             self.stats.frames_captured += 1
-            self.live.frame = frame  # what the status page and a snapshot show
-            if static is not None and not static.changed(frame.image):
-                self.stats.record_static()
-                continue
-            if collector is not None:
-                collector.hold(frame.number, frame.image)
+            live.show(frame)  # what the status page and a snapshot show
+            image = frame.image
+            if image is not None:
+                if static is not None and not static.changed(image):
+                    self.stats.record_static()
+                    continue
+                if collector is not None:
+                    collector.hold(frame.number, image)
             if frame.sensor is not None:  # classified on the camera's sensor: no invoke here
                 item = Work(
                     frame.number,
                     frame.source,
                     None,
                     source.cropped_region,
-                    frame.image,
+                    image,
                     frame.sensor,
                     frame.ts,
                 )
                 if not self._hand_over(self.main, item, stop):
                     return
                 continue
+            assert image is not None  # only a frame the sensor classified may have no pixels
             parts: list[tuple[str | None, npt.NDArray[np.uint8]]] = [
-                (r.name, r.crop(frame.image)) for r in crops
-            ]
-            for region, image in parts or [(source.cropped_region, frame.image)]:
+                (r.name, r.crop(image)) for r in crops
+            ] or [(source.cropped_region, image)]
+            for region, part in parts:
                 stage = self.stages.get(region) or self.main
                 engine = stage.engine  # the model now running (a reload swaps it)
                 try:
-                    prepared = engine.prepare(image)
+                    prepared = engine.prepare(part)
                 except ImageError as exc:
                     source.skipped += 1
                     log.warning("frame %d from %s skipped: %s", frame.number, frame.source, exc)
                     break
                 item = Work(
-                    frame.number, frame.source, prepared, region=region, image=image, ts=frame.ts
+                    frame.number, frame.source, prepared, region=region, image=part, ts=frame.ts
                 )
                 if not self._hand_over(stage, item, stop):
                     return

@@ -73,6 +73,7 @@ def capture(
                 continue  # a live source: keep the newest frame when the interval is up
             path = _free_name(folder, stamp, len(saved) + 1)
             try:
+                assert frame.image is not None  # no pixel demand set: every frame has them
                 Image.fromarray(frame.image).save(path, "JPEG", quality=JPEG_QUALITY)
             except OSError as exc:
                 raise CaptureError(f"cannot write {str(path)!r}: {exc}") from exc

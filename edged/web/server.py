@@ -6,10 +6,12 @@ dependency (or its security updates) to every device.
 
 Routes: ``/`` (the page), ``/frame.jpg`` (the latest frame the pipeline already holds, with
 the top-k drawn over it, encoded only when asked for and once per frame however many
-viewers), ``/api/status`` (last classification and health), ``/api/config`` (the effective
-config with secrets redacted), ``/metrics`` (when metrics are on) and ``/healthz`` (200 while
-frames flow, else 503; no auth, for probes).  With ``[learn]`` on, ``/learn`` (the Learn
-view) and the Learn API (:mod:`edged.learn.api`) are served behind the same auth.
+viewers; an AI camera whose sensor classifies copies its frames' pixels only while someone
+looks, so a viewer's first request waits for the next frame), ``/api/status`` (last
+classification and health), ``/api/config`` (the effective config with secrets redacted),
+``/metrics`` (when metrics are on) and ``/healthz`` (200 while frames flow, else 503; no
+auth, for probes).  With ``[learn]`` on, ``/learn`` (the Learn view) and the Learn API
+(:mod:`edged.learn.api`) are served behind the same auth.
 """
 
 from __future__ import annotations

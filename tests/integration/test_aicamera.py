@@ -5,23 +5,26 @@ tensors are the bundled model's own int8 scores on the sample photos."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from edged.capture import open_source
-from edged.capture.base import Frame, FrameSource
+from edged.capture.base import Frame, FrameSource, PixelDemand
 from edged.capture.imx500 import Imx500Source
 from edged.config import ClassifyConfig, ModelConfig, parse_config
 from edged.engine import Engine, open_engine
-from edged.infer.imx500 import softmax
+from edged.infer.imx500 import NetworkError, SensorNetwork, inspect_network, softmax
 from tests.aicamera import (  # noqa: F401  (fixtures: aicamera, imx500_here, sensor_scores)
     PHOTOS,
     AiCamera,
@@ -33,10 +36,13 @@ from tests.aicamera import (  # noqa: F401  (fixtures: aicamera, imx500_here, se
 from tests.support import (
     SAMPLE_TOP1,
     Mosquitto,
+    Operator,
     Subscriber,
+    free_port,
     run_edged,
     start_edged,
     stop_process,
+    wait_until,
     write_config,
 )
 
@@ -122,6 +128,69 @@ def test_softmax_applied_when_the_intrinsics_ask(imx500_here: AiCamera, engine: 
     assert top is not None and top.label == SAMPLE_TOP1[photo_of(frame).name]
 
 
+def test_sensor_frames_leave_their_pixels_in_the_buffer_until_asked(
+    imx500_here: AiCamera,
+) -> None:
+    """With a pixel demand set, a frame the sensor classified comes without its pixels (no
+    copy of the ISP's frame) until someone asks; from then on each frame has them, the same
+    pixels as a source that copies every frame gives for the same photo."""
+    n = len(PHOTOS)
+    frames: list[Frame] = []
+    with source_for(imx500_here) as source:
+        source.demand = demand = PixelDemand()
+        stop = threading.Event()
+        for frame in source.frames(stop):
+            frames.append(frame)
+            if len(frames) == n:
+                demand.ask(600.0)  # a viewer comes
+            elif len(frames) == 2 * n:
+                source.demand = None  # every frame copied, as without a demand
+            elif len(frames) == 3 * n:
+                break
+    assert all(f.sensor is not None for f in frames)
+    assert all(f.image is None for f in frames[:n])
+    copied = {photo_of(f): f.image for f in frames[n:]}
+    assert set(copied) == set(PHOTOS)
+    for f in frames[2 * n :]:
+        asked = copied[photo_of(f)]
+        assert asked is not None and f.image is not None and asked.shape == (256, 256, 3)
+        np.testing.assert_array_equal(asked, f.image)
+
+
+def test_tensor_info_parsed_again_only_when_it_changes(imx500_here: AiCamera) -> None:
+    """The output shapes picamera2 parses from a frame's tensor info are kept while the info
+    (but its frame counter) stays the same; another info is parsed again, and one with two
+    output tensors is refused as before."""
+    from picamera2 import Picamera2
+
+    camera_id = str(Picamera2.global_camera_info()[0]["Id"])
+    net = SensorNetwork(inspect_network(imx500_here.network), camera_id=camera_id)
+    try:
+
+        def metadata(scores: list[float], info: tuple[int, ...]) -> dict[str, Any]:
+            return {
+                "CnnOutputTensor": tuple(scores),
+                "CnnOutputTensorInfo": info,
+                "CnnKpiInfo": (2400, 600),
+            }
+
+        rng = np.random.default_rng(1)
+        for frame in (1, 2, 3):
+            scores = rng.random(1000).tolist()
+            got = net.read(metadata(scores, imx500_sim._tensor_info("net", 1000, frame)))
+            assert got is not None and got.dnn_ms == pytest.approx(2.4)
+            np.testing.assert_array_equal(got.scores, np.asarray(scores, np.float32))
+        got = net.read(metadata([0.5] * 10, imx500_sim._tensor_info("other", 10, 4)))
+        assert got is not None and got.scores.shape == (10,)
+        two = bytearray(imx500_sim._tensor_info("two", 10, 5))
+        two[64] = 2  # num_tensors
+        with pytest.raises(NetworkError, match="has 2 output tensors; a classifier has one"):
+            net.read(metadata([0.5] * 20, tuple(two)))
+        assert net.read({"CnnKpiInfo": (2400, 600)}) is None  # a frame without a tensor
+    finally:
+        net.close()
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
@@ -146,10 +215,12 @@ def test_network_that_will_not_load_leaves_frames_to_the_cpu(
     else:
         monkeypatch.setenv("FAKE_IMX500_FAIL_LOADS", "5")
     with source_for(imx500_here, **capture) as source:
+        source.demand = PixelDemand()  # nobody asks for pixels: the CPU needs them anyway
         frames = take(source, 3)
         inference = source.inference_status()
         assert source.state == "fallback"
     assert len(frames) == 3 and all(f.sensor is None for f in frames)
+    assert all(f.image is not None and f.image.shape == (256, 256, 3) for f in frames)
     assert reason in str(inference["fallback_reason"])
     assert "backend" not in inference  # the engine's (the CPU) speaks
     assert inference["fallbacks"] == 1
@@ -337,6 +408,40 @@ def test_daemon_publishes_the_sensors_classifications(
     assert last["sensor_dnn_ms"] == pytest.approx(2.4)
     assert last["sensor_dsp_ms"] == pytest.approx(0.6)
     assert last["model"] == aicamera.network.name
+
+
+def test_snapshot_and_status_page_get_a_current_frame_from_the_sensor_way(
+    tmp_path: Path, mosquitto: Mosquitto, aicamera: AiCamera
+) -> None:
+    """The sensor classifies and nothing else needs the frames' pixels (no collect, no
+    skip_static), so none is copied until asked: a snapshot and the status page still get
+    a frame, the current one, as the sensor's classifications go on."""
+    port = free_port()
+    cfg = aicamera_config(
+        tmp_path, aicamera, mosquitto.url, extra=f'[web]\nlisten = "127.0.0.1:{port}"'
+    )
+    # commands answered on the response topic the operator names (MQTT 5)
+    cfg.write_text(cfg.read_text().replace("[mqtt]\n", '[mqtt]\nprotocol = "5"\n'))
+    cfg.write_text(cfg.read_text().replace('id = "aicam"', 'id = "cam-1"'))
+    op = Operator(mosquitto.port)
+    log = tmp_path / "edged.log"
+    proc = start_edged("run", "-c", str(cfg), log=log, env=aicamera.env())
+    try:
+        assert wait_until(lambda: len(op.events()) >= 30, 60), log.read_text()
+        reply = op.request({"cmd": "snapshot"})
+        assert reply["ok"], reply
+        assert wait_until(lambda: bool(op.on("snapshot")), 10)
+        jpeg = op.on("snapshot")[-1].payload
+        with Image.open(io.BytesIO(jpeg)) as img:
+            assert img.size == (256, 256)  # the capture size (the model input and its crop)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=10) as r:
+            assert r.status == 200 and r.read()[:3] == b"\xff\xd8\xff"
+        seen = len(op.events())
+        assert wait_until(lambda: len(op.events()) >= seen + 10, 30)
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
+        op.close()
+    assert {e["backend"] for e in op.events()} == {"imx500"}
 
 
 def test_daemon_falls_back_to_the_cpu_twin_then_returns_to_the_sensor(

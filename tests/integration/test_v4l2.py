@@ -16,7 +16,7 @@ from edged.capture.cameras import V4l2Mode, list_cameras, pick_mode, v4l2_modes
 from edged.capture.live import LiveSource
 from edged.config import parse_config
 from tests.fakes.v4l2 import FakeCamera, FakeV4l2
-from tests.support import Mosquitto, Subscriber
+from tests.support import Mosquitto, Subscriber, pixels
 
 SAMPLES = Path(__file__).resolve().parents[2] / "edged" / "samples"
 WEBCAM_MODES = {
@@ -105,8 +105,8 @@ def test_webcam_asked_for_the_smallest_covering_mode(
         "framerate": "15",
     }
     # 320x240 is delivered scaled to cover the model input and no more
-    assert first.image.shape == (224, 299, 3)
-    assert first.image.dtype.name == "uint8"
+    assert pixels(first).shape == (224, 299, 3)
+    assert pixels(first).dtype.name == "uint8"
 
 
 def test_explicit_size_and_by_id_name(webcam: FakeCamera, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from edged.capture import open_source
 from edged.config import parse_config
+from tests.support import pixels
 
 
 def _images(d: Path, n: int) -> list[Path]:
@@ -34,7 +35,7 @@ def test_replay_directory_once_in_order(tmp_path: Path) -> None:
     frames = list(src.frames(threading.Event()))
     assert [f.source for f in frames] == ["00.png", "01.png", "02.png"]
     assert [f.number for f in frames] == [1, 2, 3]
-    assert frames[1].image[0, 0].tolist() == [40, 0, 0]
+    assert pixels(frames[1])[0, 0].tolist() == [40, 0, 0]
     assert src.skipped == 1 and not src.live
 
 
@@ -109,15 +110,15 @@ def test_looped_replay_decodes_each_image_once_until_it_changes(
     frames = open_source(cfg.capture, (32, 32)).frames(threading.Event())
     seen = [next(frames) for _ in range(20)]  # ten passes
     assert decodes == ["00.png", "01.png"]
-    assert [f.image[0, 0].tolist() for f in seen[:4]] == [[0, 0, 0], [40, 0, 0]] * 2
+    assert [pixels(f)[0, 0].tolist() for f in seen[:4]] == [[0, 0, 0], [40, 0, 0]] * 2
     with pytest.raises(ValueError, match="read-only"):
-        seen[1].image[0, 0] = 1  # every pass shares the arrays: nobody may write into them
+        pixels(seen[1])[0, 0] = 1  # every pass shares the arrays: nobody may write into them
     # a file rewritten (another size) is decoded again, and its new pixels are replayed
     Image.new("RGB", (80, 48), (200, 0, 0)).save(paths[1])
     again = [next(frames) for _ in range(4)]
     assert decodes == ["00.png", "01.png", "01.png"]
-    assert [f.image[0, 0].tolist() for f in again] == [[0, 0, 0], [200, 0, 0]] * 2
-    assert again[1].image.shape == (48, 80, 3)
+    assert [pixels(f)[0, 0].tolist() for f in again] == [[0, 0, 0], [200, 0, 0]] * 2
+    assert pixels(again[1]).shape == (48, 80, 3)
 
 
 def test_replay_keeps_no_more_decoded_images_than_it_may(
@@ -154,8 +155,8 @@ def test_replay_video(tmp_path: Path) -> None:
     cfg = parse_config({"capture": {"paths": [str(video)]}})
     frames = list(open_source(cfg.capture, (32, 32)).frames(threading.Event()))
     assert len(frames) == 6
-    assert frames[0].image.shape == (48, 64, 3)
-    assert abs(int(frames[5].image.mean()) - 200) < 8
+    assert pixels(frames[0]).shape == (48, 64, 3)
+    assert abs(int(pixels(frames[5]).mean()) - 200) < 8
 
 
 def test_replay_missing_path_is_an_error(tmp_path: Path) -> None:
@@ -177,8 +178,8 @@ def test_picamera2_streams_rgb_at_model_size(fake_picamera2: Any) -> None:
         frames.append(f)
         if len(frames) == 3:
             stop.set()
-    assert frames[0].image.shape == (224, 224, 3)
-    assert frames[0].image[0, 0].tolist() == [200, 0, 0]  # R first: RGB order
+    assert pixels(frames[0]).shape == (224, 224, 3)
+    assert pixels(frames[0])[0, 0].tolist() == [200, 0, 0]  # R first: RGB order
     src.close()
     src.close()
     assert cam.closed and cam.close_calls == 1 and not cam.started
@@ -192,7 +193,7 @@ def test_picamera2_lores_beside_full_main(fake_picamera2: Any) -> None:
     assert cam.camera_config["lores"] == {"size": (320, 300), "format": "BGR888"}  # aligned
     stop = threading.Event()
     frame = next(iter(src.frames(stop)))
-    assert frame.image.shape == (300, 320, 3)
+    assert pixels(frame).shape == (300, 320, 3)
     src.close()
 
 
@@ -229,7 +230,7 @@ def test_picamera2_absent_camera_is_waited_for(
     monkeypatch.setenv("FAKE_PICAMERA2_CAMERAS", "1")  # the camera is detected
     stop = threading.Event()
     frame = next(iter(src.frames(stop)))
-    assert frame.image.shape == (224, 224, 3)
+    assert pixels(frame).shape == (224, 224, 3)
     assert src.absent() is None and src.status() == {}
     src.close()
     assert fake_picamera2.instances[0].closed
@@ -274,8 +275,8 @@ def test_picamera2_one_region_cropped_by_the_isp(fake_picamera2: Any, tmp_path: 
     # the stream has the region's aspect (2304:2592) and covers the model input
     assert cam.camera_config["main"]["size"] == (224, 252)
     frame = next(iter(src.frames(threading.Event())))
-    assert frame.image.shape == (252, 224, 3)
-    assert frame.image[:, :, 2].min() == 200 and frame.image[:, :, 0].max() == 0  # all blue
+    assert pixels(frame).shape == (252, 224, 3)
+    assert pixels(frame)[:, :, 2].min() == 200 and pixels(frame)[:, :, 0].max() == 0  # all blue
     src.close()
 
 
@@ -314,7 +315,7 @@ def test_picamera2_takes_the_models_center_crop_on_the_isp(fake_picamera2: Any) 
     assert cam.controls["ScalerCrop"] == ((4608 - side) // 2, (2592 - side) // 2, side, side)
     assert cam.camera_config["main"]["size"] == (224, 224)
     frame = next(iter(src.frames(threading.Event())))
-    assert frame.image.shape == (224, 224, 3)
+    assert pixels(frame).shape == (224, 224, 3)
     src.close()
 
 
