@@ -65,11 +65,18 @@ class Labels:
 def dequantize(
     raw: npt.NDArray[np.generic], scale: float, zero_point: int
 ) -> npt.NDArray[np.float32]:
-    if np.issubdtype(raw.dtype, np.integer):
-        if scale <= 0:
-            scale, zero_point = (1 / 256, 0) if raw.dtype == np.uint8 else (1 / 256, -128)
+    if raw.dtype.kind in "iu":
+        scale, zero_point = _quantization(raw, scale, zero_point)
         return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
     return raw.astype(np.float32, copy=False)
+
+
+def _quantization(raw: npt.NDArray[np.generic], scale: float, zero_point: int) -> tuple[float, int]:
+    """An integer output's (scale, zero point); a model that gives none (scale 0) is
+    taken as a softmax over the type's whole range."""
+    if scale > 0:
+        return scale, zero_point
+    return (1 / 256, 0) if raw.dtype == np.uint8 else (1 / 256, -128)
 
 
 def _as_probabilities(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -125,10 +132,9 @@ class Classifier:
         so the order (ties included) is the same as on the scores, and only the winners are
         dequantized, exactly as :func:`dequantize` does.  None for anything else (float
         outputs, logits): the general path."""
-        if raw.dtype.kind not in "iu" or raw.size <= 4 * k:
+        if raw.dtype.kind not in "iu":
             return None
-        if scale <= 0:
-            scale, zero_point = (1 / 256, 0) if raw.dtype == np.uint8 else (1 / 256, -128)
+        scale, zero_point = _quantization(raw, scale, zero_point)
         lowest = (int(raw.min()) - zero_point) * scale
         total = (int(raw.sum()) - raw.size * zero_point) * scale
         if lowest < -1e-3 or total > 1.05:
@@ -141,7 +147,7 @@ class Classifier:
             idx = _top(values.astype(np.int64), min(k, values.size))
         if kept is not None:
             idx = kept[idx]
-        scores = (raw[idx].astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+        scores = dequantize(raw[idx], scale, zero_point)
         return [(i, s) for i, s in zip(idx.tolist(), scores.tolist(), strict=True) if s >= 0.0]
 
     def _classification(self, candidates: list[tuple[int, float]]) -> Classification:
