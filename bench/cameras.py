@@ -484,8 +484,8 @@ def cpu_rows(
     machine, so ``--cpu-rounds`` rounds each measure every figure against the bare loops
     run just before and after it; the rows give the median and the range."""
     cpus = len(os.sched_getaffinity(0))
-    per: dict[str, list[float]] = {k: [] for k in ("ceiling", "two", "one", "bound", "outside")}
-    inside_ms: list[float] = []
+    keys = ("ceiling", "two", "one", "bound", "inside", "outside")
+    per: dict[str, list[float]] = {k: [] for k in keys}
     shape = ""
     for r in range(args.cpu_rounds):
         bare0, _ = bare_loop(frames, 2, 600)
@@ -516,8 +516,8 @@ def cpu_rows(
         per["two"].append(two / bare01)
         per["one"].append(one / bare12)
         per["bound"].append(cpus * 1000 / (inside + outside) / bare01)
+        per["inside"].append(inside)
         per["outside"].append(outside)
-        inside_ms.append(inside)
         print(
             f"    round {r + 1}: bare 2-thread {bare0:.0f}, {bare1:.0f}, {bare2:.0f}/s; two "
             f"1-thread loops {ceiling:.0f}/s ({ceiling / bare01:.3f}); 2 cameras ({shape}) "
@@ -537,11 +537,11 @@ def cpu_rows(
         "(no goal: what nothing but invoke() reaches)",
         True,
     )
-    outside = statistics.median(per["outside"])
+    inside, outside = statistics.median(per["inside"]), statistics.median(per["outside"])
     row(
         "CPU 2 cameras: daemon CPU per frame inside + outside invoke(); the rate "
         f"{cpus} CPUs allow at that / bare 2-thread invoke, {n}",
-        f"{statistics.median(inside_ms):.2f} + {outside:.2f} ms; {spread('bound')}",
+        f"{inside:.2f} + {outside:.2f} ms; {spread('bound')}",
         "(no goal: the bound the CPUs set)",
         True,
     )
