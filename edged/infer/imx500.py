@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ class SensorNetwork:
         # the tensor info's bytes before its frame counter: the same while the network is
         # (what picamera2 parses from them is kept, not parsed again for every frame)
         self._info_head = int(CnnOutputTensorInfoExported.frameCount.offset)
-        self._shapes: tuple[Any, list[Any]] | None = None
+        self._shapes: tuple[Any, list[Any], int] | None = None
         try:
             self._imx: Any = IMX500(str(network.path), camera_id=camera_id)
         except (RuntimeError, OSError, ValueError, StopIteration) as exc:
@@ -202,13 +203,12 @@ class SensorNetwork:
         tensor = metadata.get("CnnOutputTensor")
         if not tensor:
             return None
-        shapes = self._output_shapes(metadata)
+        shapes, size = self._output_shapes(metadata)
         if len(shapes) != 1:
             raise NetworkError(
                 f"{self.file.name} has {len(shapes)} output tensors; a classifier has one"
             )
         # as picamera2's IMX500.get_outputs() gives the one output tensor
-        size = int(np.prod(shapes[0]))
         output = np.fromiter(tensor, dtype=np.float32)[:size].reshape(shapes[0], order="F")
         scores = np.ascontiguousarray(output, dtype=np.float32).reshape(-1)
         if self.softmax:
@@ -217,17 +217,18 @@ class SensorNetwork:
         dnn, dsp = (float(kpi[0]), float(kpi[1])) if kpi else (None, None)
         return SensorScores(scores, dnn, dsp)
 
-    def _output_shapes(self, metadata: dict[str, Any]) -> list[Any]:
-        """picamera2's ``IMX500.get_output_shapes()``, parsed again only when the tensor
-        info (but its frame counter) changes."""
+    def _output_shapes(self, metadata: dict[str, Any]) -> tuple[list[Any], int]:
+        """picamera2's ``IMX500.get_output_shapes()`` and the first tensor's size, parsed
+        again only when the tensor info (but its frame counter) changes."""
         info = metadata.get("CnnOutputTensorInfo")
         head = info[: self._info_head] if info else None
         cached = self._shapes
         if cached is not None and cached[0] == head:
-            return cached[1]
+            return cached[1], cached[2]
         shapes: list[Any] = self._imx.get_output_shapes(metadata)
-        self._shapes = (head, shapes)
-        return shapes
+        size = math.prod(int(d) for d in shapes[0]) if shapes else 0
+        self._shapes = (head, shapes, size)
+        return shapes, size
 
     def set_roi(self, rect: tuple[int, int, int, int]) -> None:
         """The sensor's inference crop, in full-sensor pixels (left, top, width, height)."""
