@@ -115,7 +115,11 @@ class CameraPipeline:
                     frame.sensor,
                     frame.ts,
                 )
-                if not self._hand_over(self.main, item, stop):
+                if self._closed:
+                    return
+                if not self.main.sensor_here(self.key, item) and not self._hand_over(
+                    self.main, item, stop
+                ):
                     return
                 continue
             assert image is not None  # only a frame the sensor classified may have no pixels

@@ -108,6 +108,7 @@ class InferenceStage:
         self.ages: deque[float] = deque(maxlen=8192)  # seconds from source to interpreter
         self.reason = "frame source finished"
         self._done = False
+        self._sink: Sink | None = None  # the interpreters' sink, once they run
 
     @property
     def engine(self) -> Engine:
@@ -139,6 +140,7 @@ class InferenceStage:
     def run(self, index: int, sink: Sink) -> None:
         """Interpreter ``index``'s loop; ``sink`` publishes a result (here or beside)."""
         engine = self.engines[index]
+        self._sink = sink
         pending: deque[Slot] = deque()
         while not self.stop.is_set() or pending:  # at stop, the frames in flight finish
             if self._next[index] is not None:
@@ -205,15 +207,33 @@ class InferenceStage:
 
     def _sensor(self, engine: Engine, slot: Slot, sink: Sink) -> None:
         """A frame the camera's sensor classified goes straight to classification."""
-        route = self._routes[slot.camera]
         try:
-            if slot.item.sensor is None:
-                return
-            inference = engine.sensor_inference(slot.item.sensor)
-            if route.collected(slot.item, inference):
-                sink(route, slot.item, inference, engine)
+            self._sensor_result(engine, slot, sink)
         finally:
             self.lanes.done(slot.camera)
+
+    def _sensor_result(self, engine: Engine, slot: Slot, sink: Sink) -> None:
+        if slot.item.sensor is None:
+            return
+        route = self._routes[slot.camera]
+        inference = engine.sensor_inference(slot.item.sensor)
+        if route.collected(slot.item, inference):
+            sink(route, slot.item, inference, engine)
+
+    # -- the cameras' threads -------------------------------------------------------------
+    def sensor_here(self, camera: str, item: Work) -> bool:
+        """A frame the camera's sensor classified, handed to the sink in the calling (the
+        camera's) thread when nothing of that camera waits or is in flight here: its
+        results keep their order, and no interpreter's thread is woken for a frame that
+        needs no invoke.  False: the caller queues it like any frame (the interpreters are
+        not running yet, or are paused or stopping, or the camera has frames here)."""
+        sink = self._sink
+        if sink is None or self.paused.is_set() or self.stop.is_set():
+            return False
+        if not self.lanes.idle(camera):
+            return False
+        self._sensor_result(self.engine, Slot(camera, item), sink)
+        return True
 
     def _finish(self) -> None:
         with self._swapped:

@@ -197,6 +197,12 @@ class Lanes(Generic[T]):
                 for lane in self._lanes.values()
             )
 
+    def idle(self, key: str) -> bool:
+        """``key`` holds nothing and has nothing in flight."""
+        with self._lock:
+            lane = self._lanes[key]
+            return not lane.items and not lane.in_flight
+
     def waiting(self, key: str) -> int:
         with self._lock:
             return len(self._lanes[key].items)

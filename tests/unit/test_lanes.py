@@ -64,6 +64,17 @@ def test_in_flight_limit_keeps_a_cameras_results_in_order() -> None:
     assert lanes.get(0)[:2] == ("a", 2)
 
 
+def test_idle_means_nothing_waiting_and_nothing_in_flight() -> None:
+    lanes = _lanes("a", "b")
+    assert lanes.idle("a")
+    lanes.put_newest("a", 1)
+    assert not lanes.idle("a") and lanes.idle("b")
+    assert lanes.get(0)[:2] == ("a", 1)
+    assert not lanes.idle("a"), "taken but not done"
+    lanes.done("a")
+    assert lanes.idle("a")
+
+
 def test_a_file_camera_waits_for_room_and_a_closed_lane_refuses() -> None:
     lanes = _lanes("a", capacity=1)
     assert lanes.put("a", 1, timeout=0)
