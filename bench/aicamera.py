@@ -166,22 +166,59 @@ def camera_alone(seconds: float) -> None:
     print(f"{(1000.0 * (time.process_time() - c0) - sim) / frames:.3f}")
 
 
+def paho_alone(url: str, seconds: float) -> None:
+    """In a process of its own: paho's own client (``loop_start()``) sending a QoS 1 event
+    of an event's size at 30 per second to the broker, nothing of edged.  Windows with and
+    without the events alternate; prints the CPU ms one event adds (what every_frame costs
+    per frame whoever publishes it)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(host, int(port))
+    client.loop_start()
+    payload = b"x" * 450  # an event's size
+    n = max(1, int(seconds * FPS / 4))
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for window in range(4):
+            send = window % 2 == 1
+            c0, t0 = time.process_time(), time.perf_counter()
+            for i in range(n):
+                if send:
+                    client.publish("bench/paho/events", payload, qos=1)
+                left = t0 + (i + 1) / FPS - time.perf_counter()
+                if left > 0:
+                    time.sleep(left)  # the pace of a 30 fps camera, not a wait for a condition
+            cpu[send].append((time.process_time() - c0) / n)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    print(f"{1000.0 * (statistics.median(cpu[True]) - statistics.median(cpu[False])):.3f}")
+
+
 def simulation_ms_here() -> float:
     ns: int = imx500_sim.METER.ns
     return ns / 1e6
 
 
 def camera_run(cam: AiCamera, window: float) -> float:
-    env = {**os.environ, **cam.env(), "BENCH_NETWORK": str(cam.network)}
+    env = {"BENCH_NETWORK": str(cam.network), **cam.env()}
+    return float(_alone(["--camera-alone", str(window)], window, env))
+
+
+def _alone(args: list[str], window: float, env: dict[str, str] | None = None) -> str:
+    """The last line a ``--*-alone`` run of this script prints, in a process of its own."""
     out = subprocess.run(
-        [sys.executable, __file__, "--camera-alone", str(window)],
-        env=env,
+        [sys.executable, __file__, *args],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         check=True,
         timeout=window + 60,
     )
-    return float(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -191,9 +228,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="interpreter threads (CPU path)")
     ap.add_argument("--policy", default=",".join(POLICIES), help="publish policies to run")
     ap.add_argument("--camera-alone", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--paho-alone", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.camera_alone:
         camera_alone(args.camera_alone)
+        return
+    if args.paho_alone:
+        paho_alone(args.paho_alone, args.window)
         return
     print(
         f"edged AI camera: {args.rounds} rounds, {args.window:g} s windows at {FPS:g} fps, "
@@ -205,6 +246,7 @@ def main() -> None:
         scores = imx500_sim.write_scores(tmp / "scores.npz", PHOTOS)
         cam = make_aicamera(tmp, scores)
         broker = Mosquitto(tmp).start()
+        cpu_path: dict[str, float] = {}
         try:
             for policy in args.policy.split(","):
                 ms: dict[str, list[float]] = {w: [] for w in WAYS}
@@ -226,6 +268,7 @@ def main() -> None:
                             f"{e:.2f} events/frame"
                         )
                 sensor, cpu = statistics.median(ms["sensor"]), statistics.median(ms["cpu"])
+                cpu_path[policy] = cpu
                 raw = {
                     w: statistics.median(m + s for m, s in zip(ms[w], sims[w], strict=True))
                     for w in WAYS
@@ -244,6 +287,20 @@ def main() -> None:
                 f"camera (without its CPU), "
                 f"no edged: {alone:.3f} ms CPU/frame (inside the sensor way's figure)"
             )
+            paho = ["--paho-alone", broker.url, "--window", str(args.window)]
+            event = statistics.median(float(_alone(paho, args.window)) for _ in range(args.rounds))
+            line = (
+                f"paho alone (its own network thread, no edged), a QoS 1 event at {FPS:g}/s: "
+                f"{event:.3f} ms CPU per event"
+            )
+            if "every_frame" in cpu_path:
+                floor = alone + event
+                line += (
+                    f"; with picamera2 alone, the least an event per frame can cost on the "
+                    f"sensor way: {floor:.3f} ms, ratio {floor / cpu_path['every_frame']:.3f} "
+                    "against every_frame's CPU path"
+                )
+            print(line)
         finally:
             broker.stop()
 
