@@ -174,9 +174,11 @@ def paho_alone(url: str, seconds: float) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    from edged.wire import broker_address
+
+    broker = broker_address(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.connect(host, int(port))
+    client.connect(broker.host, broker.port)
     client.loop_start()
     payload = b"x" * 450  # an event's size
     n = max(1, int(seconds * FPS / 4))
