@@ -17,7 +17,8 @@ baseline of the same run): 8 unpaced replay cameras on the fake 2 ms Edge TPU (t
 against the fake device's own back-to-back rate, each camera's share of the total, p95
 frame age at inference against the device's latency; the same 8 cameras on two models that
 share the device, one worker process); 2 cameras of pre-sized frames on
-the CPU against the bare 2-thread ``invoke()`` loop, and one camera at 2 threads; one of 3
+the CPU against the bare 2-thread ``invoke()`` loop and against two 1-thread loops that
+publish every result with paho, and one camera at 2 threads; one of 3
 cameras (its MJPEG server stopped for ``--outage`` s) against the other two's rates; the
 resident memory of 4 cameras against 1.
 
@@ -468,6 +469,47 @@ def two_models(
     )
 
 
+def publishing_loops(
+    images: Path, broker_url: str, interpreters: int, threads: int, frames: int
+) -> float:
+    """Frames/s of ``interpreters`` interpreters at ``threads`` threads, each invoked back to
+    back by a thread of its own that publishes an event's worth of bytes at QoS 1 after
+    every ``invoke()``, through one paho client (its own network thread, ``loop_start()``):
+    nothing of edged, but the least any daemon that sends an event per frame does."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from pipeline import _warm_engines
+
+    from edged.wire import broker_address
+
+    broker = broker_address(broker_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    engines = _warm_engines(images, threads, interpreters)
+    payload = b"x" * 450  # an event's size
+    try:
+
+        def loop(backend: Any, tensor: Any) -> None:
+            for _ in range(frames):
+                backend.invoke(tensor)
+                client.publish("bench/paho/events", payload, qos=1)
+
+        loops = [threading.Thread(target=loop, args=(e.backend, t)) for e, t in engines]
+        t0 = time.perf_counter()
+        for t in loops:
+            t.start()
+        for t in loops:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        for engine, _ in engines:
+            engine.close()
+        client.loop_stop()
+        client.disconnect()
+    return interpreters * frames / wall
+
+
 def cpu_rows(
     frames: Path,
     broker_url: str,
@@ -479,17 +521,20 @@ def cpu_rows(
 ) -> None:
     """CPU: bare 2-thread invoke() loop, 2 cameras (auto pool), 1 camera at 2 threads; beside
     them what bounds the 2 cameras: two bare 1-thread loops in parallel (nothing but
-    invoke), and the daemon's CPU per frame outside invoke() in the same round.  How fast the
+    invoke), the same loops each publishing every result with paho at QoS 1 (what any daemon
+    that sends an event per frame reaches at most), and the daemon's CPU per frame outside
+    invoke() in the same round.  How fast the
     2-thread loop runs against two 1-thread loops changes from minute to minute on a shared
     machine, so ``--cpu-rounds`` rounds each measure every figure against the bare loops
     run just before and after it; the rows give the median and the range."""
     cpus = len(os.sched_getaffinity(0))
-    keys = ("ceiling", "two", "one", "bound", "inside", "outside")
+    keys = ("ceiling", "paho", "two", "of_paho", "paho1", "one", "bound", "inside", "outside")
     per: dict[str, list[float]] = {k: [] for k in keys}
     shape = ""
     for r in range(args.cpu_rounds):
         bare0, _ = bare_loop(frames, 2, 600)
         ceiling = parallel_loop(frames, 2, 600)
+        with_paho = publishing_loops(frames, broker_url, 2, 1, 600)
         run = Run(_replays(2, frames), broker_url)
         try:
             run.wait(20)
@@ -509,20 +554,26 @@ def cpu_rows(
         finally:
             run.close()
         bare2, _ = bare_loop(frames, 2, 600)
+        one_paho = publishing_loops(frames, broker_url, 1, 2, 600)
         inside = (i1 - i0) / max(1, n1 - n0) * 1000
         outside = (c1 - c0) / max(1, n1 - n0) * 1000 - inside
         bare01, bare12 = (bare0 + bare1) / 2, (bare1 + bare2) / 2
         per["ceiling"].append(ceiling / bare01)
+        per["paho"].append(with_paho / bare01)
         per["two"].append(two / bare01)
+        per["of_paho"].append(two / with_paho)
         per["one"].append(one / bare12)
+        per["paho1"].append(one_paho / bare12)
         per["bound"].append(cpus * 1000 / (inside + outside) / bare01)
         per["inside"].append(inside)
         per["outside"].append(outside)
         print(
             f"    round {r + 1}: bare 2-thread {bare0:.0f}, {bare1:.0f}, {bare2:.0f}/s; two "
-            f"1-thread loops {ceiling:.0f}/s ({ceiling / bare01:.3f}); 2 cameras ({shape}) "
+            f"1-thread loops {ceiling:.0f}/s ({ceiling / bare01:.3f}), publishing with paho "
+            f"{with_paho:.0f}/s ({with_paho / bare01:.3f}); 2 cameras ({shape}) "
             f"{two:.0f}/s ({two / bare01:.3f}), CPU {inside:.2f} + {outside:.2f} ms/frame; "
-            f"1 camera at 2 threads {one:.0f}/s ({one / bare12:.3f})",
+            f"1 camera at 2 threads {one:.0f}/s ({one / bare12:.3f}), the 2-thread loop "
+            f"publishing with paho {one_paho:.0f}/s ({one_paho / bare12:.3f})",
             flush=True,
         )
 
@@ -535,6 +586,13 @@ def cpu_rows(
         f"CPU 2 cameras: ceiling, two bare 1-thread loops in parallel / bare 2-thread invoke, {n}",
         spread("ceiling"),
         "(no goal: what nothing but invoke() reaches)",
+        True,
+    )
+    row(
+        "CPU 2 cameras: ceiling with an event per frame, the same two loops each publishing "
+        f"every result with paho at QoS 1 / bare 2-thread invoke, {n}",
+        spread("paho"),
+        "(no goal: what any daemon sending an event per frame reaches at most)",
         True,
     )
     inside, outside = statistics.median(per["inside"]), statistics.median(per["outside"])
@@ -551,6 +609,19 @@ def cpu_rows(
         spread("two"),
         ">= 1.10",
         two >= 1.10,
+    )
+    row(
+        f"CPU 2 cameras ({shape}) / that ceiling with an event per frame, {n}",
+        spread("of_paho"),
+        "(no goal: what edged adds to invoke() and paho)",
+        True,
+    )
+    row(
+        "CPU 1 camera at 2 threads: ceiling with an event per frame, the bare 2-thread loop "
+        f"publishing every result with paho at QoS 1 / bare 2-thread invoke, {n}",
+        spread("paho1"),
+        "(no goal: what any daemon sending an event per frame reaches at most)",
+        True,
     )
     one = statistics.median(per["one"])
     row(
