@@ -478,7 +478,7 @@ def publishing_loops(
     nothing of edged, but the least any daemon that sends an event per frame does."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
-    from pipeline import _warm_engines
+    from pipeline import parallel_loop
 
     from edged.wire import broker_address
 
@@ -486,28 +486,20 @@ def publishing_loops(
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.connect(broker.host, broker.port)
     client.loop_start()
-    engines = _warm_engines(images, threads, interpreters)
     payload = b"x" * 450  # an event's size
     try:
-
-        def loop(backend: Any, tensor: Any) -> None:
-            for _ in range(frames):
-                backend.invoke(tensor)
-                client.publish("bench/paho/events", payload, qos=1)
-
-        loops = [threading.Thread(target=loop, args=(e.backend, t)) for e, t in engines]
-        t0 = time.perf_counter()
-        for t in loops:
-            t.start()
-        for t in loops:
-            t.join()
-        wall = time.perf_counter() - t0
+        return float(
+            parallel_loop(
+                images,
+                interpreters,
+                frames,
+                threads,
+                after=lambda: client.publish("bench/paho/events", payload, qos=1),
+            )
+        )
     finally:
-        for engine, _ in engines:
-            engine.close()
         client.loop_stop()
         client.disconnect()
-    return interpreters * frames / wall
 
 
 def cpu_rows(

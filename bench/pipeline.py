@@ -106,22 +106,34 @@ def bare_loop(images: Path, threads: int, frames: int) -> tuple[float, float]:
     return frames / wall, cpu / frames
 
 
-def parallel_loop(images: Path, interpreters: int, frames: int) -> float:
-    """Frames/s of ``interpreters`` 1-thread interpreters, each invoked back to back on one
-    prepared frame by a thread of its own: what that many cameras could reach with nothing
-    but ``invoke()`` to do (the ceiling of a pool of 1-thread interpreters)."""
-    engines = _warm_engines(images, 1, interpreters)
+def parallel_loop(
+    images: Path,
+    interpreters: int,
+    frames: int,
+    threads: int = 1,
+    after: Callable[[], object] | None = None,
+) -> float:
+    """Frames/s of ``interpreters`` interpreters at ``threads`` threads, each invoked back to
+    back on one prepared frame by a thread of its own: what that many cameras could reach
+    with nothing but ``invoke()`` to do (the ceiling of a pool of 1-thread interpreters).
+    ``after``, if given, is called after every ``invoke()`` (what else a frame costs)."""
+    engines = _warm_engines(images, threads, interpreters)
     try:
 
         def loop(backend: Any, tensor: Any) -> None:
-            for _ in range(frames):
-                backend.invoke(tensor)
+            if after is None:
+                for _ in range(frames):
+                    backend.invoke(tensor)
+            else:
+                for _ in range(frames):
+                    backend.invoke(tensor)
+                    after()
 
-        threads = [threading.Thread(target=loop, args=(e.backend, t)) for e, t in engines]
+        loops = [threading.Thread(target=loop, args=(e.backend, t)) for e, t in engines]
         t0 = time.perf_counter()
-        for t in threads:
+        for t in loops:
             t.start()
-        for t in threads:
+        for t in loops:
             t.join()
         wall = time.perf_counter() - t0
     finally:
