@@ -17,8 +17,8 @@ baseline of the same run): 8 unpaced replay cameras on the fake 2 ms Edge TPU (t
 against the fake device's own back-to-back rate, each camera's share of the total, p95
 frame age at inference against the device's latency; the same 8 cameras on two models that
 share the device, one worker process); 2 cameras of pre-sized frames on
-the CPU against the bare 2-thread ``invoke()`` loop and against two 1-thread loops that
-publish every result with paho, and one camera at 2 threads; one of 3
+the CPU, and one camera at 2 threads, against the bare 2-thread ``invoke()`` loop and
+against the same loops publishing every result with paho; one of 3
 cameras (its MJPEG server stopped for ``--outage`` s) against the other two's rates; the
 resident memory of 4 cameras against 1.
 
@@ -514,8 +514,8 @@ def cpu_rows(
     """CPU: bare 2-thread invoke() loop, 2 cameras (auto pool), 1 camera at 2 threads; beside
     them what bounds the 2 cameras: two bare 1-thread loops in parallel (nothing but
     invoke), the same loops each publishing every result with paho at QoS 1 (what any daemon
-    that sends an event per frame reaches at most), and the daemon's CPU per frame outside
-    invoke() in the same round.  How fast the
+    that sends an event per frame reaches at most; for 1 camera, the 2-thread loop doing
+    so), and the daemon's CPU per frame outside invoke() in the same round.  How fast the
     2-thread loop runs against two 1-thread loops changes from minute to minute on a shared
     machine, so ``--cpu-rounds`` rounds each measure every figure against the bare loops
     run just before and after it; the rows give the median and the range."""
